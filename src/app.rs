@@ -1,0 +1,143 @@
+//! The startup seam: wires store, sender, supervisor and the HTTP server together.
+//!
+//! `start` is used by the binary and by every integration test, so tests run the real
+//! engine. It must be called inside an actix system (`#[actix_web::main]`/`::test`).
+//! It owns no logic of its own beyond construction and orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use thiserror::Error;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::conversation::ConversationEnv;
+use crate::flow::FlowHandle;
+use crate::sender::OutboundSender;
+use crate::store::{Store, StoreError};
+use crate::supervisor::{LiveConversations, Supervisor};
+use crate::webhook::{self, WebhookState};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running colloquy: the HTTP server plus its actors.
+pub struct RunningApp {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    server: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    store: Store,
+    supervisor: Addr<Supervisor>,
+}
+
+impl RunningApp {
+    /// The address actually bound (port 0 in the config becomes a real port here).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// How many conversation actors are alive right now.
+    pub async fn live_conversations(&self) -> usize {
+        self.supervisor.send(LiveConversations).await.unwrap_or(0)
+    }
+
+    /// Stops taking requests, lets in-flight requests finish, flushes the store.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.handle.stop(true).await;
+        self.finish().await
+    }
+
+    /// Runs until the server stops (SIGINT/SIGTERM), then flushes the store.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.finish().await
+    }
+
+    async fn finish(self) -> std::io::Result<()> {
+        let served = self
+            .server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(error) = self.store.flush().await {
+            log::error!("final flush failed: {error}");
+        }
+        served
+    }
+}
+
+/// Opens the store, starts the sender and supervisor (which resume unsent replies and
+/// unhandled events), and starts serving the webhook and admin endpoints.
+pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
+    let config = Arc::new(config);
+    let store = Store::open(&config.data_dir)?;
+    let sender = OutboundSender::new(
+        store.clone(),
+        &config.graph_url,
+        config.access_token.clone(),
+        config.sender.clone(),
+    )
+    .start();
+    let env = Arc::new(ConversationEnv {
+        store: store.clone(),
+        flow,
+        sender,
+        flow_timeout: config.flow_timeout,
+        idle_timeout: config.idle_timeout,
+    });
+    let supervisor = Supervisor::new(env).start();
+    let webhook_state = WebhookState {
+        config: config.clone(),
+        store: store.clone(),
+        supervisor: supervisor.clone(),
+    };
+    let admin_state = AdminState {
+        token: config.admin_token.clone(),
+        store: store.clone(),
+    };
+    let path = config.webhook_path.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(webhook_state.clone()))
+            .app_data(web::Data::new(admin_state.clone()))
+            .configure(webhook::configure(&path))
+            .configure(admin::configure)
+    });
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    let server = server
+        .bind(config.bind)
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = server.addrs().first().copied().unwrap_or(config.bind);
+    let server = server.run();
+    let handle = server.handle();
+    log::info!(
+        "colloquy listening on http://{addr}{} (graph API {})",
+        config.webhook_path,
+        config.graph_url
+    );
+    Ok(RunningApp {
+        addr,
+        handle,
+        server: actix_rt::spawn(server),
+        store,
+        supervisor,
+    })
+}

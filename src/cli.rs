@@ -1,0 +1,304 @@
+//! The `colloquy` command line: `serve`, `inspect` and `subscribe`.
+//!
+//! Parses flags (each `serve` setting also read from its environment variable, flags
+//! winning), and runs the command. This is the binary's edge, so it is the one place
+//! that uses `anyhow` for error context; the library's modules keep typed errors.
+//! Secrets given as flags or variables are never echoed (clap hides their values).
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::{Config, RawConfig, DEFAULT_BIND, DEFAULT_DATA_DIR, DEFAULT_GRAPH_URL};
+use crate::flow::builtin;
+use crate::inspect::{self, ConversationDocument, ConversationSummary};
+use crate::store::{Store, StoreError};
+
+/// The webhook fields colloquy parses, subscribed by `colloquy subscribe`.
+pub const SUBSCRIBED_FIELDS: &str = "messages,messaging_postbacks,message_deliveries,message_reads,message_echoes,messaging_referrals,messaging_optins,message_reactions,message_edits,messaging_handovers,messaging_policy_enforcement,messaging_account_linking,messaging_game_plays,standby";
+
+#[derive(Debug, Parser)]
+#[command(name = "colloquy", version, about = "An actor-based chatbot engine for the Facebook Messenger Platform")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bot: webhook, conversations and sender.
+    Serve(ServeArgs),
+    /// List stored conversations, or show one (works with or without a running server).
+    Inspect(InspectArgs),
+    /// Subscribe the page to this app's webhook fields (or show the subscription).
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The flow that answers users: a built-in name (thanks, echo).
+    #[arg(long, default_value = "thanks")]
+    pub flow: String,
+    /// Token Facebook sends in the subscription handshake.
+    #[arg(long, env = "MESSENGER_VERIFY_TOKEN", hide_env_values = true)]
+    pub verify_token: Option<String>,
+    /// App secret: key of the X-Hub-Signature-256 HMAC.
+    #[arg(long, env = "MESSENGER_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// Page access token for the Send API.
+    #[arg(long, env = "MESSENGER_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+    /// Graph API base URL with its version.
+    #[arg(long, env = "MESSENGER_GRAPH_URL", default_value = DEFAULT_GRAPH_URL)]
+    pub graph_url: String,
+    /// Address to listen on.
+    #[arg(long, env = "COLLOQUY_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+    /// Data directory (sled).
+    #[arg(long = "data", env = "COLLOQUY_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Path of the webhook (the seed's Django bot used /chat/webhook/).
+    #[arg(long, env = "COLLOQUY_WEBHOOK_PATH", default_value = "/webhook")]
+    pub webhook_path: String,
+    /// Bearer token of the /admin endpoints; unset disables them.
+    #[arg(long, env = "COLLOQUY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest webhook body accepted, in bytes.
+    #[arg(long, env = "COLLOQUY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds before an idle conversation actor is stopped.
+    #[arg(long, env = "COLLOQUY_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "COLLOQUY_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The user's page-scoped id; without it, list all conversations.
+    pub psid: Option<String>,
+    /// The page, when the psid talks to several pages.
+    #[arg(long)]
+    pub page: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Data directory (sled).
+    #[arg(long = "data", env = "COLLOQUY_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Base URL of the running server, used when it holds the data directory.
+    #[arg(long, env = "COLLOQUY_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Bind address of the running server (to derive the admin URL).
+    #[arg(long, env = "COLLOQUY_BIND", default_value = DEFAULT_BIND)]
+    pub bind: String,
+    /// Admin token of the running server.
+    #[arg(long, env = "COLLOQUY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// Show the page's current subscription instead of changing it.
+    #[arg(long)]
+    pub status: bool,
+    /// Page access token.
+    #[arg(long, env = "MESSENGER_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+    #[arg(long, env = "MESSENGER_GRAPH_URL", default_value = DEFAULT_GRAPH_URL)]
+    pub graph_url: String,
+    /// Comma-separated webhook fields to subscribe.
+    #[arg(long, default_value = SUBSCRIBED_FIELDS)]
+    pub fields: String,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
+        Config::from_raw(RawConfig {
+            verify_token: self.verify_token.clone(),
+            app_secret: self.app_secret.clone(),
+            access_token: self.access_token.clone(),
+            graph_url: Some(self.graph_url.clone()),
+            bind: Some(self.bind.clone()),
+            data_dir: Some(self.data_dir.clone()),
+            webhook_path: Some(self.webhook_path.clone()),
+            admin_token: self.admin_token.clone(),
+            max_body_bytes: self.max_body_bytes,
+            idle_timeout_secs: self.idle_timeout_secs,
+            workers: self.workers,
+        })
+    }
+}
+
+/// `colloquy serve`: runs until SIGINT/SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let flow = builtin::by_name(&args.flow).ok_or_else(|| {
+        anyhow!(
+            "unknown flow `{}`; built-in flows: {}",
+            args.flow,
+            builtin::NAMES.join(", ")
+        )
+    })?;
+    log::info!("starting with flow `{}`", args.flow);
+    let app = crate::start(config, flow).await?;
+    app.wait().await.context("server stopped with an error")
+}
+
+/// `colloquy inspect`: prints what it finds, from sled or from the running server.
+pub async fn inspect(args: InspectArgs) -> anyhow::Result<String> {
+    let source = open_source(&args)?;
+    match &args.psid {
+        None => {
+            let list: Vec<ConversationSummary> = match &source {
+                Source::Store(store) => inspect::list(store)?,
+                Source::Server { base, token } => {
+                    serde_json::from_value(admin_get(base, token, "/admin/conversations").await?)?
+                }
+            };
+            Ok(if args.json {
+                serde_json::to_string_pretty(&list)? + "\n"
+            } else {
+                inspect::render_list(&list)
+            })
+        }
+        Some(psid) => {
+            let doc: ConversationDocument = match &source {
+                Source::Store(store) => inspect::document(store, psid, args.page.as_deref())?,
+                Source::Server { base, token } => {
+                    let mut path = format!("/admin/conversations/{}", url_component(psid));
+                    if let Some(page) = &args.page {
+                        path.push_str(&format!("?page={}", url_component(page)));
+                    }
+                    serde_json::from_value(admin_get(base, token, &path).await?)?
+                }
+            };
+            Ok(if args.json {
+                serde_json::to_string_pretty(&doc)? + "\n"
+            } else {
+                inspect::render_document(&doc)
+            })
+        }
+    }
+}
+
+enum Source {
+    Store(Store),
+    Server { base: String, token: String },
+}
+
+fn open_source(args: &InspectArgs) -> anyhow::Result<Source> {
+    if !args.data_dir.exists() {
+        bail!("no data directory at {}", args.data_dir.display());
+    }
+    match Store::open(&args.data_dir) {
+        Ok(store) => Ok(Source::Store(store)),
+        Err(StoreError::Locked { .. }) => {
+            let base = args
+                .admin_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.bind));
+            let token = args.admin_token.clone().ok_or_else(|| {
+                anyhow!(
+                    "{} is held by a running server; set COLLOQUY_ADMIN_TOKEN (or --admin-token) to ask it",
+                    args.data_dir.display()
+                )
+            })?;
+            Ok(Source::Server {
+                base: base.trim_end_matches('/').to_string(),
+                token,
+            })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn admin_get(base: &str, token: &str, path: &str) -> anyhow::Result<Value> {
+    let mut response = awc::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| anyhow!("cannot reach the server at {base}: {e}"))?;
+    let body: Value = response
+        .json()
+        .limit(64 * 1024 * 1024)
+        .await
+        .map_err(|e| anyhow!("unreadable answer from {base}: {e}"))?;
+    if !response.status().is_success() {
+        let message = body["error"].as_str().unwrap_or("no error message");
+        bail!("server answered {}: {message}", response.status());
+    }
+    Ok(body)
+}
+
+fn url_component(value: &str) -> String {
+    serde_urlencoded::to_string([("", value)])
+        .map(|s| s.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+/// `colloquy subscribe [--status]`: the page's webhook subscription.
+pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
+    let token = args
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)"))?;
+    let url = format!("{}/me/subscribed_apps", args.graph_url.trim_end_matches('/'));
+    let client = awc::Client::new();
+    let request = if args.status {
+        client.get(&url).query(&[("access_token", token.as_str())])?
+    } else {
+        client.post(&url).query(&[
+            ("subscribed_fields", args.fields.as_str()),
+            ("access_token", token.as_str()),
+        ])?
+    };
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| anyhow!("cannot reach the Graph API at {}: {e}", args.graph_url))?;
+    let body = response.body().limit(1024 * 1024).await?;
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(error) = crate::messenger::outbound::parse_graph_error(&body) {
+        bail!(
+            "Graph API error {}{}: {}",
+            error.code,
+            error.error_subcode.map(|s| format!("/{s}")).unwrap_or_default(),
+            error.message
+        );
+    }
+    if !response.status().is_success() {
+        bail!("Graph API answered HTTP {}", response.status());
+    }
+    Ok(if args.status {
+        describe_subscriptions(&value)
+    } else if value["success"] == Value::Bool(true) {
+        format!("subscribed the page to: {}\n", args.fields)
+    } else {
+        format!("Graph API answered: {value}\n")
+    })
+}
+
+fn describe_subscriptions(value: &Value) -> String {
+    let Some(apps) = value["data"].as_array() else {
+        return format!("Graph API answered: {value}\n");
+    };
+    if apps.is_empty() {
+        return "the page is not subscribed to any app\n".into();
+    }
+    let mut out = String::new();
+    for app in apps {
+        let name = app["name"].as_str().unwrap_or("?");
+        let id = app["id"].as_str().map(str::to_string).unwrap_or_else(|| app["id"].to_string());
+        let fields: Vec<&str> = app["subscribed_fields"]
+            .as_array()
+            .map(|f| f.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        out.push_str(&format!("app {name} ({id}): {}\n", fields.join(", ")));
+    }
+    out
+}

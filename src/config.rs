@@ -1,0 +1,299 @@
+//! Typed, validated configuration for `colloquy serve`.
+//!
+//! Owns the settings the engine runs with and the `Secret` wrapper that keeps the app
+//! secret, page token and admin token out of `Debug` output and logs. It does not read
+//! the environment itself: the CLI (clap, env over defaults, flags over env) fills a
+//! `RawConfig`, and `Config::from_raw` turns it into a `Config` or names what is missing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// The real Graph API, pinned to one version so a Meta release never changes our wire format.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v21.0";
+/// Loopback by default: exposing the bot is a deliberate act (a reverse proxy, or a flag).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "data/db";
+pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
+/// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A string that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the few places that must use it (HMAC key, query parameter).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Settings as they arrive from flags and the environment, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    pub verify_token: Option<String>,
+    pub app_secret: Option<String>,
+    pub access_token: Option<String>,
+    pub graph_url: Option<String>,
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub webhook_path: Option<String>,
+    pub admin_token: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
+    pub workers: Option<usize>,
+}
+
+/// Everything the engine needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Compared with `hub.verify_token` in the subscription handshake.
+    pub verify_token: Secret,
+    /// HMAC key of `X-Hub-Signature-256`; required: unsigned POSTs are never accepted.
+    pub app_secret: Secret,
+    /// Page access token for the Send API.
+    pub access_token: Secret,
+    /// Base URL of the Graph API including the version, without a trailing slash.
+    pub graph_url: String,
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Where Facebook POSTs (and GETs the handshake), e.g. `/webhook` or `/chat/webhook/`.
+    pub webhook_path: String,
+    /// Bearer token of the `/admin` endpoints; `None` disables them.
+    pub admin_token: Option<Secret>,
+    /// Larger webhook bodies are refused with 413 before they are read to the end.
+    pub max_body_bytes: usize,
+    /// A conversation actor with nothing to do for this long is stopped; its state is in sled.
+    pub idle_timeout: Duration,
+    /// Replies per attempt budget and HTTP timeouts of the outbound sender.
+    pub sender: SenderSettings,
+    /// Upper bound on how long one flow may take for one event.
+    pub flow_timeout: Duration,
+    /// actix-web worker threads; `None` = one per core.
+    pub workers: Option<usize>,
+}
+
+/// How the outbound sender talks to the Graph API.
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    pub request_timeout: Duration,
+    /// Attempts per reply before it is recorded `failed`.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        SenderSettings {
+            request_timeout: Duration::from_secs(15),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A setting is missing or does not parse; the message names the variable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("missing required setting {variable} (or the flag {flag})")]
+    Missing {
+        variable: &'static str,
+        flag: &'static str,
+    },
+    #[error("invalid {variable}: {reason}")]
+    Invalid {
+        variable: &'static str,
+        reason: String,
+    },
+}
+
+fn required(
+    value: Option<String>,
+    variable: &'static str,
+    flag: &'static str,
+) -> Result<Secret, ConfigError> {
+    match value {
+        Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+        _ => Err(ConfigError::Missing { variable, flag }),
+    }
+}
+
+fn parse_bind(bind: Option<String>) -> Result<SocketAddr, ConfigError> {
+    let bind = bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
+    bind.parse().map_err(|_| ConfigError::Invalid {
+        variable: "COLLOQUY_BIND",
+        reason: format!("`{bind}` is not an address like 127.0.0.1:8080"),
+    })
+}
+
+fn parse_graph_url(url: Option<String>) -> Result<String, ConfigError> {
+    let url = url.unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string());
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            variable: "MESSENGER_GRAPH_URL",
+            reason: format!("`{url}` must start with http:// or https://"),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn parse_webhook_path(path: Option<String>) -> Result<String, ConfigError> {
+    let path = path.unwrap_or_else(|| DEFAULT_WEBHOOK_PATH.to_string());
+    if !path.starts_with('/') || path.starts_with("/admin") {
+        return Err(ConfigError::Invalid {
+            variable: "COLLOQUY_WEBHOOK_PATH",
+            reason: format!("`{path}` must start with / and must not be under /admin"),
+        });
+    }
+    Ok(path)
+}
+
+impl Config {
+    /// Validates raw settings. The first problem found is returned, naming its variable.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let verify_token = required(
+            raw.verify_token,
+            "MESSENGER_VERIFY_TOKEN",
+            "--verify-token",
+        )?;
+        let app_secret = required(raw.app_secret, "MESSENGER_APP_SECRET", "--app-secret")?;
+        let access_token = required(
+            raw.access_token,
+            "MESSENGER_ACCESS_TOKEN",
+            "--access-token",
+        )?;
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "COLLOQUY_MAX_BODY_BYTES",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        Ok(Config {
+            verify_token,
+            app_secret,
+            access_token,
+            graph_url: parse_graph_url(raw.graph_url)?,
+            bind: parse_bind(raw.bind)?,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            webhook_path: parse_webhook_path(raw.webhook_path)?,
+            admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+            max_body_bytes,
+            idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
+            sender: SenderSettings::default(),
+            flow_timeout: Duration::from_secs(30),
+            workers: raw.workers.filter(|w| *w > 0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete() -> RawConfig {
+        RawConfig {
+            verify_token: Some("verify".into()),
+            app_secret: Some("app-secret-value".into()),
+            access_token: Some("page-token-value".into()),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_complete_raw_config_gets_the_documented_defaults() {
+        let config = Config::from_raw(complete()).unwrap();
+        assert_eq!(config.graph_url, DEFAULT_GRAPH_URL);
+        assert_eq!(config.bind, DEFAULT_BIND.parse::<SocketAddr>().unwrap());
+        assert_eq!(config.webhook_path, "/webhook");
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(config.admin_token.is_none());
+    }
+
+    #[test]
+    fn a_missing_secret_is_reported_by_its_variable_name() {
+        let mut raw = complete();
+        raw.app_secret = None;
+        let err = Config::from_raw(raw).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing required setting MESSENGER_APP_SECRET (or the flag --app-secret)"
+        );
+    }
+
+    #[test]
+    fn an_empty_token_counts_as_missing() {
+        let mut raw = complete();
+        raw.access_token = Some(String::new());
+        let err = Config::from_raw(raw).unwrap_err();
+        assert!(err.to_string().contains("MESSENGER_ACCESS_TOKEN"));
+    }
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let mut raw = complete();
+        raw.admin_token = Some("admin-token-value".into());
+        let shown = format!("{:?}", Config::from_raw(raw).unwrap());
+        for secret in ["verify", "app-secret-value", "page-token-value", "admin-token-value"] {
+            assert!(
+                !shown.contains(&format!("\"{secret}\"")),
+                "{secret} leaked: {shown}"
+            );
+        }
+        assert!(shown.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn a_bad_bind_address_names_the_variable() {
+        let mut raw = complete();
+        raw.bind = Some("localhost".into());
+        let err = Config::from_raw(raw).unwrap_err();
+        assert!(err.to_string().starts_with("invalid COLLOQUY_BIND"));
+    }
+
+    #[test]
+    fn the_graph_url_loses_its_trailing_slash() {
+        let mut raw = complete();
+        raw.graph_url = Some("http://127.0.0.1:9/v1/".into());
+        assert_eq!(
+            Config::from_raw(raw).unwrap().graph_url,
+            "http://127.0.0.1:9/v1"
+        );
+    }
+
+    #[test]
+    fn the_seed_callback_path_is_accepted_and_admin_paths_are_not() {
+        let mut raw = complete();
+        raw.webhook_path = Some("/chat/webhook/".into());
+        assert_eq!(
+            Config::from_raw(raw.clone()).unwrap().webhook_path,
+            "/chat/webhook/"
+        );
+        raw.webhook_path = Some("/admin/x".into());
+        assert!(Config::from_raw(raw).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The public Flow API: conversation logic written as a handler over typed events.
+//!
+//! A flow gets one event at a time for one conversation, with a `Turn` holding the
+//! conversation's persisted state (the flow's own serde type) and a list of replies to
+//! queue. The engine persists the state, the transcript and the replies in one commit
+//! after the handler returns, then sends the replies in order. A flow may `.await`
+//! anything; other conversations keep going meanwhile. Flows never see actix, sled or
+//! HTTP: they are plain async functions, easy to unit-test with `Turn::for_test`.
+//!
+//! ```
+//! use colloquy::flow::{Flow, FlowError, Turn};
+//! use colloquy::messenger::inbound::InboundEvent;
+//!
+//! /// Counts the messages of each user and tells them the count.
+//! struct Counter;
+//!
+//! impl Flow for Counter {
+//!     type State = u32;
+//!
+//!     async fn handle(&self, event: &InboundEvent, turn: &mut Turn<u32>) -> Result<(), FlowError> {
+//!         if event.text().is_some() {
+//!             *turn.state_mut() += 1;
+//!             let count = *turn.state();
+//!             turn.say(format!("That is message number {count}."))?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! # let event = colloquy::messenger::inbound::parse_envelope(br#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"mid":"m","text":"hi"}}]}]}"#).unwrap().remove(0);
+//! # let mut turn = Turn::for_test("2", 0u32);
+//! # futures_util::FutureExt::now_or_never(Counter.handle(&event, &mut turn)).unwrap().unwrap();
+//! # assert_eq!(turn.replies()[0].text_content(), Some("That is message number 1."));
+//! ```
+
+pub mod builtin;
+mod reply;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::messenger::inbound::InboundEvent;
+pub use reply::{quick_reply, AttachmentKind, Reply, ReplyError};
+
+/// Conversation logic. One value serves every conversation; per-user data goes in `State`.
+pub trait Flow: Send + Sync + 'static {
+    /// What the flow remembers about one user between events. Persisted after every
+    /// event; `Default` is the state of a user never seen before.
+    type State: Serialize + DeserializeOwned + Default + 'static;
+
+    /// Handles one event. Only user messages, quick replies and postbacks reach a flow;
+    /// echoes, deliveries and reads are handled by the engine. Returning an error records
+    /// the event as `failed` in the transcript; replies queued before the error are dropped.
+    fn handle(
+        &self,
+        event: &InboundEvent,
+        turn: &mut Turn<Self::State>,
+    ) -> impl Future<Output = Result<(), FlowError>>;
+}
+
+/// Why a flow could not handle an event.
+#[derive(Debug, Error)]
+pub enum FlowError {
+    /// A reply broke a Send API limit (too long, too many quick replies...).
+    #[error("invalid reply: {0}")]
+    Reply(#[from] ReplyError),
+    /// The stored state could not be decoded into the flow's `State` type.
+    #[error("stored state does not fit the flow: {0}")]
+    State(String),
+    /// The flow's own failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl FlowError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        FlowError::Failed(message.into())
+    }
+}
+
+/// What a flow can know about its conversation besides its own state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConversationView {
+    pub page_id: String,
+    pub psid: String,
+    /// Every page message at or before this time (epoch ms) was delivered.
+    pub delivered_watermark: i64,
+    /// Every page message at or before this time (epoch ms) was read.
+    pub read_watermark: i64,
+    /// Facebook time (epoch ms) of the user's last message before this event.
+    pub last_user_message: i64,
+}
+
+/// One event's worth of work: the state to update and the replies to queue.
+#[derive(Debug)]
+pub struct Turn<S> {
+    view: ConversationView,
+    state: S,
+    replies: Vec<Reply>,
+}
+
+impl<S> Turn<S> {
+    pub(crate) fn new(view: ConversationView, state: S) -> Self {
+        Turn {
+            view,
+            state,
+            replies: Vec::new(),
+        }
+    }
+
+    /// A turn for unit-testing a flow without the engine.
+    pub fn for_test(psid: &str, state: S) -> Self {
+        Turn::new(
+            ConversationView {
+                psid: psid.to_string(),
+                ..ConversationView::default()
+            },
+            state,
+        )
+    }
+
+    /// The user's page-scoped id.
+    pub fn psid(&self) -> &str {
+        &self.view.psid
+    }
+
+    pub fn page_id(&self) -> &str {
+        &self.view.page_id
+    }
+
+    pub fn conversation(&self) -> &ConversationView {
+        &self.view
+    }
+
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    pub fn state_mut(&mut self) -> &mut S {
+        &mut self.state
+    }
+
+    pub fn set_state(&mut self, state: S) {
+        self.state = state;
+    }
+
+    /// Queues a reply; replies are sent in the order they were queued.
+    pub fn reply(&mut self, reply: Reply) {
+        self.replies.push(reply);
+    }
+
+    /// Queues a text reply, checking the Send API's limits.
+    pub fn say(&mut self, text: impl Into<String>) -> Result<(), ReplyError> {
+        self.reply(Reply::text(text)?);
+        Ok(())
+    }
+
+    /// The replies queued so far.
+    pub fn replies(&self) -> &[Reply] {
+        &self.replies
+    }
+}
+
+/// A flow of any type, ready to hand to the engine (`colloquy::start`).
+#[derive(Clone)]
+pub struct FlowHandle(pub(crate) Arc<dyn ErasedFlow>);
+
+impl FlowHandle {
+    pub fn new<F: Flow>(flow: F) -> Self {
+        FlowHandle(Arc::new(flow))
+    }
+}
+
+impl std::fmt::Debug for FlowHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowHandle")
+    }
+}
+
+/// What a conversation gets back from running its flow once.
+pub(crate) struct TurnOutput {
+    pub state: Value,
+    pub replies: Vec<Reply>,
+}
+
+/// The flow with its state type erased to JSON, so the engine holds any flow behind one type.
+pub(crate) trait ErasedFlow: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        event: &'a InboundEvent,
+        view: ConversationView,
+        state: Value,
+    ) -> LocalBoxFuture<'a, Result<TurnOutput, FlowError>>;
+}
+
+impl<F: Flow> ErasedFlow for F {
+    fn run<'a>(
+        &'a self,
+        event: &'a InboundEvent,
+        view: ConversationView,
+        state: Value,
+    ) -> LocalBoxFuture<'a, Result<TurnOutput, FlowError>> {
+        Box::pin(async move {
+            let state: F::State = match state {
+                Value::Null => F::State::default(),
+                stored => {
+                    serde_json::from_value(stored).map_err(|e| FlowError::State(e.to_string()))?
+                }
+            };
+            let mut turn = Turn::new(view, state);
+            self.handle(event, &mut turn).await?;
+            let state =
+                serde_json::to_value(&turn.state).map_err(|e| FlowError::State(e.to_string()))?;
+            Ok(TurnOutput {
+                state,
+                replies: turn.replies,
+            })
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! Replies a flow can queue, checked against the Send API's limits when they are built.
+//!
+//! A reply that Facebook would refuse (empty or over-long text, too many quick replies,
+//! a quick-reply title over 20 characters) is an error here, in the flow, with a message
+//! that says which limit, rather than a permanent Graph error minutes later.
+
+use serde_json::json;
+use thiserror::Error;
+
+use crate::messenger::outbound::{
+    MessagingType, OutAttachment, OutMessage, QuickReply, Recipient, SendRequest, SenderAction,
+};
+
+/// Send API: `message.text` is at most 2000 characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+/// Send API: at most 13 quick replies per message.
+pub const MAX_QUICK_REPLIES: usize = 13;
+/// Send API: quick-reply titles are cut after 20 characters; we refuse rather than cut.
+pub const MAX_QUICK_REPLY_TITLE_CHARS: usize = 20;
+/// Send API: quick-reply payloads are at most 1000 characters.
+pub const MAX_PAYLOAD_CHARS: usize = 1000;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ReplyError {
+    #[error("text is empty")]
+    EmptyText,
+    #[error("text has {chars} characters; the Send API allows at most {MAX_TEXT_CHARS}")]
+    TextTooLong { chars: usize },
+    #[error("{count} quick replies; the Send API allows at most {MAX_QUICK_REPLIES}")]
+    TooManyQuickReplies { count: usize },
+    #[error("quick reply title `{title}` must have 1 to {MAX_QUICK_REPLY_TITLE_CHARS} characters")]
+    QuickReplyTitle { title: String },
+    #[error("quick reply payload must have 1 to {MAX_PAYLOAD_CHARS} characters")]
+    QuickReplyPayload,
+    #[error("attachment url `{url}` must be an http(s) URL")]
+    AttachmentUrl { url: String },
+}
+
+/// Media types the Send API takes by URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    Image,
+    Audio,
+    Video,
+    File,
+}
+
+impl AttachmentKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            AttachmentKind::Image => "image",
+            AttachmentKind::Audio => "audio",
+            AttachmentKind::Video => "video",
+            AttachmentKind::File => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Message(OutMessage),
+    Action(SenderAction),
+}
+
+/// One message or sender action for the user of the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    body: Body,
+}
+
+/// A text quick reply: the user taps `title`, the flow receives `payload`.
+pub fn quick_reply(
+    title: impl Into<String>,
+    payload: impl Into<String>,
+) -> Result<QuickReply, ReplyError> {
+    let (title, payload) = (title.into(), payload.into());
+    let title_chars = title.chars().count();
+    if title_chars == 0 || title_chars > MAX_QUICK_REPLY_TITLE_CHARS {
+        return Err(ReplyError::QuickReplyTitle { title });
+    }
+    let payload_chars = payload.chars().count();
+    if payload_chars == 0 || payload_chars > MAX_PAYLOAD_CHARS {
+        return Err(ReplyError::QuickReplyPayload);
+    }
+    Ok(QuickReply {
+        content_type: "text".into(),
+        title: Some(title),
+        payload: Some(payload),
+        image_url: None,
+    })
+}
+
+impl Reply {
+    /// A text message of 1 to 2000 characters.
+    pub fn text(text: impl Into<String>) -> Result<Reply, ReplyError> {
+        let text = text.into();
+        let chars = text.chars().count();
+        if chars == 0 {
+            return Err(ReplyError::EmptyText);
+        }
+        if chars > MAX_TEXT_CHARS {
+            return Err(ReplyError::TextTooLong { chars });
+        }
+        Ok(Reply {
+            body: Body::Message(OutMessage {
+                text: Some(text),
+                attachment: None,
+                quick_replies: Vec::new(),
+                metadata: None,
+            }),
+        })
+    }
+
+    /// Adds quick replies to a message (at most 13 in all).
+    pub fn with_quick_replies(
+        mut self,
+        quick_replies: impl IntoIterator<Item = QuickReply>,
+    ) -> Result<Reply, ReplyError> {
+        if let Body::Message(message) = &mut self.body {
+            message.quick_replies.extend(quick_replies);
+            let count = message.quick_replies.len();
+            if count > MAX_QUICK_REPLIES {
+                return Err(ReplyError::TooManyQuickReplies { count });
+            }
+        }
+        Ok(self)
+    }
+
+    /// An image, audio, video or file fetched by Facebook from `url`.
+    pub fn attachment(kind: AttachmentKind, url: impl Into<String>) -> Result<Reply, ReplyError> {
+        let url = url.into();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ReplyError::AttachmentUrl { url });
+        }
+        Ok(Reply {
+            body: Body::Message(OutMessage {
+                text: None,
+                attachment: Some(OutAttachment {
+                    kind: kind.as_str().into(),
+                    payload: json!({ "url": url, "is_reusable": true }),
+                }),
+                quick_replies: Vec::new(),
+                metadata: None,
+            }),
+        })
+    }
+
+    /// The typing indicator, shown until the next message or for about 20 seconds.
+    pub fn typing_on() -> Reply {
+        Reply {
+            body: Body::Action(SenderAction::TypingOn),
+        }
+    }
+
+    pub fn typing_off() -> Reply {
+        Reply {
+            body: Body::Action(SenderAction::TypingOff),
+        }
+    }
+
+    /// Marks the user's last message as seen.
+    pub fn mark_seen() -> Reply {
+        Reply {
+            body: Body::Action(SenderAction::MarkSeen),
+        }
+    }
+
+    /// The text of a text reply.
+    pub fn text_content(&self) -> Option<&str> {
+        match &self.body {
+            Body::Message(message) => message.text.as_deref(),
+            Body::Action(_) => None,
+        }
+    }
+
+    /// Short kind recorded in the transcript.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.body {
+            Body::Message(OutMessage {
+                attachment: Some(_),
+                ..
+            }) => "attachment",
+            Body::Message(message) if !message.quick_replies.is_empty() => "quick_replies",
+            Body::Message(_) => "text",
+            Body::Action(SenderAction::TypingOn) => "typing_on",
+            Body::Action(SenderAction::TypingOff) => "typing_off",
+            Body::Action(SenderAction::MarkSeen) => "mark_seen",
+        }
+    }
+
+    /// The Send API request for this reply to `psid`; `metadata` comes back in the echo.
+    pub(crate) fn into_request(self, psid: &str, metadata: String) -> SendRequest {
+        let recipient = Recipient {
+            id: psid.to_string(),
+        };
+        match self.body {
+            Body::Message(mut message) => {
+                message.metadata = Some(metadata);
+                SendRequest {
+                    recipient,
+                    messaging_type: MessagingType::Response,
+                    tag: None,
+                    message: Some(message),
+                    sender_action: None,
+                }
+            }
+            Body::Action(action) => SendRequest {
+                recipient,
+                messaging_type: MessagingType::Response,
+                tag: None,
+                message: None,
+                sender_action: Some(action),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_over_2000_characters_is_refused_when_built() {
+        assert!(Reply::text("é".repeat(2000)).is_ok());
+        assert_eq!(
+            Reply::text("x".repeat(2001)),
+            Err(ReplyError::TextTooLong { chars: 2001 })
+        );
+        assert_eq!(Reply::text(""), Err(ReplyError::EmptyText));
+    }
+
+    #[test]
+    fn more_than_13_quick_replies_are_refused() {
+        let options = (0..14).map(|i| quick_reply(format!("o{i}"), format!("P{i}")).unwrap());
+        let err = Reply::text("pick").unwrap().with_quick_replies(options);
+        assert_eq!(err, Err(ReplyError::TooManyQuickReplies { count: 14 }));
+    }
+
+    #[test]
+    fn a_quick_reply_title_over_20_characters_is_refused() {
+        assert!(quick_reply("x".repeat(20), "P").is_ok());
+        assert!(matches!(
+            quick_reply("x".repeat(21), "P"),
+            Err(ReplyError::QuickReplyTitle { .. })
+        ));
+        assert_eq!(quick_reply("ok", ""), Err(ReplyError::QuickReplyPayload));
+    }
+
+    #[test]
+    fn a_text_reply_becomes_a_send_api_request_with_its_metadata() {
+        let request = Reply::text("hello")
+            .unwrap()
+            .with_quick_replies([quick_reply("Yes", "YES").unwrap()])
+            .unwrap()
+            .into_request("42", "colloquy:7".into());
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({
+                "recipient": {"id": "42"},
+                "messaging_type": "RESPONSE",
+                "message": {
+                    "text": "hello",
+                    "metadata": "colloquy:7",
+                    "quick_replies": [{"content_type": "text", "title": "Yes", "payload": "YES"}]
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn a_sender_action_carries_no_message() {
+        let request = Reply::typing_on().into_request("42", "m".into());
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"recipient": {"id": "42"}, "messaging_type": "RESPONSE", "sender_action": "typing_on"})
+        );
+    }
+
+    #[test]
+    fn attachments_need_an_http_url() {
+        assert!(Reply::attachment(AttachmentKind::Image, "https://x/a.png").is_ok());
+        assert!(Reply::attachment(AttachmentKind::Image, "file:///etc/passwd").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! The `colloquy` binary: parses the command line, sets up logging, runs the command.
+//! All logic lives in the library; this file only turns errors into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use colloquy::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let system = actix_rt::System::new();
+    let outcome = system.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve(args).await.map(|()| String::new()),
+            Command::Inspect(args) => cli::inspect(args).await,
+            Command::Subscribe(args) => cli::subscribe(args).await,
+        }
+    });
+    match outcome {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

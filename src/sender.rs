@@ -1,0 +1,347 @@
+//! The outbound sender: delivers committed replies through the Send API with awc.
+//!
+//! Replies to one recipient leave strictly in order (one in flight per conversation);
+//! different recipients proceed concurrently. Network errors, timeouts, 5xx, transient
+//! and throttling Graph errors are retried with capped exponential backoff and jitter;
+//! permanent Graph errors end the reply `failed` with code, subcode and message. Every
+//! outcome is recorded on the transcript entry and removes the item from the outbox.
+//! The page access token goes only into the request URL, never into a log line.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::Rng;
+
+use crate::config::{Secret, SenderSettings};
+use crate::conversation::now_ms;
+use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
+use crate::store::{ConversationKey, Failure, OutboxRecord, SendOutcome, Store};
+
+/// Largest Send API answer we read; real ones are under 200 bytes.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Throttled pages are given at least this long before the next attempt.
+const THROTTLE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Replies committed by a conversation, by outbox sequence number.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue {
+    pub items: Vec<(u64, OutboxRecord)>,
+}
+
+/// How one Send API call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Sent { message_id: Option<String> },
+    Retry { reason: String, throttled: bool },
+    Permanent(Failure),
+}
+
+pub struct OutboundSender {
+    store: Store,
+    endpoint: String,
+    access_token: Secret,
+    settings: SenderSettings,
+    client: Option<awc::Client>,
+    queues: HashMap<ConversationKey, VecDeque<(u64, OutboxRecord)>>,
+    in_flight: HashSet<ConversationKey>,
+    /// Outbox items queued or in flight, so an item is never queued twice.
+    known: HashSet<u64>,
+}
+
+impl OutboundSender {
+    pub fn new(
+        store: Store,
+        graph_url: &str,
+        access_token: Secret,
+        settings: SenderSettings,
+    ) -> Self {
+        OutboundSender {
+            store,
+            endpoint: format!("{graph_url}/me/messages"),
+            access_token,
+            settings,
+            client: None,
+            queues: HashMap::new(),
+            in_flight: HashSet::new(),
+            known: HashSet::new(),
+        }
+    }
+
+    fn enqueue(&mut self, items: Vec<(u64, OutboxRecord)>, ctx: &mut Context<Self>) {
+        let mut touched = Vec::new();
+        for (seq, record) in items {
+            if !self.known.insert(seq) {
+                continue;
+            }
+            let key = record.conversation();
+            self.queues.entry(key.clone()).or_default().push_back((seq, record));
+            touched.push(key);
+        }
+        for key in touched {
+            if !self.in_flight.contains(&key) {
+                self.send_next(key, ctx);
+            }
+        }
+    }
+
+    /// Sends the head of a conversation's queue, if any.
+    fn send_next(&mut self, key: ConversationKey, ctx: &mut Context<Self>) {
+        let Some((_, record)) = self.queues.get(&key).and_then(|q| q.front()) else {
+            self.queues.remove(&key);
+            self.in_flight.remove(&key);
+            return;
+        };
+        self.in_flight.insert(key.clone());
+        let client = self.client.get_or_insert_with(|| build_client(&self.settings)).clone();
+        let call = post(
+            client,
+            self.endpoint.clone(),
+            self.access_token.clone(),
+            record.request.clone(),
+        );
+        ctx.spawn(
+            call.into_actor(self)
+                .map(move |attempt, act, ctx| act.finish(key, attempt, ctx)),
+        );
+    }
+
+    fn finish(&mut self, key: ConversationKey, attempt: Attempt, ctx: &mut Context<Self>) {
+        let Some((seq, record)) = self.queues.get_mut(&key).and_then(|q| q.front_mut()) else {
+            return;
+        };
+        let seq = *seq;
+        record.attempts += 1;
+        let outcome = match attempt {
+            Attempt::Sent { message_id } => SendOutcome::Sent {
+                message_id,
+                at: now_ms(),
+            },
+            Attempt::Permanent(failure) => {
+                log::warn!("{key}: reply {seq} failed permanently: {}", failure.message);
+                SendOutcome::Failed(failure)
+            }
+            Attempt::Retry { reason, throttled } => {
+                if record.attempts < self.settings.max_attempts {
+                    let delay = backoff(&self.settings, record.attempts, throttled);
+                    log::info!(
+                        "{key}: reply {seq} attempt {} failed ({reason}); retrying in {delay:?}",
+                        record.attempts
+                    );
+                    if let Err(error) = self.store.record_attempts(seq, record) {
+                        log::error!("{key}: cannot record attempts of reply {seq}: {error}");
+                    }
+                    ctx.run_later(delay, move |act, ctx| act.send_next(key, ctx));
+                    return;
+                }
+                log::warn!("{key}: reply {seq} failed after {} attempts: {reason}", record.attempts);
+                SendOutcome::Failed(Failure::reason(format!(
+                    "gave up after {} attempts: {reason}",
+                    record.attempts
+                )))
+            }
+        };
+        if let Err(error) = self.store.complete_send(seq, record, &outcome) {
+            // The item stays in the outbox and is retried after a restart.
+            log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
+        }
+        self.store.flush_soon();
+        if let Some(queue) = self.queues.get_mut(&key) {
+            queue.pop_front();
+        }
+        self.known.remove(&seq);
+        self.send_next(key, ctx);
+    }
+}
+
+/// Capped exponential backoff with jitter (50-100% of the step), longer when throttled.
+fn backoff(settings: &SenderSettings, attempts: u32, throttled: bool) -> Duration {
+    let base = if throttled {
+        settings.initial_backoff.max(THROTTLE_BACKOFF)
+    } else {
+        settings.initial_backoff
+    };
+    let step = base
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(16))
+        .min(settings.max_backoff);
+    step.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+impl Actor for OutboundSender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Replies committed before a crash or stop and never completed.
+        match self.store.pending_outbox() {
+            Ok(pending) if !pending.is_empty() => {
+                log::info!("resuming {} unsent repl(ies) from the outbox", pending.len());
+                self.enqueue(pending, ctx);
+            }
+            Ok(_) => {}
+            Err(error) => log::error!("cannot read the outbox: {error}"),
+        }
+    }
+}
+
+impl Handler<Enqueue> for OutboundSender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        self.enqueue(msg.items, ctx);
+    }
+}
+
+fn build_client(settings: &SenderSettings) -> awc::Client {
+    awc::Client::builder()
+        .timeout(settings.request_timeout)
+        .disable_redirects()
+        .finish()
+}
+
+/// One Send API call, classified.
+async fn post(
+    client: awc::Client,
+    endpoint: String,
+    access_token: Secret,
+    request: SendRequest,
+) -> Attempt {
+    let sent = client
+        .post(endpoint)
+        .query(&[("access_token", access_token.expose())])
+        .map_err(|e| Attempt::Permanent(Failure::reason(format!("bad request URL: {e}"))));
+    let sent = match sent {
+        Ok(sent) => sent.send_json(&request).await,
+        Err(attempt) => return attempt,
+    };
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            return Attempt::Retry {
+                reason: format!("network: {error}"),
+                throttled: false,
+            }
+        }
+    };
+    let status = response.status();
+    let body = match response.body().limit(MAX_RESPONSE_BYTES).await {
+        Ok(body) => body,
+        Err(error) => {
+            return Attempt::Retry {
+                reason: format!("reading the answer: {error}"),
+                throttled: false,
+            }
+        }
+    };
+    classify(status.as_u16(), &body)
+}
+
+/// Turns a Send API answer into an attempt outcome. Graph errors are judged by their
+/// code and subcode, never by the HTTP status or message text.
+pub fn classify(status: u16, body: &[u8]) -> Attempt {
+    if (200..300).contains(&status) {
+        let message_id = serde_json::from_slice::<SendResponse>(body)
+            .ok()
+            .and_then(|r| r.message_id);
+        return Attempt::Sent { message_id };
+    }
+    if let Some(error) = parse_graph_error(body) {
+        let reason = format!(
+            "Graph error {}{}: {}",
+            error.code,
+            error
+                .error_subcode
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default(),
+            error.message
+        );
+        return match error.class() {
+            ErrorClass::Transient => Attempt::Retry {
+                reason,
+                throttled: false,
+            },
+            ErrorClass::Throttled => Attempt::Retry {
+                reason,
+                throttled: true,
+            },
+            ErrorClass::Permanent => Attempt::Permanent(Failure {
+                code: Some(error.code),
+                subcode: error.error_subcode,
+                message: error.message,
+            }),
+        };
+    }
+    match status {
+        429 => Attempt::Retry {
+            reason: "HTTP 429".into(),
+            throttled: true,
+        },
+        500..=599 => Attempt::Retry {
+            reason: format!("HTTP {status}"),
+            throttled: false,
+        },
+        _ => Attempt::Permanent(Failure::reason(format!(
+            "HTTP {status} without a Graph error body"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_2xx_answer_yields_the_message_id() {
+        assert_eq!(
+            classify(200, br#"{"recipient_id":"1","message_id":"m_9"}"#),
+            Attempt::Sent {
+                message_id: Some("m_9".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_5xx_without_body_is_retried() {
+        assert!(matches!(classify(502, b"bad gateway"), Attempt::Retry { throttled: false, .. }));
+    }
+
+    #[test]
+    fn rate_limit_613_is_retried_as_throttled() {
+        let body = br#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613}}"#;
+        assert!(matches!(classify(400, body), Attempt::Retry { throttled: true, .. }));
+    }
+
+    #[test]
+    fn a_permanent_graph_error_keeps_code_subcode_and_message() {
+        let body = br#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException","code":551,"error_subcode":1545041,"fbtrace_id":"x"}}"#;
+        assert_eq!(
+            classify(400, body),
+            Attempt::Permanent(Failure {
+                code: Some(551),
+                subcode: Some(1545041),
+                message: "(#551) This person isn't available right now.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_transient_code_2_in_a_500_is_retried() {
+        let body = br#"{"error":{"message":"An unexpected error has occurred.","code":2,"is_transient":true}}"#;
+        assert!(matches!(classify(500, body), Attempt::Retry { throttled: false, .. }));
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_capped() {
+        let settings = SenderSettings {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..SenderSettings::default()
+        };
+        let first = backoff(&settings, 1, false);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let late = backoff(&settings, 30, false);
+        assert!(late <= Duration::from_secs(1) && late >= Duration::from_millis(500));
+        // Throttling starts from a 2 s step, capped here at 1 s, so never below half of that.
+        assert!(backoff(&settings, 1, true) >= Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,112 @@
+//! Key encoding for the one sled tree colloquy keeps everything in.
+//!
+//! Every key starts with a one-byte namespace; ids from the network are written with a
+//! length prefix so no id (even one holding `\0` or the namespace bytes) can collide with
+//! another key, and sequence numbers are big-endian so sled's byte order is their order.
+//! This module only builds and splits keys; it never touches sled.
+
+/// Inbound events acknowledged to Facebook and not yet handled: `j` + seq.
+pub const JOURNAL: u8 = b'j';
+/// Conversation records (flow state, watermarks, counters): `c` + page + psid.
+pub const CONVERSATION: u8 = b'c';
+/// Transcript entries: `t` + page + psid + entry seq.
+pub const TRANSCRIPT: u8 = b't';
+/// Dedup marks of handled inbound events: `m` + page + event id.
+pub const HANDLED: u8 = b'm';
+/// Replies decided by a flow and not yet sent or failed: `o` + seq.
+pub const OUTBOX: u8 = b'o';
+/// Sent message id → its transcript entry: `x` + page + message id.
+pub const SENT: u8 = b'x';
+
+fn push_component(key: &mut Vec<u8>, component: &str) {
+    // Ids longer than u16::MAX are cut by the webhook's body limit long before this;
+    // saturate rather than wrap so a pathological id can never alias a shorter one's key.
+    let len = u16::try_from(component.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(&component.as_bytes()[..usize::from(len)]);
+}
+
+fn with_namespace(namespace: u8, components: &[&str]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + components.iter().map(|c| c.len() + 2).sum::<usize>() + 8);
+    key.push(namespace);
+    for component in components {
+        push_component(&mut key, component);
+    }
+    key
+}
+
+pub fn journal(seq: u64) -> Vec<u8> {
+    let mut key = vec![JOURNAL];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn outbox(seq: u64) -> Vec<u8> {
+    let mut key = vec![OUTBOX];
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn conversation(page_id: &str, psid: &str) -> Vec<u8> {
+    with_namespace(CONVERSATION, &[page_id, psid])
+}
+
+/// The prefix under which all of one conversation's transcript entries sit, in order.
+pub fn transcript_prefix(page_id: &str, psid: &str) -> Vec<u8> {
+    with_namespace(TRANSCRIPT, &[page_id, psid])
+}
+
+pub fn transcript_entry(page_id: &str, psid: &str, seq: u64) -> Vec<u8> {
+    let mut key = transcript_prefix(page_id, psid);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn handled(page_id: &str, event_id: &str) -> Vec<u8> {
+    with_namespace(HANDLED, &[page_id, event_id])
+}
+
+pub fn sent(page_id: &str, message_id: &str) -> Vec<u8> {
+    with_namespace(SENT, &[page_id, message_id])
+}
+
+/// The trailing big-endian sequence number of a journal, outbox or transcript key.
+pub fn trailing_seq(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    let bytes: [u8; 8] = key[start..].try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_keys_sort_in_numeric_order() {
+        assert!(journal(2) < journal(10));
+        assert!(journal(255) < journal(256));
+        assert!(transcript_entry("p", "u", 9) < transcript_entry("p", "u", 10));
+    }
+
+    #[test]
+    fn ids_cannot_alias_each_other_through_their_bytes() {
+        // Without length prefixes "ab"+"c" and "a"+"bc" would give the same key.
+        assert_ne!(conversation("ab", "c"), conversation("a", "bc"));
+        assert_ne!(handled("1", "\u{0}2"), handled("1\u{0}", "2"));
+    }
+
+    #[test]
+    fn a_conversations_entries_share_its_prefix_and_no_other_does() {
+        let prefix = transcript_prefix("page", "42");
+        assert!(transcript_entry("page", "42", 7).starts_with(&prefix));
+        assert!(!transcript_entry("page", "421", 7).starts_with(&prefix));
+        assert!(!transcript_entry("page2", "42", 7).starts_with(&prefix));
+    }
+
+    #[test]
+    fn the_trailing_sequence_is_read_back() {
+        assert_eq!(trailing_seq(&outbox(77)), Some(77));
+        assert_eq!(trailing_seq(&transcript_entry("p", "u", 5)), Some(5));
+        assert_eq!(trailing_seq(b"short"), None);
+    }
+}

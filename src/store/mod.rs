@@ -1,0 +1,386 @@
+//! The only code that touches sled: typed reads and atomic writes of colloquy's records.
+//!
+//! Everything lives in one tree, namespaced by `keys`, so that one turn of a conversation
+//! (journal mark, dedup mark, conversation record, transcript entries, outbox items) is a
+//! single atomic transaction. Durability is explicit: writers call `flush()` (group commit,
+//! see `flusher`) before they tell anyone outside the process that something happened.
+//! The store holds no business rules beyond "status only moves forward".
+
+pub mod flusher;
+pub mod keys;
+pub mod records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use thiserror::Error;
+
+use flusher::{FlushStats, Flusher};
+pub use records::{
+    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord,
+    SentRef, Status, TranscriptEntry,
+};
+
+/// sled's page cache; the default (1 GiB) would let the cache alone outgrow a small VM.
+const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot open the data directory {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("the data directory {path} is in use by another process (is `colloquy serve` running on it?)")]
+    Locked { path: String },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record under {key} cannot be decoded: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("flushing to disk failed: {0}")]
+    Flush(String),
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(error: TransactionError<StoreError>) -> Self {
+        match error {
+            TransactionError::Abort(inner) => inner,
+            TransactionError::Storage(inner) => StoreError::Sled(inner),
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our records are plain structs of strings, numbers and JSON values: serialising
+    // them cannot fail, and an empty value would be caught as corrupt on read.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(error)
+}
+
+/// A change to an existing transcript entry, applied against its current stored value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryChange {
+    /// Raise the status (never lowers it).
+    Advance(Status),
+    /// The echo of this page message arrived: remember its mid and Facebook's timestamp.
+    LinkEcho { mid: String, timestamp: i64 },
+}
+
+/// Everything one handled event changes, committed atomically.
+#[derive(Debug, Default)]
+pub struct TurnCommit {
+    /// The journal item this turn consumes.
+    pub journal_seq: Option<u64>,
+    /// `(page, event id)` to mark handled, so a redelivery is skipped.
+    pub handled: Option<(String, String)>,
+    pub conversation: Option<ConversationRecord>,
+    pub new_entries: Vec<(u64, TranscriptEntry)>,
+    pub entry_changes: Vec<(u64, EntryChange)>,
+    pub outbox: Vec<(u64, OutboxRecord)>,
+    /// Message ids (from echoes of other senders) to index for later receipts.
+    pub sent_index: Vec<(String, SentRef)>,
+}
+
+/// How a send ended, as recorded on its transcript entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendOutcome {
+    Sent { message_id: Option<String>, at: i64 },
+    Failed(Failure),
+}
+
+/// Cheap to clone; every clone shares one database and one flusher.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    // Declared last so it drops last: its drop joins the thread after a final flush.
+    flusher: Flusher,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory. Fails with `Locked` when another process has it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_CAPACITY_BYTES)
+            // Durability comes from explicit group-committed flushes, not a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| classify_open_error(shown, source))?;
+        let tree = db.open_tree("colloquy")?;
+        let flusher = Flusher::start(db.clone()).map_err(|e| StoreError::Flush(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner { db, tree, flusher }),
+        })
+    }
+
+    /// Waits until every write made before this call is on disk (shared with other waiters).
+    pub fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
+        let flush = self.inner.flusher.flush();
+        async move { flush.await.map_err(StoreError::Flush) }
+    }
+
+    /// Asks for a flush without waiting for it.
+    pub fn flush_soon(&self) {
+        self.inner.flusher.request();
+    }
+
+    pub fn flush_stats(&self) -> &FlushStats {
+        self.inner.flusher.stats()
+    }
+
+    /// A unique, increasing id that survives restarts (journal and outbox sequence numbers).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?)
+    }
+
+    // ---- journal -------------------------------------------------------------------
+
+    /// Appends acknowledged events to the journal; returns their sequence numbers in order.
+    /// Not durable until `flush()` resolves.
+    pub fn append_journal(&self, records: &[JournalRecord]) -> Result<Vec<u64>, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut seqs = Vec::with_capacity(records.len());
+        for record in records {
+            let seq = self.next_id()?;
+            batch.insert(keys::journal(seq), encode(record));
+            seqs.push(seq);
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(seqs)
+    }
+
+    pub fn journal_contains(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.inner.tree.contains_key(keys::journal(seq))?)
+    }
+
+    /// Every journal item not yet handled, oldest first.
+    pub fn pending_journal(&self) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
+        self.scan_sequenced(keys::JOURNAL)
+    }
+
+    // ---- conversations -------------------------------------------------------------
+
+    pub fn conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        self.get(&keys::conversation(&key.page_id, &key.psid))
+    }
+
+    /// Every conversation record, in key order (page, then psid).
+    pub fn conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix([keys::CONVERSATION])
+            .map(|item| {
+                let (key, value) = item?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    pub fn transcript(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
+            .map(|item| {
+                let (k, value) = item?;
+                let seq = keys::trailing_seq(&k).unwrap_or_default();
+                Ok((seq, decode(&k, &value)?))
+            })
+            .collect()
+    }
+
+    pub fn transcript_entry(
+        &self,
+        key: &ConversationKey,
+        seq: u64,
+    ) -> Result<Option<TranscriptEntry>, StoreError> {
+        self.get(&keys::transcript_entry(&key.page_id, &key.psid, seq))
+    }
+
+    pub fn is_handled(&self, page_id: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .tree
+            .contains_key(keys::handled(page_id, event_id))?)
+    }
+
+    /// The transcript entry of a message the page sent, by its message id.
+    pub fn find_sent(&self, page_id: &str, message_id: &str) -> Result<Option<SentRef>, StoreError> {
+        self.get(&keys::sent(page_id, message_id))
+    }
+
+    /// Applies one conversation turn atomically. Not durable until `flush()` resolves.
+    pub fn commit_turn(&self, commit: &TurnCommit) -> Result<(), StoreError> {
+        self.inner
+            .tree
+            .transaction(|tx| apply_turn(tx, commit))
+            .map_err(StoreError::from)
+    }
+
+    // ---- outbox --------------------------------------------------------------------
+
+    /// Every reply not yet sent or failed, oldest first.
+    pub fn pending_outbox(&self) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
+        self.scan_sequenced(keys::OUTBOX)
+    }
+
+    /// Remembers how many attempts a reply has had, so a restart does not reset its budget.
+    pub fn record_attempts(&self, seq: u64, record: &OutboxRecord) -> Result<(), StoreError> {
+        let key = keys::outbox(seq);
+        // Only rewrite an item still pending: a completed one must not come back.
+        self.inner
+            .tree
+            .transaction(|tx| {
+                if tx.get(&key)?.is_some() {
+                    tx.insert(key.as_slice(), encode(record))?;
+                }
+                Ok(())
+            })
+            .map_err(StoreError::from)
+    }
+
+    /// Records how a reply ended and removes it from the outbox, atomically.
+    pub fn complete_send(
+        &self,
+        seq: u64,
+        record: &OutboxRecord,
+        outcome: &SendOutcome,
+    ) -> Result<(), StoreError> {
+        let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
+        self.inner
+            .tree
+            .transaction(|tx| {
+                tx.remove(keys::outbox(seq))?;
+                let Some(bytes) = tx.get(&entry_key)? else {
+                    return Ok(());
+                };
+                let mut entry: TranscriptEntry = decode(&entry_key, &bytes).map_err(abort)?;
+                match outcome {
+                    SendOutcome::Sent { message_id, at } => {
+                        entry.advance(Status::Sent);
+                        entry.sent_at.get_or_insert(*at);
+                        if let Some(id) = message_id {
+                            entry.mid.get_or_insert_with(|| id.clone());
+                            let sent = SentRef {
+                                psid: record.psid.clone(),
+                                entry: record.entry,
+                            };
+                            tx.insert(keys::sent(&record.page_id, id), encode(&sent))?;
+                        }
+                    }
+                    SendOutcome::Failed(failure) => {
+                        if entry.advance(Status::Failed) {
+                            entry.error = Some(failure.clone());
+                        }
+                    }
+                }
+                tx.insert(entry_key.as_slice(), encode(&entry))?;
+                Ok(())
+            })
+            .map_err(StoreError::from)
+    }
+
+    // ---- helpers -------------------------------------------------------------------
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.inner.tree.get(key)? {
+            Some(bytes) => Ok(Some(decode(key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan_sequenced<T: DeserializeOwned>(
+        &self,
+        namespace: u8,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix([namespace])
+            .map(|item| {
+                let (key, value) = item?;
+                let seq = keys::trailing_seq(&key).unwrap_or_default();
+                Ok((seq, decode(&key, &value)?))
+            })
+            .collect()
+    }
+}
+
+fn classify_open_error(path: String, source: sled::Error) -> StoreError {
+    // sled reports a held lock as an Io error whose text mentions the lock.
+    let locked = matches!(&source, sled::Error::Io(io) if io.to_string().contains("lock"));
+    if locked {
+        StoreError::Locked { path }
+    } else {
+        StoreError::Open { path, source }
+    }
+}
+
+fn apply_turn(tx: &TransactionalTree, commit: &TurnCommit) -> TxResult<()> {
+    if let Some(seq) = commit.journal_seq {
+        tx.remove(keys::journal(seq))?;
+    }
+    if let Some((page_id, event_id)) = &commit.handled {
+        tx.insert(keys::handled(page_id, event_id), &[] as &[u8])?;
+    }
+    let Some(conversation) = &commit.conversation else {
+        return Ok(());
+    };
+    let (page, psid) = (&conversation.page_id, &conversation.psid);
+    tx.insert(keys::conversation(page, psid), encode(conversation))?;
+    for (seq, entry) in &commit.new_entries {
+        tx.insert(keys::transcript_entry(page, psid, *seq), encode(entry))?;
+    }
+    for (seq, change) in &commit.entry_changes {
+        apply_entry_change(tx, &keys::transcript_entry(page, psid, *seq), change)?;
+    }
+    for (seq, record) in &commit.outbox {
+        tx.insert(keys::outbox(*seq), encode(record))?;
+    }
+    for (message_id, sent) in &commit.sent_index {
+        tx.insert(keys::sent(page, message_id), encode(sent))?;
+    }
+    Ok(())
+}
+
+fn apply_entry_change(tx: &TransactionalTree, key: &[u8], change: &EntryChange) -> TxResult<()> {
+    let Some(bytes) = tx.get(key)? else {
+        return Ok(());
+    };
+    let mut entry: TranscriptEntry = decode(key, &bytes).map_err(abort)?;
+    match change {
+        EntryChange::Advance(status) => {
+            entry.advance(*status);
+        }
+        EntryChange::LinkEcho { mid, timestamp } => {
+            entry.mid.get_or_insert_with(|| mid.clone());
+            entry.echo_timestamp = Some(*timestamp);
+            // An echo is Facebook saying the message went out, whatever our sender knows.
+            entry.advance(Status::Sent);
+        }
+    }
+    tx.insert(key, encode(&entry))?;
+    Ok(())
+}

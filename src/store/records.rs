@@ -1,0 +1,295 @@
+//! The records colloquy persists: journal entries, conversations, transcript entries and
+//! outbox items, with their serde encoding.
+//!
+//! These are plain data; the rules of how they change (watermarks only move forward, an
+//! outbound status never goes back) live in methods here so every writer applies the same
+//! rule. Nothing here does IO.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::messenger::outbound::SendRequest;
+
+/// Which conversation an event or reply belongs to: the page and the non-page party.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ConversationKey {
+    pub page_id: String,
+    pub psid: String,
+}
+
+impl ConversationKey {
+    pub fn new(page_id: impl Into<String>, psid: impl Into<String>) -> Self {
+        ConversationKey {
+            page_id: page_id.into(),
+            psid: psid.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConversationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "page {} psid {}", self.page_id, self.psid)
+    }
+}
+
+/// One acknowledged inbound event waiting to be handled, exactly as Facebook sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub page_id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
+    /// The `messaging[]`/`standby[]` item, byte-for-byte meaning preserved.
+    pub event: Value,
+}
+
+/// What is kept per conversation besides its transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub page_id: String,
+    pub psid: String,
+    /// The flow's own state, as its serde type wrote it; `null` before the first turn.
+    #[serde(default)]
+    pub state: Value,
+    /// Every page message at or before this time (ms) is delivered. Only moves forward.
+    #[serde(default)]
+    pub delivered_watermark: i64,
+    /// Every page message at or before this time (ms) is read. Only moves forward.
+    #[serde(default)]
+    pub read_watermark: i64,
+    /// Local time (ms) of the last event handled.
+    #[serde(default)]
+    pub last_activity: i64,
+    /// Facebook time (ms) of the last message from the user: opens the 24 h window.
+    #[serde(default)]
+    pub last_user_message: i64,
+    #[serde(default)]
+    pub inbound_count: u64,
+    #[serde(default)]
+    pub outbound_count: u64,
+    /// Sequence number the next transcript entry gets.
+    #[serde(default)]
+    pub next_entry: u64,
+    /// Transcript entries of page messages not yet known to be read: the only ones a
+    /// watermark can still change, so receipts never scan the whole transcript.
+    #[serde(default)]
+    pub unread_out: Vec<u64>,
+}
+
+impl ConversationRecord {
+    pub fn new(key: &ConversationKey) -> Self {
+        ConversationRecord {
+            page_id: key.page_id.clone(),
+            psid: key.psid.clone(),
+            state: Value::Null,
+            delivered_watermark: 0,
+            read_watermark: 0,
+            last_activity: 0,
+            last_user_message: 0,
+            inbound_count: 0,
+            outbound_count: 0,
+            next_entry: 0,
+            unread_out: Vec::new(),
+        }
+    }
+
+    pub fn key(&self) -> ConversationKey {
+        ConversationKey::new(self.page_id.clone(), self.psid.clone())
+    }
+
+    /// Reserves the next transcript sequence number.
+    pub fn take_entry_seq(&mut self) -> u64 {
+        let seq = self.next_entry;
+        self.next_entry += 1;
+        seq
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Where a transcript entry stands. Outbound: `queued` → `sent` → `delivered` → `read`,
+/// or `failed`. Inbound: `handled` or `failed` (the flow could not handle it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Handled,
+}
+
+impl Status {
+    /// Progress rank of outbound statuses; a status update never lowers it, so a late
+    /// "sent" from the sender cannot undo a "read" from a watermark that raced ahead.
+    fn rank(self) -> u8 {
+        match self {
+            Status::Queued => 0,
+            Status::Sent | Status::Handled => 1,
+            Status::Delivered => 2,
+            Status::Read => 3,
+            Status::Failed => 4,
+        }
+    }
+}
+
+/// Why an outbound message or an inbound event failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Graph API error code, when the Graph API gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subcode: Option<i64>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn reason(message: impl Into<String>) -> Self {
+        Failure {
+            code: None,
+            subcode: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// One line of a conversation: an event from Facebook or a message from the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    pub direction: Direction,
+    /// Facebook's message id: the inbound `mid`, or the `message_id` the Send API returned.
+    #[serde(default)]
+    pub mid: Option<String>,
+    /// Inbound: Facebook's event time. Outbound: when the flow decided it (local ms).
+    pub timestamp: i64,
+    /// Short event or reply kind (`text`, `postback`, `quick_reply`, `echo`, `typing_on`...).
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    pub status: Status,
+    /// Outbound: local time (ms) the Send API accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<i64>,
+    /// Outbound: Facebook's time (ms) of the message, from its echo; watermarks compare to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// Inbound: a payload worth keeping (postback/quick reply payload, attachment types,
+    /// or the raw JSON of an event kind the engine does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
+
+impl TranscriptEntry {
+    /// Raises the status; returns whether it changed. `failed` is final.
+    pub fn advance(&mut self, to: Status) -> bool {
+        if self.status == Status::Failed || to.rank() <= self.status.rank() {
+            return false;
+        }
+        self.status = to;
+        true
+    }
+
+    /// The time a watermark is compared with: Facebook's own clock when the echo gave it.
+    pub fn watermark_time(&self) -> Option<i64> {
+        self.echo_timestamp.or(self.sent_at)
+    }
+}
+
+/// A reply committed by a conversation and owed to the Send API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    pub page_id: String,
+    pub psid: String,
+    /// The transcript entry this reply updates when it is sent or fails.
+    pub entry: u64,
+    pub request: SendRequest,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Local time (ms) the flow decided it.
+    pub created_at: i64,
+}
+
+impl OutboxRecord {
+    pub fn conversation(&self) -> ConversationKey {
+        ConversationKey::new(self.page_id.clone(), self.psid.clone())
+    }
+}
+
+/// Where a sent message id lives in the transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRef {
+    pub psid: String,
+    pub entry: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out_entry(status: Status) -> TranscriptEntry {
+        TranscriptEntry {
+            direction: Direction::Out,
+            mid: None,
+            timestamp: 1,
+            kind: "text".into(),
+            text: Some("hi".into()),
+            status,
+            sent_at: None,
+            echo_timestamp: None,
+            error: None,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn a_status_only_moves_forward() {
+        let mut entry = out_entry(Status::Read);
+        assert!(!entry.advance(Status::Sent));
+        assert_eq!(entry.status, Status::Read);
+        let mut entry = out_entry(Status::Queued);
+        assert!(entry.advance(Status::Delivered));
+        assert_eq!(entry.status, Status::Delivered);
+    }
+
+    #[test]
+    fn failed_is_final() {
+        let mut entry = out_entry(Status::Failed);
+        assert!(!entry.advance(Status::Read));
+        assert_eq!(entry.status, Status::Failed);
+    }
+
+    #[test]
+    fn the_echo_timestamp_wins_over_the_local_send_time() {
+        let mut entry = out_entry(Status::Sent);
+        entry.sent_at = Some(2_000);
+        assert_eq!(entry.watermark_time(), Some(2_000));
+        entry.echo_timestamp = Some(1_500);
+        assert_eq!(entry.watermark_time(), Some(1_500));
+    }
+
+    #[test]
+    fn statuses_serialise_as_the_documented_lowercase_words() {
+        let words: Vec<String> = [
+            Status::Queued,
+            Status::Sent,
+            Status::Delivered,
+            Status::Read,
+            Status::Failed,
+        ]
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+        assert_eq!(
+            words,
+            ["\"queued\"", "\"sent\"", "\"delivered\"", "\"read\"", "\"failed\""]
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! The supervisor: routes each event to its conversation's actor, one actor per
+//! (page, user), spawning it on first use.
+//!
+//! It replays the journal at start (events acknowledged before a crash), lets idle
+//! actors stop only when nothing routed to them is still waiting (a passivation
+//! handshake, so no message is lost), and restarts a failed conversation by replaying
+//! that conversation's journal items into a fresh actor loaded from sled. It never
+//! touches a conversation's state itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::conversation::{Conversation, ConversationEnv, Deliver};
+use crate::messenger::inbound::InboundEvent;
+use crate::store::{ConversationKey, JournalRecord};
+
+/// Acknowledged events, with their journal sequence numbers, in arrival order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Route {
+    pub events: Vec<(u64, InboundEvent)>,
+}
+
+/// A conversation actor asks to stop after being idle; granted only if every event
+/// routed to it has been handled.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IdleStop {
+    pub key: ConversationKey,
+    pub incarnation: u64,
+    pub handled: u64,
+}
+
+/// A conversation actor stopped without being asked to (a store error).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConversationStopped {
+    pub key: ConversationKey,
+    pub incarnation: u64,
+}
+
+/// How many conversation actors are alive.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LiveConversations;
+
+struct Child {
+    addr: Addr<Conversation>,
+    incarnation: u64,
+    routed: u64,
+}
+
+pub struct Supervisor {
+    env: Arc<ConversationEnv>,
+    children: HashMap<ConversationKey, Child>,
+    next_incarnation: u64,
+    /// Restarts per conversation, to slow down a conversation that keeps failing.
+    restarts: HashMap<ConversationKey, u32>,
+    /// Conversations waiting to be restarted: their new events stay in the journal until
+    /// the restart replays everything pending for them, in order.
+    paused: std::collections::HashSet<ConversationKey>,
+}
+
+/// The conversation an event belongs to.
+pub fn conversation_key(event: &InboundEvent) -> ConversationKey {
+    ConversationKey::new(event.page_id.clone(), event.party_id().to_string())
+}
+
+impl Supervisor {
+    pub fn new(env: Arc<ConversationEnv>) -> Self {
+        Supervisor {
+            env,
+            children: HashMap::new(),
+            next_incarnation: 0,
+            restarts: HashMap::new(),
+            paused: Default::default(),
+        }
+    }
+
+    fn route(&mut self, seq: u64, event: InboundEvent, ctx: &mut Context<Self>) {
+        let key = conversation_key(&event);
+        if self.paused.contains(&key) {
+            return;
+        }
+        let child = match self.children.get_mut(&key) {
+            Some(child) if child.addr.connected() => child,
+            _ => {
+                let child = self.spawn(key.clone(), ctx);
+                self.children.entry(key).insert_entry(child).into_mut()
+            }
+        };
+        child.routed += 1;
+        child.addr.do_send(Deliver { seq, event });
+    }
+
+    fn spawn(&mut self, key: ConversationKey, ctx: &mut Context<Self>) -> Child {
+        self.next_incarnation += 1;
+        let incarnation = self.next_incarnation;
+        let conversation = Conversation::new(key, incarnation, self.env.clone(), ctx.address());
+        Child {
+            addr: conversation.start(),
+            incarnation,
+            routed: 0,
+        }
+    }
+
+    /// Routes journal items that are still pending (all of them, or one conversation's).
+    fn replay(&mut self, only: Option<&ConversationKey>, ctx: &mut Context<Self>) {
+        let pending = match self.env.store.pending_journal() {
+            Ok(pending) => pending,
+            Err(error) => {
+                log::error!("cannot read the journal to replay it: {error}");
+                return;
+            }
+        };
+        let mut replayed = 0usize;
+        for (seq, JournalRecord { page_id, standby, event }) in pending {
+            let event = InboundEvent::from_raw(&page_id, event, standby);
+            if only.is_none_or(|key| *key == conversation_key(&event)) {
+                self.route(seq, event, ctx);
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            log::info!("replayed {replayed} unhandled event(s) from the journal");
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Everything acknowledged before a crash or stop and not yet handled.
+        self.replay(None, ctx);
+    }
+}
+
+impl Handler<Route> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
+        for (seq, event) in msg.events {
+            self.route(seq, event, ctx);
+        }
+    }
+}
+
+impl Handler<IdleStop> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: IdleStop, _: &mut Context<Self>) -> bool {
+        let idle = self.children.get(&msg.key).is_some_and(|child| {
+            child.incarnation == msg.incarnation && child.routed == msg.handled
+        });
+        if idle {
+            self.children.remove(&msg.key);
+            self.restarts.remove(&msg.key);
+            log::debug!("{}: idle conversation actor stopped", msg.key);
+        }
+        idle
+    }
+}
+
+impl Handler<ConversationStopped> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConversationStopped, ctx: &mut Context<Self>) {
+        let current = self
+            .children
+            .get(&msg.key)
+            .is_some_and(|child| child.incarnation == msg.incarnation);
+        if !current {
+            return;
+        }
+        self.children.remove(&msg.key);
+        let restarts = self.restarts.entry(msg.key.clone()).or_default();
+        *restarts = restarts.saturating_add(1);
+        // Back off exponentially (capped at ~1 min) so a conversation whose store keeps
+        // failing does not spin.
+        let delay = Duration::from_millis(50u64 << (*restarts).min(10));
+        log::warn!(
+            "{}: conversation failed; restarting it in {delay:?} (restart {restarts})",
+            msg.key
+        );
+        self.paused.insert(msg.key.clone());
+        let key = msg.key;
+        ctx.run_later(delay, move |act, ctx| {
+            act.paused.remove(&key);
+            act.replay(Some(&key), ctx);
+        });
+    }
+}
+
+impl Handler<LiveConversations> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: LiveConversations, _: &mut Context<Self>) -> usize {
+        self.children.len()
+    }
+}

@@ -1,0 +1,227 @@
+//! The Messenger webhook: the subscription handshake (GET) and event intake (POST).
+//!
+//! A POST is read up to a size limit, its signature checked over the raw bytes, parsed
+//! into typed events, appended to the journal and flushed (group commit) before the 200
+//! goes back: an acknowledged event survives a crash. Only then are the events handed to
+//! the supervisor. Nothing of a rejected request is stored. This module never runs flows
+//! and never talks to the Graph API.
+
+pub mod signature;
+
+use actix::Addr;
+use actix_web::http::header::ContentType;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use serde_json::json;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
+use crate::store::{JournalRecord, Store, StoreError};
+use crate::supervisor::{Route, Supervisor};
+use signature::SignatureError;
+
+/// What the webhook handlers share.
+#[derive(Clone)]
+pub struct WebhookState {
+    pub config: std::sync::Arc<Config>,
+    pub store: Store,
+    pub supervisor: Addr<Supervisor>,
+}
+
+/// Why a webhook request was refused; `status_code` is the one place mapping it to HTTP.
+#[derive(Debug, Error)]
+pub enum WebhookError {
+    #[error("verification failed: hub.mode must be subscribe and hub.verify_token must match")]
+    VerificationFailed,
+    #[error("{0}")]
+    Signature(#[from] SignatureError),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    Body(String),
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("the events could not be stored; Facebook will redeliver them")]
+    Store(#[from] StoreError),
+}
+
+impl ResponseError for WebhookError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            WebhookError::VerificationFailed | WebhookError::Signature(_) => StatusCode::FORBIDDEN,
+            WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::Body(_) | WebhookError::Parse(_) => StatusCode::BAD_REQUEST,
+            WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+/// Registers the GET and POST handlers at the configured webhook path.
+pub fn configure(path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
+    move |cfg| {
+        cfg.service(
+            web::resource(path)
+                .route(web::get().to(verify_subscription))
+                .route(web::post().to(receive_events)),
+        );
+    }
+}
+
+/// `GET /webhook?hub.mode=subscribe&hub.verify_token=T&hub.challenge=C` → 200 `C`.
+async fn verify_subscription(
+    req: HttpRequest,
+    state: web::Data<WebhookState>,
+) -> Result<HttpResponse, WebhookError> {
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let token_matches = param("hub.verify_token").is_some_and(|token| {
+        constant_time_eq(token.as_bytes(), state.config.verify_token.expose().as_bytes())
+    });
+    match (param("hub.mode"), param("hub.challenge")) {
+        (Some("subscribe"), Some(challenge)) if token_matches => {
+            log::info!("webhook subscription verified");
+            Ok(HttpResponse::Ok()
+                .content_type(ContentType::plaintext())
+                .body(challenge.to_string()))
+        }
+        _ => {
+            log::warn!("webhook verification refused (wrong mode, token or missing challenge)");
+            Err(WebhookError::VerificationFailed)
+        }
+    }
+}
+
+/// `POST /webhook`: verify, parse, journal, flush, ack, route.
+async fn receive_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<WebhookState>,
+) -> Result<HttpResponse, WebhookError> {
+    let body = read_limited(&req, payload, state.config.max_body_bytes).await?;
+    let headers = req.headers();
+    let verified = signature::verify(
+        state.config.app_secret.expose().as_bytes(),
+        &body,
+        headers.get(signature::HEADER_SHA256).map(|v| v.as_bytes()),
+        headers.get(signature::HEADER_SHA1).map(|v| v.as_bytes()),
+    );
+    if let Err(error) = verified {
+        log::warn!("webhook POST refused: {error}");
+        return Err(error.into());
+    }
+    let events = parse_envelope(&body).inspect_err(|error| {
+        log::warn!("webhook POST refused: {error}");
+    })?;
+    let routed = journal_durably(&state.store, events).await?;
+    let count = routed.len();
+    if count > 0 {
+        state.supervisor.do_send(Route { events: routed });
+    }
+    log::debug!("webhook POST accepted with {count} event(s)");
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("EVENT_RECEIVED"))
+}
+
+/// Appends the events to the journal and waits until they are on disk.
+async fn journal_durably(
+    store: &Store,
+    events: Vec<InboundEvent>,
+) -> Result<Vec<(u64, InboundEvent)>, WebhookError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let records: Vec<JournalRecord> = events
+        .iter()
+        .map(|event| JournalRecord {
+            page_id: event.page_id.clone(),
+            standby: event.standby,
+            event: event.raw.clone(),
+        })
+        .collect();
+    let seqs = store.append_journal(&records).inspect_err(log_store_error)?;
+    store.flush().await.inspect_err(log_store_error)?;
+    Ok(seqs.into_iter().zip(events).collect())
+}
+
+fn log_store_error(error: &StoreError) {
+    log::error!("webhook could not journal events: {error}");
+}
+
+/// Reads the body, refusing it as soon as it grows past `limit`.
+async fn read_limited(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, WebhookError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| WebhookError::Body(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(WebhookError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Compares two secrets without leaking, through timing, how long a common prefix is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_secrets_compare_equal_and_others_do_not() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokem"));
+        assert!(!constant_time_eq(b"token", b"token2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn each_error_maps_to_its_documented_status() {
+        assert_eq!(
+            WebhookError::VerificationFailed.status_code(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            WebhookError::Signature(SignatureError::Missing).status_code(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            WebhookError::TooLarge { limit: 1 }.status_code(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            WebhookError::Parse(ParseError::NotAnObject).status_code(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}
