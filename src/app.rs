@@ -16,9 +16,12 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::conversation::ConversationEnv;
 use crate::flow::FlowHandle;
-use crate::sender::OutboundSender;
+use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
-use crate::supervisor::{LiveConversations, Supervisor};
+use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
+
+/// How long shutdown waits for actors to let go of the store.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::webhook::{self, WebhookState};
 
 #[derive(Debug, Error)]
@@ -39,6 +42,7 @@ pub struct RunningApp {
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     store: Store,
     supervisor: Addr<Supervisor>,
+    sender: Addr<OutboundSender>,
 }
 
 impl RunningApp {
@@ -56,13 +60,14 @@ impl RunningApp {
         self.supervisor.send(LiveConversations).await.unwrap_or(0)
     }
 
-    /// Stops taking requests, lets in-flight requests finish, flushes the store.
+    /// Stops taking requests, lets in-flight requests finish, stops the actors, flushes
+    /// the store and waits until its files are released.
     pub async fn stop(self) -> std::io::Result<()> {
         self.handle.stop(true).await;
         self.finish().await
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM), then flushes the store.
+    /// Runs until the server stops (SIGINT/SIGTERM), then shuts down like `stop`.
     pub async fn wait(self) -> std::io::Result<()> {
         self.finish().await
     }
@@ -72,8 +77,21 @@ impl RunningApp {
             .server
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        // Conversations finish the event in hand; unhandled events stay in the journal
+        // and unsent replies in the outbox, both resumed at the next start.
+        let _ = self.supervisor.send(Shutdown).await;
+        let _ = self.sender.send(SenderShutdown).await;
         if let Err(error) = self.store.flush().await {
             log::error!("final flush failed: {error}");
+        }
+        let release = self.store.release_watch();
+        drop(self.store);
+        let deadline = std::time::Instant::now() + RELEASE_TIMEOUT;
+        while !release.is_released() && std::time::Instant::now() < deadline {
+            actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if !release.is_released() {
+            log::warn!("the store was still in use {RELEASE_TIMEOUT:?} after shutdown");
         }
         served
     }
@@ -91,6 +109,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         config.sender.clone(),
     )
     .start();
+    let env_sender = sender.clone();
     let env = Arc::new(ConversationEnv {
         store: store.clone(),
         flow,
@@ -99,6 +118,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         idle_timeout: config.idle_timeout,
     });
     let supervisor = Supervisor::new(env).start();
+    let sender_addr = env_sender.clone();
     let webhook_state = WebhookState {
         config: config.clone(),
         store: store.clone(),
@@ -139,5 +159,6 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         server: actix_rt::spawn(server),
         store,
         supervisor,
+        sender: sender_addr,
     })
 }

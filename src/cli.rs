@@ -20,7 +20,11 @@ use crate::store::{Store, StoreError};
 pub const SUBSCRIBED_FIELDS: &str = "messages,messaging_postbacks,message_deliveries,message_reads,message_echoes,messaging_referrals,messaging_optins,message_reactions,message_edits,messaging_handovers,messaging_policy_enforcement,messaging_account_linking,messaging_game_plays,standby";
 
 #[derive(Debug, Parser)]
-#[command(name = "colloquy", version, about = "An actor-based chatbot engine for the Facebook Messenger Platform")]
+#[command(
+    name = "colloquy",
+    version,
+    about = "An actor-based chatbot engine for the Facebook Messenger Platform"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -243,14 +247,18 @@ fn url_component(value: &str) -> String {
 
 /// `colloquy subscribe [--status]`: the page's webhook subscription.
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
-    let token = args
-        .access_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)"))?;
-    let url = format!("{}/me/subscribed_apps", args.graph_url.trim_end_matches('/'));
+    let token = args.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)")
+    })?;
+    let url = format!(
+        "{}/me/subscribed_apps",
+        args.graph_url.trim_end_matches('/')
+    );
     let client = awc::Client::new();
     let request = if args.status {
-        client.get(&url).query(&[("access_token", token.as_str())])?
+        client
+            .get(&url)
+            .query(&[("access_token", token.as_str())])?
     } else {
         client.post(&url).query(&[
             ("subscribed_fields", args.fields.as_str()),
@@ -267,7 +275,10 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
         bail!(
             "Graph API error {}{}: {}",
             error.code,
-            error.error_subcode.map(|s| format!("/{s}")).unwrap_or_default(),
+            error
+                .error_subcode
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default(),
             error.message
         );
     }
@@ -293,7 +304,10 @@ fn describe_subscriptions(value: &Value) -> String {
     let mut out = String::new();
     for app in apps {
         let name = app["name"].as_str().unwrap_or("?");
-        let id = app["id"].as_str().map(str::to_string).unwrap_or_else(|| app["id"].to_string());
+        let id = app["id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| app["id"].to_string());
         let fields: Vec<&str> = app["subscribed_fields"]
             .as_array()
             .map(|f| f.iter().filter_map(Value::as_str).collect())

@@ -173,17 +173,9 @@ fn parse_webhook_path(path: Option<String>) -> Result<String, ConfigError> {
 impl Config {
     /// Validates raw settings. The first problem found is returned, naming its variable.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let verify_token = required(
-            raw.verify_token,
-            "MESSENGER_VERIFY_TOKEN",
-            "--verify-token",
-        )?;
+        let verify_token = required(raw.verify_token, "MESSENGER_VERIFY_TOKEN", "--verify-token")?;
         let app_secret = required(raw.app_secret, "MESSENGER_APP_SECRET", "--app-secret")?;
-        let access_token = required(
-            raw.access_token,
-            "MESSENGER_ACCESS_TOKEN",
-            "--access-token",
-        )?;
+        let access_token = required(raw.access_token, "MESSENGER_ACCESS_TOKEN", "--access-token")?;
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
@@ -258,7 +250,12 @@ mod tests {
         let mut raw = complete();
         raw.admin_token = Some("admin-token-value".into());
         let shown = format!("{:?}", Config::from_raw(raw).unwrap());
-        for secret in ["verify", "app-secret-value", "page-token-value", "admin-token-value"] {
+        for secret in [
+            "verify",
+            "app-secret-value",
+            "page-token-value",
+            "admin-token-value",
+        ] {
             assert!(
                 !shown.contains(&format!("\"{secret}\"")),
                 "{secret} leaked: {shown}"

@@ -48,6 +48,11 @@ pub struct Deliver {
     pub event: InboundEvent,
 }
 
+/// Stop after the event in hand; whatever is still queued stays in the journal.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 pub struct Conversation {
     key: ConversationKey,
     incarnation: u64,
@@ -142,26 +147,33 @@ impl Handler<Deliver> for Conversation {
                 None => Err(StoreError::Flush("conversation record not loaded".into())),
             }
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |outcome, act, ctx| {
-                act.handled += 1;
-                act.last_active = Instant::now();
-                match outcome {
-                    Ok((record, outbox)) => {
-                        act.record = Some(record);
-                        if !outbox.is_empty() {
-                            act.env.sender.do_send(Enqueue { items: outbox });
-                        }
-                    }
-                    Err(error) => {
-                        // The journal still holds the event: the supervisor restarts this
-                        // conversation from sled and replays it.
-                        log::error!("{}: event not committed, restarting: {error}", act.key);
-                        ctx.stop();
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
+            act.handled += 1;
+            act.last_active = Instant::now();
+            match outcome {
+                Ok((record, outbox)) => {
+                    act.record = Some(record);
+                    if !outbox.is_empty() {
+                        act.env.sender.do_send(Enqueue { items: outbox });
                     }
                 }
-            },
-        )))
+                Err(error) => {
+                    // The journal still holds the event: the supervisor restarts this
+                    // conversation from sled and replays it.
+                    log::error!("{}: event not committed, restarting: {error}", act.key);
+                    ctx.stop();
+                }
+            }
+        })))
+    }
+}
+
+impl Handler<Retire> for Conversation {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retiring = true;
+        ctx.stop();
     }
 }
 
@@ -196,9 +208,13 @@ async fn handle_event(
     };
     record.last_activity = now_ms();
     match &event.kind {
-        EventKind::Delivery(delivery) => {
-            apply_delivery(store, &mut record, &delivery.mids, delivery.watermark, &mut commit)?
-        }
+        EventKind::Delivery(delivery) => apply_delivery(
+            store,
+            &mut record,
+            &delivery.mids,
+            delivery.watermark,
+            &mut commit,
+        )?,
         EventKind::Read(read) => apply_read(store, &mut record, read.watermark, &mut commit)?,
         EventKind::Echo(_) => apply_echo(store, &mut record, &event, &mut commit)?,
         _ if event.is_user_input() && !event.standby => {
@@ -292,7 +308,8 @@ async fn run_flow(
     let now = now_ms();
     for reply in output.replies {
         let seq = record.take_entry_seq();
-        let is_message = !reply.kind_name().starts_with("typing") && reply.kind_name() != "mark_seen";
+        let is_message =
+            !reply.kind_name().starts_with("typing") && reply.kind_name() != "mark_seen";
         let entry = TranscriptEntry {
             direction: Direction::Out,
             mid: None,
@@ -536,19 +553,24 @@ mod tests {
     use crate::messenger::inbound::parse_envelope;
 
     fn event(messaging: &str) -> InboundEvent {
-        let body = format!(r#"{{"object":"page","entry":[{{"id":"1","messaging":[{messaging}]}}]}}"#);
+        let body =
+            format!(r#"{{"object":"page","entry":[{{"id":"1","messaging":[{messaging}]}}]}}"#);
         parse_envelope(body.as_bytes()).unwrap().remove(0)
     }
 
     #[test]
     fn messages_are_deduplicated_by_mid() {
-        let e = event(r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m.1","text":"a"}}"#);
+        let e = event(
+            r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message":{"mid":"m.1","text":"a"}}"#,
+        );
         assert_eq!(dedup_id(&e).as_deref(), Some("m.1"));
     }
 
     #[test]
     fn receipts_need_no_dedup_id() {
-        let e = event(r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"read":{"watermark":4}}"#);
+        let e = event(
+            r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"read":{"watermark":4}}"#,
+        );
         assert_eq!(dedup_id(&e), None);
     }
 
@@ -564,8 +586,12 @@ mod tests {
 
     #[test]
     fn each_edit_of_a_message_is_its_own_event() {
-        let first = event(r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message_edit":{"mid":"m.1","text":"b","num_edit":1}}"#);
-        let second = event(r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":6,"message_edit":{"mid":"m.1","text":"c","num_edit":2}}"#);
+        let first = event(
+            r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":5,"message_edit":{"mid":"m.1","text":"b","num_edit":1}}"#,
+        );
+        let second = event(
+            r#"{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":6,"message_edit":{"mid":"m.1","text":"c","num_edit":2}}"#,
+        );
         assert_ne!(dedup_id(&first), dedup_id(&second));
         assert_ne!(dedup_id(&first).as_deref(), Some("m.1"));
     }

@@ -82,7 +82,7 @@ fn summary(record: ConversationRecord) -> ConversationSummary {
 /// Every conversation, most recently active first.
 pub fn list(store: &Store) -> Result<Vec<ConversationSummary>, StoreError> {
     let mut all: Vec<_> = store.conversations()?.into_iter().map(summary).collect();
-    all.sort_by(|a, b| b.last_activity.cmp(&a.last_activity));
+    all.sort_by_key(|c| std::cmp::Reverse(c.last_activity));
     Ok(all)
 }
 
@@ -164,9 +164,17 @@ pub fn render_list(conversations: &[ConversationSummary]) -> String {
 /// One conversation for a terminal: state, watermarks, transcript with statuses.
 pub fn render_document(doc: &ConversationDocument) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "conversation  psid {} on page {}", doc.psid, doc.page_id);
+    let _ = writeln!(
+        out,
+        "conversation  psid {} on page {}",
+        doc.psid, doc.page_id
+    );
     let _ = writeln!(out, "last activity {}", format_ms(doc.last_activity));
-    let _ = writeln!(out, "delivered up to {}", format_ms(doc.delivered_watermark));
+    let _ = writeln!(
+        out,
+        "delivered up to {}",
+        format_ms(doc.delivered_watermark)
+    );
     let _ = writeln!(out, "read up to      {}", format_ms(doc.read_watermark));
     let _ = writeln!(out, "state         {}", doc.state);
     let _ = writeln!(out, "transcript ({} entries)", doc.transcript.len());
@@ -269,7 +277,14 @@ mod tests {
             }],
         };
         let value = serde_json::to_value(&doc).unwrap();
-        for key in ["psid", "page_id", "state", "delivered_watermark", "read_watermark", "transcript"] {
+        for key in [
+            "psid",
+            "page_id",
+            "state",
+            "delivered_watermark",
+            "read_watermark",
+            "transcript",
+        ] {
             assert!(value.get(key).is_some(), "{key}");
         }
         let line = &value["transcript"][0];

@@ -30,6 +30,11 @@ pub struct Enqueue {
     pub items: Vec<(u64, OutboxRecord)>,
 }
 
+/// Stop sending; replies not yet completed stay in the outbox for the next start.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
 /// How one Send API call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
@@ -76,7 +81,10 @@ impl OutboundSender {
                 continue;
             }
             let key = record.conversation();
-            self.queues.entry(key.clone()).or_default().push_back((seq, record));
+            self.queues
+                .entry(key.clone())
+                .or_default()
+                .push_back((seq, record));
             touched.push(key);
         }
         for key in touched {
@@ -94,7 +102,10 @@ impl OutboundSender {
             return;
         };
         self.in_flight.insert(key.clone());
-        let client = self.client.get_or_insert_with(|| build_client(&self.settings)).clone();
+        let client = self
+            .client
+            .get_or_insert_with(|| build_client(&self.settings))
+            .clone();
         let call = post(
             client,
             self.endpoint.clone(),
@@ -135,7 +146,10 @@ impl OutboundSender {
                     ctx.run_later(delay, move |act, ctx| act.send_next(key, ctx));
                     return;
                 }
-                log::warn!("{key}: reply {seq} failed after {} attempts: {reason}", record.attempts);
+                log::warn!(
+                    "{key}: reply {seq} failed after {} attempts: {reason}",
+                    record.attempts
+                );
                 SendOutcome::Failed(Failure::reason(format!(
                     "gave up after {} attempts: {reason}",
                     record.attempts
@@ -175,7 +189,10 @@ impl Actor for OutboundSender {
         // Replies committed before a crash or stop and never completed.
         match self.store.pending_outbox() {
             Ok(pending) if !pending.is_empty() => {
-                log::info!("resuming {} unsent repl(ies) from the outbox", pending.len());
+                log::info!(
+                    "resuming {} unsent repl(ies) from the outbox",
+                    pending.len()
+                );
                 self.enqueue(pending, ctx);
             }
             Ok(_) => {}
@@ -189,6 +206,14 @@ impl Handler<Enqueue> for OutboundSender {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueue(msg.items, ctx);
+    }
+}
+
+impl Handler<Shutdown> for OutboundSender {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -302,13 +327,25 @@ mod tests {
 
     #[test]
     fn a_5xx_without_body_is_retried() {
-        assert!(matches!(classify(502, b"bad gateway"), Attempt::Retry { throttled: false, .. }));
+        assert!(matches!(
+            classify(502, b"bad gateway"),
+            Attempt::Retry {
+                throttled: false,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn rate_limit_613_is_retried_as_throttled() {
         let body = br#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613}}"#;
-        assert!(matches!(classify(400, body), Attempt::Retry { throttled: true, .. }));
+        assert!(matches!(
+            classify(400, body),
+            Attempt::Retry {
+                throttled: true,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -327,7 +364,13 @@ mod tests {
     #[test]
     fn a_transient_code_2_in_a_500_is_retried() {
         let body = br#"{"error":{"message":"An unexpected error has occurred.","code":2,"is_transient":true}}"#;
-        assert!(matches!(classify(500, body), Attempt::Retry { throttled: false, .. }));
+        assert!(matches!(
+            classify(500, body),
+            Attempt::Retry {
+                throttled: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::conversation::{Conversation, ConversationEnv, Deliver};
+use crate::conversation::{Conversation, ConversationEnv, Deliver, Retire};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::{ConversationKey, JournalRecord};
 
@@ -41,6 +41,11 @@ pub struct ConversationStopped {
     pub key: ConversationKey,
     pub incarnation: u64,
 }
+
+/// Stop every conversation (after the event each has in hand) and then the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 /// How many conversation actors are alive.
 #[derive(Message)]
@@ -117,7 +122,15 @@ impl Supervisor {
             }
         };
         let mut replayed = 0usize;
-        for (seq, JournalRecord { page_id, standby, event }) in pending {
+        for (
+            seq,
+            JournalRecord {
+                page_id,
+                standby,
+                event,
+            },
+        ) in pending
+        {
             let event = InboundEvent::from_raw(&page_id, event, standby);
             if only.is_none_or(|key| *key == conversation_key(&event)) {
                 self.route(seq, event, ctx);
@@ -200,5 +213,16 @@ impl Handler<LiveConversations> for Supervisor {
 
     fn handle(&mut self, _: LiveConversations, _: &mut Context<Self>) -> usize {
         self.children.len()
+    }
+}
+
+impl Handler<Shutdown> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        for (_, child) in self.children.drain() {
+            child.addr.do_send(Retire);
+        }
+        ctx.stop();
     }
 }

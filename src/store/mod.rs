@@ -20,8 +20,8 @@ use thiserror::Error;
 
 use flusher::{FlushStats, Flusher};
 pub use records::{
-    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord,
-    SentRef, Status, TranscriptEntry,
+    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, SentRef,
+    Status, TranscriptEntry,
 };
 
 /// sled's page cache; the default (1 GiB) would let the cache alone outgrow a small VM.
@@ -100,6 +100,16 @@ pub enum SendOutcome {
     Failed(Failure),
 }
 
+/// Tells, without keeping it open, whether every handle of a store has been dropped
+/// (and so its files are released for another process or a reopen).
+pub struct StoreRelease(std::sync::Weak<Inner>);
+
+impl StoreRelease {
+    pub fn is_released(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 /// Cheap to clone; every clone shares one database and one flusher.
 #[derive(Clone)]
 pub struct Store {
@@ -140,6 +150,11 @@ impl Store {
     /// Asks for a flush without waiting for it.
     pub fn flush_soon(&self) {
         self.inner.flusher.request();
+    }
+
+    /// A way to learn when the last handle is gone.
+    pub fn release_watch(&self) -> StoreRelease {
+        StoreRelease(Arc::downgrade(&self.inner))
     }
 
     pub fn flush_stats(&self) -> &FlushStats {
@@ -228,7 +243,11 @@ impl Store {
     }
 
     /// The transcript entry of a message the page sent, by its message id.
-    pub fn find_sent(&self, page_id: &str, message_id: &str) -> Result<Option<SentRef>, StoreError> {
+    pub fn find_sent(
+        &self,
+        page_id: &str,
+        message_id: &str,
+    ) -> Result<Option<SentRef>, StoreError> {
         self.get(&keys::sent(page_id, message_id))
     }
 

@@ -289,7 +289,13 @@ mod tests {
         .collect();
         assert_eq!(
             words,
-            ["\"queued\"", "\"sent\"", "\"delivered\"", "\"read\"", "\"failed\""]
+            [
+                "\"queued\"",
+                "\"sent\"",
+                "\"delivered\"",
+                "\"read\"",
+                "\"failed\""
+            ]
         );
     }
 }

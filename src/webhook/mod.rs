@@ -87,7 +87,10 @@ async fn verify_subscription(
             .map(|(_, value)| value.as_str())
     };
     let token_matches = param("hub.verify_token").is_some_and(|token| {
-        constant_time_eq(token.as_bytes(), state.config.verify_token.expose().as_bytes())
+        constant_time_eq(
+            token.as_bytes(),
+            state.config.verify_token.expose().as_bytes(),
+        )
     });
     match (param("hub.mode"), param("hub.challenge")) {
         (Some("subscribe"), Some(challenge)) if token_matches => {
@@ -151,7 +154,9 @@ async fn journal_durably(
             event: event.raw.clone(),
         })
         .collect();
-    let seqs = store.append_journal(&records).inspect_err(log_store_error)?;
+    let seqs = store
+        .append_journal(&records)
+        .inspect_err(log_store_error)?;
     store.flush().await.inspect_err(log_store_error)?;
     Ok(seqs.into_iter().zip(events).collect())
 }

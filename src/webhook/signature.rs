@@ -34,13 +34,9 @@ pub fn verify(
     sha1_header: Option<&[u8]>,
 ) -> Result<(), SignatureError> {
     match (sha256_header, sha1_header) {
-        (Some(header), _) => verify_with::<Hmac<Sha256>>(
-            secret,
-            body,
-            header,
-            "X-Hub-Signature-256",
-            "sha256",
-        ),
+        (Some(header), _) => {
+            verify_with::<Hmac<Sha256>>(secret, body, header, "X-Hub-Signature-256", "sha256")
+        }
         (None, Some(header)) => {
             verify_with::<Hmac<Sha1>>(secret, body, header, "X-Hub-Signature", "sha1")
         }
@@ -146,7 +142,10 @@ mod tests {
 
     #[test]
     fn malformed_and_missing_headers_are_reported_as_such() {
-        assert_eq!(verify(SECRET, BODY, None, None), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(SECRET, BODY, None, None),
+            Err(SignatureError::Missing)
+        );
         for header in [&b"sha256"[..], b"sha256=zz", b"md5=abcd", b"", b"sha256:00"] {
             assert!(
                 matches!(

@@ -1,0 +1,205 @@
+//! The `colloquy` binary as an operator uses it: subscribe, inspect, serve's config errors.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+fn colloquy(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_colloquy"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn subscribe_posts_the_handled_fields_with_the_page_token_and_reports_success() {
+    let graph = MockGraph::start();
+    let output = colloquy(
+        &["subscribe"],
+        &[
+            ("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("MESSENGER_GRAPH_URL", &graph.url),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("subscribed the page to: messages,"));
+    let requests = graph.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("POST", "/v21.0/me/subscribed_apps")
+    );
+    assert_eq!(request.query_value("access_token"), Some(ACCESS_TOKEN));
+    let fields = request.query_value("subscribed_fields").unwrap();
+    for field in [
+        "messages",
+        "messaging_postbacks",
+        "message_deliveries",
+        "message_reads",
+        "message_echoes",
+    ] {
+        assert!(
+            fields.split(',').any(|f| f == field),
+            "{field} missing from {fields}"
+        );
+    }
+}
+
+#[test]
+fn subscribe_status_shows_the_subscribed_fields() {
+    let graph = MockGraph::start();
+    let output = colloquy(
+        &["subscribe", "--status"],
+        &[
+            ("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("MESSENGER_GRAPH_URL", &graph.url),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "app colloquy-test (1377689312323892): messages, message_reads\n"
+    );
+    assert_eq!(graph.requests()[0].method, "GET");
+}
+
+#[test]
+fn subscribe_reports_a_graph_error_clearly_and_fails() {
+    let graph = MockGraph::start();
+    graph.script([graph_error(
+        400,
+        190,
+        Some(460),
+        "Error validating access token: session invalidated",
+    )]);
+    let output = colloquy(
+        &["subscribe"],
+        &[
+            ("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("MESSENGER_GRAPH_URL", &graph.url),
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("Graph API error 190/460: Error validating access token"),
+        "{err}"
+    );
+    assert!(!err.contains(ACCESS_TOKEN), "the token leaked: {err}");
+}
+
+#[test]
+fn serve_without_a_required_setting_names_the_variable_in_one_line() {
+    let output = colloquy(
+        &["serve"],
+        &[
+            ("MESSENGER_VERIFY_TOKEN", "v"),
+            ("MESSENGER_ACCESS_TOKEN", "t"),
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(
+        lines,
+        vec!["error: missing required setting MESSENGER_APP_SECRET (or the flag --app-secret)"]
+    );
+}
+
+#[actix_web::test]
+async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_directly_after() {
+    let app = spawn_app().await;
+    let body = text_message("11001", "m.inspect", "hello there", 1_700_000_000_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    app.wait_for_conversation("11001", |d| {
+        outbound(d).first().is_some_and(|e| e["status"] == "sent")
+    })
+    .await;
+    let data = app.data_dir.to_string_lossy().into_owned();
+    let envs = [
+        ("COLLOQUY_DATA", data.as_str()),
+        ("COLLOQUY_ADMIN_URL", app.base_url.as_str()),
+        ("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    // The server holds the sled directory, so the CLI must ask the server.
+    let running = actix_web::rt::task::spawn_blocking({
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move || {
+            let envs: Vec<(&str, &str)> =
+                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            (
+                colloquy(&["inspect", "11001", "--json"], &envs),
+                colloquy(&["inspect"], &envs),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let (doc_output, list_output) = running;
+    assert!(doc_output.status.success(), "{}", stderr(&doc_output));
+    let doc: Value = serde_json::from_str(&stdout(&doc_output)).unwrap();
+    assert_eq!(doc["psid"], "11001");
+    assert_eq!(doc["page_id"], PAGE_ID);
+    assert_eq!(doc["transcript"][1]["status"], "sent");
+    assert_eq!(doc["transcript"][1]["text"], THANKS);
+    for key in ["state", "delivered_watermark", "read_watermark"] {
+        assert!(doc.get(key).is_some(), "{key}");
+    }
+    assert!(
+        stdout(&list_output).contains("11001"),
+        "{}",
+        stdout(&list_output)
+    );
+
+    app.app.stop().await.unwrap();
+    // Stopped: the CLI opens the sled directory itself.
+    let data_dir = app.data_dir.clone();
+    let direct = actix_web::rt::task::spawn_blocking(move || {
+        let data = data_dir.to_string_lossy().into_owned();
+        colloquy(&["inspect", "11001"], &[("COLLOQUY_DATA", data.as_str())])
+    })
+    .await
+    .unwrap();
+    assert!(direct.status.success(), "{}", stderr(&direct));
+    let text = stdout(&direct);
+    assert!(
+        text.contains("hello there") && text.contains(THANKS),
+        "{text}"
+    );
+    assert!(text.contains(" sent "), "{text}");
+}
+
+#[test]
+fn inspect_without_a_data_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let output = colloquy(
+        &["inspect"],
+        &[("COLLOQUY_DATA", missing.to_str().unwrap())],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no data directory at"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,343 @@
+//! Conversations end to end: replies, the seed's receipts, batching, dedup, order,
+//! restarts and idle actors.
+
+use colloquy::flow::{Flow, FlowError, FlowHandle, Turn};
+use colloquy::messenger::inbound::InboundEvent;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_signed_message_gets_exactly_one_thank_you_reply_to_its_sender() {
+    let app = spawn_app().await;
+    let answer = app
+        .post_signed(&text_message("2001", "m.one", "hello", 1_700_000_000_000))
+        .await;
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "EVENT_RECEIVED")
+    );
+    let sends = app.graph.wait_for_sends(1).await;
+    let send = &sends[0];
+    assert_eq!(send.query_value("access_token"), Some(ACCESS_TOKEN));
+    assert_eq!(send.body["recipient"]["id"], "2001");
+    assert_eq!(send.body["messaging_type"], "RESPONSE");
+    assert_eq!(send.body["message"]["text"], THANKS);
+    let doc = app
+        .wait_for_conversation("2001", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "sent")
+        })
+        .await;
+    assert_eq!(outbound(&doc)[0]["mid"], "m_mock_1");
+    assert_eq!(doc["transcript"][0]["direction"], "in");
+    assert_eq!(doc["transcript"][0]["text"], "hello");
+    assert_eq!(doc["state"]["messages"], 1);
+    assert_eq!(app.graph.sends().len(), 1, "exactly one reply");
+}
+
+#[actix_web::test]
+async fn the_seed_samples_in_sequence_end_with_the_reply_read() {
+    let app = spawn_app().await;
+    // The Send API answers with the mid that the seed's echo and delivery carry.
+    app.graph.script([Scripted {
+        status: 200,
+        body: json!({"recipient_id": "969833033053167", "message_id": "mid.$cAAAvslv3zhdjvrteA1djXYVnmSlN"}),
+    }]);
+    assert_eq!(app.post_signed(&sample("message.json")).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    app.wait_for_conversation("969833033053167", |d| {
+        outbound(d).first().is_some_and(|e| e["status"] == "sent")
+    })
+    .await;
+
+    assert_eq!(app.post_signed(&sample("echo.json")).await.status, 200);
+    assert_eq!(app.post_signed(&sample("delivery.json")).await.status, 200);
+    let delivered = app
+        .wait_for_conversation("969833033053167", |d| {
+            d["delivered_watermark"] == 1501316912643i64
+        })
+        .await;
+    assert_eq!(outbound(&delivered)[0]["status"], "delivered");
+    assert_eq!(outbound(&delivered)[0]["timestamp"], 1501316912643i64);
+
+    assert_eq!(app.post_signed(&sample("read.json")).await.status, 200);
+    let doc = app
+        .wait_for_conversation("969833033053167", |d| {
+            d["read_watermark"] == 1501316912643i64
+        })
+        .await;
+    let replies = outbound(&doc);
+    assert_eq!(
+        replies.len(),
+        1,
+        "the echo links to the reply, it is not a new message"
+    );
+    assert_eq!(replies[0]["status"], "read");
+    assert_eq!(replies[0]["text"], THANKS);
+    assert_eq!(replies[0]["mid"], "mid.$cAAAvslv3zhdjvrteA1djXYVnmSlN");
+    assert_eq!(doc["page_id"], PAGE_ID);
+    assert_eq!(
+        app.graph.sends().len(),
+        1,
+        "receipts and echoes never run the flow"
+    );
+}
+
+#[actix_web::test]
+async fn a_batched_post_with_several_entries_and_senders_answers_every_sender() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    let body = envelope(vec![
+        json!({"id": PAGE_ID, "time": 1, "messaging": [
+            message_event("3001", "m.b1", "one", 10),
+            message_event("3002", "m.b2", "two", 11),
+            message_event("3001", "m.b3", "three", 12),
+        ]}),
+        json!({"id": "999000", "time": 2, "messaging": [
+            {"sender": {"id": "3003"}, "recipient": {"id": "999000"}, "timestamp": 13,
+             "message": {"mid": "m.b4", "text": "four"}}
+        ]}),
+    ]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sends = app.graph.wait_for_sends(4).await;
+    let to = |psid: &str| -> Vec<Value> {
+        sends
+            .iter()
+            .filter(|s| s.body["recipient"]["id"] == psid)
+            .map(|s| s.body["message"]["text"].clone())
+            .collect()
+    };
+    assert_eq!(to("3001"), vec![json!("one"), json!("three")]);
+    assert_eq!(to("3002"), vec![json!("two")]);
+    assert_eq!(to("3003"), vec![json!("four")]);
+    let pages: Vec<Value> = app
+        .conversations()
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["page_id"].clone())
+        .collect();
+    assert!(pages.contains(&json!("999000")));
+}
+
+#[actix_web::test]
+async fn a_redelivered_mid_gets_no_second_reply() {
+    let app = spawn_app().await;
+    let body = text_message("4001", "m.dup", "hello", 1_700_000_000_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    // Facebook redelivers the same payload, and once more inside a batch.
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let batch = envelope(vec![json!({"id": PAGE_ID, "time": 2, "messaging": [
+        message_event("4001", "m.dup", "hello", 1_700_000_000_000),
+        message_event("4001", "m.after", "again", 1_700_000_000_500),
+    ]})]);
+    assert_eq!(app.post_signed(&batch).await.status, 200);
+    // The later message is handled after the redeliveries (same conversation, in order).
+    app.graph.wait_for_sends(2).await;
+    let doc = app
+        .wait_for_conversation("4001", |d| outbound(d).len() == 2)
+        .await;
+    assert_eq!(app.graph.sends().len(), 2);
+    let inbound: Vec<&Value> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["direction"] == "in")
+        .collect();
+    assert_eq!(
+        inbound.len(),
+        2,
+        "the duplicate is not in the transcript: {doc:#}"
+    );
+}
+
+#[actix_web::test]
+async fn replies_to_one_sender_leave_in_the_order_they_were_decided() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    for i in 0..8 {
+        let body = text_message("5001", &format!("m.o{i}"), &format!("n{i}"), 1_000 + i);
+        assert_eq!(app.post_signed(&body).await.status, 200);
+    }
+    let sends = app.graph.wait_for_sends(8).await;
+    let texts: Vec<String> = sends
+        .iter()
+        .map(|s| s.body["message"]["text"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    assert_eq!(texts, expected);
+}
+
+#[actix_web::test]
+async fn an_echo_of_a_message_colloquy_did_not_send_is_recorded_as_a_page_message() {
+    let app = spawn_app().await;
+    let echo = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        {"sender": {"id": PAGE_ID}, "recipient": {"id": "6001"}, "timestamp": 2000,
+         "message": {"is_echo": true, "app_id": 263902037430900u64, "mid": "m.human", "text": "Hi, a human here"}}
+    ]})]);
+    assert_eq!(app.post_signed(&echo).await.status, 200);
+    let read = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        {"sender": {"id": "6001"}, "recipient": {"id": PAGE_ID}, "timestamp": 3000,
+         "read": {"watermark": 2500}}
+    ]})]);
+    assert_eq!(app.post_signed(&read).await.status, 200);
+    let doc = app
+        .wait_for_conversation("6001", |d| d["read_watermark"] == 2500)
+        .await;
+    let out = outbound(&doc);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["kind"], "echo");
+    assert_eq!(out[0]["text"], "Hi, a human here");
+    assert_eq!(out[0]["status"], "read");
+    assert!(app.graph.sends().is_empty(), "an echo never runs the flow");
+}
+
+#[actix_web::test]
+async fn watermarks_only_move_forward() {
+    let app = spawn_app().await;
+    let read = |watermark: i64, ts: i64| {
+        envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+            {"sender": {"id": "6101"}, "recipient": {"id": PAGE_ID}, "timestamp": ts,
+             "read": {"watermark": watermark}}
+        ]})])
+    };
+    assert_eq!(app.post_signed(&read(5000, 5001)).await.status, 200);
+    assert_eq!(app.post_signed(&read(4000, 5002)).await.status, 200);
+    // A message after both reads acts as a barrier: once it is handled, so are they.
+    let barrier = text_message("6101", "m.wm", "hi", 6000);
+    assert_eq!(app.post_signed(&barrier).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    let doc = app.conversation("6101").await;
+    assert_eq!(doc["read_watermark"], 5000);
+    assert_eq!(doc["delivered_watermark"], 5000);
+}
+
+/// A flow that fails on "boom" and panics on "panic", and thanks otherwise.
+struct Fragile;
+
+impl Flow for Fragile {
+    type State = u32;
+
+    async fn handle(&self, event: &InboundEvent, turn: &mut Turn<u32>) -> Result<(), FlowError> {
+        match event.text() {
+            Some("boom") => Err(FlowError::failed("the flow refused")),
+            Some("panic") => panic!("flow bug"),
+            _ => {
+                *turn.state_mut() += 1;
+                turn.say("ok")?;
+                Ok(())
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_failing_or_panicking_flow_marks_the_event_failed_and_the_conversation_goes_on() {
+    let app = spawn_app_with(Options {
+        flow: FlowHandle::new(Fragile),
+        ..Options::default()
+    })
+    .await;
+    for (i, text) in ["boom", "panic", "fine"].iter().enumerate() {
+        let body = text_message("7001", &format!("m.f{i}"), text, 100 + i as i64);
+        assert_eq!(app.post_signed(&body).await.status, 200);
+    }
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["message"]["text"], "ok");
+    let doc = app
+        .wait_for_conversation("7001", |d| outbound(d).len() == 1)
+        .await;
+    let transcript = doc["transcript"].as_array().unwrap();
+    assert_eq!(transcript[0]["status"], "failed");
+    assert!(transcript[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("the flow refused"));
+    assert_eq!(transcript[1]["status"], "failed");
+    assert!(transcript[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("flow bug"));
+    assert_eq!(transcript[2]["status"], "handled");
+    assert_eq!(doc["state"], 1, "failed turns do not change the state");
+}
+
+#[actix_web::test]
+async fn an_idle_conversation_actor_stops_and_later_messages_still_get_replies() {
+    let app = spawn_app_with(Options {
+        idle_timeout_secs: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let first = text_message("8001", "m.i1", "hello", 1_000);
+    assert_eq!(app.post_signed(&first).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    assert_eq!(app.app.live_conversations().await, 1);
+    let started = std::time::Instant::now();
+    while app.app.live_conversations().await > 0 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the idle actor never stopped"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let second = text_message("8001", "m.i2", "again", 2_000);
+    assert_eq!(app.post_signed(&second).await.status, 200);
+    app.graph.wait_for_sends(2).await;
+    let doc = app
+        .wait_for_conversation("8001", |d| outbound(d).len() == 2)
+        .await;
+    assert_eq!(
+        doc["state"]["messages"], 2,
+        "the new actor loaded the stored state"
+    );
+}
+
+#[test]
+fn state_and_transcript_survive_a_server_restart() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let phase = |text: &'static str, mid: &'static str, expected_sends: usize| {
+        let graph = graph.clone();
+        let data_dir = data_dir.clone();
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+            let body = text_message("9001", mid, text, 1_000 + expected_sends as i64);
+            assert_eq!(app.post_signed(&body).await.status, 200);
+            app.graph.wait_for_sends(expected_sends).await;
+            let doc = app
+                .wait_for_conversation("9001", |d| {
+                    outbound(d).len() == expected_sends
+                        && outbound(d).iter().all(|e| e["status"] == "sent")
+                })
+                .await;
+            app.app.stop().await.unwrap();
+            doc
+        })
+    };
+    phase("before", "m.r1", 1);
+    // Same data directory, new process state: everything comes from sled.
+    let doc = phase("after", "m.r2", 2);
+    assert_eq!(doc["state"]["messages"], 2);
+    let texts: Vec<&str> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["before", THANKS, "after", THANKS]);
+    assert_eq!(
+        graph.sends().len(),
+        2,
+        "nothing was sent twice across the restart"
+    );
+}

@@ -1,0 +1,443 @@
+//! Test harness: the real colloquy server on port 0, a mock Graph API that is a real HTTP
+//! server, and a temporary sled directory per test.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use colloquy::config::{Config, RawConfig};
+use colloquy::webhook::signature::sign_sha256;
+use colloquy::{FlowHandle, RunningApp};
+use serde_json::{json, Value};
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ACCESS_TOKEN: &str = "test-page-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const PAGE_ID: &str = "128922990987384";
+pub const THANKS: &str = "Thank you for your time..!!";
+
+/// How long a test waits for background work before it fails.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Quiet unless TEST_LOG is set, so failures are readable.
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = env_logger::builder().is_test(true).try_init();
+        }
+    });
+}
+
+/// One request the mock Graph API received, and the status it answered.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Value,
+    pub status: u16,
+}
+
+impl Recorded {
+    pub fn query_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_message_send(&self) -> bool {
+        self.method == "POST" && self.path.ends_with("/me/messages")
+    }
+}
+
+/// A scripted answer for the next request the mock receives.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct MockState {
+    requests: Vec<Recorded>,
+    script: VecDeque<Scripted>,
+    next_message: u64,
+}
+
+/// A mock Graph API on its own thread and actix system, so it outlives app restarts.
+#[derive(Clone)]
+pub struct MockGraph {
+    pub url: String,
+    state: Arc<Mutex<MockState>>,
+}
+
+impl MockGraph {
+    pub fn start() -> MockGraph {
+        let state = Arc::new(Mutex::new(MockState::default()));
+        let shared = state.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::new(shared.clone()))
+                        .default_service(web::to(answer))
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .expect("mock graph binds");
+                tx.send(server.addrs()[0])
+                    .expect("test waits for the address");
+                server.run().await
+            })
+        });
+        let addr = rx.recv().expect("mock graph started");
+        MockGraph {
+            url: format!("http://{addr}/v21.0"),
+            state,
+        }
+    }
+
+    /// The next requests get these answers, in order; after that, the default success.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.state.lock().unwrap().script.extend(answers);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Send API calls answered with success.
+    pub fn sends(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.is_message_send() && r.status == 200)
+            .collect()
+    }
+
+    pub fn message_calls(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_message_send)
+            .collect()
+    }
+
+    /// Waits until at least `n` successful sends arrived; returns them.
+    pub async fn wait_for_sends(&self, n: usize) -> Vec<Recorded> {
+        wait_until(&format!("{n} successful sends"), || {
+            let sends = self.sends();
+            (sends.len() >= n).then_some(sends)
+        })
+        .await
+    }
+
+    pub async fn wait_for_message_calls(&self, n: usize) -> Vec<Recorded> {
+        wait_until(&format!("{n} Send API calls"), || {
+            let calls = self.message_calls();
+            (calls.len() >= n).then_some(calls)
+        })
+        .await
+    }
+}
+
+async fn answer(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<Mutex<MockState>>>,
+) -> HttpResponse {
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut state = state.lock().unwrap();
+    let (status, reply) = match state.script.pop_front() {
+        Some(scripted) => (scripted.status, scripted.body),
+        None => default_answer(&mut state, req.method().as_str(), req.path(), &json),
+    };
+    state.requests.push(Recorded {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query,
+        body: json,
+        status,
+    });
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(reply)
+}
+
+fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    if path.ends_with("/me/messages") {
+        state.next_message += 1;
+        let message_id = format!("m_mock_{}", state.next_message);
+        return (
+            200,
+            json!({"recipient_id": body["recipient"]["id"], "message_id": message_id}),
+        );
+    }
+    if path.ends_with("/me/subscribed_apps") && method == "POST" {
+        return (200, json!({"success": true}));
+    }
+    if path.ends_with("/me/subscribed_apps") {
+        return (
+            200,
+            json!({"data": [{"name": "colloquy-test", "id": "1377689312323892",
+                              "subscribed_fields": ["messages", "message_reads"]}]}),
+        );
+    }
+    (
+        404,
+        json!({"error": {"message": "unknown path", "code": 100}}),
+    )
+}
+
+/// A Graph API error body.
+pub fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> Scripted {
+    let mut error =
+        json!({"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Ab1"});
+    if let Some(sub) = subcode {
+        error["error_subcode"] = json!(sub);
+    }
+    Scripted {
+        status,
+        body: json!({ "error": error }),
+    }
+}
+
+/// Polls `probe` until it yields a value or the test's patience runs out.
+pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if started.elapsed() > PATIENCE {
+            panic!("timed out waiting for {what}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How a test wants its server configured.
+pub struct Options {
+    pub webhook_path: Option<String>,
+    pub idle_timeout_secs: Option<u64>,
+    pub flow: FlowHandle,
+    pub max_body_bytes: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            webhook_path: None,
+            idle_timeout_secs: None,
+            flow: colloquy::flow::builtin::by_name("thanks").unwrap(),
+            max_body_bytes: None,
+        }
+    }
+}
+
+pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Config {
+    let mut config = Config::from_raw(RawConfig {
+        verify_token: Some(VERIFY_TOKEN.into()),
+        app_secret: Some(APP_SECRET.into()),
+        access_token: Some(ACCESS_TOKEN.into()),
+        graph_url: Some(graph.url.clone()),
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        webhook_path: options.webhook_path.clone(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        max_body_bytes: options.max_body_bytes,
+        idle_timeout_secs: options.idle_timeout_secs,
+        workers: Some(2),
+    })
+    .expect("test config is valid");
+    config.sender.initial_backoff = Duration::from_millis(20);
+    config.sender.max_backoff = Duration::from_millis(200);
+    config.sender.max_attempts = 4;
+    config.sender.request_timeout = Duration::from_secs(5);
+    config
+}
+
+/// A running server with its mock Graph API and data directory.
+pub struct TestApp {
+    pub app: RunningApp,
+    pub base_url: String,
+    pub webhook_path: String,
+    pub graph: MockGraph,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let mut app = spawn_app_on(MockGraph::start(), &data_dir, options).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the server on an existing data directory (for restarts).
+pub async fn spawn_app_on(graph: MockGraph, data_dir: &Path, options: Options) -> TestApp {
+    init_logging();
+    let config = test_config(&graph, data_dir, &options);
+    let webhook_path = config.webhook_path.clone();
+    let app = colloquy::start(config, options.flow)
+        .await
+        .expect("app starts");
+    TestApp {
+        base_url: format!("http://{}", app.addr()),
+        app,
+        webhook_path,
+        graph,
+        data_dir: data_dir.to_path_buf(),
+        _dir: None,
+    }
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl TestApp {
+    fn webhook_url(&self) -> String {
+        format!("{}{}", self.base_url, self.webhook_path)
+    }
+
+    /// POSTs a body signed with the app secret, as Facebook does.
+    pub async fn post_signed(&self, body: &str) -> Answer {
+        let signature = sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
+        self.post_webhook(
+            body.as_bytes().to_vec(),
+            &[("X-Hub-Signature-256", signature)],
+        )
+        .await
+    }
+
+    pub async fn post_webhook(&self, body: Vec<u8>, headers: &[(&str, String)]) -> Answer {
+        let mut request = awc::Client::new()
+            .post(self.webhook_url())
+            .insert_header(("Content-Type", "application/json"));
+        for (name, value) in headers {
+            request = request.insert_header((*name, value.as_str()));
+        }
+        send(request, body).await
+    }
+
+    /// GET `path` (with its query) on the server.
+    pub async fn get(&self, path_and_query: &str) -> Answer {
+        let request = awc::Client::new().get(format!("{}{}", self.base_url, path_and_query));
+        send(request, Vec::new()).await
+    }
+
+    /// The admin endpoint's view of every conversation.
+    pub async fn conversations(&self) -> Value {
+        let request = awc::Client::new()
+            .get(format!("{}/admin/conversations", self.base_url))
+            .bearer_auth(ADMIN_TOKEN);
+        send(request, Vec::new()).await.json()
+    }
+
+    /// The admin endpoint's document of one conversation (`Null` when unknown).
+    pub async fn conversation(&self, psid: &str) -> Value {
+        let request = awc::Client::new()
+            .get(format!("{}/admin/conversations/{psid}", self.base_url))
+            .bearer_auth(ADMIN_TOKEN);
+        let answer = send(request, Vec::new()).await;
+        if answer.status == 200 {
+            answer.json()
+        } else {
+            Value::Null
+        }
+    }
+
+    /// Waits until the conversation's document satisfies `done`.
+    pub async fn wait_for_conversation(&self, psid: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let doc = self.conversation(psid).await;
+            if done(&doc) {
+                return doc;
+            }
+            if started.elapsed() > PATIENCE {
+                panic!("timed out waiting on conversation {psid}; last seen: {doc:#}");
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn send(request: awc::ClientRequest, body: Vec<u8>) -> Answer {
+    let mut response = request.send_body(body).await.expect("server answers");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .expect("body reads");
+    Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        content_type,
+    }
+}
+
+/// An envelope with one text message from `psid` to the test page.
+pub fn text_message(psid: &str, mid: &str, text: &str, timestamp: i64) -> String {
+    envelope(vec![json!({
+        "id": PAGE_ID, "time": timestamp,
+        "messaging": [message_event(psid, mid, text, timestamp)]
+    })])
+}
+
+pub fn message_event(psid: &str, mid: &str, text: &str, timestamp: i64) -> Value {
+    json!({
+        "sender": {"id": psid}, "recipient": {"id": PAGE_ID}, "timestamp": timestamp,
+        "message": {"mid": mid, "text": text}
+    })
+}
+
+pub fn envelope(entries: Vec<Value>) -> String {
+    json!({"object": "page", "entry": entries}).to_string()
+}
+
+/// A seed sample from data/samples, as shipped.
+pub fn sample(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/samples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Transcript entries of a conversation document going out (page messages).
+pub fn outbound(doc: &Value) -> Vec<Value> {
+    doc["transcript"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter(|e| e["direction"] == "out")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server, real HTTP, real sled files, real actors, and a
+//! mock Graph API that is a real HTTP server.
+
+mod cli;
+mod conversations;
+mod helpers;
+mod sending;
+mod webhook;

@@ -1,0 +1,109 @@
+//! The outbound sender against Graph API faults.
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn a_graph_500_is_retried_until_the_reply_is_sent() {
+    let app = spawn_app().await;
+    app.graph.script([
+        graph_error(
+            500,
+            2,
+            None,
+            "An unexpected error has occurred. Please retry your request later.",
+        ),
+        Scripted {
+            status: 503,
+            body: serde_json::json!("unavailable"),
+        },
+    ]);
+    let body = text_message("10001", "m.retry", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let calls = app.graph.wait_for_message_calls(3).await;
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        vec![500, 503, 200]
+    );
+    assert!(
+        calls.iter().all(|c| c.body == calls[0].body),
+        "every attempt sends the same reply"
+    );
+    let doc = app
+        .wait_for_conversation("10001", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "sent")
+        })
+        .await;
+    assert_eq!(outbound(&doc)[0]["mid"], "m_mock_1");
+}
+
+#[actix_web::test]
+async fn a_rate_limited_reply_is_retried() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        613,
+        None,
+        "(#613) Calls to this api have exceeded the rate limit.",
+    )]);
+    let body = text_message("10002", "m.613", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let calls = app.graph.wait_for_message_calls(2).await;
+    assert_eq!(calls[1].status, 200);
+}
+
+#[actix_web::test]
+async fn a_permanent_graph_error_ends_failed_with_its_code_and_is_not_retried() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        551,
+        Some(1545041),
+        "(#551) This person isn't available right now.",
+    )]);
+    let body = text_message("10003", "m.551", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let doc = app
+        .wait_for_conversation("10003", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "failed")
+        })
+        .await;
+    let error = &outbound(&doc)[0]["error"];
+    assert_eq!(error["code"], 551);
+    assert_eq!(error["subcode"], 1545041);
+    assert_eq!(
+        error["message"],
+        "(#551) This person isn't available right now."
+    );
+    // A later message from another user goes through: the sender was not stuck.
+    let other = text_message("10004", "m.next", "hi", 2_000);
+    assert_eq!(app.post_signed(&other).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    let to_failed_user = app
+        .graph
+        .message_calls()
+        .iter()
+        .filter(|c| c.body["recipient"]["id"] == "10003")
+        .count();
+    assert_eq!(to_failed_user, 1, "a permanent error is not retried");
+}
+
+#[actix_web::test]
+async fn a_reply_that_keeps_failing_is_recorded_failed_after_its_attempts() {
+    let app = spawn_app().await;
+    // The test config allows 4 attempts.
+    app.graph
+        .script((0..4).map(|_| graph_error(500, 1, None, "An unknown error occurred")));
+    let body = text_message("10005", "m.exhaust", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let doc = app
+        .wait_for_conversation("10005", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "failed")
+        })
+        .await;
+    let message = outbound(&doc)[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("gave up after 4 attempts"), "{message}");
+    assert_eq!(app.graph.message_calls().len(), 4);
+}
