@@ -403,3 +403,230 @@ fn apply_entry_change(tx: &TransactionalTree, key: &[u8], change: &EntryChange) 
     tx.insert(key, encode(&entry))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messenger::outbound::{MessagingType, OutMessage, Recipient, SendRequest};
+    use serde_json::json;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    fn key() -> ConversationKey {
+        ConversationKey::new("page", "user")
+    }
+
+    fn out_entry() -> TranscriptEntry {
+        TranscriptEntry {
+            direction: Direction::Out,
+            mid: None,
+            timestamp: 10,
+            kind: "text".into(),
+            text: Some("hi".into()),
+            status: Status::Queued,
+            sent_at: None,
+            echo_timestamp: None,
+            error: None,
+            payload: None,
+        }
+    }
+
+    fn outbox_record(entry: u64) -> OutboxRecord {
+        OutboxRecord {
+            page_id: "page".into(),
+            psid: "user".into(),
+            entry,
+            request: SendRequest {
+                recipient: Recipient { id: "user".into() },
+                messaging_type: MessagingType::Response,
+                tag: None,
+                message: Some(OutMessage {
+                    text: Some("hi".into()),
+                    ..OutMessage::default()
+                }),
+                sender_action: None,
+            },
+            attempts: 0,
+            created_at: 10,
+        }
+    }
+
+    /// Commits a turn that queued one reply; returns its outbox sequence number.
+    fn commit_reply(store: &Store, journal_seq: u64) -> u64 {
+        let mut record = ConversationRecord::new(&key());
+        let entry = record.take_entry_seq();
+        record.state = json!({"step": 1});
+        let outbox_seq = store.next_id().unwrap();
+        store
+            .commit_turn(&TurnCommit {
+                journal_seq: Some(journal_seq),
+                handled: Some(("page".into(), "m.1".into())),
+                conversation: Some(record),
+                new_entries: vec![(entry, out_entry())],
+                outbox: vec![(outbox_seq, outbox_record(entry))],
+                ..TurnCommit::default()
+            })
+            .unwrap();
+        outbox_seq
+    }
+
+    fn journal_one(store: &Store) -> u64 {
+        let record = JournalRecord {
+            page_id: "page".into(),
+            standby: false,
+            event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
+        };
+        store.append_journal(&[record]).unwrap()[0]
+    }
+
+    #[test]
+    fn journal_items_stay_pending_until_a_turn_consumes_them() {
+        let (_dir, store) = open();
+        let seq = journal_one(&store);
+        assert!(store.journal_contains(seq).unwrap());
+        assert_eq!(store.pending_journal().unwrap().len(), 1);
+        commit_reply(&store, seq);
+        assert!(!store.journal_contains(seq).unwrap());
+        assert!(store.pending_journal().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_turn_writes_state_transcript_outbox_and_dedup_mark_together() {
+        let (_dir, store) = open();
+        let seq = journal_one(&store);
+        commit_reply(&store, seq);
+        let record = store.conversation(&key()).unwrap().unwrap();
+        assert_eq!(record.state, json!({"step": 1}));
+        assert_eq!(store.transcript(&key()).unwrap().len(), 1);
+        assert_eq!(store.pending_outbox().unwrap().len(), 1);
+        assert!(store.is_handled("page", "m.1").unwrap());
+        assert!(!store.is_handled("page", "m.2").unwrap());
+    }
+
+    #[test]
+    fn a_completed_send_records_the_message_id_and_leaves_the_outbox() {
+        let (_dir, store) = open();
+        let outbox_seq = commit_reply(&store, journal_one(&store));
+        let (_, record) = store.pending_outbox().unwrap().remove(0);
+        let outcome = SendOutcome::Sent {
+            message_id: Some("m_sent".into()),
+            at: 99,
+        };
+        store.complete_send(outbox_seq, &record, &outcome).unwrap();
+        assert!(store.pending_outbox().unwrap().is_empty());
+        let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
+        assert_eq!(entry.status, Status::Sent);
+        assert_eq!(entry.mid.as_deref(), Some("m_sent"));
+        assert_eq!(entry.sent_at, Some(99));
+        assert_eq!(
+            store.find_sent("page", "m_sent").unwrap(),
+            Some(SentRef {
+                psid: "user".into(),
+                entry: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_late_sent_outcome_does_not_undo_a_read_receipt() {
+        let (_dir, store) = open();
+        let outbox_seq = commit_reply(&store, journal_one(&store));
+        let mut record = store.conversation(&key()).unwrap().unwrap();
+        record.read_watermark = 50;
+        store
+            .commit_turn(&TurnCommit {
+                conversation: Some(record),
+                entry_changes: vec![(0, EntryChange::Advance(Status::Read))],
+                ..TurnCommit::default()
+            })
+            .unwrap();
+        let (_, outbox) = store.pending_outbox().unwrap().remove(0);
+        let sent = SendOutcome::Sent {
+            message_id: Some("m".into()),
+            at: 1,
+        };
+        store.complete_send(outbox_seq, &outbox, &sent).unwrap();
+        let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
+        assert_eq!(entry.status, Status::Read);
+    }
+
+    #[test]
+    fn a_failed_send_keeps_the_graph_error() {
+        let (_dir, store) = open();
+        let outbox_seq = commit_reply(&store, journal_one(&store));
+        let (_, record) = store.pending_outbox().unwrap().remove(0);
+        let failure = Failure {
+            code: Some(551),
+            subcode: Some(1545041),
+            message: "unavailable".into(),
+        };
+        store
+            .complete_send(outbox_seq, &record, &SendOutcome::Failed(failure.clone()))
+            .unwrap();
+        let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
+        assert_eq!(entry.status, Status::Failed);
+        assert_eq!(entry.error, Some(failure));
+    }
+
+    #[test]
+    fn recorded_attempts_never_resurrect_a_completed_reply() {
+        let (_dir, store) = open();
+        let outbox_seq = commit_reply(&store, journal_one(&store));
+        let (_, mut record) = store.pending_outbox().unwrap().remove(0);
+        record.attempts = 2;
+        store.record_attempts(outbox_seq, &record).unwrap();
+        assert_eq!(store.pending_outbox().unwrap()[0].1.attempts, 2);
+        let sent = SendOutcome::Sent {
+            message_id: None,
+            at: 1,
+        };
+        store.complete_send(outbox_seq, &record, &sent).unwrap();
+        store.record_attempts(outbox_seq, &record).unwrap();
+        assert!(store.pending_outbox().unwrap().is_empty());
+    }
+
+    #[test]
+    fn flushed_writes_survive_reopening_and_ids_keep_increasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first_id;
+        {
+            let store = Store::open(&path).unwrap();
+            let seq = journal_one(&store);
+            first_id = seq;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(store.flush()).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.pending_journal().unwrap()[0].0, first_id);
+        assert!(store.next_id().unwrap() > first_id);
+    }
+
+    #[test]
+    fn a_second_open_of_a_held_directory_is_reported_as_locked() {
+        let (dir, _store) = open();
+        match Store::open(&dir.path().join("db")) {
+            Err(StoreError::Locked { path }) => assert!(path.ends_with("db")),
+            Err(other) => panic!("expected Locked, got {other}"),
+            Ok(_) => panic!("a held directory opened twice"),
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_its_key_not_a_panic() {
+        let (_dir, store) = open();
+        store
+            .inner
+            .tree
+            .insert(keys::conversation("page", "user"), &b"not json"[..])
+            .unwrap();
+        let error = store.conversation(&key()).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    }
+}
