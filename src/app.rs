@@ -16,6 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::conversation::ConversationEnv;
 use crate::flow::FlowHandle;
+use crate::load::Load;
 use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
@@ -43,6 +44,7 @@ pub struct RunningApp {
     store: Store,
     supervisor: Addr<Supervisor>,
     sender: Addr<OutboundSender>,
+    load: Arc<Load>,
 }
 
 impl RunningApp {
@@ -63,13 +65,16 @@ impl RunningApp {
     /// Stops taking requests, lets in-flight requests finish, stops the actors, flushes
     /// the store and waits until its files are released.
     pub async fn stop(self) -> std::io::Result<()> {
+        self.load.begin_shutdown();
         self.handle.stop(true).await;
         self.finish().await
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM), then shuts down like `stop`.
+    /// Runs until SIGINT or SIGTERM, then shuts down like `stop`.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.finish().await
+        shutdown_signal().await;
+        log::info!("shutdown requested: refusing new webhooks, draining");
+        self.stop().await
     }
 
     async fn finish(self) -> std::io::Result<()> {
@@ -97,13 +102,42 @@ impl RunningApp {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = actix_rt::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                log::warn!("cannot listen for SIGTERM ({error}); only Ctrl-C stops the server");
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
+}
+
 /// Opens the store, starts the sender and supervisor (which resume unsent replies and
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir)?;
+    let load = Arc::new(Load::new(
+        config.max_pending_events,
+        config.max_pending_replies,
+    ));
     let sender = OutboundSender::new(
         store.clone(),
+        load.clone(),
         &config.graph_url,
         config.access_token.clone(),
         config.sender.clone(),
@@ -112,6 +146,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
     let env_sender = sender.clone();
     let env = Arc::new(ConversationEnv {
         store: store.clone(),
+        load: load.clone(),
         flow,
         sender,
         flow_timeout: config.flow_timeout,
@@ -123,6 +158,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         config: config.clone(),
         store: store.clone(),
         supervisor: supervisor.clone(),
+        load: load.clone(),
     };
     let admin_state = AdminState {
         token: config.admin_token.clone(),
@@ -139,6 +175,10 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
+    // Signals are ours (see `wait`): the webhook must answer 503 while draining.
+    server = server
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
     let server = server
         .bind(config.bind)
         .map_err(|source| StartError::Bind {
@@ -160,5 +200,6 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         store,
         supervisor,
         sender: sender_addr,
+        load,
     })
 }

@@ -78,6 +78,15 @@ pub struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "COLLOQUY_WORKERS")]
     pub workers: Option<usize>,
+    /// Events acknowledged but not yet handled before the webhook answers 503.
+    #[arg(long, env = "COLLOQUY_MAX_PENDING_EVENTS")]
+    pub max_pending_events: Option<usize>,
+    /// Replies not yet sent before the webhook answers 503.
+    #[arg(long, env = "COLLOQUY_MAX_PENDING_REPLIES")]
+    pub max_pending_replies: Option<usize>,
+    /// Seconds a graceful shutdown (SIGTERM, Ctrl-C) waits for in-flight work.
+    #[arg(long, env = "COLLOQUY_SHUTDOWN_TIMEOUT_SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +142,9 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             idle_timeout_secs: self.idle_timeout_secs,
             workers: self.workers,
+            max_pending_events: self.max_pending_events,
+            max_pending_replies: self.max_pending_replies,
+            shutdown_timeout_secs: self.shutdown_timeout_secs,
         })
     }
 }

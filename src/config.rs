@@ -62,6 +62,9 @@ pub struct RawConfig {
     pub max_body_bytes: Option<usize>,
     pub idle_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
+    pub max_pending_events: Option<usize>,
+    pub max_pending_replies: Option<usize>,
+    pub shutdown_timeout_secs: Option<u64>,
 }
 
 /// Everything the engine needs to run, validated.
@@ -91,6 +94,12 @@ pub struct Config {
     pub flow_timeout: Duration,
     /// actix-web worker threads; `None` = one per core.
     pub workers: Option<usize>,
+    /// Events acknowledged but not yet handled before the webhook answers 503.
+    pub max_pending_events: usize,
+    /// Replies committed but not yet sent before the webhook answers 503.
+    pub max_pending_replies: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
 }
 
 /// How the outbound sender talks to the Graph API.
@@ -199,6 +208,15 @@ impl Config {
             sender: SenderSettings::default(),
             flow_timeout: Duration::from_secs(30),
             workers: raw.workers.filter(|w| *w > 0),
+            max_pending_events: raw
+                .max_pending_events
+                .unwrap_or(crate::load::DEFAULT_MAX_PENDING_EVENTS)
+                .max(1),
+            max_pending_replies: raw
+                .max_pending_replies
+                .unwrap_or(crate::load::DEFAULT_MAX_PENDING_REPLIES)
+                .max(1),
+            shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
         })
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::flow::{ConversationView, FlowHandle};
+use crate::load::Load;
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::sender::{Enqueue, OutboundSender};
 use crate::store::{
@@ -34,6 +35,7 @@ const MAX_TRACKED_UNREAD: usize = 1024;
 /// What every conversation actor shares.
 pub struct ConversationEnv {
     pub store: Store,
+    pub load: Arc<Load>,
     pub flow: FlowHandle,
     pub sender: Addr<OutboundSender>,
     pub flow_timeout: Duration,
@@ -149,6 +151,7 @@ impl Handler<Deliver> for Conversation {
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
             act.handled += 1;
+            act.env.load.events_out(1);
             act.last_active = Instant::now();
             match outcome {
                 Ok((record, outbox)) => {

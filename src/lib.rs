@@ -24,6 +24,7 @@ pub mod config;
 pub mod conversation;
 pub mod flow;
 pub mod inspect;
+pub mod load;
 pub mod messenger;
 pub mod sender;
 pub mod store;

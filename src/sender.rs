@@ -15,6 +15,7 @@ use rand::Rng;
 
 use crate::config::{Secret, SenderSettings};
 use crate::conversation::now_ms;
+use crate::load::Load;
 use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
 use crate::store::{ConversationKey, Failure, OutboxRecord, SendOutcome, Store};
 
@@ -45,6 +46,7 @@ pub enum Attempt {
 
 pub struct OutboundSender {
     store: Store,
+    load: std::sync::Arc<Load>,
     endpoint: String,
     access_token: Secret,
     settings: SenderSettings,
@@ -58,12 +60,14 @@ pub struct OutboundSender {
 impl OutboundSender {
     pub fn new(
         store: Store,
+        load: std::sync::Arc<Load>,
         graph_url: &str,
         access_token: Secret,
         settings: SenderSettings,
     ) -> Self {
         OutboundSender {
             store,
+            load,
             endpoint: format!("{graph_url}/me/messages"),
             access_token,
             settings,
@@ -81,6 +85,7 @@ impl OutboundSender {
                 continue;
             }
             let key = record.conversation();
+            self.load.replies_in(1);
             self.queues
                 .entry(key.clone())
                 .or_default()
@@ -165,6 +170,7 @@ impl OutboundSender {
             queue.pop_front();
         }
         self.known.remove(&seq);
+        self.load.replies_out(1);
         self.send_next(key, ctx);
     }
 }

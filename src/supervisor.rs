@@ -137,6 +137,10 @@ impl Supervisor {
                 replayed += 1;
             }
         }
+        if only.is_none() {
+            // Events replayed at start were never counted in by the webhook.
+            self.env.load.events_in(replayed);
+        }
         if replayed > 0 {
             log::info!("replayed {replayed} unhandled event(s) from the journal");
         }

@@ -17,6 +17,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::load::{Load, Refusal};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
 use crate::store::{JournalRecord, Store, StoreError};
 use crate::supervisor::{Route, Supervisor};
@@ -28,6 +29,7 @@ pub struct WebhookState {
     pub config: std::sync::Arc<Config>,
     pub store: Store,
     pub supervisor: Addr<Supervisor>,
+    pub load: std::sync::Arc<Load>,
 }
 
 /// Why a webhook request was refused; `status_code` is the one place mapping it to HTTP.
@@ -45,7 +47,21 @@ pub enum WebhookError {
     Parse(#[from] ParseError),
     #[error("the events could not be stored; Facebook will redeliver them")]
     Store(#[from] StoreError),
+    #[error("{}", describe_refusal(*.0))]
+    Unavailable(Refusal),
 }
+
+fn describe_refusal(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::ShuttingDown => "shutting down; Facebook will redeliver",
+        Refusal::TooManyEvents | Refusal::TooManyReplies => {
+            "overloaded; Facebook will redeliver once the backlog drains"
+        }
+    }
+}
+
+/// Seconds a refused sender is asked to wait before trying again.
+const RETRY_AFTER_SECS: &str = "5";
 
 impl ResponseError for WebhookError {
     fn status_code(&self) -> StatusCode {
@@ -54,11 +70,16 @@ impl ResponseError for WebhookError {
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Body(_) | WebhookError::Parse(_) => StatusCode::BAD_REQUEST,
             WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, WebhookError::Unavailable(_)) {
+            response.insert_header(("Retry-After", RETRY_AFTER_SECS));
+        }
+        response.json(json!({ "error": self.to_string() }))
     }
 }
 
@@ -112,6 +133,10 @@ async fn receive_events(
     payload: web::Payload,
     state: web::Data<WebhookState>,
 ) -> Result<HttpResponse, WebhookError> {
+    if let Err(refusal) = state.load.admit() {
+        log::warn!("webhook POST refused with 503: {refusal:?}");
+        return Err(WebhookError::Unavailable(refusal));
+    }
     let body = read_limited(&req, payload, state.config.max_body_bytes).await?;
     let headers = req.headers();
     let verified = signature::verify(
@@ -130,6 +155,7 @@ async fn receive_events(
     let routed = journal_durably(&state.store, events).await?;
     let count = routed.len();
     if count > 0 {
+        state.load.events_in(count);
         state.supervisor.do_send(Route { events: routed });
     }
     log::debug!("webhook POST accepted with {count} event(s)");

@@ -226,6 +226,7 @@ pub struct Options {
     pub idle_timeout_secs: Option<u64>,
     pub flow: FlowHandle,
     pub max_body_bytes: Option<usize>,
+    pub max_pending_events: Option<usize>,
 }
 
 impl Default for Options {
@@ -235,6 +236,7 @@ impl Default for Options {
             idle_timeout_secs: None,
             flow: colloquy::flow::builtin::by_name("thanks").unwrap(),
             max_body_bytes: None,
+            max_pending_events: None,
         }
     }
 }
@@ -252,6 +254,8 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         max_body_bytes: options.max_body_bytes,
         idle_timeout_secs: options.idle_timeout_secs,
         workers: Some(2),
+        max_pending_events: options.max_pending_events,
+        ..RawConfig::default()
     })
     .expect("test config is valid");
     config.sender.initial_backoff = Duration::from_millis(20);

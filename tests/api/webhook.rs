@@ -191,3 +191,74 @@ async fn the_admin_endpoint_requires_its_token() {
     assert_eq!(wrong.status().as_u16(), 401);
     assert_eq!(app.conversations().await, json!([]));
 }
+
+/// A flow that holds every event until the test opens the gate.
+struct Gate(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl colloquy::Flow for Gate {
+    type State = ();
+
+    async fn handle(
+        &self,
+        _: &colloquy::messenger::inbound::InboundEvent,
+        turn: &mut colloquy::Turn<()>,
+    ) -> Result<(), colloquy::FlowError> {
+        let _permit = self
+            .0
+            .acquire()
+            .await
+            .map_err(|e| colloquy::FlowError::failed(e.to_string()))?;
+        turn.say("through")?;
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn an_overloaded_engine_answers_503_and_recovers_once_the_backlog_drains() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let app = spawn_app_with(Options {
+        flow: colloquy::FlowHandle::new(Gate(gate.clone())),
+        max_pending_events: Some(2),
+        ..Options::default()
+    })
+    .await;
+    for (psid, mid) in [("1101", "m.g1"), ("1102", "m.g2")] {
+        let answer = app
+            .post_signed(&text_message(psid, mid, "wait", 1_000))
+            .await;
+        assert_eq!(answer.status, 200);
+    }
+    let refused = app
+        .post_signed(&text_message("1103", "m.g3", "wait", 1_000))
+        .await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("overloaded"));
+
+    gate.add_permits(10);
+    app.graph.wait_for_sends(2).await;
+    // The backlog drained: the refused event, redelivered, is taken.
+    let accepted = wait_until_accepted(&app, &text_message("1103", "m.g3", "wait", 1_000)).await;
+    assert_eq!(accepted, 200);
+    let sends = app.graph.wait_for_sends(3).await;
+    assert_eq!(
+        sends
+            .iter()
+            .filter(|s| s.body["recipient"]["id"] == "1103")
+            .count(),
+        1
+    );
+}
+
+async fn wait_until_accepted(app: &TestApp, body: &str) -> u16 {
+    for _ in 0..500 {
+        let answer = app.post_signed(body).await;
+        if answer.status != 503 {
+            return answer.status;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the engine never recovered from overload");
+}
