@@ -110,6 +110,8 @@ pub struct SenderSettings {
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// A reply still failing this long after it was decided is recorded `failed`.
+    pub max_age: Duration,
 }
 
 impl Default for SenderSettings {
@@ -119,6 +121,8 @@ impl Default for SenderSettings {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            // The 24-hour messaging window makes older replies pointless anyway.
+            max_age: Duration::from_secs(3600),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! The page access token goes only into the request URL, never into a log line.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rand::Rng;
@@ -21,6 +21,10 @@ use crate::store::{ConversationKey, Failure, OutboxRecord, SendOutcome, Store};
 
 /// Largest Send API answer we read; real ones are under 200 bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Graph API code for an invalid, expired or revoked access token.
+const INVALID_TOKEN: i64 = 190;
+/// The longest wait a throttling hint may impose (Meta's estimates are in minutes).
+const MAX_HINTED_WAIT: Duration = Duration::from_secs(3600);
 /// Throttled pages are given at least this long before the next attempt.
 const THROTTLE_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -39,8 +43,15 @@ pub struct Shutdown;
 /// How one Send API call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attempt {
-    Sent { message_id: Option<String> },
-    Retry { reason: String, throttled: bool },
+    Sent {
+        message_id: Option<String>,
+    },
+    Retry {
+        reason: String,
+        throttled: bool,
+        /// When the Graph API said how long to wait (Business Use Case usage header).
+        retry_after: Option<Duration>,
+    },
     Permanent(Failure),
 }
 
@@ -55,6 +66,12 @@ pub struct OutboundSender {
     in_flight: HashSet<ConversationKey>,
     /// Outbox items queued or in flight, so an item is never queued twice.
     known: HashSet<u64>,
+    /// Pages throttled by the Graph API, with when sending may resume: every
+    /// conversation of the page waits, since calling while throttled extends the penalty.
+    paused_pages: HashMap<String, Instant>,
+    /// Pages whose token the Graph API rejected (code 190): nothing more is sent for
+    /// them until a restart with a valid token; their replies stay in the outbox.
+    blocked_pages: HashSet<String>,
 }
 
 impl OutboundSender {
@@ -75,6 +92,8 @@ impl OutboundSender {
             queues: HashMap::new(),
             in_flight: HashSet::new(),
             known: HashSet::new(),
+            paused_pages: HashMap::new(),
+            blocked_pages: HashSet::new(),
         }
     }
 
@@ -107,6 +126,17 @@ impl OutboundSender {
             return;
         };
         self.in_flight.insert(key.clone());
+        if self.blocked_pages.contains(&key.page_id) {
+            // Stays queued (and in the outbox) until a restart with a valid token.
+            return;
+        }
+        if let Some(resume) = self.paused_pages.get(&key.page_id) {
+            let wait = resume.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
+                return;
+            }
+        }
         let client = self
             .client
             .get_or_insert_with(|| build_client(&self.settings))
@@ -136,11 +166,36 @@ impl OutboundSender {
             },
             Attempt::Permanent(failure) => {
                 log::warn!("{key}: reply {seq} failed permanently: {}", failure.message);
+                if failure.code == Some(INVALID_TOKEN) {
+                    log::error!(
+                        "page {}: the Graph API rejected the page access token (code 190); \
+                         sending for this page is stopped until colloquy restarts with a valid \
+                         MESSENGER_ACCESS_TOKEN. Unsent replies stay in the outbox.",
+                        key.page_id
+                    );
+                    self.blocked_pages.insert(key.page_id.clone());
+                }
                 SendOutcome::Failed(failure)
             }
-            Attempt::Retry { reason, throttled } => {
-                if record.attempts < self.settings.max_attempts {
-                    let delay = backoff(&self.settings, record.attempts, throttled);
+            Attempt::Retry {
+                reason,
+                throttled,
+                retry_after,
+            } => {
+                let age = now_ms().saturating_sub(record.created_at);
+                let too_old =
+                    u128::try_from(age).unwrap_or_default() > self.settings.max_age.as_millis();
+                if record.attempts < self.settings.max_attempts && !too_old {
+                    let delay = retry_after
+                        .unwrap_or_else(|| backoff(&self.settings, record.attempts, throttled));
+                    if throttled {
+                        log::warn!(
+                            "page {}: throttled by the Graph API ({reason}); pausing its sends for {delay:?}",
+                            key.page_id
+                        );
+                        self.paused_pages
+                            .insert(key.page_id.clone(), Instant::now() + delay);
+                    }
                     log::info!(
                         "{key}: reply {seq} attempt {} failed ({reason}); retrying in {delay:?}",
                         record.attempts
@@ -151,14 +206,13 @@ impl OutboundSender {
                     ctx.run_later(delay, move |act, ctx| act.send_next(key, ctx));
                     return;
                 }
-                log::warn!(
-                    "{key}: reply {seq} failed after {} attempts: {reason}",
-                    record.attempts
-                );
-                SendOutcome::Failed(Failure::reason(format!(
-                    "gave up after {} attempts: {reason}",
-                    record.attempts
-                )))
+                let why = if too_old {
+                    format!("gave up after {} s", age / 1000)
+                } else {
+                    format!("gave up after {} attempts", record.attempts)
+                };
+                log::warn!("{key}: reply {seq} failed: {why}: {reason}");
+                SendOutcome::Failed(Failure::reason(format!("{why}: {reason}")))
             }
         };
         if let Err(error) = self.store.complete_send(seq, record, &outcome) {
@@ -251,20 +305,52 @@ async fn post(
             return Attempt::Retry {
                 reason: format!("network: {error}"),
                 throttled: false,
+                retry_after: None,
             }
         }
     };
     let status = response.status();
+    let hint = response
+        .headers()
+        .get("x-business-use-case-usage")
+        .and_then(|v| v.to_str().ok())
+        .and_then(regain_access_hint);
     let body = match response.body().limit(MAX_RESPONSE_BYTES).await {
         Ok(body) => body,
         Err(error) => {
             return Attempt::Retry {
                 reason: format!("reading the answer: {error}"),
                 throttled: false,
+                retry_after: None,
             }
         }
     };
-    classify(status.as_u16(), &body)
+    match classify(status.as_u16(), &body) {
+        Attempt::Retry {
+            reason,
+            throttled: true,
+            retry_after: None,
+        } => Attempt::Retry {
+            reason,
+            throttled: true,
+            retry_after: hint,
+        },
+        other => other,
+    }
+}
+
+/// `estimated_time_to_regain_access` (minutes) from the `X-Business-Use-Case-Usage`
+/// header: `{"<id>":[{"type":"messenger","estimated_time_to_regain_access":5,...}]}`.
+pub fn regain_access_hint(header: &str) -> Option<Duration> {
+    let usage: serde_json::Value = serde_json::from_str(header).ok()?;
+    let minutes = usage
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_array())
+        .flatten()
+        .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
+        .max()?;
+    (minutes > 0).then(|| Duration::from_secs(minutes * 60).min(MAX_HINTED_WAIT))
 }
 
 /// Turns a Send API answer into an attempt outcome. Graph errors are judged by their
@@ -290,10 +376,12 @@ pub fn classify(status: u16, body: &[u8]) -> Attempt {
             ErrorClass::Transient => Attempt::Retry {
                 reason,
                 throttled: false,
+                retry_after: None,
             },
             ErrorClass::Throttled => Attempt::Retry {
                 reason,
                 throttled: true,
+                retry_after: None,
             },
             ErrorClass::Permanent => Attempt::Permanent(Failure {
                 code: Some(error.code),
@@ -306,10 +394,12 @@ pub fn classify(status: u16, body: &[u8]) -> Attempt {
         429 => Attempt::Retry {
             reason: "HTTP 429".into(),
             throttled: true,
+            retry_after: None,
         },
         500..=599 => Attempt::Retry {
             reason: format!("HTTP {status}"),
             throttled: false,
+            retry_after: None,
         },
         _ => Attempt::Permanent(Failure::reason(format!(
             "HTTP {status} without a Graph error body"
@@ -377,6 +467,19 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_business_use_case_header_gives_the_wait_in_minutes() {
+        let header = r#"{"1234":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":3}]}"#;
+        assert_eq!(regain_access_hint(header), Some(Duration::from_secs(180)));
+        assert_eq!(
+            regain_access_hint(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#),
+            None
+        );
+        assert_eq!(regain_access_hint("not json"), None);
+        let huge = r#"{"1":[{"estimated_time_to_regain_access":100000}]}"#;
+        assert_eq!(regain_access_hint(huge), Some(MAX_HINTED_WAIT));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Recorded {
     pub query: Vec<(String, String)>,
     pub body: Value,
     pub status: u16,
+    /// When the mock received it.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -164,6 +166,7 @@ async fn answer(
         query,
         body: json,
         status,
+        at: Instant::now(),
     });
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(reply)
 }

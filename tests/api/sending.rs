@@ -1,5 +1,7 @@
 //! The outbound sender against Graph API faults.
 
+use serde_json::json;
+
 use crate::helpers::*;
 
 #[actix_web::test]
@@ -106,4 +108,85 @@ async fn a_reply_that_keeps_failing_is_recorded_failed_after_its_attempts() {
         .to_string();
     assert!(message.contains("gave up after 4 attempts"), "{message}");
     assert_eq!(app.graph.message_calls().len(), 4);
+}
+
+#[actix_web::test]
+async fn a_throttled_page_pauses_every_conversation_of_that_page() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        613,
+        None,
+        "(#613) Calls to this api have exceeded the rate limit.",
+    )]);
+    let first = text_message("10101", "m.t1", "hello", 1_000);
+    assert_eq!(app.post_signed(&first).await.status, 200);
+    app.graph.wait_for_message_calls(1).await;
+    let second = text_message("10102", "m.t2", "hello", 1_001);
+    assert_eq!(app.post_signed(&second).await.status, 200);
+    let calls = app.graph.wait_for_message_calls(3).await;
+    assert_eq!(calls[0].status, 400);
+    // The test config caps backoff at 200 ms with 50-100% jitter: no call for at least 100 ms.
+    let quiet = calls[1].at.duration_since(calls[0].at);
+    assert!(
+        quiet >= std::time::Duration::from_millis(95),
+        "called again after {quiet:?}"
+    );
+    let recipients: Vec<&str> = calls[1..]
+        .iter()
+        .map(|c| c.body["recipient"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        recipients.contains(&"10101") && recipients.contains(&"10102"),
+        "{recipients:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_rejected_token_fails_the_reply_and_stops_sending_for_that_page_only() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        190,
+        Some(460),
+        "Error validating access token",
+    )]);
+    let first = text_message("10201", "m.tok1", "hello", 1_000);
+    assert_eq!(app.post_signed(&first).await.status, 200);
+    let doc = app
+        .wait_for_conversation("10201", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "failed")
+        })
+        .await;
+    assert_eq!(outbound(&doc)[0]["error"]["code"], 190);
+
+    let same_page = text_message("10202", "m.tok2", "hello", 1_001);
+    assert_eq!(app.post_signed(&same_page).await.status, 200);
+    app.wait_for_conversation("10202", |d| {
+        outbound(d).first().is_some_and(|e| e["status"] == "queued")
+    })
+    .await;
+    // A message to another page, decided after the one above, is still sent.
+    let other_page = envelope(vec![json!({"id": "555", "time": 1, "messaging": [
+        {"sender": {"id": "10203"}, "recipient": {"id": "555"}, "timestamp": 1_002,
+         "message": {"mid": "m.tok3", "text": "hi"}}
+    ]})]);
+    assert_eq!(app.post_signed(&other_page).await.status, 200);
+    app.graph.wait_for_sends(1).await;
+    let to_blocked = app
+        .graph
+        .message_calls()
+        .iter()
+        .filter(|c| c.body["recipient"]["id"] == "10202")
+        .count();
+    assert_eq!(
+        to_blocked, 0,
+        "nothing is sent for a page whose token was rejected"
+    );
+    let doc = app.conversation("10202").await;
+    assert_eq!(
+        outbound(&doc)[0]["status"],
+        "queued",
+        "the reply waits in the outbox"
+    );
 }
