@@ -219,13 +219,21 @@ impl OutboundSender {
             // The item stays in the outbox and is retried after a restart.
             log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
         }
-        self.store.flush_soon();
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.pop_front();
         }
         self.known.remove(&seq);
         self.load.replies_out(1);
-        self.send_next(key, ctx);
+        // The next reply of this conversation waits until this outcome is on disk, so a
+        // crash can repeat at most the one send per conversation that was in flight.
+        // (The flush is shared with every other writer waiting at the same moment.)
+        let durable = self.store.flush();
+        ctx.spawn(durable.into_actor(self).map(move |flushed, act, ctx| {
+            if let Err(error) = flushed {
+                log::error!("{key}: flushing a send outcome failed: {error}");
+            }
+            act.send_next(key, ctx);
+        }));
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod cli;
 mod conversations;
+mod crash;
 mod helpers;
 mod sending;
 mod webhook;
