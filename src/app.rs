@@ -41,6 +41,9 @@ pub struct RunningApp {
     addr: SocketAddr,
     handle: ServerHandle,
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    admin_addr: SocketAddr,
+    admin_handle: ServerHandle,
+    admin_server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     store: Store,
     supervisor: Addr<Supervisor>,
     sender: Addr<OutboundSender>,
@@ -57,6 +60,11 @@ impl RunningApp {
         self.addr.port()
     }
 
+    /// The address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
     /// How many conversation actors are alive right now.
     pub async fn live_conversations(&self) -> usize {
         self.supervisor.send(LiveConversations).await.unwrap_or(0)
@@ -67,6 +75,7 @@ impl RunningApp {
     pub async fn stop(self) -> std::io::Result<()> {
         self.load.begin_shutdown();
         self.handle.stop(true).await;
+        self.admin_handle.stop(true).await;
         self.finish().await
     }
 
@@ -82,6 +91,7 @@ impl RunningApp {
             .server
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let _ = self.admin_server.await;
         // Conversations finish the event in hand; unhandled events stay in the journal
         // and unsent replies in the outbox, both resumed at the next start.
         let _ = self.supervisor.send(Shutdown).await;
@@ -164,32 +174,10 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         token: config.admin_token.clone(),
         store: store.clone(),
     };
-    let path = config.webhook_path.clone();
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(webhook_state.clone()))
-            .app_data(web::Data::new(admin_state.clone()))
-            .configure(webhook::configure(&path))
-            .configure(admin::configure)
-    });
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
-    // Signals are ours (see `wait`): the webhook must answer 503 while draining.
-    server = server
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs());
-    let server = server
-        .bind(config.bind)
-        .map_err(|source| StartError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-    let addr = server.addrs().first().copied().unwrap_or(config.bind);
-    let server = server.run();
-    let handle = server.handle();
+    let (addr, handle, server) = serve_webhook(&config, webhook_state)?;
+    let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state)?;
     log::info!(
-        "colloquy listening on http://{addr}{} (graph API {})",
+        "colloquy listening on http://{addr}{} (admin on http://{admin_addr}, graph API {})",
         config.webhook_path,
         config.graph_url
     );
@@ -197,9 +185,57 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         addr,
         handle,
         server: actix_rt::spawn(server),
+        admin_addr,
+        admin_handle,
+        admin_server: actix_rt::spawn(admin_server),
         store,
         supervisor,
         sender: sender_addr,
         load,
     })
+}
+
+type Served = (SocketAddr, ServerHandle, actix_web::dev::Server);
+
+fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> StartError {
+    move |source| StartError::Bind { addr, source }
+}
+
+/// The public listener: the webhook only.
+fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartError> {
+    let path = config.webhook_path.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(webhook::configure(&path))
+    });
+    if let Some(workers) = config.workers {
+        server = server.workers(workers);
+    }
+    // Signals are ours (see `wait`): the webhook must answer 503 while draining.
+    let server = server
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
+        .bind(config.bind)
+        .map_err(bind_error(config.bind))?;
+    let addr = server.addrs().first().copied().unwrap_or(config.bind);
+    let server = server.run();
+    Ok((addr, server.handle(), server))
+}
+
+/// The operator's listener (loopback by default): `/admin` for `colloquy inspect`.
+fn serve_admin(config: &Config, state: AdminState) -> Result<Served, StartError> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(admin::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .bind(config.admin_bind)
+    .map_err(bind_error(config.admin_bind))?;
+    let addr = server.addrs().first().copied().unwrap_or(config.admin_bind);
+    let server = server.run();
+    Ok((addr, server.handle(), server))
 }

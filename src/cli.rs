@@ -11,7 +11,9 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use crate::config::{Config, RawConfig, DEFAULT_BIND, DEFAULT_DATA_DIR, DEFAULT_GRAPH_URL};
+use crate::config::{
+    Config, RawConfig, DEFAULT_ADMIN_BIND, DEFAULT_BIND, DEFAULT_DATA_DIR, DEFAULT_GRAPH_URL,
+};
 use crate::flow::builtin;
 use crate::inspect::{self, ConversationDocument, ConversationSummary};
 use crate::store::{Store, StoreError};
@@ -60,6 +62,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "COLLOQUY_BIND", default_value = DEFAULT_BIND)]
     pub bind: String,
+    /// Address of the admin endpoint (used by `colloquy inspect`).
+    #[arg(long, env = "COLLOQUY_ADMIN_BIND", default_value = DEFAULT_ADMIN_BIND)]
+    pub admin_bind: String,
     /// Data directory (sled).
     #[arg(long = "data", env = "COLLOQUY_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -105,9 +110,9 @@ pub struct InspectArgs {
     /// Base URL of the running server, used when it holds the data directory.
     #[arg(long, env = "COLLOQUY_ADMIN_URL")]
     pub admin_url: Option<String>,
-    /// Bind address of the running server (to derive the admin URL).
-    #[arg(long, env = "COLLOQUY_BIND", default_value = DEFAULT_BIND)]
-    pub bind: String,
+    /// Admin address of the running server (to derive the admin URL).
+    #[arg(long, env = "COLLOQUY_ADMIN_BIND", default_value = DEFAULT_ADMIN_BIND)]
+    pub admin_bind: String,
     /// Admin token of the running server.
     #[arg(long, env = "COLLOQUY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -136,6 +141,7 @@ impl ServeArgs {
             access_token: self.access_token.clone(),
             graph_url: Some(self.graph_url.clone()),
             bind: Some(self.bind.clone()),
+            admin_bind: Some(self.admin_bind.clone()),
             data_dir: Some(self.data_dir.clone()),
             webhook_path: Some(self.webhook_path.clone()),
             admin_token: self.admin_token.clone(),
@@ -216,7 +222,7 @@ fn open_source(args: &InspectArgs) -> anyhow::Result<Source> {
             let base = args
                 .admin_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{}", args.bind));
+                .unwrap_or_else(|| format!("http://{}", args.admin_bind));
             let token = args.admin_token.clone().ok_or_else(|| {
                 anyhow!(
                     "{} is held by a running server; set COLLOQUY_ADMIN_TOKEN (or --admin-token) to ask it",

@@ -16,6 +16,8 @@ use thiserror::Error;
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v21.0";
 /// Loopback by default: exposing the bot is a deliberate act (a reverse proxy, or a flag).
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// The admin endpoint listens apart from the webhook, on loopback unless told otherwise.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "data/db";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
 /// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
@@ -56,6 +58,7 @@ pub struct RawConfig {
     pub access_token: Option<String>,
     pub graph_url: Option<String>,
     pub bind: Option<String>,
+    pub admin_bind: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub webhook_path: Option<String>,
     pub admin_token: Option<String>,
@@ -79,6 +82,8 @@ pub struct Config {
     /// Base URL of the Graph API including the version, without a trailing slash.
     pub graph_url: String,
     pub bind: SocketAddr,
+    /// Where the `/admin` endpoints listen (`COLLOQUY_ADMIN_BIND`).
+    pub admin_bind: SocketAddr,
     pub data_dir: PathBuf,
     /// Where Facebook POSTs (and GETs the handshake), e.g. `/webhook` or `/chat/webhook/`.
     pub webhook_path: String,
@@ -153,10 +158,14 @@ fn required(
     }
 }
 
-fn parse_bind(bind: Option<String>) -> Result<SocketAddr, ConfigError> {
-    let bind = bind.unwrap_or_else(|| DEFAULT_BIND.to_string());
+fn parse_bind(
+    bind: Option<String>,
+    default: &str,
+    variable: &'static str,
+) -> Result<SocketAddr, ConfigError> {
+    let bind = bind.unwrap_or_else(|| default.to_string());
     bind.parse().map_err(|_| ConfigError::Invalid {
-        variable: "COLLOQUY_BIND",
+        variable,
         reason: format!("`{bind}` is not an address like 127.0.0.1:8080"),
     })
 }
@@ -201,7 +210,8 @@ impl Config {
             app_secret,
             access_token,
             graph_url: parse_graph_url(raw.graph_url)?,
-            bind: parse_bind(raw.bind)?,
+            bind: parse_bind(raw.bind, DEFAULT_BIND, "COLLOQUY_BIND")?,
+            admin_bind: parse_bind(raw.admin_bind, DEFAULT_ADMIN_BIND, "COLLOQUY_ADMIN_BIND")?,
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -243,6 +253,7 @@ mod tests {
         let config = Config::from_raw(complete()).unwrap();
         assert_eq!(config.graph_url, DEFAULT_GRAPH_URL);
         assert_eq!(config.bind, DEFAULT_BIND.parse::<SocketAddr>().unwrap());
+        assert!(config.admin_bind.ip().is_loopback());
         assert_eq!(config.webhook_path, "/webhook");
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(config.admin_token.is_none());

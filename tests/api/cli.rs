@@ -134,7 +134,7 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
     let data = app.data_dir.to_string_lossy().into_owned();
     let envs = [
         ("COLLOQUY_DATA", data.as_str()),
-        ("COLLOQUY_ADMIN_URL", app.base_url.as_str()),
+        ("COLLOQUY_ADMIN_URL", app.admin_url.as_str()),
         ("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     // The server holds the sled directory, so the CLI must ask the server.

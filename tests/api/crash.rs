@@ -32,6 +32,7 @@ fn start_server(port: u16, data: &Path, graph: &MockGraph) -> Child {
         .env("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN)
         .env("MESSENGER_GRAPH_URL", &graph.url)
         .env("COLLOQUY_BIND", format!("127.0.0.1:{port}"))
+        .env("COLLOQUY_ADMIN_BIND", "127.0.0.1:0")
         .env("COLLOQUY_DATA", data)
         .env("COLLOQUY_WORKERS", "2")
         .env("RUST_LOG", "warn")

@@ -251,6 +251,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         access_token: Some(ACCESS_TOKEN.into()),
         graph_url: Some(graph.url.clone()),
         bind: Some("127.0.0.1:0".into()),
+        admin_bind: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.to_path_buf()),
         webhook_path: options.webhook_path.clone(),
         admin_token: Some(ADMIN_TOKEN.into()),
@@ -272,6 +273,8 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
 pub struct TestApp {
     pub app: RunningApp,
     pub base_url: String,
+    /// The admin listener, apart from the webhook's.
+    pub admin_url: String,
     pub webhook_path: String,
     pub graph: MockGraph,
     pub data_dir: PathBuf,
@@ -300,6 +303,7 @@ pub async fn spawn_app_on(graph: MockGraph, data_dir: &Path, options: Options) -
         .expect("app starts");
     TestApp {
         base_url: format!("http://{}", app.addr()),
+        admin_url: format!("http://{}", app.admin_addr()),
         app,
         webhook_path,
         graph,
@@ -354,7 +358,7 @@ impl TestApp {
     /// The admin endpoint's view of every conversation.
     pub async fn conversations(&self) -> Value {
         let request = awc::Client::new()
-            .get(format!("{}/admin/conversations", self.base_url))
+            .get(format!("{}/admin/conversations", self.admin_url))
             .bearer_auth(ADMIN_TOKEN);
         send(request, Vec::new()).await.json()
     }
@@ -362,7 +366,7 @@ impl TestApp {
     /// The admin endpoint's document of one conversation (`Null` when unknown).
     pub async fn conversation(&self, psid: &str) -> Value {
         let request = awc::Client::new()
-            .get(format!("{}/admin/conversations/{psid}", self.base_url))
+            .get(format!("{}/admin/conversations/{psid}", self.admin_url))
             .bearer_auth(ADMIN_TOKEN);
         let answer = send(request, Vec::new()).await;
         if answer.status == 200 {

@@ -181,9 +181,16 @@ async fn the_seed_callback_path_works_when_configured() {
 #[actix_web::test]
 async fn the_admin_endpoint_requires_its_token() {
     let app = spawn_app().await;
-    assert_eq!(app.get("/admin/conversations").await.status, 401);
+    let unauthenticated = awc::Client::new()
+        .get(format!("{}/admin/conversations", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    // The public listener does not serve the admin endpoints at all.
+    assert_eq!(app.get("/admin/conversations").await.status, 404);
     let wrong = awc::Client::new()
-        .get(format!("{}/admin/conversations", app.base_url))
+        .get(format!("{}/admin/conversations", app.admin_url))
         .bearer_auth("nope")
         .send()
         .await
