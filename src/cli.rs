@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// Seconds a graceful shutdown (SIGTERM, Ctrl-C) waits for in-flight work.
     #[arg(long, env = "COLLOQUY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Seconds one flow may take for one event before the event is marked failed.
+    #[arg(long, env = "COLLOQUY_FLOW_TIMEOUT_SECS")]
+    pub flow_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +154,7 @@ impl ServeArgs {
             max_pending_events: self.max_pending_events,
             max_pending_replies: self.max_pending_replies,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
+            flow_timeout_secs: self.flow_timeout_secs,
         })
     }
 }

@@ -68,6 +68,7 @@ pub struct RawConfig {
     pub max_pending_events: Option<usize>,
     pub max_pending_replies: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
+    pub flow_timeout_secs: Option<u64>,
 }
 
 /// Everything the engine needs to run, validated.
@@ -220,7 +221,7 @@ impl Config {
             max_body_bytes,
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
             sender: SenderSettings::default(),
-            flow_timeout: Duration::from_secs(30),
+            flow_timeout: Duration::from_secs(raw.flow_timeout_secs.unwrap_or(30).max(1)),
             workers: raw.workers.filter(|w| *w > 0),
             max_pending_events: raw
                 .max_pending_events

@@ -149,9 +149,12 @@ async fn receive_events(
         log::warn!("webhook POST refused: {error}");
         return Err(error.into());
     }
-    let events = parse_envelope(&body).inspect_err(|error| {
+    let mut events = parse_envelope(&body).inspect_err(|error| {
         log::warn!("webhook POST refused: {error}");
     })?;
+    // Batches may list a sender's events out of order; handle them as Facebook stamped
+    // them (stable, so equal stamps keep their order).
+    events.sort_by_key(|event| event.timestamp);
     let routed = journal_durably(&state.store, events).await?;
     let count = routed.len();
     if count > 0 {

@@ -341,3 +341,60 @@ fn state_and_transcript_survive_a_server_restart() {
         "nothing was sent twice across the restart"
     );
 }
+
+/// A flow that never finishes on "hang".
+struct Hangs;
+
+impl Flow for Hangs {
+    type State = ();
+
+    async fn handle(&self, event: &InboundEvent, turn: &mut Turn<()>) -> Result<(), FlowError> {
+        if event.text() == Some("hang") {
+            std::future::pending::<()>().await;
+        }
+        turn.say("done")?;
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn a_flow_past_its_timeout_fails_that_event_and_the_next_one_is_handled() {
+    let app = spawn_app_with(Options {
+        flow: FlowHandle::new(Hangs),
+        flow_timeout: Some(std::time::Duration::from_millis(200)),
+        ..Options::default()
+    })
+    .await;
+    for (i, text) in ["hang", "next"].iter().enumerate() {
+        let body = text_message("7101", &format!("m.h{i}"), text, 100 + i as i64);
+        assert_eq!(app.post_signed(&body).await.status, 200);
+    }
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["message"]["text"], "done");
+    let doc = app
+        .wait_for_conversation("7101", |d| outbound(d).len() == 1)
+        .await;
+    assert_eq!(doc["transcript"][0]["status"], "failed");
+    let reason = doc["transcript"][0]["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("did not finish within"), "{reason}");
+}
+
+#[actix_web::test]
+async fn a_batch_listing_a_senders_events_out_of_order_is_handled_in_timestamp_order() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    let body = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        message_event("7201", "m.late", "second", 2_000),
+        message_event("7201", "m.early", "first", 1_000),
+    ]})]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sends = app.graph.wait_for_sends(2).await;
+    let texts: Vec<&str> = sends
+        .iter()
+        .map(|s| s.body["message"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["first", "second"]);
+}

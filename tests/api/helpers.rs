@@ -230,6 +230,7 @@ pub struct Options {
     pub flow: FlowHandle,
     pub max_body_bytes: Option<usize>,
     pub max_pending_events: Option<usize>,
+    pub flow_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -240,6 +241,7 @@ impl Default for Options {
             flow: colloquy::flow::builtin::by_name("thanks").unwrap(),
             max_body_bytes: None,
             max_pending_events: None,
+            flow_timeout: None,
         }
     }
 }
@@ -266,6 +268,9 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
     config.sender.max_backoff = Duration::from_millis(200);
     config.sender.max_attempts = 4;
     config.sender.request_timeout = Duration::from_secs(5);
+    if let Some(timeout) = options.flow_timeout {
+        config.flow_timeout = timeout;
+    }
     config
 }
 
