@@ -5,5 +5,6 @@ mod cli;
 mod conversations;
 mod crash;
 mod helpers;
+mod hostile;
 mod sending;
 mod webhook;
