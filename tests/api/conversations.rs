@@ -398,3 +398,60 @@ async fn a_batch_listing_a_senders_events_out_of_order_is_handled_in_timestamp_o
         .collect();
     assert_eq!(texts, vec!["first", "second"]);
 }
+
+#[test]
+fn a_redelivery_after_a_restart_is_still_skipped() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let body = text_message("9101", "m.across", "once", 1_000);
+    for round in 0..2 {
+        let (graph, data_dir, body) = (graph.clone(), data_dir.clone(), body.clone());
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+            assert_eq!(app.post_signed(&body).await.status, 200);
+            // A later message is the barrier: once it is answered, the redelivery was handled.
+            let barrier =
+                text_message("9101", &format!("m.barrier{round}"), "later", 2_000 + round);
+            assert_eq!(app.post_signed(&barrier).await.status, 200);
+            app.wait_for_conversation("9101", |d| {
+                outbound(d).len() == 2 + round as usize
+                    && outbound(d).iter().all(|e| e["status"] == "sent")
+            })
+            .await;
+            app.app.stop().await.unwrap();
+        });
+    }
+    let to_once = graph.sends().len();
+    assert_eq!(
+        to_once, 3,
+        "one reply to the message and one per barrier, none to the redelivery"
+    );
+}
+
+#[actix_web::test]
+async fn a_redelivered_postback_runs_the_flow_once() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    let postback = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        {"sender": {"id": "9201"}, "recipient": {"id": PAGE_ID}, "timestamp": 1_000,
+         "postback": {"mid": "m.pb", "title": "Start", "payload": "GET_STARTED"}}
+    ]})]);
+    assert_eq!(app.post_signed(&postback).await.status, 200);
+    assert_eq!(app.post_signed(&postback).await.status, 200);
+    let barrier = text_message("9201", "m.pb.barrier", "later", 2_000);
+    assert_eq!(app.post_signed(&barrier).await.status, 200);
+    let sends = app.graph.wait_for_sends(2).await;
+    let texts: Vec<&str> = sends
+        .iter()
+        .map(|s| s.body["message"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["You pressed GET_STARTED.", "later"]);
+    let doc = app
+        .wait_for_conversation("9201", |d| outbound(d).len() == 2)
+        .await;
+    assert_eq!(doc["state"]["messages"], 2);
+}
