@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::config::Secret;
 use crate::inspect::{self, InspectError};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::webhook::constant_time_eq;
 
@@ -20,6 +21,7 @@ use crate::webhook::constant_time_eq;
 pub struct AdminState {
     pub token: Option<Secret>,
     pub store: Store,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 #[derive(Debug, Error)]
@@ -50,7 +52,15 @@ impl ResponseError for AdminError {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/conversations", web::get().to(list))
-        .route("/admin/conversations/{psid}", web::get().to(show));
+        .route("/admin/conversations/{psid}", web::get().to(show))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// `GET /metrics`: Prometheus text format, for a scraper on the admin (loopback) listener.
+async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::conversation::ConversationEnv;
 use crate::flow::FlowHandle;
 use crate::load::Load;
+use crate::metrics::Metrics;
 use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
@@ -145,34 +146,37 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         config.max_pending_events,
         config.max_pending_replies,
     ));
+    let metrics = Arc::new(Metrics::new(load.clone()));
     let sender = OutboundSender::new(
         store.clone(),
         load.clone(),
+        metrics.clone(),
         &config.graph_url,
         config.access_token.clone(),
         config.sender.clone(),
     )
     .start();
-    let env_sender = sender.clone();
     let env = Arc::new(ConversationEnv {
         store: store.clone(),
         load: load.clone(),
+        metrics: metrics.clone(),
         flow,
-        sender,
+        sender: sender.clone(),
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
     });
     let supervisor = Supervisor::new(env).start();
-    let sender_addr = env_sender.clone();
     let webhook_state = WebhookState {
         config: config.clone(),
         store: store.clone(),
         supervisor: supervisor.clone(),
         load: load.clone(),
+        metrics: metrics.clone(),
     };
     let admin_state = AdminState {
         token: config.admin_token.clone(),
         store: store.clone(),
+        metrics,
     };
     let (addr, handle, server) = serve_webhook(&config, webhook_state)?;
     let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state)?;
@@ -190,7 +194,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         admin_server: actix_rt::spawn(admin_server),
         store,
         supervisor,
-        sender: sender_addr,
+        sender,
         load,
     })
 }

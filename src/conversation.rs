@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::flow::{ConversationView, FlowHandle};
 use crate::load::Load;
 use crate::messenger::inbound::{EventKind, InboundEvent};
+use crate::metrics::Metrics;
 use crate::sender::{Enqueue, OutboundSender};
 use crate::store::{
     ConversationKey, ConversationRecord, Direction, EntryChange, Failure, OutboxRecord, SentRef,
@@ -36,6 +37,7 @@ const MAX_TRACKED_UNREAD: usize = 1024;
 pub struct ConversationEnv {
     pub store: Store,
     pub load: Arc<Load>,
+    pub metrics: Arc<Metrics>,
     pub flow: FlowHandle,
     pub sender: Addr<OutboundSender>,
     pub flow_timeout: Duration,
@@ -196,6 +198,7 @@ async fn handle_event(
     if let Some(id) = &event_id {
         if store.is_handled(&event.page_id, id)? {
             log::info!("{}: skipping redelivered event {id}", record.key());
+            env.metrics.event(event.kind_name(), "duplicate");
             let commit = TurnCommit {
                 journal_seq: Some(seq),
                 ..TurnCommit::default()
@@ -210,6 +213,7 @@ async fn handle_event(
         ..TurnCommit::default()
     };
     record.last_activity = now_ms();
+    let watermarks = (record.delivered_watermark, record.read_watermark);
     match &event.kind {
         EventKind::Delivery(delivery) => apply_delivery(
             store,
@@ -236,9 +240,33 @@ async fn handle_event(
     } else {
         // Replies leave only once the turn that decided them is on disk; otherwise a crash
         // could replay the event and send them twice.
+        let waiting = std::time::Instant::now();
         store.flush().await?;
+        env.metrics.flush_waited("conversation", waiting.elapsed());
     }
+    count_turn(env, &event, &commit, watermarks, &record);
     Ok((record, commit.outbox))
+}
+
+fn count_turn(
+    env: &ConversationEnv,
+    event: &InboundEvent,
+    commit: &TurnCommit,
+    (delivered, read): (i64, i64),
+    record: &ConversationRecord,
+) {
+    let failed = commit
+        .new_entries
+        .iter()
+        .any(|(_, e)| e.direction == Direction::In && e.status == Status::Failed);
+    env.metrics
+        .event(event.kind_name(), if failed { "failed" } else { "handled" });
+    if record.delivered_watermark > delivered {
+        env.metrics.watermark_moved("delivery");
+    }
+    if record.read_watermark > read {
+        env.metrics.watermark_moved("read");
+    }
 }
 
 /// The id a redelivery of this event would have: its `mid` where Facebook gives one
@@ -297,6 +325,7 @@ async fn run_flow(
         Ok(Ok(Err(error))) => Err(format!("flow failed: {error}")),
         Ok(Ok(Ok(output))) => Ok(output),
     };
+    env.metrics.flow_run(outcome.is_ok());
     let output = match outcome {
         Ok(output) => output,
         Err(reason) => {

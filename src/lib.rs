@@ -26,6 +26,7 @@ pub mod flow;
 pub mod inspect;
 pub mod load;
 pub mod messenger;
+pub mod metrics;
 pub mod sender;
 pub mod store;
 pub mod supervisor;

@@ -17,6 +17,7 @@ use crate::config::{Secret, SenderSettings};
 use crate::conversation::now_ms;
 use crate::load::Load;
 use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
+use crate::metrics::Metrics;
 use crate::store::{ConversationKey, Failure, OutboxRecord, SendOutcome, Store};
 
 /// Largest Send API answer we read; real ones are under 200 bytes.
@@ -58,6 +59,7 @@ pub enum Attempt {
 pub struct OutboundSender {
     store: Store,
     load: std::sync::Arc<Load>,
+    metrics: std::sync::Arc<Metrics>,
     endpoint: String,
     access_token: Secret,
     settings: SenderSettings,
@@ -78,6 +80,7 @@ impl OutboundSender {
     pub fn new(
         store: Store,
         load: std::sync::Arc<Load>,
+        metrics: std::sync::Arc<Metrics>,
         graph_url: &str,
         access_token: Secret,
         settings: SenderSettings,
@@ -85,6 +88,7 @@ impl OutboundSender {
         OutboundSender {
             store,
             load,
+            metrics,
             endpoint: format!("{graph_url}/me/messages"),
             access_token,
             settings,
@@ -160,11 +164,15 @@ impl OutboundSender {
         let seq = *seq;
         record.attempts += 1;
         let outcome = match attempt {
-            Attempt::Sent { message_id } => SendOutcome::Sent {
-                message_id,
-                at: now_ms(),
-            },
+            Attempt::Sent { message_id } => {
+                self.metrics.reply("sent", None);
+                SendOutcome::Sent {
+                    message_id,
+                    at: now_ms(),
+                }
+            }
             Attempt::Permanent(failure) => {
+                self.metrics.reply("failed", failure.code);
                 log::warn!("{key}: reply {seq} failed permanently: {}", failure.message);
                 if failure.code == Some(INVALID_TOKEN) {
                     log::error!(
@@ -200,6 +208,7 @@ impl OutboundSender {
                         "{key}: reply {seq} attempt {} failed ({reason}); retrying in {delay:?}",
                         record.attempts
                     );
+                    self.metrics.reply("retried", None);
                     if let Err(error) = self.store.record_attempts(seq, record) {
                         log::error!("{key}: cannot record attempts of reply {seq}: {error}");
                     }
@@ -212,6 +221,7 @@ impl OutboundSender {
                     format!("gave up after {} attempts", record.attempts)
                 };
                 log::warn!("{key}: reply {seq} failed: {why}: {reason}");
+                self.metrics.reply("failed", None);
                 SendOutcome::Failed(Failure::reason(format!("{why}: {reason}")))
             }
         };
@@ -228,7 +238,9 @@ impl OutboundSender {
         // crash can repeat at most the one send per conversation that was in flight.
         // (The flush is shared with every other writer waiting at the same moment.)
         let durable = self.store.flush();
+        let waiting = Instant::now();
         ctx.spawn(durable.into_actor(self).map(move |flushed, act, ctx| {
+            act.metrics.flush_waited("sender", waiting.elapsed());
             if let Err(error) = flushed {
                 log::error!("{key}: flushing a send outcome failed: {error}");
             }

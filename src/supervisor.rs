@@ -99,6 +99,7 @@ impl Supervisor {
         };
         child.routed += 1;
         child.addr.do_send(Deliver { seq, event });
+        self.env.metrics.set_live_conversations(self.children.len());
     }
 
     fn spawn(&mut self, key: ConversationKey, ctx: &mut Context<Self>) -> Child {
@@ -175,6 +176,7 @@ impl Handler<IdleStop> for Supervisor {
         });
         if idle {
             self.children.remove(&msg.key);
+            self.env.metrics.set_live_conversations(self.children.len());
             self.restarts.remove(&msg.key);
             log::debug!("{}: idle conversation actor stopped", msg.key);
         }

@@ -19,6 +19,7 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::load::{Load, Refusal};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
+use crate::metrics::Metrics;
 use crate::store::{JournalRecord, Store, StoreError};
 use crate::supervisor::{Route, Supervisor};
 use signature::SignatureError;
@@ -30,6 +31,7 @@ pub struct WebhookState {
     pub store: Store,
     pub supervisor: Addr<Supervisor>,
     pub load: std::sync::Arc<Load>,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 /// Why a webhook request was refused; `status_code` is the one place mapping it to HTTP.
@@ -90,7 +92,9 @@ pub fn configure(path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
             web::resource(path)
                 .route(web::get().to(verify_subscription))
                 .route(web::post().to(receive_events)),
-        );
+        )
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
     }
 }
 
@@ -98,6 +102,22 @@ pub fn configure(path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
 async fn verify_subscription(
     req: HttpRequest,
     state: web::Data<WebhookState>,
+) -> Result<HttpResponse, WebhookError> {
+    let answer = check_subscription(&req, &state);
+    state.metrics.webhook_request("GET", status_of(&answer));
+    answer
+}
+
+fn status_of(answer: &Result<HttpResponse, WebhookError>) -> u16 {
+    match answer {
+        Ok(response) => response.status().as_u16(),
+        Err(error) => error.status_code().as_u16(),
+    }
+}
+
+fn check_subscription(
+    req: &HttpRequest,
+    state: &WebhookState,
 ) -> Result<HttpResponse, WebhookError> {
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
@@ -133,11 +153,31 @@ async fn receive_events(
     payload: web::Payload,
     state: web::Data<WebhookState>,
 ) -> Result<HttpResponse, WebhookError> {
+    let started = std::time::Instant::now();
+    let answer = accept_events(&req, payload, &state).await;
+    if let Ok(count) = &answer {
+        state.metrics.acked(*count, started.elapsed());
+    }
+    let answer = answer.map(|_| {
+        HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("EVENT_RECEIVED")
+    });
+    state.metrics.webhook_request("POST", status_of(&answer));
+    answer
+}
+
+/// Verifies, parses, journals and routes one POST; returns how many events it acked.
+async fn accept_events(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &WebhookState,
+) -> Result<usize, WebhookError> {
     if let Err(refusal) = state.load.admit() {
         log::warn!("webhook POST refused with 503: {refusal:?}");
         return Err(WebhookError::Unavailable(refusal));
     }
-    let body = read_limited(&req, payload, state.config.max_body_bytes).await?;
+    let body = read_limited(req, payload, state.config.max_body_bytes).await?;
     let headers = req.headers();
     let verified = signature::verify(
         state.config.app_secret.expose().as_bytes(),
@@ -155,23 +195,44 @@ async fn receive_events(
     // Batches may list a sender's events out of order; handle them as Facebook stamped
     // them (stable, so equal stamps keep their order).
     events.sort_by_key(|event| event.timestamp);
-    let routed = journal_durably(&state.store, events).await?;
+    let routed = journal_durably(state, events).await?;
     let count = routed.len();
     if count > 0 {
         state.load.events_in(count);
         state.supervisor.do_send(Route { events: routed });
     }
     log::debug!("webhook POST accepted with {count} event(s)");
-    Ok(HttpResponse::Ok()
+    Ok(count)
+}
+
+/// `GET /healthz`: the process is up and serving HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
         .content_type(ContentType::plaintext())
-        .body("EVENT_RECEIVED"))
+        .body("ok")
+}
+
+/// `GET /readyz`: the store answers, and the engine is neither draining nor overloaded.
+async fn readyz(state: web::Data<WebhookState>) -> HttpResponse {
+    let problem = match (state.store.journal_contains(0), state.load.admit()) {
+        (Err(error), _) => Some(format!("store unavailable: {error}")),
+        (_, Err(refusal)) => Some(describe_refusal(refusal).to_string()),
+        _ => None,
+    };
+    match problem {
+        None => HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("ready"),
+        Some(problem) => HttpResponse::ServiceUnavailable().json(json!({ "error": problem })),
+    }
 }
 
 /// Appends the events to the journal and waits until they are on disk.
 async fn journal_durably(
-    store: &Store,
+    state: &WebhookState,
     events: Vec<InboundEvent>,
 ) -> Result<Vec<(u64, InboundEvent)>, WebhookError> {
+    let store = &state.store;
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -186,7 +247,9 @@ async fn journal_durably(
     let seqs = store
         .append_journal(&records)
         .inspect_err(log_store_error)?;
+    let waiting = std::time::Instant::now();
     store.flush().await.inspect_err(log_store_error)?;
+    state.metrics.flush_waited("webhook", waiting.elapsed());
     Ok(seqs.into_iter().zip(events).collect())
 }
 

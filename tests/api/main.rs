@@ -6,5 +6,6 @@ mod conversations;
 mod crash;
 mod helpers;
 mod hostile;
+mod observability;
 mod sending;
 mod webhook;

@@ -200,7 +200,7 @@ async fn the_admin_endpoint_requires_its_token() {
 }
 
 /// A flow that holds every event until the test opens the gate.
-struct Gate(std::sync::Arc<tokio::sync::Semaphore>);
+pub struct Gate(pub std::sync::Arc<tokio::sync::Semaphore>);
 
 impl colloquy::Flow for Gate {
     type State = ();

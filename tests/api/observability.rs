@@ -1,0 +1,98 @@
+//! `/healthz`, `/readyz` and `/metrics` as an operator and Prometheus see them.
+
+use crate::helpers::*;
+
+async fn metrics(app: &TestApp) -> String {
+    let mut response = awc::Client::new()
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
+}
+
+#[actix_web::test]
+async fn health_and_readiness_answer_on_the_public_listener() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+    let ready = app.get("/readyz").await;
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ready"));
+}
+
+#[actix_web::test]
+async fn metrics_count_requests_events_replies_and_latencies() {
+    let app = spawn_app().await;
+    let body = text_message("13001", "m.metrics", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    assert_eq!(
+        app.post_webhook(body.clone().into_bytes(), &[])
+            .await
+            .status,
+        403
+    );
+    app.wait_for_conversation("13001", |d| {
+        outbound(d).first().is_some_and(|e| e["status"] == "sent")
+    })
+    .await;
+    let text = metrics(&app).await;
+    for expected in [
+        r#"colloquy_webhook_requests_total{method="POST",status="200"} 1"#,
+        r#"colloquy_webhook_requests_total{method="POST",status="403"} 1"#,
+        "colloquy_events_acked_total 1",
+        r#"colloquy_events_total{kind="text",outcome="handled"} 1"#,
+        r#"colloquy_flow_runs_total{outcome="ok"} 1"#,
+        r#"colloquy_replies_total{code="none",outcome="sent"} 1"#,
+        "colloquy_live_conversations 1",
+        "colloquy_webhook_ack_seconds_count 1",
+        r#"colloquy_store_flush_wait_seconds_count{writer="webhook"} 1"#,
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains(ACCESS_TOKEN) && !text.contains(APP_SECRET));
+}
+
+#[actix_web::test]
+async fn a_permanent_graph_error_is_counted_by_its_code() {
+    let app = spawn_app().await;
+    app.graph
+        .script([graph_error(400, 551, Some(1545041), "unavailable")]);
+    let body = text_message("13002", "m.metrics2", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    app.wait_for_conversation("13002", |d| {
+        outbound(d).first().is_some_and(|e| e["status"] == "failed")
+    })
+    .await;
+    assert!(metrics(&app)
+        .await
+        .contains(r#"colloquy_replies_total{code="551",outcome="failed"} 1"#));
+}
+
+#[actix_web::test]
+async fn readiness_fails_while_overloaded() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let app = spawn_app_with(Options {
+        flow: colloquy::FlowHandle::new(crate::webhook::Gate(gate.clone())),
+        max_pending_events: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let body = text_message("13003", "m.ready", "wait", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("overloaded"));
+    gate.add_permits(1);
+    app.graph.wait_for_sends(1).await;
+    for _ in 0..200 {
+        if app.get("/readyz").await.status == 200 {
+            return;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never ready again");
+}
