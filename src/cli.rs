@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the bot: webhook, conversations and sender.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// List stored conversations, or show one (works with or without a running server).
     Inspect(InspectArgs),
     /// Subscribe the page to this app's webhook fields (or show the subscription).
@@ -95,6 +95,9 @@ pub struct ServeArgs {
     /// Seconds one flow may take for one event before the event is marked failed.
     #[arg(long, env = "COLLOQUY_FLOW_TIMEOUT_SECS")]
     pub flow_timeout_secs: Option<u64>,
+    /// Send API calls per second per page (Meta allows 300); 0 = no limit.
+    #[arg(long, env = "COLLOQUY_PAGE_SEND_RATE")]
+    pub page_send_rate: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +158,7 @@ impl ServeArgs {
             max_pending_replies: self.max_pending_replies,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
             flow_timeout_secs: self.flow_timeout_secs,
+            page_send_rate: self.page_send_rate,
         })
     }
 }

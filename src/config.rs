@@ -20,6 +20,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "data/db";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
+/// Meta's Send API limit for text messages: 300 calls per second per page.
+pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 /// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -69,6 +71,7 @@ pub struct RawConfig {
     pub max_pending_replies: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
     pub flow_timeout_secs: Option<u64>,
+    pub page_send_rate: Option<u32>,
 }
 
 /// Everything the engine needs to run, validated.
@@ -118,6 +121,8 @@ pub struct SenderSettings {
     pub max_backoff: Duration,
     /// A reply still failing this long after it was decided is recorded `failed`.
     pub max_age: Duration,
+    /// Send API calls per second per page; 0 = no limit.
+    pub page_send_rate: u32,
 }
 
 impl Default for SenderSettings {
@@ -129,6 +134,7 @@ impl Default for SenderSettings {
             max_backoff: Duration::from_secs(30),
             // The 24-hour messaging window makes older replies pointless anyway.
             max_age: Duration::from_secs(3600),
+            page_send_rate: DEFAULT_PAGE_SEND_RATE,
         }
     }
 }
@@ -220,7 +226,10 @@ impl Config {
             admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
             max_body_bytes,
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
-            sender: SenderSettings::default(),
+            sender: SenderSettings {
+                page_send_rate: raw.page_send_rate.unwrap_or(DEFAULT_PAGE_SEND_RATE),
+                ..SenderSettings::default()
+            },
             flow_timeout: Duration::from_secs(raw.flow_timeout_secs.unwrap_or(30).max(1)),
             workers: raw.workers.filter(|w| *w > 0),
             max_pending_events: raw

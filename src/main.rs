@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let system = actix_rt::System::new();
     let outcome = system.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve(args).await.map(|()| String::new()),
+            Command::Serve(args) => cli::serve(*args).await.map(|()| String::new()),
             Command::Inspect(args) => cli::inspect(args).await,
             Command::Subscribe(args) => cli::subscribe(args).await,
         }

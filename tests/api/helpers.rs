@@ -231,6 +231,7 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     pub max_pending_events: Option<usize>,
     pub flow_timeout: Option<Duration>,
+    pub page_send_rate: Option<u32>,
 }
 
 impl Default for Options {
@@ -242,6 +243,7 @@ impl Default for Options {
             max_body_bytes: None,
             max_pending_events: None,
             flow_timeout: None,
+            page_send_rate: None,
         }
     }
 }
@@ -261,6 +263,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         idle_timeout_secs: options.idle_timeout_secs,
         workers: Some(2),
         max_pending_events: options.max_pending_events,
+        page_send_rate: options.page_send_rate,
         ..RawConfig::default()
     })
     .expect("test config is valid");

@@ -190,3 +190,24 @@ async fn a_rejected_token_fails_the_reply_and_stops_sending_for_that_page_only()
         "the reply waits in the outbox"
     );
 }
+
+#[actix_web::test]
+async fn one_page_is_held_to_its_send_rate() {
+    let app = spawn_app_with(Options {
+        page_send_rate: Some(10),
+        ..Options::default()
+    })
+    .await;
+    let body = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging":
+        (0..16).map(|i| message_event(&format!("{}", 10300 + i), &format!("m.rate{i}"), "hi", 1_000 + i))
+            .collect::<Vec<_>>()
+    })]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sends = app.graph.wait_for_sends(16).await;
+    // A full bucket lets 10 go at once; the other 6 need 6 refills at 10/s.
+    let spread = sends[15].at.duration_since(sends[0].at);
+    assert!(
+        spread >= std::time::Duration::from_millis(500),
+        "16 sends within {spread:?}"
+    );
+}

@@ -7,6 +7,8 @@
 //! outcome is recorded on the transcript entry and removes the item from the outbox.
 //! The page access token goes only into the request URL, never into a log line.
 
+mod rate;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -74,6 +76,8 @@ pub struct OutboundSender {
     /// Pages whose token the Graph API rejected (code 190): nothing more is sent for
     /// them until a restart with a valid token; their replies stay in the outbox.
     blocked_pages: HashSet<String>,
+    /// Each page's Send API rate (`COLLOQUY_PAGE_SEND_RATE`).
+    rates: rate::PageRates,
 }
 
 impl OutboundSender {
@@ -85,6 +89,7 @@ impl OutboundSender {
         access_token: Secret,
         settings: SenderSettings,
     ) -> Self {
+        let rates = rate::PageRates::new(settings.page_send_rate);
         OutboundSender {
             store,
             load,
@@ -98,6 +103,7 @@ impl OutboundSender {
             known: HashSet::new(),
             paused_pages: HashMap::new(),
             blocked_pages: HashSet::new(),
+            rates,
         }
     }
 
@@ -140,6 +146,10 @@ impl OutboundSender {
                 ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
                 return;
             }
+        }
+        if let Err(wait) = self.rates.take(&key.page_id, Instant::now()) {
+            ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
+            return;
         }
         let client = self
             .client

@@ -1,0 +1,300 @@
+//! The load: signed webhook POSTs, closed loop (virtual users waiting for their replies)
+//! or open loop (a fixed rate), from client threads that each own an awc connection pool.
+//!
+//! Every POST body is built here with `format!`: ids and texts are the bench's own ASCII
+//! tokens and the page id is JSON-quoted once, so no escaping is needed per event.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_rt::time::{sleep, sleep_until};
+use awc::error::SendRequestError;
+use awc::http::Uri;
+use colloquy::webhook::signature::{sign_sha256, HEADER_SHA256};
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+use tokio::time::timeout_at;
+
+use crate::tracker::{Ack, Registered, Tracker};
+
+/// Meta waits 20 s for an answer; a POST unanswered after this long counts as a timeout.
+const POST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a failed POST a virtual user pauses this long, so a dead server is not spun on.
+const ERROR_PAUSE: Duration = Duration::from_millis(20);
+/// A virtual user waits at most this long past `--grace` for one reply in an unbounded run.
+const REPLY_WAIT: Duration = Duration::from_secs(60);
+/// Open loop: POSTs in flight per client thread before the generator itself waits.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// What the load is, fixed before it starts.
+pub struct Plan {
+    pub target: Uri,
+    pub secret: Vec<u8>,
+    /// The page id as a JSON string literal.
+    pub page: String,
+    pub run: String,
+    pub senders: u32,
+    pub batch: u32,
+    pub rate: Option<f64>,
+    pub receipts: bool,
+    pub distinct: Option<u64>,
+    pub started: Instant,
+    pub warmup_end: Instant,
+    /// No POST starts after this.
+    pub send_deadline: Instant,
+    pub grace: Duration,
+}
+
+/// What the clients saw of the server's answers.
+#[derive(Default)]
+pub struct AckStats {
+    /// POST → answer of POSTs sent after the warm-up and answered 200, in µs.
+    pub latencies_us: Vec<u32>,
+    pub posts_ok: u64,
+    pub events_ok: u64,
+    pub messages_ok: u64,
+    pub receipts_ok: u64,
+    /// Events acknowledged in POSTs sent after the warm-up.
+    pub events_ok_measured: u64,
+    pub messages_ok_measured: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Shared by every client thread.
+pub struct Load {
+    pub plan: Plan,
+    pub tracker: Arc<Tracker>,
+    pub acks: Mutex<AckStats>,
+    /// Events acknowledged and POSTs failed so far, for the progress line.
+    pub events_ok: AtomicU64,
+    pub failures: AtomicU64,
+    next_distinct: AtomicU64,
+}
+
+impl Load {
+    pub fn new(plan: Plan, tracker: Arc<Tracker>) -> Load {
+        Load {
+            plan,
+            tracker,
+            acks: Mutex::new(AckStats::default()),
+            events_ok: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            next_distinct: AtomicU64::new(0),
+        }
+    }
+
+    fn psid(&self, index: u64) -> Arc<str> {
+        Arc::from(format!("b{}u{index}", self.plan.run))
+    }
+
+    /// The next `count` sender ids that never sent anything; empty once `--distinct` is spent.
+    fn fresh_psids(&self, total: u64, count: u32) -> Vec<Arc<str>> {
+        let first = self
+            .next_distinct
+            .fetch_add(u64::from(count), Ordering::Relaxed);
+        (first..total.min(first + u64::from(count)))
+            .map(|i| Arc::from(format!("b{}d{i}", self.plan.run)))
+            .collect()
+    }
+
+    /// One signed POST with a message from each registered sender, plus receipts.
+    async fn post(&self, client: &awc::Client, messages: &[Registered]) -> Ack {
+        let receipts = if self.plan.receipts {
+            self.tracker.take_receipts(messages.len())
+        } else {
+            Vec::new()
+        };
+        let ts = now_ms();
+        let mut events: Vec<String> = Vec::with_capacity(messages.len() + 2 * receipts.len());
+        let page = &self.plan.page;
+        for m in messages {
+            events.push(format!(
+                r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"message":{{"mid":"m_{}_{}","text":"{}"}}}}"#,
+                m.psid, self.plan.run, m.n, m.text
+            ));
+        }
+        for (psid, mid) in &receipts {
+            events.push(format!(
+                r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"delivery":{{"mids":["{mid}"],"watermark":{ts}}}}}"#
+            ));
+            events.push(format!(
+                r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"read":{{"watermark":{ts}}}}}"#
+            ));
+        }
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":{page},"time":{ts},"messaging":[{}]}}]}}"#,
+            events.join(",")
+        );
+        let signature = sign_sha256(&self.plan.secret, body.as_bytes());
+        let sent = Instant::now();
+        let answer = client
+            .post(self.plan.target.clone())
+            .insert_header(("content-type", "application/json"))
+            .insert_header((HEADER_SHA256, signature))
+            .send_body(body)
+            .await;
+        let outcome = match answer {
+            Ok(mut response) => {
+                // Read the answer to the end so the connection goes back to the pool.
+                let read = response.body().limit(64 * 1024).await;
+                match (response.status().as_u16(), read) {
+                    (200, Ok(_)) => Ok(()),
+                    (200, Err(_)) => Err(("body", Ack::Unknown)),
+                    (status, _) => Err((http_kind(status), Ack::Rejected)),
+                }
+            }
+            Err(SendRequestError::Connect(_)) => Err(("connect", Ack::Unknown)),
+            Err(SendRequestError::Timeout) => Err(("timeout", Ack::Unknown)),
+            Err(_) => Err(("send", Ack::Unknown)),
+        };
+        let latency = sent.elapsed();
+        let ns: Vec<u64> = messages.iter().map(|m| m.n).collect();
+        let ack = outcome.map_or_else(|(_, ack)| ack, |()| Ack::Ok);
+        self.tracker.ack(&ns, ack);
+        let measured = sent >= self.plan.warmup_end;
+        let events = (messages.len() + 2 * receipts.len()) as u64;
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                acks.posts_ok += 1;
+                acks.events_ok += events;
+                acks.messages_ok += messages.len() as u64;
+                acks.receipts_ok += events - messages.len() as u64;
+                if measured {
+                    let us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+                    acks.latencies_us.push(us);
+                    acks.events_ok_measured += events;
+                    acks.messages_ok_measured += messages.len() as u64;
+                }
+                self.events_ok.fetch_add(events, Ordering::Relaxed);
+            }
+            Err((kind, _)) => {
+                *acks.errors.entry(kind.to_string()).or_insert(0) += 1;
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        ack
+    }
+}
+
+fn http_kind(status: u16) -> &'static str {
+    match status {
+        400 => "http_400",
+        403 => "http_403",
+        404 => "http_404",
+        413 => "http_413",
+        500 => "http_500",
+        503 => "http_503",
+        _ => "http_other",
+    }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .connector(awc::Connector::new().limit(connections))
+        .timeout(POST_TIMEOUT)
+        .disable_redirects()
+        .finish()
+}
+
+/// Runs this thread's share of the load (thread `thread` of `threads`) to its end.
+pub async fn run_thread(load: Arc<Load>, thread: u32, threads: u32) {
+    if load.plan.rate.is_some() {
+        open_loop(load, thread, threads).await;
+        return;
+    }
+    let users: Vec<u32> = (0..load.plan.senders)
+        .filter(|u| u % threads == thread)
+        .collect();
+    let client = client(users.len().max(1));
+    let tasks = users.into_iter().map(|user| {
+        let load = load.clone();
+        let client = client.clone();
+        actix_rt::spawn(async move { virtual_user(&load, &client, user).await })
+    });
+    join_all(tasks).await;
+}
+
+/// Closed loop: POST, wait for the answer and every reply, repeat until the deadline.
+async fn virtual_user(load: &Load, client: &awc::Client, user: u32) {
+    let plan = &load.plan;
+    let own: Vec<Arc<str>> = (0..plan.batch)
+        .map(|j| load.psid(u64::from(user) * u64::from(plan.batch) + u64::from(j)))
+        .collect();
+    let reply_deadline = plan.send_deadline.checked_add(plan.grace);
+    while Instant::now() < plan.send_deadline {
+        let psids = match plan.distinct {
+            Some(total) => load.fresh_psids(total, plan.batch),
+            None => own.clone(),
+        };
+        if psids.is_empty() {
+            break;
+        }
+        let messages = load.tracker.register(&psids, true);
+        if load.post(client, &messages).await != Ack::Ok {
+            sleep(ERROR_PAUSE).await;
+            continue;
+        }
+        for message in messages {
+            let Some(reply) = message.reply else { continue };
+            let cap = Instant::now() + plan.grace + REPLY_WAIT;
+            let until = reply_deadline.map_or(cap, |d| d.min(cap));
+            // A reply that never comes is reported as missing at the end.
+            let _ = timeout_at(until.into(), reply).await;
+        }
+    }
+}
+
+/// Open loop: POSTs at `rate / batch` per second in all, this thread taking every
+/// `threads`-th one, whether or not earlier ones were answered.
+async fn open_loop(load: Arc<Load>, thread: u32, threads: u32) {
+    let plan = &load.plan;
+    let rate = plan.rate.unwrap_or(1.0);
+    let period = f64::from(plan.batch) / rate;
+    let client = client(MAX_IN_FLIGHT);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let psids: Vec<Arc<str>> = (0..plan.senders).map(|i| load.psid(u64::from(i))).collect();
+    let mut post = u64::from(thread);
+    let due = |post: u64| {
+        plan.started
+            .checked_add(Duration::from_secs_f64(post as f64 * period))
+            .filter(|due| *due < plan.send_deadline)
+    };
+    while let Some(due) = due(post) {
+        sleep_until(due.into()).await;
+        let batch: Vec<Arc<str>> = match plan.distinct {
+            Some(total) => load.fresh_psids(total, plan.batch),
+            None => (0..u64::from(plan.batch))
+                .map(|j| {
+                    let index = (post * u64::from(plan.batch) + j) % u64::from(plan.senders);
+                    psids[index as usize].clone()
+                })
+                .collect(),
+        };
+        if batch.is_empty() {
+            break;
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let load = load.clone();
+        let client = client.clone();
+        actix_rt::spawn(async move {
+            let messages = load.tracker.register(&batch, false);
+            load.post(&client, &messages).await;
+            drop(permit);
+        });
+        post += u64::from(threads);
+    }
+    // Every POST of this thread answered.
+    let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
