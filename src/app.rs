@@ -165,7 +165,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
     });
-    let supervisor = Supervisor::new(env).start();
+    let supervisor = Supervisor::new(env, config.max_live_conversations).start();
     let webhook_state = WebhookState {
         config: config.clone(),
         store: store.clone(),

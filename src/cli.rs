@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// Send API calls per second per page (Meta allows 300); 0 = no limit.
     #[arg(long, env = "COLLOQUY_PAGE_SEND_RATE")]
     pub page_send_rate: Option<u32>,
+    /// Conversation actors kept alive at most; the least recently used beyond it stop.
+    #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
+    pub max_live_conversations: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +162,7 @@ impl ServeArgs {
             shutdown_timeout_secs: self.shutdown_timeout_secs,
             flow_timeout_secs: self.flow_timeout_secs,
             page_send_rate: self.page_send_rate,
+            max_live_conversations: self.max_live_conversations,
         })
     }
 }

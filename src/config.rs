@@ -20,6 +20,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:8081";
 pub const DEFAULT_DATA_DIR: &str = "data/db";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
+/// Live conversation actors kept at most (a few KiB each).
+pub const DEFAULT_MAX_LIVE_CONVERSATIONS: usize = 10_000;
 /// Meta's Send API limit for text messages: 300 calls per second per page.
 pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 /// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
@@ -72,6 +74,7 @@ pub struct RawConfig {
     pub shutdown_timeout_secs: Option<u64>,
     pub flow_timeout_secs: Option<u64>,
     pub page_send_rate: Option<u32>,
+    pub max_live_conversations: Option<usize>,
 }
 
 /// Everything the engine needs to run, validated.
@@ -109,6 +112,9 @@ pub struct Config {
     pub max_pending_replies: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Conversation actors kept alive at most; the least recently used beyond it stop
+    /// (their state is in sled), which bounds memory at any number of users.
+    pub max_live_conversations: usize,
 }
 
 /// How the outbound sender talks to the Graph API.
@@ -241,6 +247,10 @@ impl Config {
                 .unwrap_or(crate::load::DEFAULT_MAX_PENDING_REPLIES)
                 .max(1),
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
+            max_live_conversations: raw
+                .max_live_conversations
+                .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)
+                .max(1),
         })
     }
 }

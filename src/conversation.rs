@@ -129,12 +129,11 @@ impl Actor for Conversation {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if !self.retiring {
-            self.supervisor.do_send(ConversationStopped {
-                key: self.key.clone(),
-                incarnation: self.incarnation,
-            });
-        }
+        self.supervisor.do_send(ConversationStopped {
+            key: self.key.clone(),
+            incarnation: self.incarnation,
+            retired: self.retiring,
+        });
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! It replays the journal at start (events acknowledged before a crash), lets idle
 //! actors stop only when nothing routed to them is still waiting (a passivation
-//! handshake, so no message is lost), and restarts a failed conversation by replaying
-//! that conversation's journal items into a fresh actor loaded from sled. It never
-//! touches a conversation's state itself.
+//! handshake, so no message is lost), retires the least recently used actors when more
+//! than `max_live` are alive (buffering their new events until the old actor has
+//! stopped, so one conversation never has two actors), and restarts a failed
+//! conversation by replaying its journal items into a fresh actor loaded from sled. It
+//! never touches a conversation's state itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,12 +36,13 @@ pub struct IdleStop {
     pub handled: u64,
 }
 
-/// A conversation actor stopped without being asked to (a store error).
+/// A conversation actor stopped: retired when asked to, or failed (a store error).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConversationStopped {
     pub key: ConversationKey,
     pub incarnation: u64,
+    pub retired: bool,
 }
 
 /// Stop every conversation (after the event each has in hand) and then the supervisor.
@@ -56,6 +59,11 @@ struct Child {
     addr: Addr<Conversation>,
     incarnation: u64,
     routed: u64,
+    /// Logical time of the last event routed to it (for least-recently-used retiring).
+    last_routed: u64,
+    /// Set while the actor is retiring: events that arrive meanwhile wait here for the
+    /// next incarnation, which starts once the old one has stopped.
+    retiring: Option<Vec<(u64, InboundEvent)>>,
 }
 
 pub struct Supervisor {
@@ -67,6 +75,10 @@ pub struct Supervisor {
     /// Conversations waiting to be restarted: their new events stay in the journal until
     /// the restart replays everything pending for them, in order.
     paused: std::collections::HashSet<ConversationKey>,
+    /// Live actors beyond this are retired, least recently used first.
+    max_live: usize,
+    /// Logical clock, one tick per routed event.
+    clock: u64,
 }
 
 /// The conversation an event belongs to.
@@ -75,8 +87,10 @@ pub fn conversation_key(event: &InboundEvent) -> ConversationKey {
 }
 
 impl Supervisor {
-    pub fn new(env: Arc<ConversationEnv>) -> Self {
+    pub fn new(env: Arc<ConversationEnv>, max_live: usize) -> Self {
         Supervisor {
+            max_live: max_live.max(1),
+            clock: 0,
             env,
             children: HashMap::new(),
             next_incarnation: 0,
@@ -90,16 +104,65 @@ impl Supervisor {
         if self.paused.contains(&key) {
             return;
         }
+        self.clock += 1;
+        let failed = self
+            .children
+            .get(&key)
+            .is_some_and(|child| !child.addr.connected() && child.retiring.is_none());
+        if failed {
+            // It died without a word yet; events in its mailbox were lost, not their
+            // journal items: restart it from the journal (this event included).
+            self.children.remove(&key);
+            self.restart_failed(key, ctx);
+            return;
+        }
+        let mut spawned = false;
         let child = match self.children.get_mut(&key) {
-            Some(child) if child.addr.connected() => child,
-            _ => {
+            Some(child) => child,
+            None => {
+                spawned = true;
                 let child = self.spawn(key.clone(), ctx);
                 self.children.entry(key).insert_entry(child).into_mut()
             }
         };
+        if let Some(waiting) = &mut child.retiring {
+            waiting.push((seq, event));
+            return;
+        }
         child.routed += 1;
+        child.last_routed = self.clock;
         child.addr.do_send(Deliver { seq, event });
-        self.env.metrics.set_live_conversations(self.children.len());
+        if spawned {
+            self.retire_least_recently_used();
+            self.env.metrics.set_live_conversations(self.children.len());
+        }
+    }
+
+    /// Retires the least recently used tenth of the actors once there are more than
+    /// `max_live`; batching it keeps the O(n) selection rare.
+    fn retire_least_recently_used(&mut self) {
+        if self.children.len() <= self.max_live {
+            return;
+        }
+        let keep = self.max_live - self.max_live / 10;
+        let mut candidates: Vec<(u64, ConversationKey)> = self
+            .children
+            .iter()
+            .filter(|(_, child)| child.retiring.is_none())
+            .map(|(key, child)| (child.last_routed, key.clone()))
+            .collect();
+        let excess = candidates.len().saturating_sub(keep);
+        if excess == 0 {
+            return;
+        }
+        candidates.select_nth_unstable(excess - 1);
+        for (_, key) in candidates.into_iter().take(excess) {
+            if let Some(child) = self.children.get_mut(&key) {
+                child.retiring = Some(Vec::new());
+                child.addr.do_send(Retire);
+            }
+        }
+        log::debug!("retiring {excess} least recently used conversation actors");
     }
 
     fn spawn(&mut self, key: ConversationKey, ctx: &mut Context<Self>) -> Child {
@@ -110,6 +173,8 @@ impl Supervisor {
             addr: conversation.start(),
             incarnation,
             routed: 0,
+            last_routed: self.clock,
+            retiring: None,
         }
     }
 
@@ -195,18 +260,33 @@ impl Handler<ConversationStopped> for Supervisor {
         if !current {
             return;
         }
-        self.children.remove(&msg.key);
-        let restarts = self.restarts.entry(msg.key.clone()).or_default();
+        let Some(child) = self.children.remove(&msg.key) else {
+            return;
+        };
+        self.env.metrics.set_live_conversations(self.children.len());
+        if msg.retired {
+            // Events that arrived while it retired go to a fresh incarnation, in order.
+            for (seq, event) in child.retiring.unwrap_or_default() {
+                self.route(seq, event, ctx);
+            }
+            return;
+        }
+        self.restart_failed(msg.key, ctx);
+    }
+}
+
+impl Supervisor {
+    /// Holds a failed conversation's events back, then replays its journal items into a
+    /// fresh actor. Back off exponentially (capped at ~1 min) so a conversation whose
+    /// store keeps failing does not spin.
+    fn restart_failed(&mut self, key: ConversationKey, ctx: &mut Context<Self>) {
+        if !self.paused.insert(key.clone()) {
+            return;
+        }
+        let restarts = self.restarts.entry(key.clone()).or_default();
         *restarts = restarts.saturating_add(1);
-        // Back off exponentially (capped at ~1 min) so a conversation whose store keeps
-        // failing does not spin.
         let delay = Duration::from_millis(50u64 << (*restarts).min(10));
-        log::warn!(
-            "{}: conversation failed; restarting it in {delay:?} (restart {restarts})",
-            msg.key
-        );
-        self.paused.insert(msg.key.clone());
-        let key = msg.key;
+        log::warn!("{key}: conversation failed; restarting it in {delay:?} (restart {restarts})");
         ctx.run_later(delay, move |act, ctx| {
             act.paused.remove(&key);
             act.replay(Some(&key), ctx);

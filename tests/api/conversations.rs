@@ -455,3 +455,44 @@ async fn a_redelivered_postback_runs_the_flow_once() {
         .await;
     assert_eq!(doc["state"]["messages"], 2);
 }
+
+#[actix_web::test]
+async fn beyond_the_live_actor_bound_the_least_recently_used_retire_and_nothing_is_lost() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        max_live_conversations: Some(4),
+        ..Options::default()
+    })
+    .await;
+    let users: Vec<String> = (0..20).map(|i| format!("{}", 14000 + i)).collect();
+    // Two rounds posted back to back: later events reach actors that are retiring.
+    for round in 0..2 {
+        let events: Vec<Value> = users
+            .iter()
+            .map(|u| {
+                message_event(
+                    u,
+                    &format!("m.{u}.{round}"),
+                    &format!("r{round}"),
+                    1_000 + round,
+                )
+            })
+            .collect();
+        let body = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": events})]);
+        assert_eq!(app.post_signed(&body).await.status, 200);
+    }
+    let sends = app.graph.wait_for_sends(40).await;
+    for user in &users {
+        let texts: Vec<&str> = sends
+            .iter()
+            .filter(|s| s.body["recipient"]["id"] == user.as_str())
+            .map(|s| s.body["message"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, vec!["r0", "r1"], "user {user}");
+    }
+    assert!(app.app.live_conversations().await <= 4, "the bound holds");
+    let doc = app
+        .wait_for_conversation(&users[0], |d| d["state"]["messages"] == 2)
+        .await;
+    assert_eq!(outbound(&doc).len(), 2);
+}

@@ -232,6 +232,7 @@ pub struct Options {
     pub max_pending_events: Option<usize>,
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
+    pub max_live_conversations: Option<usize>,
 }
 
 impl Default for Options {
@@ -244,6 +245,7 @@ impl Default for Options {
             max_pending_events: None,
             flow_timeout: None,
             page_send_rate: None,
+            max_live_conversations: None,
         }
     }
 }
@@ -264,6 +266,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         workers: Some(2),
         max_pending_events: options.max_pending_events,
         page_send_rate: options.page_send_rate,
+        max_live_conversations: options.max_live_conversations,
         ..RawConfig::default()
     })
     .expect("test config is valid");
