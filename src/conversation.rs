@@ -339,8 +339,7 @@ async fn run_flow(
     let now = now_ms();
     for reply in output.replies {
         let seq = record.take_entry_seq();
-        let is_message =
-            !reply.kind_name().starts_with("typing") && reply.kind_name() != "mark_seen";
+        let is_message = reply.is_message();
         let entry = TranscriptEntry {
             direction: Direction::Out,
             mid: None,
@@ -353,12 +352,12 @@ async fn run_flow(
             error: None,
             payload: None,
         };
-        let request = reply.into_request(&record.psid, format!("{METADATA_PREFIX}{seq}"));
+        let outgoing = reply.into_outgoing(&record.psid, format!("{METADATA_PREFIX}{seq}"));
         let outbox = OutboxRecord {
             page_id: record.page_id.clone(),
             psid: record.psid.clone(),
             entry: seq,
-            request,
+            outgoing,
             attempts: 0,
             created_at: now,
         };

@@ -4,7 +4,9 @@
 //! a quick-reply title over 20 characters) is an error here, in the flow, with a message
 //! that says which limit, rather than a permanent Graph error minutes later.
 
-use serde_json::json;
+use serde_json::{json, Value};
+
+use crate::store::Outgoing;
 use thiserror::Error;
 
 use crate::messenger::outbound::{
@@ -34,6 +36,8 @@ pub enum ReplyError {
     QuickReplyPayload,
     #[error("attachment url `{url}` must be an http(s) URL")]
     AttachmentUrl { url: String },
+    #[error("callback url `{url}` must be an http(s) URL")]
+    CallbackUrl { url: String },
 }
 
 /// Media types the Send API takes by URL.
@@ -60,6 +64,7 @@ impl AttachmentKind {
 enum Body {
     Message(OutMessage),
     Action(SenderAction),
+    Callback { url: String, payload: Value },
 }
 
 /// One message or sender action for the user of the conversation.
@@ -145,6 +150,18 @@ impl Reply {
         })
     }
 
+    /// A JSON POST to `url` (not to the user), delivered durably with retries like a
+    /// message: 2xx is success, 5xx and network errors are retried, other answers fail it.
+    pub fn callback(url: impl Into<String>, payload: Value) -> Result<Reply, ReplyError> {
+        let url = url.into();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ReplyError::CallbackUrl { url });
+        }
+        Ok(Reply {
+            body: Body::Callback { url, payload },
+        })
+    }
+
     /// The typing indicator, shown until the next message or for about 20 seconds.
     pub fn typing_on() -> Reply {
         Reply {
@@ -169,7 +186,7 @@ impl Reply {
     pub fn text_content(&self) -> Option<&str> {
         match &self.body {
             Body::Message(message) => message.text.as_deref(),
-            Body::Action(_) => None,
+            Body::Action(_) | Body::Callback { .. } => None,
         }
     }
 
@@ -185,33 +202,34 @@ impl Reply {
             Body::Action(SenderAction::TypingOn) => "typing_on",
             Body::Action(SenderAction::TypingOff) => "typing_off",
             Body::Action(SenderAction::MarkSeen) => "mark_seen",
+            Body::Callback { .. } => "callback",
         }
     }
 
-    /// The Send API request for this reply to `psid`; `metadata` comes back in the echo.
-    pub(crate) fn into_request(self, psid: &str, metadata: String) -> SendRequest {
-        let recipient = Recipient {
-            id: psid.to_string(),
-        };
-        match self.body {
+    /// Whether this reply is a message the user receives (and so gets receipts).
+    pub fn is_message(&self) -> bool {
+        matches!(self.body, Body::Message(_))
+    }
+
+    /// What the outbox delivers for this reply to `psid`; `metadata` comes back in the echo.
+    pub(crate) fn into_outgoing(self, psid: &str, metadata: String) -> Outgoing {
+        let (message, sender_action) = match self.body {
+            Body::Callback { url, payload } => return Outgoing::Callback { url, body: payload },
             Body::Message(mut message) => {
                 message.metadata = Some(metadata);
-                SendRequest {
-                    recipient,
-                    messaging_type: MessagingType::Response,
-                    tag: None,
-                    message: Some(message),
-                    sender_action: None,
-                }
+                (Some(message), None)
             }
-            Body::Action(action) => SendRequest {
-                recipient,
-                messaging_type: MessagingType::Response,
-                tag: None,
-                message: None,
-                sender_action: Some(action),
+            Body::Action(action) => (None, Some(action)),
+        };
+        Outgoing::Send(SendRequest {
+            recipient: Recipient {
+                id: psid.to_string(),
             },
-        }
+            messaging_type: MessagingType::Response,
+            tag: None,
+            message,
+            sender_action,
+        })
     }
 }
 
@@ -248,11 +266,14 @@ mod tests {
 
     #[test]
     fn a_text_reply_becomes_a_send_api_request_with_its_metadata() {
-        let request = Reply::text("hello")
+        let Outgoing::Send(request) = Reply::text("hello")
             .unwrap()
             .with_quick_replies([quick_reply("Yes", "YES").unwrap()])
             .unwrap()
-            .into_request("42", "colloquy:7".into());
+            .into_outgoing("42", "colloquy:7".into())
+        else {
+            panic!("a text reply is a Send API call");
+        };
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             json!({
@@ -269,11 +290,28 @@ mod tests {
 
     #[test]
     fn a_sender_action_carries_no_message() {
-        let request = Reply::typing_on().into_request("42", "m".into());
+        let Outgoing::Send(request) = Reply::typing_on().into_outgoing("42", "m".into()) else {
+            panic!("a sender action is a Send API call");
+        };
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             json!({"recipient": {"id": "42"}, "messaging_type": "RESPONSE", "sender_action": "typing_on"})
         );
+    }
+
+    #[test]
+    fn a_callback_is_a_post_to_its_url_not_a_message() {
+        let reply = Reply::callback("https://crm.example/hook", json!({"done": true})).unwrap();
+        assert!(!reply.is_message());
+        assert_eq!(reply.kind_name(), "callback");
+        assert_eq!(
+            reply.into_outgoing("42", "m".into()),
+            Outgoing::Callback {
+                url: "https://crm.example/hook".into(),
+                body: json!({"done": true})
+            }
+        );
+        assert!(Reply::callback("ftp://x", json!(null)).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::conversation::now_ms;
 use crate::load::Load;
 use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
 use crate::metrics::Metrics;
-use crate::store::{ConversationKey, Failure, OutboxRecord, SendOutcome, Store};
+use crate::store::{ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, Store};
 
 /// Largest Send API answer we read; real ones are under 200 bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -136,6 +136,21 @@ impl OutboundSender {
             return;
         };
         self.in_flight.insert(key.clone());
+        let client = self
+            .client
+            .get_or_insert_with(|| build_client(&self.settings))
+            .clone();
+        let request = match &record.outgoing {
+            Outgoing::Send(request) => request.clone(),
+            Outgoing::Callback { url, body } => {
+                let call = post_callback(client, url.clone(), body.clone());
+                ctx.spawn(
+                    call.into_actor(self)
+                        .map(move |attempt, act, ctx| act.finish(key, attempt, ctx)),
+                );
+                return;
+            }
+        };
         if self.blocked_pages.contains(&key.page_id) {
             // Stays queued (and in the outbox) until a restart with a valid token.
             return;
@@ -151,15 +166,11 @@ impl OutboundSender {
             ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
             return;
         }
-        let client = self
-            .client
-            .get_or_insert_with(|| build_client(&self.settings))
-            .clone();
         let call = post(
             client,
             self.endpoint.clone(),
             self.access_token.clone(),
-            record.request.clone(),
+            request,
         );
         ctx.spawn(
             call.into_actor(self)
@@ -312,6 +323,26 @@ fn build_client(settings: &SenderSettings) -> awc::Client {
         .timeout(settings.request_timeout)
         .disable_redirects()
         .finish()
+}
+
+/// One callback POST, classified: 2xx sent; 5xx, 429 and network errors retried; other
+/// answers fail it.
+async fn post_callback(client: awc::Client, url: String, body: serde_json::Value) -> Attempt {
+    let retry = |reason: String| Attempt::Retry {
+        reason,
+        throttled: false,
+        retry_after: None,
+    };
+    match client.post(&url).send_json(&body).await {
+        Err(error) => retry(format!("callback network: {error}")),
+        Ok(response) => match response.status().as_u16() {
+            200..=299 => Attempt::Sent { message_id: None },
+            status @ (429 | 500..=599) => retry(format!("callback answered HTTP {status}")),
+            status => {
+                Attempt::Permanent(Failure::reason(format!("callback answered HTTP {status}")))
+            }
+        },
+    }
 }
 
 /// One Send API call, classified.

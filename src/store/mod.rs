@@ -20,8 +20,8 @@ use thiserror::Error;
 
 use flusher::{FlushStats, Flusher};
 pub use records::{
-    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, SentRef,
-    Status, TranscriptEntry,
+    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, Outgoing,
+    SentRef, Status, TranscriptEntry,
 };
 
 /// sled's page cache; the default (1 GiB) would let the cache alone outgrow a small VM.
@@ -440,7 +440,7 @@ mod tests {
             page_id: "page".into(),
             psid: "user".into(),
             entry,
-            request: SendRequest {
+            outgoing: Outgoing::Send(SendRequest {
                 recipient: Recipient { id: "user".into() },
                 messaging_type: MessagingType::Response,
                 tag: None,
@@ -449,7 +449,7 @@ mod tests {
                     ..OutMessage::default()
                 }),
                 sender_action: None,
-            },
+            }),
             attempts: 0,
             created_at: 10,
         }

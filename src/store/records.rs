@@ -203,14 +203,24 @@ impl TranscriptEntry {
     }
 }
 
-/// A reply committed by a conversation and owed to the Send API.
+/// What an outbox item delivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outgoing {
+    /// A Send API call for the conversation's user.
+    Send(SendRequest),
+    /// A JSON POST to a URL the flow chose (an interview's results, a CRM hook...).
+    Callback { url: String, body: Value },
+}
+
+/// A reply committed by a conversation and owed to the Send API (or a callback URL).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboxRecord {
     pub page_id: String,
     pub psid: String,
     /// The transcript entry this reply updates when it is sent or fails.
     pub entry: u64,
-    pub request: SendRequest,
+    pub outgoing: Outgoing,
     #[serde(default)]
     pub attempts: u32,
     /// Local time (ms) the flow decided it.

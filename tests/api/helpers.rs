@@ -190,6 +190,9 @@ fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value)
                               "subscribed_fields": ["messages", "message_reads"]}]}),
         );
     }
+    if path.ends_with("/hook") {
+        return (200, json!({"ok": true}));
+    }
     (
         404,
         json!({"error": {"message": "unknown path", "code": 100}}),

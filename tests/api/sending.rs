@@ -211,3 +211,67 @@ async fn one_page_is_held_to_its_send_rate() {
         "16 sends within {spread:?}"
     );
 }
+
+/// Posts the user's text to a callback URL instead of answering.
+struct Notifier(String);
+
+impl colloquy::Flow for Notifier {
+    type State = ();
+
+    async fn handle(
+        &self,
+        event: &colloquy::messenger::inbound::InboundEvent,
+        turn: &mut colloquy::Turn<()>,
+    ) -> Result<(), colloquy::FlowError> {
+        let payload = json!({"psid": turn.psid(), "text": event.text()});
+        turn.reply(colloquy::Reply::callback(self.0.clone(), payload)?);
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn a_callback_is_posted_durably_with_retries_and_recorded() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hook = format!("{}/hook", graph.url);
+    let app = spawn_app_on(
+        graph,
+        &dir.path().join("db"),
+        Options {
+            flow: colloquy::FlowHandle::new(Notifier(hook)),
+            ..Options::default()
+        },
+    )
+    .await;
+    app.graph.script([Scripted {
+        status: 502,
+        body: json!("bad gateway"),
+    }]);
+    let body = text_message("10401", "m.cb", "results please", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let doc = app
+        .wait_for_conversation("10401", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "sent")
+        })
+        .await;
+    assert_eq!(outbound(&doc)[0]["kind"], "callback");
+    let posts: Vec<Recorded> = app
+        .graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/hook"))
+        .collect();
+    assert_eq!(
+        posts.iter().map(|p| p.status).collect::<Vec<_>>(),
+        vec![502, 200]
+    );
+    assert_eq!(
+        posts[1].body,
+        json!({"psid": "10401", "text": "results please"})
+    );
+    assert_eq!(
+        posts[1].query_value("access_token"),
+        None,
+        "the page token never goes to a callback"
+    );
+}
