@@ -170,16 +170,20 @@ impl ServeArgs {
 /// `colloquy serve`: runs until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
-    let flow = builtin::by_name(&args.flow).ok_or_else(|| {
-        anyhow!(
-            "unknown flow `{}`; built-in flows: {}",
-            args.flow,
-            builtin::NAMES.join(", ")
-        )
-    })?;
+    let flow = resolve_flow(&args.flow)?;
     log::info!("starting with flow `{}`", args.flow);
     let app = crate::start(config, flow).await?;
     app.wait().await.context("server stopped with an error")
+}
+
+/// The flow a `--flow` argument names: a built-in flow by name.
+pub fn resolve_flow(spec: &str) -> anyhow::Result<crate::FlowHandle> {
+    builtin::by_name(spec).ok_or_else(|| {
+        anyhow!(
+            "unknown flow `{spec}`; built-in flows: {}",
+            builtin::NAMES.join(", ")
+        )
+    })
 }
 
 /// `colloquy inspect`: prints what it finds, from sled or from the running server.
