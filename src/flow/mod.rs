@@ -34,6 +34,7 @@
 
 pub mod builtin;
 mod reply;
+mod template;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use thiserror::Error;
 
 use crate::messenger::inbound::InboundEvent;
 pub use reply::{quick_reply, AttachmentKind, Reply, ReplyError};
+pub use template::{Button, Element};
 
 /// Conversation logic. One value serves every conversation; per-user data goes in `State`.
 pub trait Flow: Send + Sync + 'static {

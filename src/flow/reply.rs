@@ -38,6 +38,19 @@ pub enum ReplyError {
     AttachmentUrl { url: String },
     #[error("callback url `{url}` must be an http(s) URL")]
     CallbackUrl { url: String },
+    #[error("{what} has {chars} characters; the Send API allows 1 to {max}")]
+    TemplateText {
+        what: &'static str,
+        chars: usize,
+        max: usize,
+    },
+    #[error("{what} has {count}; the Send API allows {min} to {max}")]
+    TemplateCount {
+        what: &'static str,
+        count: usize,
+        min: usize,
+        max: usize,
+    },
 }
 
 /// Media types the Send API takes by URL.
@@ -150,6 +163,21 @@ impl Reply {
         })
     }
 
+    /// A template message (button, generic...) from its already-checked payload.
+    pub(super) fn template(payload: Value) -> Reply {
+        Reply {
+            body: Body::Message(OutMessage {
+                text: None,
+                attachment: Some(OutAttachment {
+                    kind: "template".into(),
+                    payload,
+                }),
+                quick_replies: Vec::new(),
+                metadata: None,
+            }),
+        }
+    }
+
     /// A JSON POST to `url` (not to the user), delivered durably with retries like a
     /// message: 2xx is success, 5xx and network errors are retried, other answers fail it.
     pub fn callback(url: impl Into<String>, payload: Value) -> Result<Reply, ReplyError> {
@@ -193,6 +221,10 @@ impl Reply {
     /// Short kind recorded in the transcript.
     pub fn kind_name(&self) -> &'static str {
         match &self.body {
+            Body::Message(OutMessage {
+                attachment: Some(attachment),
+                ..
+            }) if attachment.kind == "template" => "template",
             Body::Message(OutMessage {
                 attachment: Some(_),
                 ..
