@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
+use crate::timers::{self, TimerWheel};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -48,6 +49,7 @@ pub struct RunningApp {
     store: Store,
     supervisor: Addr<Supervisor>,
     sender: Addr<OutboundSender>,
+    timers: Addr<TimerWheel>,
     load: Arc<Load>,
 }
 
@@ -95,6 +97,7 @@ impl RunningApp {
         let _ = self.admin_server.await;
         // Conversations finish the event in hand; unhandled events stay in the journal
         // and unsent replies in the outbox, both resumed at the next start.
+        let _ = self.timers.send(timers::Stop).await;
         let _ = self.supervisor.send(Shutdown).await;
         let _ = self.sender.send(SenderShutdown).await;
         if let Err(error) = self.store.flush().await {
@@ -166,6 +169,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         idle_timeout: config.idle_timeout,
     });
     let supervisor = Supervisor::new(env, config.max_live_conversations).start();
+    let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone()).start();
     let webhook_state = WebhookState {
         config: config.clone(),
         store: store.clone(),
@@ -195,6 +199,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         store,
         supervisor,
         sender,
+        timers,
         load,
     })
 }

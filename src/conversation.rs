@@ -16,14 +16,14 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::flow::{ConversationView, FlowHandle};
+use crate::flow::{ConversationView, FlowHandle, MessageTag, Reply, TimerOp};
 use crate::load::Load;
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::metrics::Metrics;
 use crate::sender::{Enqueue, OutboundSender};
 use crate::store::{
     ConversationKey, ConversationRecord, Direction, EntryChange, Failure, OutboxRecord, SentRef,
-    Status, Store, StoreError, TranscriptEntry, TurnCommit,
+    Status, Store, StoreError, TimerEntry, TimerRecord, TranscriptEntry, TurnCommit,
 };
 use crate::supervisor::{ConversationStopped, IdleStop, Supervisor};
 
@@ -223,7 +223,26 @@ async fn handle_event(
         )?,
         EventKind::Read(read) => apply_read(store, &mut record, read.watermark, &mut commit)?,
         EventKind::Echo(_) => apply_echo(store, &mut record, &event, &mut commit)?,
-        _ if event.is_user_input() && !event.standby => {
+        EventKind::TakeThreadControl(_) | EventKind::PassThreadControl(_) => {
+            // The app that loses the thread gets `take`, the one that receives it `pass`.
+            record.thread_elsewhere = matches!(event.kind, EventKind::TakeThreadControl(_));
+            let entry = inbound_entry(&event, Status::Handled, None);
+            record_inbound(&mut record, entry, &mut commit);
+        }
+        EventKind::Timer(timer) => {
+            let pending = TimerEntry {
+                name: timer.name.clone(),
+                due: timer.due,
+            };
+            if record.timers.contains(&pending) {
+                record.timers.retain(|t| *t != pending);
+                run_flow(env, &mut record, &event, &mut commit).await?
+            } else {
+                log::debug!("{}: ignoring cancelled timer {}", record.key(), timer.name);
+            }
+        }
+        _ if event.is_user_input() && !event.standby && !record.thread_elsewhere => {
+            record.window_opened_at = now_ms();
             run_flow(env, &mut record, &event, &mut commit).await?
         }
         _ => {
@@ -312,8 +331,15 @@ async fn run_flow(
         delivered_watermark: record.delivered_watermark,
         read_watermark: record.read_watermark,
         last_user_message: record.last_user_message,
+        timers: record
+            .timers
+            .iter()
+            .map(|t| (t.name.clone(), t.due))
+            .collect(),
     };
-    record.last_user_message = record.last_user_message.max(event.timestamp);
+    if event.is_user_input() {
+        record.last_user_message = record.last_user_message.max(event.timestamp);
+    }
     let run = AssertUnwindSafe(env.flow.0.run(event, view, record.state.clone())).catch_unwind();
     let outcome = match actix_rt::time::timeout(env.flow_timeout, run).await {
         Err(_) => Err(format!(
@@ -337,10 +363,11 @@ async fn run_flow(
     record.state = output.state;
     record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
     let now = now_ms();
+    apply_timer_ops(record, output.timers, now, commit);
     for reply in output.replies {
         let seq = record.take_entry_seq();
         let is_message = reply.is_message();
-        let entry = TranscriptEntry {
+        let mut entry = TranscriptEntry {
             direction: Direction::Out,
             mid: None,
             timestamp: now,
@@ -352,6 +379,15 @@ async fn run_flow(
             error: None,
             payload: None,
         };
+        if let Some(refusal) = policy_refusal(record, &reply, now) {
+            // Refused here, before the Graph API could refuse it (and count it against us).
+            log::warn!("{}: reply not sent: {refusal}", record.key());
+            entry.status = Status::Failed;
+            entry.error = Some(Failure::reason(refusal));
+            commit.new_entries.push((seq, entry));
+            record.outbound_count += 1;
+            continue;
+        }
         let outgoing = reply.into_outgoing(&record.psid, format!("{METADATA_PREFIX}{seq}"));
         let outbox = OutboxRecord {
             page_id: record.page_id.clone(),
@@ -369,6 +405,66 @@ async fn run_flow(
         }
     }
     Ok(())
+}
+
+/// Messenger's standard messaging window after the user's last action.
+const MESSAGING_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// The HUMAN_AGENT tag's window.
+const HUMAN_AGENT_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Why Messenger policy forbids sending this reply now, if it does.
+fn policy_refusal(record: &ConversationRecord, reply: &Reply, now: i64) -> Option<String> {
+    if !reply.is_message() && reply.kind_name() == "callback" {
+        return None;
+    }
+    if record.thread_elsewhere {
+        return Some("another app owns the thread (handover protocol)".into());
+    }
+    let elapsed = now.saturating_sub(record.window_opened_at);
+    let allowed = match reply.tag() {
+        None => MESSAGING_WINDOW_MS,
+        Some(MessageTag::HumanAgent) => HUMAN_AGENT_WINDOW_MS,
+        Some(_) => return None,
+    };
+    (elapsed > allowed).then(|| {
+        format!(
+            "outside the messaging window: the user's last message was {} h ago; \
+             send with a message tag (Reply::with_tag) to reach them",
+            elapsed / 3_600_000
+        )
+    })
+}
+
+/// Applies the flow's timer changes to the record and the commit.
+fn apply_timer_ops(
+    record: &mut ConversationRecord,
+    ops: Vec<TimerOp>,
+    now: i64,
+    commit: &mut TurnCommit,
+) {
+    for op in ops {
+        let name = match &op {
+            TimerOp::Schedule { name, .. } | TimerOp::Cancel { name } => name.clone(),
+        };
+        if let Some(old) = record.timers.iter().position(|t| t.name == name) {
+            commit.timers_cleared.push(record.timers.remove(old));
+        }
+        if let TimerOp::Schedule { after, payload, .. } = op {
+            let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+            let due = now.saturating_add(after_ms);
+            record.timers.push(TimerEntry {
+                name: name.clone(),
+                due,
+            });
+            commit.timers_set.push(TimerRecord {
+                page_id: record.page_id.clone(),
+                psid: record.psid.clone(),
+                name,
+                due,
+                payload,
+            });
+        }
+    }
 }
 
 fn track_unread(record: &mut ConversationRecord, seq: u64) {
@@ -586,6 +682,95 @@ mod tests {
         let body =
             format!(r#"{{"object":"page","entry":[{{"id":"1","messaging":[{messaging}]}}]}}"#);
         parse_envelope(body.as_bytes()).unwrap().remove(0)
+    }
+
+    fn record_with_window_opened(hours_ago: i64, now: i64) -> ConversationRecord {
+        let mut record = ConversationRecord::new(&ConversationKey::new("p", "u"));
+        record.window_opened_at = now - hours_ago * 3_600_000;
+        record
+    }
+
+    #[test]
+    fn a_reply_inside_the_24_hour_window_is_allowed() {
+        let now = 10_000_000_000;
+        let record = record_with_window_opened(23, now);
+        assert_eq!(
+            policy_refusal(&record, &Reply::text("hi").unwrap(), now),
+            None
+        );
+    }
+
+    #[test]
+    fn an_untagged_reply_outside_the_window_is_refused_with_a_reason() {
+        let now = 10_000_000_000;
+        let record = record_with_window_opened(25, now);
+        let refusal = policy_refusal(&record, &Reply::text("hi").unwrap(), now).unwrap();
+        assert!(
+            refusal.contains("outside the messaging window"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("25 h ago"), "{refusal}");
+    }
+
+    #[test]
+    fn tags_open_the_way_outside_the_window_within_their_own_limits() {
+        let now = 10_000_000_000;
+        let late = record_with_window_opened(48, now);
+        let tagged = Reply::text("Your order shipped")
+            .unwrap()
+            .with_tag(MessageTag::PostPurchaseUpdate);
+        assert_eq!(policy_refusal(&late, &tagged, now), None);
+        let agent = Reply::text("An agent here")
+            .unwrap()
+            .with_tag(MessageTag::HumanAgent);
+        assert_eq!(policy_refusal(&late, &agent, now), None);
+        let too_late = record_with_window_opened(8 * 24, now);
+        assert!(policy_refusal(&too_late, &agent, now).is_some());
+    }
+
+    #[test]
+    fn callbacks_are_not_messages_and_need_no_window() {
+        let now = 10_000_000_000;
+        let record = record_with_window_opened(100, now);
+        let callback = Reply::callback("https://x/hook", serde_json::json!({})).unwrap();
+        assert_eq!(policy_refusal(&record, &callback, now), None);
+    }
+
+    #[test]
+    fn scheduling_a_timer_again_replaces_it_and_cancel_removes_it() {
+        let mut record = ConversationRecord::new(&ConversationKey::new("p", "u"));
+        let mut commit = TurnCommit::default();
+        let schedule = |ms| TimerOp::Schedule {
+            name: "nudge".into(),
+            after: Duration::from_millis(ms),
+            payload: Value::Null,
+        };
+        apply_timer_ops(&mut record, vec![schedule(100)], 1_000, &mut commit);
+        apply_timer_ops(&mut record, vec![schedule(500)], 1_000, &mut commit);
+        assert_eq!(
+            record.timers,
+            vec![TimerEntry {
+                name: "nudge".into(),
+                due: 1_500
+            }]
+        );
+        assert_eq!(
+            commit.timers_cleared,
+            vec![TimerEntry {
+                name: "nudge".into(),
+                due: 1_100
+            }]
+        );
+        apply_timer_ops(
+            &mut record,
+            vec![TimerOp::Cancel {
+                name: "nudge".into(),
+            }],
+            2_000,
+            &mut commit,
+        );
+        assert!(record.timers.is_empty());
+        assert_eq!(commit.timers_cleared.len(), 2);
     }
 
     #[test]

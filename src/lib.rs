@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod sender;
 pub mod store;
 pub mod supervisor;
+pub mod timers;
 pub mod webhook;
 
 pub use app::{start, RunningApp, StartError};

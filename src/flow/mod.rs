@@ -33,11 +33,13 @@
 //! ```
 
 pub mod builtin;
+mod input;
 mod reply;
 mod template;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
@@ -46,7 +48,8 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::messenger::inbound::InboundEvent;
-pub use reply::{quick_reply, AttachmentKind, Reply, ReplyError};
+pub use input::Input;
+pub use reply::{quick_reply, AttachmentKind, MessageTag, Reply, ReplyError};
 pub use template::{Button, Element};
 
 /// Conversation logic. One value serves every conversation; per-user data goes in `State`.
@@ -96,6 +99,8 @@ pub struct ConversationView {
     pub read_watermark: i64,
     /// Facebook time (epoch ms) of the user's last message before this event.
     pub last_user_message: i64,
+    /// Pending timers (name, due epoch ms) before this event.
+    pub timers: Vec<(String, i64)>,
 }
 
 /// One event's worth of work: the state to update and the replies to queue.
@@ -104,6 +109,20 @@ pub struct Turn<S> {
     view: ConversationView,
     state: S,
     replies: Vec<Reply>,
+    timers: Vec<TimerOp>,
+}
+
+/// A change to the conversation's timers, applied when the turn commits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TimerOp {
+    Schedule {
+        name: String,
+        after: Duration,
+        payload: Value,
+    },
+    Cancel {
+        name: String,
+    },
 }
 
 impl<S> Turn<S> {
@@ -112,6 +131,7 @@ impl<S> Turn<S> {
             view,
             state,
             replies: Vec::new(),
+            timers: Vec::new(),
         }
     }
 
@@ -166,6 +186,35 @@ impl<S> Turn<S> {
     pub fn replies(&self) -> &[Reply] {
         &self.replies
     }
+
+    /// Schedules an event for this conversation `after` from now: the flow then receives
+    /// an event whose `input()` is `Input::Timer { name, payload }`. Timers are stored in
+    /// sled and fire after a restart too. Scheduling a name again replaces that timer.
+    ///
+    /// ```
+    /// # use colloquy::flow::Turn;
+    /// # use std::time::Duration;
+    /// # let mut turn = Turn::for_test("42", ());
+    /// // "If no answer in 2 hours, nudge."
+    /// turn.schedule("nudge", Duration::from_secs(2 * 3600), serde_json::json!({"step": 3}));
+    /// ```
+    pub fn schedule(&mut self, name: impl Into<String>, after: Duration, payload: Value) {
+        self.timers.push(TimerOp::Schedule {
+            name: name.into(),
+            after,
+            payload,
+        });
+    }
+
+    /// Cancels a pending timer (nothing happens if there is none by that name).
+    pub fn cancel_timer(&mut self, name: impl Into<String>) {
+        self.timers.push(TimerOp::Cancel { name: name.into() });
+    }
+
+    /// Names of the timers pending before this turn, with when they are due (epoch ms).
+    pub fn pending_timers(&self) -> &[(String, i64)] {
+        &self.view.timers
+    }
 }
 
 /// A flow of any type, ready to hand to the engine (`colloquy::start`).
@@ -188,6 +237,7 @@ impl std::fmt::Debug for FlowHandle {
 pub(crate) struct TurnOutput {
     pub state: Value,
     pub replies: Vec<Reply>,
+    pub timers: Vec<TimerOp>,
 }
 
 /// The flow with its state type erased to JSON, so the engine holds any flow behind one type.
@@ -221,6 +271,7 @@ impl<F: Flow> ErasedFlow for F {
             Ok(TurnOutput {
                 state,
                 replies: turn.replies,
+                timers: turn.timers,
             })
         })
     }

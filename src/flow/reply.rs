@@ -83,7 +83,30 @@ enum Body {
 /// One message or sender action for the user of the conversation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
+    tag: Option<MessageTag>,
     body: Body,
+}
+
+/// Message tags: the only way to message a user more than 24 hours after their last
+/// message (Messenger policy; no promotional content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageTag {
+    AccountUpdate,
+    ConfirmedEventUpdate,
+    PostPurchaseUpdate,
+    /// A human agent's reply, allowed up to 7 days after the user's last message.
+    HumanAgent,
+}
+
+impl MessageTag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageTag::AccountUpdate => "ACCOUNT_UPDATE",
+            MessageTag::ConfirmedEventUpdate => "CONFIRMED_EVENT_UPDATE",
+            MessageTag::PostPurchaseUpdate => "POST_PURCHASE_UPDATE",
+            MessageTag::HumanAgent => "HUMAN_AGENT",
+        }
+    }
 }
 
 /// A text quick reply: the user taps `title`, the flow receives `payload`.
@@ -120,6 +143,7 @@ impl Reply {
             return Err(ReplyError::TextTooLong { chars });
         }
         Ok(Reply {
+            tag: None,
             body: Body::Message(OutMessage {
                 text: Some(text),
                 attachment: None,
@@ -151,6 +175,7 @@ impl Reply {
             return Err(ReplyError::AttachmentUrl { url });
         }
         Ok(Reply {
+            tag: None,
             body: Body::Message(OutMessage {
                 text: None,
                 attachment: Some(OutAttachment {
@@ -166,6 +191,7 @@ impl Reply {
     /// A template message (button, generic...) from its already-checked payload.
     pub(super) fn template(payload: Value) -> Reply {
         Reply {
+            tag: None,
             body: Body::Message(OutMessage {
                 text: None,
                 attachment: Some(OutAttachment {
@@ -186,6 +212,7 @@ impl Reply {
             return Err(ReplyError::CallbackUrl { url });
         }
         Ok(Reply {
+            tag: None,
             body: Body::Callback { url, payload },
         })
     }
@@ -193,12 +220,14 @@ impl Reply {
     /// The typing indicator, shown until the next message or for about 20 seconds.
     pub fn typing_on() -> Reply {
         Reply {
+            tag: None,
             body: Body::Action(SenderAction::TypingOn),
         }
     }
 
     pub fn typing_off() -> Reply {
         Reply {
+            tag: None,
             body: Body::Action(SenderAction::TypingOff),
         }
     }
@@ -206,6 +235,7 @@ impl Reply {
     /// Marks the user's last message as seen.
     pub fn mark_seen() -> Reply {
         Reply {
+            tag: None,
             body: Body::Action(SenderAction::MarkSeen),
         }
     }
@@ -238,6 +268,17 @@ impl Reply {
         }
     }
 
+    /// Sends this message with a tag (`messaging_type: MESSAGE_TAG`), allowed outside the
+    /// 24-hour window.
+    pub fn with_tag(mut self, tag: MessageTag) -> Reply {
+        self.tag = Some(tag);
+        self
+    }
+
+    pub fn tag(&self) -> Option<MessageTag> {
+        self.tag
+    }
+
     /// Whether this reply is a message the user receives (and so gets receipts).
     pub fn is_message(&self) -> bool {
         matches!(self.body, Body::Message(_))
@@ -245,6 +286,10 @@ impl Reply {
 
     /// What the outbox delivers for this reply to `psid`; `metadata` comes back in the echo.
     pub(crate) fn into_outgoing(self, psid: &str, metadata: String) -> Outgoing {
+        let (messaging_type, tag) = match self.tag {
+            Some(tag) => (MessagingType::MessageTag, Some(tag.as_str().to_string())),
+            None => (MessagingType::Response, None),
+        };
         let (message, sender_action) = match self.body {
             Body::Callback { url, payload } => return Outgoing::Callback { url, body: payload },
             Body::Message(mut message) => {
@@ -257,8 +302,8 @@ impl Reply {
             recipient: Recipient {
                 id: psid.to_string(),
             },
-            messaging_type: MessagingType::Response,
-            tag: None,
+            messaging_type,
+            tag,
             message,
             sender_action,
         })
@@ -344,6 +389,20 @@ mod tests {
             }
         );
         assert!(Reply::callback("ftp://x", json!(null)).is_err());
+    }
+
+    #[test]
+    fn a_tagged_message_is_sent_as_message_tag() {
+        let Outgoing::Send(request) = Reply::text("Your order shipped")
+            .unwrap()
+            .with_tag(MessageTag::PostPurchaseUpdate)
+            .into_outgoing("42", "m".into())
+        else {
+            panic!("a text reply is a Send API call");
+        };
+        let value = serde_json::to_value(&request).unwrap();
+        assert_eq!(value["messaging_type"], "MESSAGE_TAG");
+        assert_eq!(value["tag"], "POST_PURCHASE_UPDATE");
     }
 
     #[test]

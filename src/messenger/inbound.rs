@@ -140,16 +140,22 @@ impl InboundEvent {
             EventKind::PolicyEnforcement(_) => "policy_enforcement",
             EventKind::AccountLinking(_) => "account_linking",
             EventKind::GamePlay(_) => "game_play",
+            EventKind::Timer(_) => "timer",
             EventKind::Unknown => "unknown",
         }
     }
 
-    /// True for user messages (not echoes), quick replies and postbacks: the events that run a flow.
+    /// True for what a user did: messages (not echoes), quick replies, postbacks and
+    /// referrals (an m.me link or ad opened the thread). These run the flow and open the
+    /// 24-hour messaging window.
     ///
     /// Looks at the kind only, not at [`InboundEvent::standby`]: callers must
     /// not run a flow for standby events (another app owns the thread).
     pub fn is_user_input(&self) -> bool {
-        matches!(self.kind, EventKind::Message(_) | EventKind::Postback(_))
+        matches!(
+            self.kind,
+            EventKind::Message(_) | EventKind::Postback(_) | EventKind::Referral(_)
+        )
     }
 
     /// Text of a message, echo or edit; title of a postback.
@@ -189,8 +195,22 @@ pub enum EventKind {
     AccountLinking(AccountLinking),
     /// `game_play`, kept as JSON.
     GamePlay(Value),
+    /// `colloquy_timer`: a timer a flow scheduled has fired. Made by colloquy itself
+    /// (journalled like any event), never sent by Facebook.
+    Timer(TimerFired),
     /// Not an object, no known key, or a known key whose value has wrong types.
     Unknown,
+}
+
+/// A fired timer: the name and payload the flow scheduled it with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerFired {
+    pub name: String,
+    /// When it was due (epoch ms); a stale firing of a cancelled timer is recognised by it.
+    #[serde(default)]
+    pub due: i64,
+    #[serde(default)]
+    pub payload: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,7 +436,7 @@ fn classify(raw: &Value) -> EventKind {
         T::deserialize(v).ok()
     }
     type Decode = fn(&Value) -> Option<EventKind>;
-    const DISPATCH: [(&str, Decode); 16] = [
+    const DISPATCH: [(&str, Decode); 17] = [
         ("message", |v| {
             if v.get("is_echo") == Some(&Value::Bool(true)) {
                 de(v).map(EventKind::Echo)
@@ -449,6 +469,7 @@ fn classify(raw: &Value) -> EventKind {
         }),
         ("account_linking", |v| de(v).map(EventKind::AccountLinking)),
         ("game_play", |v| Some(EventKind::GamePlay(v.clone()))),
+        ("colloquy_timer", |v| de(v).map(EventKind::Timer)),
     ];
     let Some(obj) = raw.as_object() else {
         return EventKind::Unknown;

@@ -17,6 +17,8 @@ pub const HANDLED: u8 = b'm';
 pub const OUTBOX: u8 = b'o';
 /// Sent message id → its transcript entry: `x` + page + message id.
 pub const SENT: u8 = b'x';
+/// Pending timers in due order: `k` + due + page + psid + name.
+pub const TIMER: u8 = b'k';
 
 fn push_component(key: &mut Vec<u8>, component: &str) {
     // Ids longer than u16::MAX are cut by the webhook's body limit long before this;
@@ -68,6 +70,24 @@ pub fn handled(page_id: &str, event_id: &str) -> Vec<u8> {
 
 pub fn sent(page_id: &str, message_id: &str) -> Vec<u8> {
     with_namespace(SENT, &[page_id, message_id])
+}
+
+/// A timer's key; due times before 1970 sort first (clamped to 0).
+pub fn timer(due: i64, page_id: &str, psid: &str, name: &str) -> Vec<u8> {
+    let mut key = vec![TIMER];
+    key.extend_from_slice(&u64::try_from(due).unwrap_or(0).to_be_bytes());
+    for component in [page_id, psid, name] {
+        push_component(&mut key, component);
+    }
+    key
+}
+
+/// The first key after every timer due at or before `now`.
+pub fn timers_due_by(now: i64) -> Vec<u8> {
+    let mut key = vec![TIMER];
+    let next = u64::try_from(now).unwrap_or(0).saturating_add(1);
+    key.extend_from_slice(&next.to_be_bytes());
+    key
 }
 
 /// The trailing big-endian sequence number of a journal, outbox or transcript key.

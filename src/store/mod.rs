@@ -21,7 +21,7 @@ use thiserror::Error;
 use flusher::{FlushStats, Flusher};
 pub use records::{
     ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, Outgoing,
-    SentRef, Status, TranscriptEntry,
+    SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
 };
 
 /// sled's page cache; the default (1 GiB) would let the cache alone outgrow a small VM.
@@ -91,6 +91,10 @@ pub struct TurnCommit {
     pub outbox: Vec<(u64, OutboxRecord)>,
     /// Message ids (from echoes of other senders) to index for later receipts.
     pub sent_index: Vec<(String, SentRef)>,
+    /// Timers to add to the due-ordered index.
+    pub timers_set: Vec<TimerRecord>,
+    /// Timers (name, due) of this conversation to remove from the index.
+    pub timers_cleared: Vec<TimerEntry>,
 }
 
 /// How a send ended, as recorded on its transcript entry.
@@ -259,6 +263,43 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    // ---- timers --------------------------------------------------------------------
+
+    /// Moves every timer due by `now` from the timer index into the journal, atomically,
+    /// as `colloquy_timer` events. Returns the journal items; durable after `flush()`.
+    pub fn fire_due_timers(&self, now: i64) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
+        let due: Vec<(sled::IVec, TimerRecord)> = self
+            .inner
+            .tree
+            .range(vec![keys::TIMER]..keys::timers_due_by(now))
+            .map(|item| {
+                let (key, value) = item?;
+                let record: TimerRecord = decode(&key, &value)?;
+                Ok((key, record))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut fired = Vec::with_capacity(due.len());
+        let mut batch = sled::Batch::default();
+        for (key, timer) in due {
+            let seq = self.next_id()?;
+            let record = JournalRecord {
+                page_id: timer.page_id.clone(),
+                standby: false,
+                event: serde_json::json!({
+                    "sender": {"id": timer.psid},
+                    "recipient": {"id": timer.page_id},
+                    "timestamp": timer.due,
+                    "colloquy_timer": {"name": timer.name, "due": timer.due, "payload": timer.payload},
+                }),
+            };
+            batch.remove(key);
+            batch.insert(keys::journal(seq), encode(&record));
+            fired.push((seq, record));
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(fired)
+    }
+
     // ---- outbox --------------------------------------------------------------------
 
     /// Every reply not yet sent or failed, oldest first.
@@ -380,6 +421,13 @@ fn apply_turn(tx: &TransactionalTree, commit: &TurnCommit) -> TxResult<()> {
     }
     for (message_id, sent) in &commit.sent_index {
         tx.insert(keys::sent(page, message_id), encode(sent))?;
+    }
+    for timer in &commit.timers_cleared {
+        tx.remove(keys::timer(timer.due, page, psid, &timer.name))?;
+    }
+    for timer in &commit.timers_set {
+        let key = keys::timer(timer.due, &timer.page_id, &timer.psid, &timer.name);
+        tx.insert(key, encode(timer))?;
     }
     Ok(())
 }

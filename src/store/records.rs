@@ -73,6 +73,35 @@ pub struct ConversationRecord {
     /// watermark can still change, so receipts never scan the whole transcript.
     #[serde(default)]
     pub unread_out: Vec<u64>,
+    /// Timers the flow scheduled and that have not fired or been cancelled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timers: Vec<TimerEntry>,
+    /// Local time (ms) the user last did something: the 24-hour window runs from here.
+    #[serde(default)]
+    pub window_opened_at: i64,
+    /// Another app took control of the thread (handover protocol): the flow does not run
+    /// and nothing is sent until control is passed back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thread_elsewhere: bool,
+}
+
+/// A pending timer of a conversation, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerEntry {
+    pub name: String,
+    /// Epoch ms it is due at.
+    pub due: i64,
+}
+
+/// A pending timer as stored in the due-ordered timer index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub page_id: String,
+    pub psid: String,
+    pub name: String,
+    pub due: i64,
+    #[serde(default)]
+    pub payload: Value,
 }
 
 impl ConversationRecord {
@@ -89,6 +118,9 @@ impl ConversationRecord {
             outbound_count: 0,
             next_entry: 0,
             unread_out: Vec::new(),
+            timers: Vec::new(),
+            window_opened_at: 0,
+            thread_elsewhere: false,
         }
     }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod conversations;
 mod crash;
+mod flows;
 mod helpers;
 mod hostile;
 mod observability;

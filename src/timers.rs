@@ -1,0 +1,98 @@
+//! The timer wheel: turns due flow timers into journalled events for their conversations.
+//!
+//! Flows schedule timers through `Turn::schedule`; the conversation stores them in sled,
+//! ordered by due time. Every tick this actor moves the timers that are due into the
+//! journal (one atomic batch), waits for the flush, and routes them through the
+//! supervisor like webhook events, so a timer fires exactly once, also across restarts
+//! (a timer due while the server was down fires at the first tick after start). It owns
+//! no timer state of its own and never runs flows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::conversation::now_ms;
+use crate::load::Load;
+use crate::messenger::inbound::InboundEvent;
+use crate::store::Store;
+use crate::supervisor::{Route, Supervisor};
+
+/// How often due timers are looked for: the lateness a timer may have.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Stops the wheel (at shutdown); unfired timers stay in sled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+pub struct TimerWheel {
+    store: Store,
+    supervisor: Addr<Supervisor>,
+    load: Arc<Load>,
+    /// A tick's flush is still pending: skip ticks rather than pile them up.
+    busy: bool,
+}
+
+impl TimerWheel {
+    pub fn new(store: Store, supervisor: Addr<Supervisor>, load: Arc<Load>) -> Self {
+        TimerWheel {
+            store,
+            supervisor,
+            load,
+            busy: false,
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let fired = match self.store.fire_due_timers(now_ms()) {
+            Ok(fired) if fired.is_empty() => return,
+            Ok(fired) => fired,
+            Err(error) => {
+                log::error!("cannot fire due timers: {error}");
+                return;
+            }
+        };
+        self.busy = true;
+        let flushed = self.store.flush();
+        ctx.spawn(flushed.into_actor(self).map(move |result, act, _| {
+            act.busy = false;
+            if let Err(error) = result {
+                // The journal items are in sled; the next start replays them.
+                log::error!("flushing fired timers failed: {error}");
+                return;
+            }
+            let events: Vec<(u64, InboundEvent)> = fired
+                .into_iter()
+                .map(|(seq, record)| {
+                    (
+                        seq,
+                        InboundEvent::from_raw(&record.page_id, record.event, false),
+                    )
+                })
+                .collect();
+            log::debug!("{} timer(s) fired", events.len());
+            act.load.events_in(events.len());
+            act.supervisor.do_send(Route { events });
+        }));
+    }
+}
+
+impl Actor for TimerWheel {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TICK, Self::tick);
+    }
+}
+
+impl Handler<Stop> for TimerWheel {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
