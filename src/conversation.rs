@@ -202,7 +202,7 @@ async fn handle_event(
                 journal_seq: Some(seq),
                 ..TurnCommit::default()
             };
-            store.commit_turn(&commit)?;
+            store.commit_turn(commit, false).await?;
             return Ok((record, Vec::new()));
         }
     }
@@ -251,39 +251,45 @@ async fn handle_event(
         }
     }
     commit.conversation = Some(record.clone());
-    store.commit_turn(&commit)?;
-    if commit.outbox.is_empty() {
-        // Losing this turn in a crash only means replaying it from the journal.
-        store.flush_soon();
-    } else {
-        // Replies leave only once the turn that decided them is on disk; otherwise a crash
-        // could replay the event and send them twice.
-        let waiting = std::time::Instant::now();
-        store.flush().await?;
+    let outbox = commit.outbox.clone();
+    // Replies leave only once the turn that decided them is on disk; otherwise a crash
+    // could replay the event and send them twice. A turn without replies need not wait
+    // for the disk: losing it in a crash only means replaying it from the journal.
+    let durable = !outbox.is_empty();
+    let waiting = std::time::Instant::now();
+    let counted = count_turn_later(env, &event, &commit, watermarks, &record);
+    store.commit_turn(commit, durable).await?;
+    if durable {
         env.metrics.flush_waited("conversation", waiting.elapsed());
     }
-    count_turn(env, &event, &commit, watermarks, &record);
-    Ok((record, commit.outbox))
+    counted();
+    Ok((record, outbox))
 }
 
-fn count_turn(
-    env: &ConversationEnv,
+/// The metrics of a turn, decided before the commit takes it and recorded after it landed.
+fn count_turn_later<'a>(
+    env: &'a ConversationEnv,
     event: &InboundEvent,
     commit: &TurnCommit,
     (delivered, read): (i64, i64),
     record: &ConversationRecord,
-) {
+) -> impl FnOnce() + 'a {
     let failed = commit
         .new_entries
         .iter()
         .any(|(_, e)| e.direction == Direction::In && e.status == Status::Failed);
-    env.metrics
-        .event(event.kind_name(), if failed { "failed" } else { "handled" });
-    if record.delivered_watermark > delivered {
-        env.metrics.watermark_moved("delivery");
-    }
-    if record.read_watermark > read {
-        env.metrics.watermark_moved("read");
+    let kind = event.kind_name();
+    let delivery_moved = record.delivered_watermark > delivered;
+    let read_moved = record.read_watermark > read;
+    move || {
+        env.metrics
+            .event(kind, if failed { "failed" } else { "handled" });
+        if delivery_moved {
+            env.metrics.watermark_moved("delivery");
+        }
+        if read_moved {
+            env.metrics.watermark_moved("read");
+        }
     }
 }
 

@@ -48,23 +48,27 @@ impl TimerWheel {
         if self.busy {
             return;
         }
-        let fired = match self.store.fire_due_timers(now_ms()) {
-            Ok(fired) if fired.is_empty() => return,
-            Ok(fired) => fired,
+        let now = now_ms();
+        match self.store.has_due_timers(now) {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(error) => {
-                log::error!("cannot fire due timers: {error}");
+                log::error!("cannot read the timer index: {error}");
                 return;
             }
-        };
+        }
         self.busy = true;
-        let flushed = self.store.flush();
-        ctx.spawn(flushed.into_actor(self).map(move |result, act, _| {
+        let fired = self.store.fire_due_timers(now);
+        ctx.spawn(fired.into_actor(self).map(move |fired, act, _| {
             act.busy = false;
-            if let Err(error) = result {
-                // The journal items are in sled; the next start replays them.
-                log::error!("flushing fired timers failed: {error}");
-                return;
-            }
+            let fired = match fired {
+                Ok(fired) => fired,
+                Err(error) => {
+                    // Nothing was moved, or it is in the journal and replayed at start.
+                    log::error!("cannot fire due timers: {error}");
+                    return;
+                }
+            };
             let events: Vec<(u64, InboundEvent)> = fired
                 .into_iter()
                 .map(|(seq, record)| {

@@ -230,9 +230,8 @@ impl OutboundSender {
                         record.attempts
                     );
                     self.metrics.reply("retried", None);
-                    if let Err(error) = self.store.record_attempts(seq, record) {
-                        log::error!("{key}: cannot record attempts of reply {seq}: {error}");
-                    }
+                    // Queued at once; losing it only means more attempts after a crash.
+                    drop(self.store.record_attempts(seq, record));
                     ctx.run_later(delay, move |act, ctx| act.send_next(key, ctx));
                     return;
                 }
@@ -246,24 +245,21 @@ impl OutboundSender {
                 SendOutcome::Failed(Failure::reason(format!("{why}: {reason}")))
             }
         };
-        if let Err(error) = self.store.complete_send(seq, record, &outcome) {
-            // The item stays in the outbox and is retried after a restart.
-            log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
-        }
+        // The next reply of this conversation waits until this outcome is on disk, so a
+        // crash can repeat at most the one send per conversation that was in flight.
+        // (The flush is shared with every other writer of the same commit cycle.)
+        let recorded = self.store.complete_send(seq, record, outcome);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.pop_front();
         }
         self.known.remove(&seq);
         self.load.replies_out(1);
-        // The next reply of this conversation waits until this outcome is on disk, so a
-        // crash can repeat at most the one send per conversation that was in flight.
-        // (The flush is shared with every other writer waiting at the same moment.)
-        let durable = self.store.flush();
         let waiting = Instant::now();
-        ctx.spawn(durable.into_actor(self).map(move |flushed, act, ctx| {
+        ctx.spawn(recorded.into_actor(self).map(move |recorded, act, ctx| {
             act.metrics.flush_waited("sender", waiting.elapsed());
-            if let Err(error) = flushed {
-                log::error!("{key}: flushing a send outcome failed: {error}");
+            if let Err(error) = recorded {
+                // The item stays in the outbox and is sent again after a restart.
+                log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
             }
             act.send_next(key, ctx);
         }));

@@ -6,19 +6,19 @@
 //! see `flusher`) before they tell anyone outside the process that something happened.
 //! The store holds no business rules beyond "status only moves forward".
 
-pub mod flusher;
+pub mod committer;
 pub mod keys;
 pub mod records;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use thiserror::Error;
 
-use flusher::{FlushStats, Flusher};
+use committer::{CommitStats, Committer, Overlay};
 pub use records::{
     ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, Outgoing,
     SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
@@ -41,14 +41,9 @@ pub enum StoreError {
     Flush(String),
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(error: TransactionError<StoreError>) -> Self {
-        match error {
-            TransactionError::Abort(inner) => inner,
-            TransactionError::Storage(inner) => StoreError::Sled(inner),
-        }
+impl From<String> for StoreError {
+    fn from(message: String) -> Self {
+        StoreError::Flush(message)
     }
 }
 
@@ -63,10 +58,6 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
     })
-}
-
-fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
-    ConflictableTransactionError::Abort(error)
 }
 
 /// A change to an existing transcript entry, applied against its current stored value.
@@ -114,7 +105,7 @@ impl StoreRelease {
     }
 }
 
-/// Cheap to clone; every clone shares one database and one flusher.
+/// Cheap to clone; every clone shares one database and one committer.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -124,7 +115,7 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     // Declared last so it drops last: its drop joins the thread after a final flush.
-    flusher: Flusher,
+    committer: Committer,
 }
 
 impl Store {
@@ -139,21 +130,37 @@ impl Store {
             .open()
             .map_err(|source| classify_open_error(shown, source))?;
         let tree = db.open_tree("colloquy")?;
-        let flusher = Flusher::start(db.clone()).map_err(|e| StoreError::Flush(e.to_string()))?;
+        // sled's log; fdatasync'ed after each durable cycle (see `committer`).
+        let log_file = std::fs::File::open(path.join("db")).ok();
+        let committer = Committer::start(db.clone(), tree.clone(), log_file)
+            .map_err(|e| StoreError::Flush(e.to_string()))?;
         Ok(Store {
-            inner: Arc::new(Inner { db, tree, flusher }),
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                committer,
+            }),
         })
     }
 
-    /// Waits until every write made before this call is on disk (shared with other waiters).
-    pub fn flush(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let flush = self.inner.flusher.flush();
-        async move { flush.await.map_err(StoreError::Flush) }
+    /// Queues a write operation; resolves once applied (and on disk when `durable`).
+    fn submit<T: Send + 'static>(
+        &self,
+        durable: bool,
+        write: impl FnOnce(&mut Overlay<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'static {
+        self.inner.committer.submit(durable, write)
+    }
+
+    /// Waits until every write submitted before this call is on disk (shared with other
+    /// waiters: one flush per commit cycle).
+    pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        self.submit(true, |_| Ok(()))
     }
 
     /// Asks for a flush without waiting for it.
     pub fn flush_soon(&self) {
-        self.inner.flusher.request();
+        drop(self.flush());
     }
 
     /// A way to learn when the last handle is gone.
@@ -161,8 +168,8 @@ impl Store {
         StoreRelease(Arc::downgrade(&self.inner))
     }
 
-    pub fn flush_stats(&self) -> &FlushStats {
-        self.inner.flusher.stats()
+    pub fn commit_stats(&self) -> &CommitStats {
+        self.inner.committer.stats()
     }
 
     /// A unique, increasing id that survives restarts (journal and outbox sequence numbers).
@@ -172,18 +179,27 @@ impl Store {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Appends acknowledged events to the journal; returns their sequence numbers in order.
-    /// Not durable until `flush()` resolves.
-    pub fn append_journal(&self, records: &[JournalRecord]) -> Result<Vec<u64>, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut seqs = Vec::with_capacity(records.len());
-        for record in records {
-            let seq = self.next_id()?;
-            batch.insert(keys::journal(seq), encode(record));
-            seqs.push(seq);
-        }
-        self.inner.tree.apply_batch(batch)?;
-        Ok(seqs)
+    /// Appends acknowledged events to the journal and makes them durable; resolves to
+    /// their sequence numbers in order.
+    pub fn append_journal(
+        &self,
+        records: &[JournalRecord],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + 'static {
+        let prepared: Result<Vec<(u64, Vec<u8>)>, StoreError> = records
+            .iter()
+            .map(|record| Ok((self.next_id()?, encode(record))))
+            .collect();
+        let submitted = prepared.map(|items| {
+            self.submit(true, move |overlay| {
+                let mut seqs = Vec::with_capacity(items.len());
+                for (seq, bytes) in items {
+                    overlay.insert(keys::journal(seq), bytes);
+                    seqs.push(seq);
+                }
+                Ok(seqs)
+            })
+        });
+        async move { submitted?.await }
     }
 
     pub fn journal_contains(&self, seq: u64) -> Result<bool, StoreError> {
@@ -255,49 +271,71 @@ impl Store {
         self.get(&keys::sent(page_id, message_id))
     }
 
-    /// Applies one conversation turn atomically. Not durable until `flush()` resolves.
-    pub fn commit_turn(&self, commit: &TurnCommit) -> Result<(), StoreError> {
-        self.inner
-            .tree
-            .transaction(|tx| apply_turn(tx, commit))
-            .map_err(StoreError::from)
+    /// Applies one conversation turn atomically; resolves once applied, and once on disk
+    /// when `durable`.
+    pub fn commit_turn(
+        &self,
+        commit: TurnCommit,
+        durable: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        let writes = turn_writes(&commit);
+        let changes = entry_change_keys(&commit);
+        self.submit(durable, move |overlay| {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => overlay.insert(key, value),
+                    None => overlay.remove(key),
+                }
+            }
+            for (key, change) in changes {
+                apply_entry_change(overlay, &key, &change)?;
+            }
+            Ok(())
+        })
     }
 
     // ---- timers --------------------------------------------------------------------
 
-    /// Moves every timer due by `now` from the timer index into the journal, atomically,
-    /// as `colloquy_timer` events. Returns the journal items; durable after `flush()`.
-    pub fn fire_due_timers(&self, now: i64) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
-        let due: Vec<(sled::IVec, TimerRecord)> = self
+    /// Whether any timer is due by `now` (a cheap read, so idle ticks cost no commit).
+    pub fn has_due_timers(&self, now: i64) -> Result<bool, StoreError> {
+        let first = self
             .inner
             .tree
             .range(vec![keys::TIMER]..keys::timers_due_by(now))
-            .map(|item| {
-                let (key, value) = item?;
-                let record: TimerRecord = decode(&key, &value)?;
-                Ok((key, record))
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let mut fired = Vec::with_capacity(due.len());
-        let mut batch = sled::Batch::default();
-        for (key, timer) in due {
-            let seq = self.next_id()?;
-            let record = JournalRecord {
-                page_id: timer.page_id.clone(),
-                standby: false,
-                event: serde_json::json!({
-                    "sender": {"id": timer.psid},
-                    "recipient": {"id": timer.page_id},
-                    "timestamp": timer.due,
-                    "colloquy_timer": {"name": timer.name, "due": timer.due, "payload": timer.payload},
-                }),
-            };
-            batch.remove(key);
-            batch.insert(keys::journal(seq), encode(&record));
-            fired.push((seq, record));
-        }
-        self.inner.tree.apply_batch(batch)?;
-        Ok(fired)
+            .next();
+        Ok(first.transpose()?.is_some())
+    }
+
+    /// Moves every timer due by `now` from the timer index into the journal, atomically
+    /// and durably, as `colloquy_timer` events. Resolves to the new journal items.
+    pub fn fire_due_timers(
+        &self,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<(u64, JournalRecord)>, StoreError>> + 'static {
+        let db = self.inner.db.clone();
+        self.submit(true, move |overlay| {
+            let due: Vec<(sled::IVec, TimerRecord)> = overlay
+                .tree()
+                .range(vec![keys::TIMER]..keys::timers_due_by(now))
+                .map(|item| {
+                    let (key, value) = item?;
+                    Ok((key.clone(), decode(&key, &value)?))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            let mut fired = Vec::with_capacity(due.len());
+            for (key, timer) in due {
+                // A timer cancelled earlier in this cycle is gone from the overlay.
+                if !overlay.contains(&key)? {
+                    continue;
+                }
+                let seq = db.generate_id()?;
+                let record = fired_timer_event(timer);
+                overlay.remove(key.to_vec());
+                overlay.insert(keys::journal(seq), encode(&record));
+                fired.push((seq, record));
+            }
+            Ok(fired)
+        })
     }
 
     // ---- outbox --------------------------------------------------------------------
@@ -308,59 +346,62 @@ impl Store {
     }
 
     /// Remembers how many attempts a reply has had, so a restart does not reset its budget.
-    pub fn record_attempts(&self, seq: u64, record: &OutboxRecord) -> Result<(), StoreError> {
+    /// Queued at once; the future need not be awaited.
+    pub fn record_attempts(
+        &self,
+        seq: u64,
+        record: &OutboxRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let key = keys::outbox(seq);
-        // Only rewrite an item still pending: a completed one must not come back.
-        self.inner
-            .tree
-            .transaction(|tx| {
-                if tx.get(&key)?.is_some() {
-                    tx.insert(key.as_slice(), encode(record))?;
-                }
-                Ok(())
-            })
-            .map_err(StoreError::from)
+        let bytes = encode(record);
+        self.submit(false, move |overlay| {
+            // Only rewrite an item still pending: a completed one must not come back.
+            if overlay.contains(&key)? {
+                overlay.insert(key, bytes);
+            }
+            Ok(())
+        })
     }
 
-    /// Records how a reply ended and removes it from the outbox, atomically.
+    /// Records how a reply ended and removes it from the outbox, atomically and durably.
     pub fn complete_send(
         &self,
         seq: u64,
         record: &OutboxRecord,
-        outcome: &SendOutcome,
-    ) -> Result<(), StoreError> {
+        outcome: SendOutcome,
+    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
-        self.inner
-            .tree
-            .transaction(|tx| {
-                tx.remove(keys::outbox(seq))?;
-                let Some(bytes) = tx.get(&entry_key)? else {
-                    return Ok(());
-                };
-                let mut entry: TranscriptEntry = decode(&entry_key, &bytes).map_err(abort)?;
-                match outcome {
-                    SendOutcome::Sent { message_id, at } => {
-                        entry.advance(Status::Sent);
-                        entry.sent_at.get_or_insert(*at);
-                        if let Some(id) = message_id {
-                            entry.mid.get_or_insert_with(|| id.clone());
-                            let sent = SentRef {
-                                psid: record.psid.clone(),
-                                entry: record.entry,
-                            };
-                            tx.insert(keys::sent(&record.page_id, id), encode(&sent))?;
-                        }
-                    }
-                    SendOutcome::Failed(failure) => {
-                        if entry.advance(Status::Failed) {
-                            entry.error = Some(failure.clone());
-                        }
+        let (page_id, sent) = (
+            record.page_id.clone(),
+            SentRef {
+                psid: record.psid.clone(),
+                entry: record.entry,
+            },
+        );
+        self.submit(true, move |overlay| {
+            overlay.remove(keys::outbox(seq));
+            let Some(bytes) = overlay.get(&entry_key)? else {
+                return Ok(());
+            };
+            let mut entry: TranscriptEntry = decode(&entry_key, &bytes)?;
+            match outcome {
+                SendOutcome::Sent { message_id, at } => {
+                    entry.advance(Status::Sent);
+                    entry.sent_at.get_or_insert(at);
+                    if let Some(id) = message_id {
+                        overlay.insert(keys::sent(&page_id, &id), encode(&sent));
+                        entry.mid.get_or_insert(id);
                     }
                 }
-                tx.insert(entry_key.as_slice(), encode(&entry))?;
-                Ok(())
-            })
-            .map_err(StoreError::from)
+                SendOutcome::Failed(failure) => {
+                    if entry.advance(Status::Failed) {
+                        entry.error = Some(failure);
+                    }
+                }
+            }
+            overlay.insert(entry_key, encode(&entry));
+            Ok(())
+        })
     }
 
     // ---- helpers -------------------------------------------------------------------
@@ -398,45 +439,66 @@ fn classify_open_error(path: String, source: sled::Error) -> StoreError {
     }
 }
 
-fn apply_turn(tx: &TransactionalTree, commit: &TurnCommit) -> TxResult<()> {
+/// The plain writes of a turn, encoded outside the committer thread.
+fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut writes = Vec::new();
     if let Some(seq) = commit.journal_seq {
-        tx.remove(keys::journal(seq))?;
+        writes.push((keys::journal(seq), None));
     }
     if let Some((page_id, event_id)) = &commit.handled {
-        tx.insert(keys::handled(page_id, event_id), &[] as &[u8])?;
+        writes.push((keys::handled(page_id, event_id), Some(Vec::new())));
     }
     let Some(conversation) = &commit.conversation else {
-        return Ok(());
+        return writes;
     };
     let (page, psid) = (&conversation.page_id, &conversation.psid);
-    tx.insert(keys::conversation(page, psid), encode(conversation))?;
+    writes.push((keys::conversation(page, psid), Some(encode(conversation))));
     for (seq, entry) in &commit.new_entries {
-        tx.insert(keys::transcript_entry(page, psid, *seq), encode(entry))?;
-    }
-    for (seq, change) in &commit.entry_changes {
-        apply_entry_change(tx, &keys::transcript_entry(page, psid, *seq), change)?;
+        writes.push((
+            keys::transcript_entry(page, psid, *seq),
+            Some(encode(entry)),
+        ));
     }
     for (seq, record) in &commit.outbox {
-        tx.insert(keys::outbox(*seq), encode(record))?;
+        writes.push((keys::outbox(*seq), Some(encode(record))));
     }
     for (message_id, sent) in &commit.sent_index {
-        tx.insert(keys::sent(page, message_id), encode(sent))?;
+        writes.push((keys::sent(page, message_id), Some(encode(sent))));
     }
     for timer in &commit.timers_cleared {
-        tx.remove(keys::timer(timer.due, page, psid, &timer.name))?;
+        writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
     }
     for timer in &commit.timers_set {
         let key = keys::timer(timer.due, &timer.page_id, &timer.psid, &timer.name);
-        tx.insert(key, encode(timer))?;
+        writes.push((key, Some(encode(timer))));
     }
-    Ok(())
+    writes
 }
 
-fn apply_entry_change(tx: &TransactionalTree, key: &[u8], change: &EntryChange) -> TxResult<()> {
-    let Some(bytes) = tx.get(key)? else {
+fn entry_change_keys(commit: &TurnCommit) -> Vec<(Vec<u8>, EntryChange)> {
+    let Some(conversation) = &commit.conversation else {
+        return Vec::new();
+    };
+    commit
+        .entry_changes
+        .iter()
+        .map(|(seq, change)| {
+            let key = keys::transcript_entry(&conversation.page_id, &conversation.psid, *seq);
+            (key, change.clone())
+        })
+        .collect()
+}
+
+/// Applies a change to an entry against its current value (read inside the committer).
+fn apply_entry_change(
+    overlay: &mut Overlay<'_>,
+    key: &[u8],
+    change: &EntryChange,
+) -> Result<(), StoreError> {
+    let Some(bytes) = overlay.get(key)? else {
         return Ok(());
     };
-    let mut entry: TranscriptEntry = decode(key, &bytes).map_err(abort)?;
+    let mut entry: TranscriptEntry = decode(key, &bytes)?;
     match change {
         EntryChange::Advance(status) => {
             entry.advance(*status);
@@ -448,8 +510,22 @@ fn apply_entry_change(tx: &TransactionalTree, key: &[u8], change: &EntryChange) 
             entry.advance(Status::Sent);
         }
     }
-    tx.insert(key, encode(&entry))?;
+    overlay.insert(key.to_vec(), encode(&entry));
     Ok(())
+}
+
+/// The journal item of a fired timer: a `colloquy_timer` event from the user.
+fn fired_timer_event(timer: TimerRecord) -> JournalRecord {
+    JournalRecord {
+        page_id: timer.page_id.clone(),
+        standby: false,
+        event: serde_json::json!({
+            "sender": {"id": timer.psid},
+            "recipient": {"id": timer.page_id},
+            "timestamp": timer.due,
+            "colloquy_timer": {"name": timer.name, "due": timer.due, "payload": timer.payload},
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +533,22 @@ mod tests {
     use super::*;
     use crate::messenger::outbound::{MessagingType, OutMessage, Recipient, SendRequest};
     use serde_json::json;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// Lets a test chain `.into_blocking()` onto a store call.
+    trait Blocking: Future + Sized {
+        fn into_blocking(self) -> Self::Output {
+            block_on(self)
+        }
+    }
+
+    impl<F: Future> Blocking for F {}
 
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -510,14 +602,18 @@ mod tests {
         record.state = json!({"step": 1});
         let outbox_seq = store.next_id().unwrap();
         store
-            .commit_turn(&TurnCommit {
-                journal_seq: Some(journal_seq),
-                handled: Some(("page".into(), "m.1".into())),
-                conversation: Some(record),
-                new_entries: vec![(entry, out_entry())],
-                outbox: vec![(outbox_seq, outbox_record(entry))],
-                ..TurnCommit::default()
-            })
+            .commit_turn(
+                TurnCommit {
+                    journal_seq: Some(journal_seq),
+                    handled: Some(("page".into(), "m.1".into())),
+                    conversation: Some(record),
+                    new_entries: vec![(entry, out_entry())],
+                    outbox: vec![(outbox_seq, outbox_record(entry))],
+                    ..TurnCommit::default()
+                },
+                true,
+            )
+            .into_blocking()
             .unwrap();
         outbox_seq
     }
@@ -528,7 +624,7 @@ mod tests {
             standby: false,
             event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
         };
-        store.append_journal(&[record]).unwrap()[0]
+        block_on(store.append_journal(&[record])).unwrap()[0]
     }
 
     #[test]
@@ -564,7 +660,7 @@ mod tests {
             message_id: Some("m_sent".into()),
             at: 99,
         };
-        store.complete_send(outbox_seq, &record, &outcome).unwrap();
+        block_on(store.complete_send(outbox_seq, &record, outcome)).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
         assert_eq!(entry.status, Status::Sent);
@@ -586,18 +682,22 @@ mod tests {
         let mut record = store.conversation(&key()).unwrap().unwrap();
         record.read_watermark = 50;
         store
-            .commit_turn(&TurnCommit {
-                conversation: Some(record),
-                entry_changes: vec![(0, EntryChange::Advance(Status::Read))],
-                ..TurnCommit::default()
-            })
+            .commit_turn(
+                TurnCommit {
+                    conversation: Some(record),
+                    entry_changes: vec![(0, EntryChange::Advance(Status::Read))],
+                    ..TurnCommit::default()
+                },
+                true,
+            )
+            .into_blocking()
             .unwrap();
         let (_, outbox) = store.pending_outbox().unwrap().remove(0);
         let sent = SendOutcome::Sent {
             message_id: Some("m".into()),
             at: 1,
         };
-        store.complete_send(outbox_seq, &outbox, &sent).unwrap();
+        block_on(store.complete_send(outbox_seq, &outbox, sent)).unwrap();
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
         assert_eq!(entry.status, Status::Read);
     }
@@ -613,7 +713,8 @@ mod tests {
             message: "unavailable".into(),
         };
         store
-            .complete_send(outbox_seq, &record, &SendOutcome::Failed(failure.clone()))
+            .complete_send(outbox_seq, &record, SendOutcome::Failed(failure.clone()))
+            .into_blocking()
             .unwrap();
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
         assert_eq!(entry.status, Status::Failed);
@@ -626,14 +727,14 @@ mod tests {
         let outbox_seq = commit_reply(&store, journal_one(&store));
         let (_, mut record) = store.pending_outbox().unwrap().remove(0);
         record.attempts = 2;
-        store.record_attempts(outbox_seq, &record).unwrap();
+        block_on(store.record_attempts(outbox_seq, &record)).unwrap();
         assert_eq!(store.pending_outbox().unwrap()[0].1.attempts, 2);
         let sent = SendOutcome::Sent {
             message_id: None,
             at: 1,
         };
-        store.complete_send(outbox_seq, &record, &sent).unwrap();
-        store.record_attempts(outbox_seq, &record).unwrap();
+        block_on(store.complete_send(outbox_seq, &record, sent)).unwrap();
+        block_on(store.record_attempts(outbox_seq, &record)).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
     }
 

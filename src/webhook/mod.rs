@@ -244,11 +244,11 @@ async fn journal_durably(
             event: event.raw.clone(),
         })
         .collect();
+    let waiting = std::time::Instant::now();
     let seqs = store
         .append_journal(&records)
+        .await
         .inspect_err(log_store_error)?;
-    let waiting = std::time::Instant::now();
-    store.flush().await.inspect_err(log_store_error)?;
     state.metrics.flush_waited("webhook", waiting.elapsed());
     Ok(seqs.into_iter().zip(events).collect())
 }

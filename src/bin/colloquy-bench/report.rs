@@ -93,6 +93,11 @@ impl Report {
         self.missing == 0 && self.duplicates == 0 && self.unexpected == 0
     }
 
+    /// Correct, and something was measured at all: what the exit status reports.
+    pub fn ok(&self) -> bool {
+        self.correct() && self.events > 0
+    }
+
     pub fn to_json(&self) -> Value {
         let server = self.server.as_ref().map(|s| {
             let threads: serde_json::Map<String, Value> = s
@@ -122,7 +127,7 @@ impl Report {
                       "fail": self.graph_fail, "fail_kind": self.graph_fail_kind},
             "server": server,
             "bench_cpu_cores": self.bench_cpu_cores.map(round3),
-            "ok": self.correct(),
+            "ok": self.ok(),
         })
     }
 
@@ -207,15 +212,12 @@ impl Report {
         if let Some(cores) = self.bench_cpu_cores {
             let _ = writeln!(out, "  bench      {cores:.2} cores");
         }
-        let _ = writeln!(
-            out,
-            "  verdict    {}",
-            if self.correct() {
-                "every reply correct"
-            } else {
-                "REPLIES WRONG"
-            }
-        );
+        let verdict = match (self.correct(), self.events) {
+            (false, _) => "REPLIES WRONG",
+            (true, 0) => "NOTHING ACKNOWLEDGED",
+            (true, _) => "every reply correct",
+        };
+        let _ = writeln!(out, "  verdict    {verdict}");
         out
     }
 }
@@ -242,8 +244,11 @@ mod tests {
 
     #[test]
     fn a_run_with_a_missing_reply_is_not_correct() {
-        let mut report = Report::default();
-        assert!(report.correct());
+        let mut report = Report {
+            events: 1,
+            ..Report::default()
+        };
+        assert!(report.ok());
         report.missing = 1;
         assert!(!report.correct());
         assert_eq!(report.to_json()["ok"], json!(false));

@@ -1,0 +1,342 @@
+//! Group commit: one thread applies every write to the tree and makes it durable.
+//!
+//! sled 0.34 seals its I/O buffer on every `apply_batch` and `transaction`, so each one
+//! costs a log write and a `sync_file_range`; at one batch per event the disk's sync rate
+//! caps throughput (see docs/performance.md). Instead, writers submit *operations*. This
+//! thread takes every operation queued so far, runs them one after another against an
+//! overlay (each sees the writes of those before it; a failing one is dropped whole),
+//! applies the result as ONE atomic batch, flushes once (and `fdatasync`s the log, so a
+//! durable write survives power loss, not only a crash) if any operation asked for
+//! durability, then answers them all. Each operation stays atomic: its writes are part of
+//! one all-or-nothing batch. Readers read the tree directly and see an operation's writes
+//! once it has been answered. This module knows nothing of colloquy's records.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// Why a cycle failed: sled's or the file system's error text.
+pub type CycleResult = Result<(), String>;
+
+/// What one operation reports back once its cycle is applied (and flushed).
+type Completion = Box<dyn FnOnce(CycleResult) + Send>;
+
+/// Runs an operation's writes into the overlay; says whether it succeeded (an operation
+/// that failed is dropped whole) and how to report back.
+type Work = Box<dyn FnOnce(&mut Overlay<'_>) -> (bool, Completion) + Send>;
+
+struct Operation {
+    work: Work,
+    durable: bool,
+}
+
+/// Most operations one cycle takes, so one cycle's batch and latency stay bounded.
+const MAX_OPERATIONS_PER_CYCLE: usize = 4096;
+
+/// Reads that see the writes made earlier in this cycle; writes that stay staged until
+/// the operation succeeds.
+pub struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    cycle: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Overlay<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        if let Some(value) = self.staged.get(key).or_else(|| self.cycle.get(key)) {
+            return Ok(value.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool, sled::Error> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.staged.insert(key.into(), Some(value.into()));
+    }
+
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.staged.insert(key.into(), None);
+    }
+
+    /// The tree itself, for range scans (they do not see this cycle's writes).
+    pub fn tree(&self) -> &sled::Tree {
+        self.tree
+    }
+}
+
+/// Counters for observability and benchmarks.
+#[derive(Default, Debug)]
+pub struct CommitStats {
+    pub cycles: AtomicU64,
+    pub operations: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_micros: AtomicU64,
+}
+
+/// Handle to the committer thread; dropping it stops the thread after a last flush.
+pub struct Committer {
+    queue: Option<mpsc::Sender<Operation>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    /// Starts the thread. `log_file` is fsynced after each flush (sled's own flush only
+    /// issues `sync_file_range`, which neither writes metadata nor flushes the device cache).
+    pub fn start(
+        db: sled::Db,
+        tree: sled::Tree,
+        log_file: Option<File>,
+    ) -> std::io::Result<Committer> {
+        let (queue, inbox) = mpsc::channel::<Operation>();
+        let stats = Arc::new(CommitStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("colloquy-commit".into())
+            .spawn(move || run(&db, &tree, log_file.as_ref(), &inbox, &thread_stats))?;
+        Ok(Committer {
+            queue: Some(queue),
+            thread: Some(thread),
+            stats,
+        })
+    }
+
+    /// Queues an operation at once (not when the future is first polled) and resolves
+    /// when its cycle is applied, and flushed to disk when `durable`.
+    pub fn submit<T, E>(
+        &self,
+        durable: bool,
+        write: impl FnOnce(&mut Overlay<'_>) -> Result<T, E> + Send + 'static,
+    ) -> impl Future<Output = Result<T, E>> + 'static
+    where
+        T: Send + 'static,
+        E: From<String> + Send + 'static,
+    {
+        let (answer, receive) = oneshot::channel::<Result<T, E>>();
+        let work: Work = Box::new(move |overlay| match write(overlay) {
+            Ok(value) => {
+                let completion: Completion = Box::new(move |cycle| {
+                    let _ = answer.send(cycle.map(|()| value).map_err(E::from));
+                });
+                (true, completion)
+            }
+            Err(error) => {
+                let completion: Completion = Box::new(move |_| {
+                    let _ = answer.send(Err(error));
+                });
+                (false, completion)
+            }
+        });
+        let queued = self
+            .queue
+            .as_ref()
+            .map(|q| q.send(Operation { work, durable }));
+        async move {
+            match queued {
+                Some(Ok(())) => receive
+                    .await
+                    .unwrap_or_else(|_| Err(E::from("the committer stopped".to_string()))),
+                _ => Err(E::from("the store is closing".to_string())),
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop; joining it makes sure the last cycle
+        // was flushed and sled's files are released before anyone reopens them.
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    log_file: Option<&File>,
+    inbox: &mpsc::Receiver<Operation>,
+    stats: &CommitStats,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut operations = vec![first];
+        operations.extend(inbox.try_iter().take(MAX_OPERATIONS_PER_CYCLE - 1));
+        run_cycle(db, tree, log_file, operations, stats);
+    }
+    if let Err(error) = db.flush() {
+        log::error!("final sled flush failed: {error}");
+    }
+}
+
+fn run_cycle(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    log_file: Option<&File>,
+    operations: Vec<Operation>,
+    stats: &CommitStats,
+) {
+    let durable = operations.iter().any(|op| op.durable);
+    stats.cycles.fetch_add(1, Relaxed);
+    stats.operations.fetch_add(operations.len() as u64, Relaxed);
+    let mut cycle: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut completions = Vec::with_capacity(operations.len());
+    for operation in operations {
+        let mut overlay = Overlay {
+            tree,
+            cycle: &cycle,
+            staged: BTreeMap::new(),
+        };
+        let (succeeded, completion) = (operation.work)(&mut overlay);
+        if succeeded {
+            let staged = overlay.staged;
+            cycle.extend(staged);
+        }
+        completions.push(completion);
+    }
+    let mut outcome = apply(tree, cycle);
+    if outcome.is_ok() && durable {
+        let started = Instant::now();
+        outcome = make_durable(db, log_file);
+        stats.flushes.fetch_add(1, Relaxed);
+        stats
+            .flush_micros
+            .fetch_add(micros(started.elapsed()), Relaxed);
+    }
+    if let Err(error) = &outcome {
+        log::error!("store commit failed: {error}");
+    }
+    for completion in completions {
+        completion(outcome.clone());
+    }
+}
+
+fn apply(tree: &sled::Tree, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> CycleResult {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+    }
+    tree.apply_batch(batch).map_err(|e| e.to_string())
+}
+
+fn make_durable(db: &sled::Db, log_file: Option<&File>) -> CycleResult {
+    db.flush().map_err(|e| e.to_string())?;
+    if let Some(file) = log_file {
+        file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
+    }
+    Ok(())
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, sled::Db, Committer) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let committer = Committer::start(db.clone(), tree, None).unwrap();
+        (dir, db, committer)
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn concurrent_operations_share_cycles_and_all_get_their_answer() {
+        let (_dir, db, committer) = open();
+        let waits: Vec<_> = (0..64u32)
+            .map(|i| {
+                committer.submit(true, move |o| {
+                    o.insert(i.to_be_bytes().to_vec(), b"v".to_vec());
+                    Ok::<u32, String>(i)
+                })
+            })
+            .collect();
+        let answers = block_on(futures_util::future::join_all(waits));
+        assert_eq!(answers, (0..64).map(Ok).collect::<Vec<_>>());
+        assert_eq!(db.open_tree("t").unwrap().len(), 64);
+        // All 64 were queued before the thread could finish its first cycle's flush.
+        assert!(committer.stats().cycles.load(Relaxed) < 64);
+    }
+
+    #[test]
+    fn an_operation_sees_the_writes_of_earlier_ones_in_its_cycle() {
+        let (_dir, _db, committer) = open();
+        let first = committer.submit(false, |o| {
+            o.insert(b"k".to_vec(), b"1".to_vec());
+            Ok::<(), String>(())
+        });
+        let second = committer.submit(true, |o| {
+            let seen = o.get(b"k").map_err(|e| e.to_string())?;
+            Ok::<_, String>(seen)
+        });
+        let (_, seen) = block_on(async { (first.await, second.await) });
+        assert_eq!(seen, Ok(Some(b"1".to_vec())));
+    }
+
+    #[test]
+    fn a_failing_operation_leaves_no_trace_and_others_still_commit() {
+        let (_dir, db, committer) = open();
+        let failing = committer.submit(true, |o| {
+            o.insert(b"half".to_vec(), b"written".to_vec());
+            Err::<(), String>("refused".into())
+        });
+        let fine = committer.submit(true, |o| {
+            o.insert(b"whole".to_vec(), b"written".to_vec());
+            Ok::<(), String>(())
+        });
+        let (failed, ok) = block_on(async { (failing.await, fine.await) });
+        assert_eq!(failed, Err("refused".to_string()));
+        assert_eq!(ok, Ok(()));
+        let tree = db.open_tree("t").unwrap();
+        assert!(tree.get(b"half").unwrap().is_none());
+        assert!(tree.get(b"whole").unwrap().is_some());
+    }
+
+    #[test]
+    fn dropping_the_committer_releases_the_database_for_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("t").unwrap();
+            let committer = Committer::start(db.clone(), tree, None).unwrap();
+            block_on(committer.submit(true, |o| {
+                o.insert(b"k".to_vec(), b"v".to_vec());
+                Ok::<(), String>(())
+            }))
+            .unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+}
