@@ -44,7 +44,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The flow that answers users: a built-in name (thanks, echo).
+    /// The flow that answers users: a built-in name (thanks, echo), or tree:PATH for an
+    /// interview tree in a JSON file (or a directory of them, chosen by m.me `ref`).
     #[arg(long, default_value = "thanks")]
     pub flow: String,
     /// Token Facebook sends in the subscription handshake.
@@ -176,11 +177,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.wait().await.context("server stopped with an error")
 }
 
-/// The flow a `--flow` argument names: a built-in flow by name.
+/// The flow a `--flow` argument names: a built-in flow by name, or `tree:PATH` for the
+/// interview tree in a JSON file (or every `*.json` tree of a directory, named by stem).
+/// A tree with problems is an error listing each of them, so nothing is served.
 pub fn resolve_flow(spec: &str) -> anyhow::Result<crate::FlowHandle> {
+    if let Some(path) = spec.strip_prefix("tree:") {
+        let flow = crate::flow::tree::TreeFlow::load(path)
+            .with_context(|| format!("cannot load the flow `{spec}`"))?;
+        return Ok(flow.into_handle());
+    }
     builtin::by_name(spec).ok_or_else(|| {
         anyhow!(
-            "unknown flow `{spec}`; built-in flows: {}",
+            "unknown flow `{spec}`; built-in flows: {}, or tree:PATH",
             builtin::NAMES.join(", ")
         )
     })

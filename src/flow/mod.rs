@@ -36,6 +36,7 @@ pub mod builtin;
 mod input;
 mod reply;
 mod template;
+pub mod tree;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,8 +59,9 @@ pub trait Flow: Send + Sync + 'static {
     /// event; `Default` is the state of a user never seen before.
     type State: Serialize + DeserializeOwned + Default + 'static;
 
-    /// Handles one event. Only user messages, quick replies and postbacks reach a flow;
-    /// echoes, deliveries and reads are handled by the engine. Returning an error records
+    /// Handles one event. User messages, quick replies, postbacks, referrals and the
+    /// flow's own timers reach a flow (see [`Input`]); echoes, deliveries and reads are
+    /// handled by the engine. Returning an error records
     /// the event as `failed` in the transcript; replies queued before the error are dropped.
     fn handle(
         &self,
