@@ -40,6 +40,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Subscribe the page to this app's webhook fields (or show the subscription).
     Subscribe(SubscribeArgs),
+    /// Talk to a flow in the terminal as a Messenger user would (no Facebook app needed).
+    Chat(crate::console::ChatArgs),
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ pub mod admin;
 mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod conversation;
 pub mod flow;
 pub mod inspect;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cli::serve(*args).await.map(|()| String::new()),
             Command::Inspect(args) => cli::inspect(args).await,
             Command::Subscribe(args) => cli::subscribe(args).await,
+            Command::Chat(args) => colloquy::console::run(args).await.map(|()| String::new()),
         }
     });
     match outcome {
