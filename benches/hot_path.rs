@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 
 use colloquy::messenger::inbound::parse_envelope;
 use colloquy::store::{
-    ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store,
-    TranscriptEntry, TurnCommit,
+    ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store, TranscriptEntry,
+    TurnCommit,
 };
 use colloquy::webhook::signature::{sign_sha256, verify};
 
@@ -104,7 +104,10 @@ fn store_commit(c: &mut Criterion) {
             },
             |n| {
                 runtime.block_on(async {
-                    let seq = store.append_journal(&[record.clone()]).await.expect("append")[0];
+                    let seq = store
+                        .append_journal(std::slice::from_ref(&record))
+                        .await
+                        .expect("append")[0];
                     store.commit_turn(turn(seq, n), true).await.expect("commit");
                 })
             },
