@@ -1,10 +1,12 @@
 //! The only code that touches sled: typed reads and atomic writes of colloquy's records.
 //!
-//! Everything lives in one tree, namespaced by `keys`, so that one turn of a conversation
-//! (journal mark, dedup mark, conversation record, transcript entries, outbox items) is a
-//! single atomic transaction. Durability is explicit: writers call `flush()` (group commit,
-//! see `flusher`) before they tell anyone outside the process that something happened.
-//! The store holds no business rules beyond "status only moves forward".
+//! Everything lives in one tree, namespaced by `keys`. Every write is an operation run by
+//! the `committer` thread, so one turn of a conversation (journal mark, dedup mark,
+//! conversation record, transcript entries, timers, outbox items) is one atomic part of
+//! one sled batch, and many writers share one batch and one sync (group commit).
+//! Durability is explicit: writers await a durable operation before they tell anyone
+//! outside the process that something happened. Reads go straight to the tree. The store
+//! holds no business rules beyond "status only moves forward".
 
 pub mod committer;
 pub mod keys;
