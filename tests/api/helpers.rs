@@ -64,8 +64,13 @@ pub struct Scripted {
     pub body: Value,
 }
 
+/// Status recorded for a request the mock stalled on (its client gave up first).
+pub const STALLED: u16 = 0;
+
 #[derive(Default)]
 struct MockState {
+    /// The next requests hang this long before answering (to make clients time out).
+    stalls: VecDeque<Duration>,
     requests: Vec<Recorded>,
     script: VecDeque<Scripted>,
     next_message: u64,
@@ -103,6 +108,15 @@ impl MockGraph {
             url: format!("http://{addr}/v21.0"),
             state,
         }
+    }
+
+    /// The next `n` requests hang for `stall` before answering 500 (recorded as `STALLED`).
+    pub fn stall(&self, n: usize, stall: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .stalls
+            .extend((0..n).map(|_| stall));
     }
 
     /// The next requests get these answers, in order; after that, the default success.
@@ -155,6 +169,19 @@ async fn answer(
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let stall = state.lock().unwrap().stalls.pop_front();
+    if let Some(stall) = stall {
+        actix_rt::time::sleep(stall).await;
+        state.lock().unwrap().requests.push(Recorded {
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            query,
+            body: json,
+            status: STALLED,
+            at: Instant::now(),
+        });
+        return HttpResponse::InternalServerError().finish();
+    }
     let mut state = state.lock().unwrap();
     let (status, reply) = match state.script.pop_front() {
         Some(scripted) => (scripted.status, scripted.body),
@@ -236,6 +263,8 @@ pub struct Options {
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
+    /// The sender's per-call timeout (the test default is 5 s).
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -249,6 +278,7 @@ impl Default for Options {
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
+            request_timeout: None,
         }
     }
 }
@@ -276,7 +306,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
     config.sender.initial_backoff = Duration::from_millis(20);
     config.sender.max_backoff = Duration::from_millis(200);
     config.sender.max_attempts = 4;
-    config.sender.request_timeout = Duration::from_secs(5);
+    config.sender.request_timeout = options.request_timeout.unwrap_or(Duration::from_secs(5));
     if let Some(timeout) = options.flow_timeout {
         config.flow_timeout = timeout;
     }

@@ -275,3 +275,69 @@ async fn a_callback_is_posted_durably_with_retries_and_recorded() {
         "the page token never goes to a callback"
     );
 }
+
+#[actix_web::test]
+async fn a_send_that_times_out_is_retried_and_delivered_once() {
+    let app = spawn_app_with(Options {
+        request_timeout: Some(std::time::Duration::from_millis(300)),
+        ..Options::default()
+    })
+    .await;
+    app.graph.stall(1, std::time::Duration::from_secs(2));
+    let body = text_message("10501", "m.stall", "hello", 1_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["recipient"]["id"], "10501");
+    let doc = app
+        .wait_for_conversation("10501", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "sent")
+        })
+        .await;
+    assert_eq!(outbound(&doc).len(), 1);
+}
+
+#[actix_web::test]
+async fn an_unreachable_graph_api_is_retried_then_recorded_failed() {
+    // A port nothing listens on: every attempt is a connection error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let graph = MockGraph::start();
+    let mut config = test_config(&graph, &dir.path().join("db"), &Options::default());
+    config.graph_url = format!("http://127.0.0.1:{port}/v21.0");
+    let app = colloquy::start(config, colloquy::flow::builtin::by_name("thanks").unwrap())
+        .await
+        .unwrap();
+    let admin = format!("http://{}", app.admin_addr());
+    let body = text_message("10502", "m.down", "hello", 1_000);
+    let signature =
+        colloquy::webhook::signature::sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
+    let response = awc::Client::new()
+        .post(format!("http://{}/webhook", app.addr()))
+        .insert_header(("X-Hub-Signature-256", signature))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let started = std::time::Instant::now();
+    loop {
+        let mut answer = awc::Client::new()
+            .get(format!("{admin}/admin/conversations/10502"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let doc: serde_json::Value = answer.json().await.unwrap_or_default();
+        if let Some(entry) = outbound(&doc).first().filter(|e| e["status"] == "failed") {
+            let message = entry["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("gave up after 4 attempts: network"),
+                "{message}"
+            );
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 15, "never failed: {doc}");
+        actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
