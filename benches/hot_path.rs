@@ -75,6 +75,7 @@ fn turn(seq: u64, n: u64) -> TurnCommit {
                 echo_timestamp: None,
                 error: None,
                 payload: None,
+                late: false,
             },
         )],
         conversation: Some(record),

@@ -343,6 +343,9 @@ async fn run_flow(
             .map(|t| (t.name.clone(), t.due))
             .collect(),
     };
+    // Facebook does not promise order across requests (a redelivery can come after later
+    // events): such an event is handled on arrival and marked late in the transcript.
+    let late = event.is_user_input() && event.timestamp < record.last_user_message;
     if event.is_user_input() {
         record.last_user_message = record.last_user_message.max(event.timestamp);
     }
@@ -361,13 +364,16 @@ async fn run_flow(
         Ok(output) => output,
         Err(reason) => {
             log::warn!("{}: event {:?} failed: {reason}", record.key(), event.mid());
-            let entry = inbound_entry(event, Status::Failed, Some(Failure::reason(reason)));
+            let mut entry = inbound_entry(event, Status::Failed, Some(Failure::reason(reason)));
+            entry.late = late;
             record_inbound(record, entry, commit);
             return Ok(());
         }
     };
     record.state = output.state;
-    record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
+    let mut entry = inbound_entry(event, Status::Handled, None);
+    entry.late = late;
+    record_inbound(record, entry, commit);
     let now = now_ms();
     apply_timer_ops(record, output.timers, now, commit);
     for reply in output.replies {
@@ -384,6 +390,7 @@ async fn run_flow(
             echo_timestamp: None,
             error: None,
             payload: None,
+            late: false,
         };
         if let Some(refusal) = policy_refusal(record, &reply, now) {
             // Refused here, before the Graph API could refuse it (and count it against us).
@@ -501,6 +508,7 @@ fn inbound_entry(event: &InboundEvent, status: Status, error: Option<Failure>) -
         echo_timestamp: None,
         error,
         payload: inbound_payload(event),
+        late: false,
     }
 }
 
@@ -659,6 +667,7 @@ fn apply_echo(
             echo_timestamp: Some(event.timestamp),
             error: None,
             payload: echo.app_id.as_ref().map(|app| json!({ "app_id": app })),
+            late: false,
         },
     ));
     commit.sent_index.push((

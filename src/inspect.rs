@@ -65,6 +65,9 @@ pub struct TranscriptLine {
     pub error: Option<Failure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// Arrived after a later-stamped user event had been handled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 fn summary(record: ConversationRecord) -> ConversationSummary {
@@ -124,6 +127,7 @@ pub fn document(
             status: e.status,
             error: e.error,
             payload: e.payload,
+            late: e.late,
         })
         .collect();
     Ok(ConversationDocument {
@@ -274,6 +278,7 @@ mod tests {
                 status: Status::Read,
                 error: None,
                 payload: None,
+                late: false,
             }],
         };
         let value = serde_json::to_value(&doc).unwrap();

@@ -237,6 +237,7 @@ mod tests {
             status,
             error: None,
             payload: None,
+            late: false,
         }
     }
 

@@ -574,6 +574,7 @@ mod tests {
             echo_timestamp: None,
             error: None,
             payload: None,
+            late: false,
         }
     }
 

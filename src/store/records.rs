@@ -217,6 +217,10 @@ pub struct TranscriptEntry {
     /// or the raw JSON of an event kind the engine does not know).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
+    /// Inbound: Facebook stamped it before a user event already handled (it arrived out
+    /// of order, e.g. redelivered after a failure); it was handled on arrival all the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 impl TranscriptEntry {
@@ -288,6 +292,7 @@ mod tests {
             echo_timestamp: None,
             error: None,
             payload: None,
+            late: false,
         }
     }
 

@@ -496,3 +496,43 @@ async fn beyond_the_live_actor_bound_the_least_recently_used_retire_and_nothing_
         .await;
     assert_eq!(outbound(&doc).len(), 2);
 }
+
+#[actix_web::test]
+async fn an_event_arriving_after_a_later_stamped_one_is_handled_and_marked_late() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        app.post_signed(&text_message("7301", "m.new", "second", 2_000))
+            .await
+            .status,
+        200
+    );
+    app.graph.wait_for_sends(1).await;
+    // Redelivered late by Facebook, in a later request.
+    assert_eq!(
+        app.post_signed(&text_message("7301", "m.old", "first", 1_000))
+            .await
+            .status,
+        200
+    );
+    app.graph.wait_for_sends(2).await;
+    let doc = app
+        .wait_for_conversation("7301", |d| outbound(d).len() == 2)
+        .await;
+    let inbound: Vec<(&str, bool)> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["direction"] == "in")
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap(),
+                e["late"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(inbound, vec![("second", false), ("first", true)]);
+}

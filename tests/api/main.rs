@@ -9,4 +9,5 @@ mod helpers;
 mod hostile;
 mod observability;
 mod sending;
+mod supervision;
 mod webhook;

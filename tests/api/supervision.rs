@@ -1,0 +1,69 @@
+//! The supervisor under a conversation whose storage fails: the failure stays with that
+//! conversation, its acknowledged events stay in the journal, and once the fault is gone
+//! a restart replays them.
+
+use crate::helpers::*;
+
+/// Writes garbage where a conversation's record lives, as a disk fault would.
+fn corrupt_conversation(data_dir: &std::path::Path, psid: &str) {
+    let db = sled::open(data_dir).unwrap();
+    let tree = db.open_tree("colloquy").unwrap();
+    tree.insert(
+        colloquy::store::keys::conversation(PAGE_ID, psid),
+        &b"\xff not json"[..],
+    )
+    .unwrap();
+    db.flush().unwrap();
+}
+
+fn repair_conversation(data_dir: &std::path::Path, psid: &str) {
+    let db = sled::open(data_dir).unwrap();
+    let tree = db.open_tree("colloquy").unwrap();
+    tree.remove(colloquy::store::keys::conversation(PAGE_ID, psid))
+        .unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn a_failing_conversation_is_isolated_restarted_and_loses_nothing() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    corrupt_conversation(&data_dir, "16001");
+    {
+        let (graph, data_dir) = (graph.clone(), data_dir.clone());
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+            let broken = text_message("16001", "m.broken", "hello?", 1_000);
+            assert_eq!(
+                app.post_signed(&broken).await.status,
+                200,
+                "acked: it is journalled"
+            );
+            let healthy = text_message("16002", "m.healthy", "hi", 1_001);
+            assert_eq!(app.post_signed(&healthy).await.status, 200);
+            let sends = app.graph.wait_for_sends(1).await;
+            assert_eq!(
+                sends[0].body["recipient"]["id"], "16002",
+                "other conversations go on"
+            );
+            // Let the supervisor restart the broken one a few times (50, 100, 200 ms...).
+            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert_eq!(
+                app.graph.sends().len(),
+                1,
+                "the broken conversation never answered"
+            );
+            app.app.stop().await.unwrap();
+        });
+    }
+    // The operator repairs the record; the acknowledged event is still in the journal.
+    repair_conversation(&data_dir, "16001");
+    actix_rt::System::new().block_on(async move {
+        let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+        let sends = app.graph.wait_for_sends(2).await;
+        assert_eq!(sends[1].body["recipient"]["id"], "16001");
+        assert_eq!(sends[1].body["message"]["text"], THANKS);
+        app.app.stop().await.unwrap();
+    });
+}
