@@ -144,7 +144,7 @@ async fn shutdown_signal() {
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
     let config = Arc::new(config);
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_with_cache(&config.data_dir, config.cache_bytes)?;
     let load = Arc::new(Load::new(
         config.max_pending_events,
         config.max_pending_replies,

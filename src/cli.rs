@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Conversation actors kept alive at most; the least recently used beyond it stop.
     #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
     pub max_live_conversations: Option<usize>,
+    /// sled's page cache in MiB (default 32): the main part of the server's memory.
+    #[arg(long, env = "COLLOQUY_CACHE_MB")]
+    pub cache_mb: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +169,7 @@ impl ServeArgs {
             flow_timeout_secs: self.flow_timeout_secs,
             page_send_rate: self.page_send_rate,
             max_live_conversations: self.max_live_conversations,
+            cache_mb: self.cache_mb,
         })
     }
 }

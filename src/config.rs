@@ -75,6 +75,7 @@ pub struct RawConfig {
     pub flow_timeout_secs: Option<u64>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
+    pub cache_mb: Option<u64>,
 }
 
 /// Everything the engine needs to run, validated.
@@ -115,6 +116,8 @@ pub struct Config {
     /// Conversation actors kept alive at most; the least recently used beyond it stop
     /// (their state is in sled), which bounds memory at any number of users.
     pub max_live_conversations: usize,
+    /// sled's page cache, in bytes (`COLLOQUY_CACHE_MB`).
+    pub cache_bytes: u64,
 }
 
 /// How the outbound sender talks to the Graph API.
@@ -247,6 +250,9 @@ impl Config {
                 .unwrap_or(crate::load::DEFAULT_MAX_PENDING_REPLIES)
                 .max(1),
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
+            cache_bytes: raw
+                .cache_mb
+                .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb.max(1) * 1024 * 1024),
             max_live_conversations: raw
                 .max_live_conversations
                 .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)

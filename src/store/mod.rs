@@ -26,8 +26,9 @@ pub use records::{
     SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
 };
 
-/// sled's page cache; the default (1 GiB) would let the cache alone outgrow a small VM.
-const CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
+/// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
+/// outgrow a small VM. `COLLOQUY_CACHE_MB` changes it.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -123,10 +124,15 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the data directory. Fails with `Locked` when another process has it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like `open`, with sled's page cache capped at `cache_bytes`.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
+            .cache_capacity(cache_bytes)
             // Durability comes from explicit group-committed flushes, not a timer.
             .flush_every_ms(None)
             .open()
