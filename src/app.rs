@@ -140,6 +140,23 @@ async fn shutdown_signal() {
     }
 }
 
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use colloquy::config::{Config, RawConfig};
+/// let config = Config::from_raw(RawConfig {
+///     verify_token: Some("verify".into()),
+///     app_secret: Some("app-secret".into()),
+///     access_token: Some("page-token".into()),
+///     ..RawConfig::default()
+/// })?;
+/// let flow = colloquy::flow::builtin::by_name("echo").expect("built in");
+/// let app = colloquy::start(config, flow).await?;
+/// println!("webhook on port {}", app.port());
+/// app.wait().await?; // until SIGTERM or Ctrl-C
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Opens the store, starts the sender and supervisor (which resume unsent replies and
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {

@@ -133,6 +133,15 @@ pub fn quick_reply(
 
 impl Reply {
     /// A text message of 1 to 2000 characters.
+    ///
+    /// ```
+    /// use colloquy::flow::{quick_reply, Reply, ReplyError};
+    /// let ask = Reply::text("Shall we start?")?
+    ///     .with_quick_replies([quick_reply("Yes", "START")?, quick_reply("Later", "LATER")?])?;
+    /// assert_eq!(ask.kind_name(), "quick_replies");
+    /// assert!(Reply::text("x".repeat(2001)).is_err());
+    /// # Ok::<(), ReplyError>(())
+    /// ```
     pub fn text(text: impl Into<String>) -> Result<Reply, ReplyError> {
         let text = text.into();
         let chars = text.chars().count();
@@ -206,6 +215,16 @@ impl Reply {
 
     /// A JSON POST to `url` (not to the user), delivered durably with retries like a
     /// message: 2xx is success, 5xx and network errors are retried, other answers fail it.
+    ///
+    /// ```
+    /// use colloquy::flow::Reply;
+    /// let report = Reply::callback(
+    ///     "https://crm.example.com/hooks/leads",
+    ///     serde_json::json!({"psid": "42", "interested": true}),
+    /// )?;
+    /// assert!(!report.is_message());
+    /// # Ok::<(), colloquy::flow::ReplyError>(())
+    /// ```
     pub fn callback(url: impl Into<String>, payload: Value) -> Result<Reply, ReplyError> {
         let url = url.into();
         if !(url.starts_with("https://") || url.starts_with("http://")) {

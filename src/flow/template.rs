@@ -139,6 +139,16 @@ impl Reply {
     }
 
     /// A carousel of 1 to 10 cards.
+    ///
+    /// ```
+    /// use colloquy::flow::{Button, Element, Reply};
+    /// let card = Element::new("Margherita")?
+    ///     .subtitle("Tomato, mozzarella, basil")?
+    ///     .buttons(vec![Button::postback("Order", "ORDER_MARGHERITA")?])?;
+    /// let menu = Reply::generic(vec![card])?;
+    /// assert_eq!(menu.kind_name(), "template");
+    /// # Ok::<(), colloquy::flow::ReplyError>(())
+    /// ```
     pub fn generic(elements: Vec<Element>) -> Result<Reply, ReplyError> {
         check_count(
             "a generic template's elements",
