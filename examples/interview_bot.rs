@@ -1,0 +1,199 @@
+//! Run with: MESSENGER_VERIFY_TOKEN=... MESSENGER_APP_SECRET=... MESSENGER_ACCESS_TOKEN=... cargo run --example interview_bot
+//!
+//! A recruiting interview written as data, not code: the questions, their quick replies,
+//! how each answer is checked (an amount, a number of years, a city, yes/no...) and where
+//! each answer leads all live in `data/flows/interview.json`. colloquy's `TreeFlow` loads
+//! the file, refuses it with every problem listed if it is broken, and asks the questions
+//! one by one. Edit the JSON to change the interview; this file does not change.
+//!
+//! Settings of its own, both optional:
+//! - `INTERVIEW_TREE`: the tree file (or a directory of trees) to serve; default
+//!   `data/flows/interview.json`, relative to where you run the command (the repository
+//!   root).
+//! - `INTERVIEW_CALLBACK_URL`: an http(s) URL that receives each finished interview's
+//!   answers as a JSON POST, sent durably with retries like any message.
+//!
+//! No Facebook app yet? Take the interview in this terminal instead, through the same
+//! engine and a stand-in for Facebook: `cargo run --example interview_bot -- chat`.
+//!
+//! It also reads `MESSENGER_GRAPH_URL`, `COLLOQUY_BIND`, `COLLOQUY_WEBHOOK_PATH`,
+//! `COLLOQUY_ADMIN_TOKEN` and `COLLOQUY_DATA` (default `data/interview_bot.sled`) as
+//! `colloquy serve` does.
+//!
+//! Test with: cargo test --example interview_bot
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use colloquy::config::{Config, RawConfig};
+use colloquy::console::{stdin_lines, ChatArgs, Terminal, DEFAULT_PSID};
+use colloquy::flow::tree::{TreeError, TreeFlow};
+
+/// The interview this bot serves unless `INTERVIEW_TREE` names another.
+pub const DEFAULT_TREE: &str = "data/flows/interview.json";
+
+/// Where this bot keeps its conversations unless `COLLOQUY_DATA` says otherwise.
+const DEFAULT_DATA_DIR: &str = "data/interview_bot.sled";
+
+/// The interview flow: the tree(s) at `tree`, checked as a whole before anything is
+/// served. With a `callback_url`, every finished interview (completed, or stopped by the
+/// user) is POSTed there, unless its tree names its own `callback_url`.
+pub fn interview_flow(tree: &Path, callback_url: Option<&str>) -> Result<TreeFlow, TreeError> {
+    let flow = TreeFlow::load(tree)?;
+    match callback_url {
+        Some(url) => flow.with_callback_url(url),
+        None => Ok(flow),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("interview_bot: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves the interview to Facebook, or runs it in this terminal with `-- chat`.
+async fn run() -> anyhow::Result<()> {
+    let in_terminal = std::env::args().nth(1).as_deref() == Some("chat");
+    // In the terminal, engine logs would interleave with the chat: only on if asked.
+    if !in_terminal || std::env::var_os("RUST_LOG").is_some() {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    }
+    // Load the tree first: a broken tree stops here, before a port or the data
+    // directory is opened.
+    let tree = PathBuf::from(env("INTERVIEW_TREE").unwrap_or_else(|| DEFAULT_TREE.into()));
+    let callback_url = env("INTERVIEW_CALLBACK_URL");
+    let flow = interview_flow(&tree, callback_url.as_deref())?.into_handle();
+    let data_dir = PathBuf::from(env("COLLOQUY_DATA").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+    if in_terminal {
+        let args = ChatArgs {
+            flow: "interview_bot".into(),
+            data_dir,
+            psid: DEFAULT_PSID.into(),
+        };
+        let colours = std::io::stdout().is_terminal();
+        let terminal = Terminal::new(Box::new(std::io::stdout()), colours);
+        colloquy::console::chat(flow, &args, stdin_lines(), terminal).await?;
+        return Ok(());
+    }
+    let config = Config::from_raw(RawConfig {
+        verify_token: env("MESSENGER_VERIFY_TOKEN"),
+        app_secret: env("MESSENGER_APP_SECRET"),
+        access_token: env("MESSENGER_ACCESS_TOKEN"),
+        graph_url: env("MESSENGER_GRAPH_URL"),
+        bind: env("COLLOQUY_BIND"),
+        data_dir: Some(data_dir),
+        webhook_path: env("COLLOQUY_WEBHOOK_PATH"),
+        admin_token: env("COLLOQUY_ADMIN_TOKEN"),
+        ..RawConfig::default()
+    })?;
+    let app = colloquy::start(config, flow).await?;
+    app.wait().await?;
+    Ok(())
+}
+
+/// A setting from the environment; unset and empty both count as missing.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colloquy::flow::tree::{InterviewState, Stage};
+    use colloquy::flow::{Flow, Turn};
+    use colloquy::messenger::inbound::{parse_envelope, InboundEvent};
+    use futures_util::FutureExt;
+    use serde_json::json;
+
+    /// The shipped tree, wherever the tests run from.
+    fn shipped_tree() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_TREE)
+    }
+
+    /// A text message from user 42 to page 1, parsed as colloquy would.
+    fn text(words: &str) -> InboundEvent {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"1","time":1,"messaging":[{{"sender":{{"id":"42"}},"recipient":{{"id":"1"}},"timestamp":5,"message":{{"mid":"m","text":"{words}"}}}}]}}]}}"#
+        );
+        parse_envelope(body.as_bytes()).unwrap().remove(0)
+    }
+
+    /// Runs the flow once from `state`; returns the turn with the new state and replies.
+    fn run(flow: &TreeFlow, state: InterviewState, words: &str) -> Turn<InterviewState> {
+        let mut turn = Turn::for_test("42", state);
+        flow.handle(&text(words), &mut turn)
+            .now_or_never()
+            .expect("a tree flow never waits")
+            .expect("a tree flow handles every message");
+        turn
+    }
+
+    fn texts(turn: &Turn<InterviewState>) -> Vec<&str> {
+        turn.replies()
+            .iter()
+            .filter_map(|reply| reply.text_content())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_message_gets_the_greeting_and_the_first_question() {
+        let flow = interview_flow(&shipped_tree(), None).unwrap();
+        let turn = run(&flow, InterviewState::default(), "Hi");
+        let texts = texts(&turn);
+        assert!(texts[0].starts_with("Hi! Thank you for your interest"));
+        assert_eq!(
+            texts[1],
+            "What is your current salary (CTC)? For example 12 LPA or 1,20,000."
+        );
+        assert_eq!(
+            turn.state().stage,
+            Stage::Asking {
+                question: "current_salary".into(),
+                tries: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_answer_is_recorded_as_a_number_and_the_next_question_follows() {
+        let flow = interview_flow(&shipped_tree(), None).unwrap();
+        let asked = run(&flow, InterviewState::default(), "Hi");
+        let turn = run(&flow, asked.state().clone(), "12 LPA");
+        assert_eq!(texts(&turn), ["What salary do you expect?"]);
+        assert_eq!(turn.state().values["current_salary"], json!(1_200_000));
+        assert_eq!(turn.state().answers[0].answer, "12 LPA");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_an_amount_is_explained_and_asked_again() {
+        let flow = interview_flow(&shipped_tree(), None).unwrap();
+        let asked = run(&flow, InterviewState::default(), "Hi");
+        let turn = run(&flow, asked.state().clone(), "a lot");
+        let texts = texts(&turn);
+        assert_eq!(texts.len(), 2, "an explanation, then the question again");
+        assert!(texts[1].starts_with("What is your current salary"));
+        assert!(turn.state().values.is_empty());
+    }
+
+    #[test]
+    fn with_a_callback_url_a_stopped_interview_queues_its_results() {
+        let flow = interview_flow(&shipped_tree(), Some("https://crm.example/interviews")).unwrap();
+        let asked = run(&flow, InterviewState::default(), "Hi");
+        let turn = run(&flow, asked.state().clone(), "stop");
+        let kinds: Vec<&str> = turn.replies().iter().map(|r| r.kind_name()).collect();
+        assert_eq!(kinds, ["text", "callback"]);
+    }
+
+    #[test]
+    fn a_callback_url_that_is_not_http_is_refused_at_startup() {
+        let refused = interview_flow(&shipped_tree(), Some("ftp://crm.example/interviews"));
+        assert!(refused.is_err());
+    }
+}
