@@ -7,9 +7,7 @@
 //! overlay (each sees the writes of those before it; a failing one is dropped whole),
 //! applies the result as ONE atomic batch, flushes once (and `fdatasync`s the log, so a
 //! durable write survives power loss, not only a crash) if any operation asked for
-//! durability, then answers them all. The sync runs on a second thread, so the next cycle
-//! is applied while the disk syncs the previous one (a two-stage pipeline; one sync covers
-//! every cycle applied before it). Each operation stays atomic: its writes are part of
+//! durability, then answers them all. Each operation stays atomic: its writes are part of
 //! one all-or-nothing batch. Readers read the tree directly and see an operation's writes
 //! once it has been answered. This module knows nothing of colloquy's records.
 
@@ -104,7 +102,7 @@ impl Committer {
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("colloquy-commit".into())
-            .spawn(move || run(&db, &tree, log_file, &inbox, &thread_stats))?;
+            .spawn(move || run(&db, &tree, log_file.as_ref(), &inbox, &thread_stats))?;
         Ok(Committer {
             queue: Some(queue),
             thread: Some(thread),
@@ -168,48 +166,31 @@ impl Drop for Committer {
     }
 }
 
-/// The apply stage: runs operations and applies each cycle as one batch, then passes the
-/// cycle's durable operations to the sync stage and goes on with the next cycle while
-/// the disk syncs (a two-stage pipeline).
 fn run(
     db: &sled::Db,
     tree: &sled::Tree,
-    log_file: Option<File>,
+    log_file: Option<&File>,
     inbox: &mpsc::Receiver<Operation>,
-    stats: &Arc<CommitStats>,
+    stats: &CommitStats,
 ) {
-    let (to_sync, sync_inbox) = mpsc::channel::<Vec<Completion>>();
-    let sync_db = db.clone();
-    let sync_stats = stats.clone();
-    let syncer = std::thread::Builder::new()
-        .name("colloquy-sync".into())
-        .spawn(move || sync_stage(&sync_db, log_file.as_ref(), &sync_inbox, &sync_stats));
-    let syncer = match syncer {
-        Ok(syncer) => syncer,
-        Err(error) => {
-            log::error!("cannot start the sync thread: {error}");
-            return;
-        }
-    };
     while let Ok(first) = inbox.recv() {
         let mut operations = vec![first];
         operations.extend(inbox.try_iter().take(MAX_OPERATIONS_PER_CYCLE - 1));
-        let durable = apply_cycle(tree, operations, stats);
-        if !durable.is_empty() && to_sync.send(durable).is_err() {
-            log::error!("the sync thread is gone; durable writes cannot be confirmed");
-        }
+        run_cycle(db, tree, log_file, operations, stats);
     }
-    drop(to_sync);
-    let _ = syncer.join();
+    if let Err(error) = db.flush() {
+        log::error!("final sled flush failed: {error}");
+    }
 }
 
-/// Runs a cycle's operations and applies them as one batch. Operations that did not ask
-/// for durability are answered at once; the others are returned for the sync stage.
-fn apply_cycle(
+fn run_cycle(
+    db: &sled::Db,
     tree: &sled::Tree,
+    log_file: Option<&File>,
     operations: Vec<Operation>,
     stats: &CommitStats,
-) -> Vec<Completion> {
+) {
+    let durable = operations.iter().any(|op| op.durable);
     stats.cycles.fetch_add(1, Relaxed);
     stats.operations.fetch_add(operations.len() as u64, Relaxed);
     let mut cycle: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -225,50 +206,22 @@ fn apply_cycle(
             let staged = overlay.staged;
             cycle.extend(staged);
         }
-        completions.push((operation.durable, completion));
+        completions.push(completion);
     }
-    let outcome = apply(tree, cycle);
-    if let Err(error) = &outcome {
-        log::error!("store commit failed: {error}");
-    }
-    let mut durable = Vec::new();
-    for (wants_durability, completion) in completions {
-        if wants_durability && outcome.is_ok() {
-            durable.push(completion);
-        } else {
-            completion(outcome.clone());
-        }
-    }
-    durable
-}
-
-/// The sync stage: one flush and `fdatasync` for every cycle applied since the last one.
-fn sync_stage(
-    db: &sled::Db,
-    log_file: Option<&File>,
-    inbox: &mpsc::Receiver<Vec<Completion>>,
-    stats: &CommitStats,
-) {
-    while let Ok(first) = inbox.recv() {
-        let mut waiting = first;
-        for more in inbox.try_iter() {
-            waiting.extend(more);
-        }
+    let mut outcome = apply(tree, cycle);
+    if outcome.is_ok() && durable {
         let started = Instant::now();
-        let outcome = make_durable(db, log_file);
+        outcome = make_durable(db, log_file);
         stats.flushes.fetch_add(1, Relaxed);
         stats
             .flush_micros
             .fetch_add(micros(started.elapsed()), Relaxed);
-        if let Err(error) = &outcome {
-            log::error!("store sync failed: {error}");
-        }
-        for completion in waiting {
-            completion(outcome.clone());
-        }
     }
-    if let Err(error) = make_durable(db, log_file) {
-        log::error!("final store sync failed: {error}");
+    if let Err(error) = &outcome {
+        log::error!("store commit failed: {error}");
+    }
+    for completion in completions {
+        completion(outcome.clone());
     }
 }
 
