@@ -8,23 +8,16 @@
 //! No Facebook app yet? Talk to the bot in this terminal instead, through the same engine
 //! and a stand-in for Facebook: `cargo run --example echo_bot -- chat` (`/quit` ends).
 //!
-//! Besides the three required variables it reads `MESSENGER_GRAPH_URL`, `COLLOQUY_BIND`,
-//! `COLLOQUY_WEBHOOK_PATH`, `COLLOQUY_ADMIN_TOKEN` and `COLLOQUY_DATA` (default
-//! `data/echo_bot.sled`) as `colloquy serve` does.
+//! Every other setting comes from the same environment variables as `colloquy serve`
+//! (`colloquy::launch::serve_or_chat`); the data directory defaults to
+//! `data/echo_bot.sled`.
 //!
 //! Test with: cargo test --example echo_bot
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use colloquy::config::{Config, RawConfig};
-use colloquy::console::{stdin_lines, ChatArgs, Terminal, DEFAULT_PSID};
 use colloquy::flow::{Flow, FlowError, FlowHandle, Input, Turn};
 use colloquy::messenger::inbound::InboundEvent;
-
-/// Where this bot keeps its conversations unless `COLLOQUY_DATA` says otherwise.
-const DEFAULT_DATA_DIR: &str = "data/echo_bot.sled";
 
 /// Repeats every text message back to its sender.
 pub struct EchoBot;
@@ -50,56 +43,17 @@ impl Flow for EchoBot {
     }
 }
 
+/// Serves the bot to Facebook (configured like `colloquy serve`, from the environment),
+/// or chats with it in this terminal with `-- chat`.
 #[actix_web::main]
 async fn main() -> ExitCode {
-    match run().await {
+    match colloquy::launch::serve_or_chat(FlowHandle::new(EchoBot), "echo_bot").await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("echo_bot: {error:#}");
-            ExitCode::from(1)
+            eprintln!("echo_bot: {error}");
+            ExitCode::FAILURE
         }
     }
-}
-
-/// Serves the bot to Facebook, or chats with it in this terminal with `-- chat`.
-async fn run() -> anyhow::Result<()> {
-    let in_terminal = std::env::args().nth(1).as_deref() == Some("chat");
-    // In the terminal, engine logs would interleave with the chat: only on if asked.
-    if !in_terminal || std::env::var_os("RUST_LOG").is_some() {
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    }
-    let data_dir = PathBuf::from(env("COLLOQUY_DATA").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
-    let flow = FlowHandle::new(EchoBot);
-    if in_terminal {
-        let args = ChatArgs {
-            flow: "echo_bot".into(),
-            data_dir,
-            psid: DEFAULT_PSID.into(),
-        };
-        let colours = std::io::stdout().is_terminal();
-        let terminal = Terminal::new(Box::new(std::io::stdout()), colours);
-        colloquy::console::chat(flow, &args, stdin_lines(), terminal).await?;
-        return Ok(());
-    }
-    let config = Config::from_raw(RawConfig {
-        verify_token: env("MESSENGER_VERIFY_TOKEN"),
-        app_secret: env("MESSENGER_APP_SECRET"),
-        access_token: env("MESSENGER_ACCESS_TOKEN"),
-        graph_url: env("MESSENGER_GRAPH_URL"),
-        bind: env("COLLOQUY_BIND"),
-        data_dir: Some(data_dir),
-        webhook_path: env("COLLOQUY_WEBHOOK_PATH"),
-        admin_token: env("COLLOQUY_ADMIN_TOKEN"),
-        ..RawConfig::default()
-    })?;
-    let app = colloquy::start(config, flow).await?;
-    app.wait().await?;
-    Ok(())
-}
-
-/// A setting from the environment; unset and empty both count as missing.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 #[cfg(test)]

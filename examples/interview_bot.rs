@@ -16,25 +16,19 @@
 //! No Facebook app yet? Take the interview in this terminal instead, through the same
 //! engine and a stand-in for Facebook: `cargo run --example interview_bot -- chat`.
 //!
-//! It also reads `MESSENGER_GRAPH_URL`, `COLLOQUY_BIND`, `COLLOQUY_WEBHOOK_PATH`,
-//! `COLLOQUY_ADMIN_TOKEN` and `COLLOQUY_DATA` (default `data/interview_bot.sled`) as
-//! `colloquy serve` does.
+//! Every other setting comes from the same environment variables as `colloquy serve`
+//! (`colloquy::launch::serve_or_chat`); the data directory defaults to
+//! `data/interview_bot.sled`.
 //!
 //! Test with: cargo test --example interview_bot
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use colloquy::config::{Config, RawConfig};
-use colloquy::console::{stdin_lines, ChatArgs, Terminal, DEFAULT_PSID};
 use colloquy::flow::tree::{TreeError, TreeFlow};
 
 /// The interview this bot serves unless `INTERVIEW_TREE` names another.
 pub const DEFAULT_TREE: &str = "data/flows/interview.json";
-
-/// Where this bot keeps its conversations unless `COLLOQUY_DATA` says otherwise.
-const DEFAULT_DATA_DIR: &str = "data/interview_bot.sled";
 
 /// The interview flow: the tree(s) at `tree`, checked as a whole before anything is
 /// served. With a `callback_url`, every finished interview (completed, or stopped by the
@@ -47,60 +41,28 @@ pub fn interview_flow(tree: &Path, callback_url: Option<&str>) -> Result<TreeFlo
     }
 }
 
+/// Loads the tree (a broken one stops here, before a port or the data directory is
+/// opened), then serves it to Facebook, or runs it in this terminal with `-- chat`.
 #[actix_web::main]
 async fn main() -> ExitCode {
-    match run().await {
+    let tree = std::env::var("INTERVIEW_TREE").unwrap_or_else(|_| DEFAULT_TREE.into());
+    let callback_url = std::env::var("INTERVIEW_CALLBACK_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let flow = match interview_flow(Path::new(&tree), callback_url.as_deref()) {
+        Ok(flow) => flow.into_handle(),
+        Err(problems) => {
+            eprintln!("interview_bot: {problems}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match colloquy::launch::serve_or_chat(flow, "interview_bot").await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("interview_bot: {error:#}");
-            ExitCode::from(1)
+            eprintln!("interview_bot: {error}");
+            ExitCode::FAILURE
         }
     }
-}
-
-/// Serves the interview to Facebook, or runs it in this terminal with `-- chat`.
-async fn run() -> anyhow::Result<()> {
-    let in_terminal = std::env::args().nth(1).as_deref() == Some("chat");
-    // In the terminal, engine logs would interleave with the chat: only on if asked.
-    if !in_terminal || std::env::var_os("RUST_LOG").is_some() {
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    }
-    // Load the tree first: a broken tree stops here, before a port or the data
-    // directory is opened.
-    let tree = PathBuf::from(env("INTERVIEW_TREE").unwrap_or_else(|| DEFAULT_TREE.into()));
-    let callback_url = env("INTERVIEW_CALLBACK_URL");
-    let flow = interview_flow(&tree, callback_url.as_deref())?.into_handle();
-    let data_dir = PathBuf::from(env("COLLOQUY_DATA").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
-    if in_terminal {
-        let args = ChatArgs {
-            flow: "interview_bot".into(),
-            data_dir,
-            psid: DEFAULT_PSID.into(),
-        };
-        let colours = std::io::stdout().is_terminal();
-        let terminal = Terminal::new(Box::new(std::io::stdout()), colours);
-        colloquy::console::chat(flow, &args, stdin_lines(), terminal).await?;
-        return Ok(());
-    }
-    let config = Config::from_raw(RawConfig {
-        verify_token: env("MESSENGER_VERIFY_TOKEN"),
-        app_secret: env("MESSENGER_APP_SECRET"),
-        access_token: env("MESSENGER_ACCESS_TOKEN"),
-        graph_url: env("MESSENGER_GRAPH_URL"),
-        bind: env("COLLOQUY_BIND"),
-        data_dir: Some(data_dir),
-        webhook_path: env("COLLOQUY_WEBHOOK_PATH"),
-        admin_token: env("COLLOQUY_ADMIN_TOKEN"),
-        ..RawConfig::default()
-    })?;
-    let app = colloquy::start(config, flow).await?;
-    app.wait().await?;
-    Ok(())
-}
-
-/// A setting from the environment; unset and empty both count as missing.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -111,6 +73,7 @@ mod tests {
     use colloquy::messenger::inbound::{parse_envelope, InboundEvent};
     use futures_util::FutureExt;
     use serde_json::json;
+    use std::path::PathBuf;
 
     /// The shipped tree, wherever the tests run from.
     fn shipped_tree() -> PathBuf {

@@ -27,20 +27,16 @@
 //!
 //! Settings of its own, both optional: `PIZZA_REMINDER_SECS` (default 600), the wait for
 //! an answer before the reminder, and `PIZZA_DELIVERY_SECS` (default 1200), the time from
-//! the order to "on its way". It also reads `MESSENGER_GRAPH_URL`, `COLLOQUY_BIND`,
-//! `COLLOQUY_WEBHOOK_PATH`, `COLLOQUY_ADMIN_TOKEN` and `COLLOQUY_DATA` (default
-//! `data/pizza_bot.sled`) as `colloquy serve` does.
+//! the order to "on its way". Every other setting comes from the same environment variables as `colloquy serve`
+//! (`colloquy::launch::serve_or_chat`); the data directory defaults to
+//! `data/pizza_bot.sled`.
 //!
 //! Test with: cargo test --example pizza_bot
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use colloquy::config::{Config, RawConfig};
-use colloquy::console::{stdin_lines, ChatArgs, Terminal, DEFAULT_PSID};
 use colloquy::flow::{
     quick_reply, Button, Element, Flow, FlowError, FlowHandle, Input, Reply, ReplyError, Turn,
 };
@@ -48,8 +44,6 @@ use colloquy::messenger::inbound::InboundEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where this bot keeps its conversations unless `COLLOQUY_DATA` says otherwise.
-const DEFAULT_DATA_DIR: &str = "data/pizza_bot.sled";
 /// Ten minutes: long enough to decide, short enough that they still want the pizza.
 const DEFAULT_REMINDER_SECS: u64 = 600;
 /// Twenty minutes from the order to "on its way".
@@ -414,55 +408,32 @@ fn timer_payload(order: Order) -> Result<Value, FlowError> {
     serde_json::to_value(order).map_err(|error| FlowError::failed(error.to_string()))
 }
 
+/// Serves the bot to Facebook (configured like `colloquy serve`, from the environment),
+/// or chats with it in this terminal with `-- chat`.
 #[actix_web::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
+    let bot = match pizza_bot_from_env() {
+        Ok(bot) => bot,
         Err(error) => {
             eprintln!("pizza_bot: {error:#}");
-            ExitCode::from(1)
+            return ExitCode::FAILURE;
+        }
+    };
+    match colloquy::launch::serve_or_chat(FlowHandle::new(bot), "pizza_bot").await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pizza_bot: {error}");
+            ExitCode::FAILURE
         }
     }
 }
 
-/// Serves the bot to Facebook, or chats with it in this terminal with `-- chat`.
-async fn run() -> anyhow::Result<()> {
-    let in_terminal = std::env::args().nth(1).as_deref() == Some("chat");
-    // In the terminal, engine logs would interleave with the chat: only on if asked.
-    if !in_terminal || std::env::var_os("RUST_LOG").is_some() {
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    }
-    let bot = PizzaBot::new(
+/// The bot with its timer durations from `PIZZA_REMINDER_SECS` / `PIZZA_DELIVERY_SECS`.
+fn pizza_bot_from_env() -> anyhow::Result<PizzaBot> {
+    Ok(PizzaBot::new(
         seconds_from_env("PIZZA_REMINDER_SECS", DEFAULT_REMINDER_SECS)?,
         seconds_from_env("PIZZA_DELIVERY_SECS", DEFAULT_DELIVERY_SECS)?,
-    );
-    let flow = FlowHandle::new(bot);
-    let data_dir = PathBuf::from(env("COLLOQUY_DATA").unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
-    if in_terminal {
-        let args = ChatArgs {
-            flow: "pizza_bot".into(),
-            data_dir,
-            psid: DEFAULT_PSID.into(),
-        };
-        let colours = std::io::stdout().is_terminal();
-        let terminal = Terminal::new(Box::new(std::io::stdout()), colours);
-        colloquy::console::chat(flow, &args, stdin_lines(), terminal).await?;
-        return Ok(());
-    }
-    let config = Config::from_raw(RawConfig {
-        verify_token: env("MESSENGER_VERIFY_TOKEN"),
-        app_secret: env("MESSENGER_APP_SECRET"),
-        access_token: env("MESSENGER_ACCESS_TOKEN"),
-        graph_url: env("MESSENGER_GRAPH_URL"),
-        bind: env("COLLOQUY_BIND"),
-        data_dir: Some(data_dir),
-        webhook_path: env("COLLOQUY_WEBHOOK_PATH"),
-        admin_token: env("COLLOQUY_ADMIN_TOKEN"),
-        ..RawConfig::default()
-    })?;
-    let app = colloquy::start(config, flow).await?;
-    app.wait().await?;
-    Ok(())
+    ))
 }
 
 /// A setting from the environment; unset and empty both count as missing.

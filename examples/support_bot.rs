@@ -9,25 +9,19 @@
 //! step and ticket count live in the state colloquy persists after every event, so a
 //! conversation picks up where it left off after a restart of the process.
 //!
-//! Besides the three required variables it reads `MESSENGER_GRAPH_URL`, `COLLOQUY_BIND`,
-//! `COLLOQUY_WEBHOOK_PATH`, `COLLOQUY_ADMIN_TOKEN` and `COLLOQUY_DATA` as `colloquy serve`
-//! does; other settings keep their defaults. The data directory defaults to
+//! `colloquy::launch::serve_or_chat` reads every setting from the same environment
+//! variables as `colloquy serve`, and `cargo run --example support_bot -- chat` talks to
+//! the bot in this terminal instead. The data directory defaults to
 //! `data/support_bot.sled`, not `data/db`: a data directory holds one flow's state, and
 //! this flow's state is not the built-in flows' state.
 //!
 //! Test with: cargo test --example support_bot
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use colloquy::config::{Config, RawConfig};
 use colloquy::flow::{quick_reply, Flow, FlowError, FlowHandle, Reply, ReplyError, Turn};
 use colloquy::messenger::inbound::{EventKind, InboundEvent};
 use serde::{Deserialize, Serialize};
-
-/// Where this bot keeps its conversations unless `COLLOQUY_DATA` says otherwise.
-/// Matches the repository's `/data/*.sled` ignore rule.
-const DEFAULT_DATA_DIR: &str = "data/support_bot.sled";
 
 /// The keyword that starts a conversation over, whatever step it is at.
 const RESTART: &str = "restart";
@@ -193,46 +187,15 @@ impl Flow for SupportBot {
     }
 }
 
-/// A setting from the environment; unset and empty both count as missing.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
-
+/// Serves the bot to Facebook (configured like `colloquy serve`, from the environment),
+/// or chats with it in this terminal with `-- chat`.
 #[actix_web::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let raw = RawConfig {
-        verify_token: env("MESSENGER_VERIFY_TOKEN"),
-        app_secret: env("MESSENGER_APP_SECRET"),
-        access_token: env("MESSENGER_ACCESS_TOKEN"),
-        graph_url: env("MESSENGER_GRAPH_URL"),
-        bind: env("COLLOQUY_BIND"),
-        data_dir: Some(PathBuf::from(
-            env("COLLOQUY_DATA").unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-        )),
-        webhook_path: env("COLLOQUY_WEBHOOK_PATH"),
-        admin_token: env("COLLOQUY_ADMIN_TOKEN"),
-        ..RawConfig::default()
-    };
-    let config = match Config::from_raw(raw) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("support_bot: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    let app = match colloquy::start(config, FlowHandle::new(SupportBot)).await {
-        Ok(app) => app,
-        Err(error) => {
-            eprintln!("support_bot: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    match app.wait().await {
+    match colloquy::launch::serve_or_chat(FlowHandle::new(SupportBot), "support_bot").await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("support_bot: server stopped with an error: {error}");
-            ExitCode::from(1)
+            eprintln!("support_bot: {error}");
+            ExitCode::FAILURE
         }
     }
 }

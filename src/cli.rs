@@ -320,15 +320,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
     let body = response.body().limit(1024 * 1024).await?;
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Some(error) = crate::messenger::outbound::parse_graph_error(&body) {
-        bail!(
-            "Graph API error {}{}: {}",
-            error.code,
-            error
-                .error_subcode
-                .map(|s| format!("/{s}"))
-                .unwrap_or_default(),
-            error.message
-        );
+        bail!("Graph API error {}", error.describe());
     }
     if !response.status().is_success() {
         bail!("Graph API answered HTTP {}", response.status());

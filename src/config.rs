@@ -78,6 +78,47 @@ pub struct RawConfig {
     pub cache_mb: Option<u64>,
 }
 
+impl RawConfig {
+    /// The settings from the environment variables `colloquy serve` reads (an empty
+    /// variable counts as unset). A number that does not parse is an error naming it.
+    pub fn from_env() -> Result<RawConfig, ConfigError> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|value| !value.is_empty())
+        }
+        fn number<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError> {
+            var(name)
+                .map(|value| {
+                    value.parse().map_err(|_| ConfigError::Invalid {
+                        variable: name,
+                        reason: format!("`{value}` is not a whole number"),
+                    })
+                })
+                .transpose()
+        }
+        Ok(RawConfig {
+            verify_token: var("MESSENGER_VERIFY_TOKEN"),
+            app_secret: var("MESSENGER_APP_SECRET"),
+            access_token: var("MESSENGER_ACCESS_TOKEN"),
+            graph_url: var("MESSENGER_GRAPH_URL"),
+            bind: var("COLLOQUY_BIND"),
+            admin_bind: var("COLLOQUY_ADMIN_BIND"),
+            data_dir: var("COLLOQUY_DATA").map(PathBuf::from),
+            webhook_path: var("COLLOQUY_WEBHOOK_PATH"),
+            admin_token: var("COLLOQUY_ADMIN_TOKEN"),
+            max_body_bytes: number("COLLOQUY_MAX_BODY_BYTES")?,
+            idle_timeout_secs: number("COLLOQUY_IDLE_TIMEOUT_SECS")?,
+            workers: number("COLLOQUY_WORKERS")?,
+            max_pending_events: number("COLLOQUY_MAX_PENDING_EVENTS")?,
+            max_pending_replies: number("COLLOQUY_MAX_PENDING_REPLIES")?,
+            shutdown_timeout_secs: number("COLLOQUY_SHUTDOWN_TIMEOUT_SECS")?,
+            flow_timeout_secs: number("COLLOQUY_FLOW_TIMEOUT_SECS")?,
+            page_send_rate: number("COLLOQUY_PAGE_SEND_RATE")?,
+            max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
+            cache_mb: number("COLLOQUY_CACHE_MB")?,
+        })
+    }
+}
+
 /// Everything the engine needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -252,7 +293,9 @@ impl Config {
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
             cache_bytes: raw
                 .cache_mb
-                .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb.max(1) * 1024 * 1024),
+                .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| {
+                    mb.max(1) * 1024 * 1024
+                }),
             max_live_conversations: raw
                 .max_live_conversations
                 .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)
@@ -321,6 +364,18 @@ mod tests {
             );
         }
         assert!(shown.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn a_number_setting_that_does_not_parse_is_an_error_naming_it() {
+        // The only test that sets this variable, so parallel tests cannot see it.
+        std::env::set_var("COLLOQUY_CACHE_MB", "lots");
+        let error = RawConfig::from_env().unwrap_err();
+        std::env::remove_var("COLLOQUY_CACHE_MB");
+        assert_eq!(
+            error.to_string(),
+            "invalid COLLOQUY_CACHE_MB: `lots` is not a whole number"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod console;
 pub mod conversation;
 pub mod flow;
 pub mod inspect;
+pub mod launch;
 pub mod load;
 pub mod messenger;
 pub mod metrics;

@@ -146,6 +146,14 @@ pub enum ErrorClass {
 }
 
 impl GraphError {
+    /// `code/subcode: message`, the way operators search Meta's error tables.
+    pub fn describe(&self) -> String {
+        match self.error_subcode {
+            Some(subcode) => format!("{}/{subcode}: {}", self.code, self.message),
+            None => format!("{}: {}", self.code, self.message),
+        }
+    }
+
     /// Classifies by `code` (and `is_transient`). Throttling codes win over
     /// `is_transient: true`, because retrying a throttled scope prolongs it.
     pub fn class(&self) -> ErrorClass {

@@ -420,15 +420,7 @@ pub fn classify(status: u16, body: &[u8]) -> Attempt {
         return Attempt::Sent { message_id };
     }
     if let Some(error) = parse_graph_error(body) {
-        let reason = format!(
-            "Graph error {}{}: {}",
-            error.code,
-            error
-                .error_subcode
-                .map(|s| format!("/{s}"))
-                .unwrap_or_default(),
-            error.message
-        );
+        let reason = format!("Graph error {}", error.describe());
         return match error.class() {
             ErrorClass::Transient => Attempt::Retry {
                 reason,
