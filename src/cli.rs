@@ -104,7 +104,7 @@ pub struct ServeArgs {
     /// Conversation actors kept alive at most; the least recently used beyond it stop.
     #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
     pub max_live_conversations: Option<usize>,
-    /// sled's page cache in MiB (default 32): the main part of the server's memory.
+    /// sled's page cache in MiB (default 16): the main part of the server's memory.
     #[arg(long, env = "COLLOQUY_CACHE_MB")]
     pub cache_mb: Option<u64>,
 }
