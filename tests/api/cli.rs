@@ -127,10 +127,7 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
     let app = spawn_app().await;
     let body = text_message("11001", "m.inspect", "hello there", 1_700_000_000_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
-    app.wait_for_conversation("11001", |d| {
-        outbound(d).first().is_some_and(|e| e["status"] == "sent")
-    })
-    .await;
+    app.wait_for_first_reply("11001", "sent").await;
     let data = app.data_dir.to_string_lossy().into_owned();
     let envs = [
         ("COLLOQUY_DATA", data.as_str()),

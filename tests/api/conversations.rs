@@ -23,11 +23,7 @@ async fn a_signed_message_gets_exactly_one_thank_you_reply_to_its_sender() {
     assert_eq!(send.body["recipient"]["id"], "2001");
     assert_eq!(send.body["messaging_type"], "RESPONSE");
     assert_eq!(send.body["message"]["text"], THANKS);
-    let doc = app
-        .wait_for_conversation("2001", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "sent")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("2001", "sent").await;
     assert_eq!(outbound(&doc)[0]["mid"], "m_mock_1");
     assert_eq!(doc["transcript"][0]["direction"], "in");
     assert_eq!(doc["transcript"][0]["text"], "hello");
@@ -45,10 +41,7 @@ async fn the_seed_samples_in_sequence_end_with_the_reply_read() {
     }]);
     assert_eq!(app.post_signed(&sample("message.json")).await.status, 200);
     app.graph.wait_for_sends(1).await;
-    app.wait_for_conversation("969833033053167", |d| {
-        outbound(d).first().is_some_and(|e| e["status"] == "sent")
-    })
-    .await;
+    app.wait_for_first_reply("969833033053167", "sent").await;
 
     assert_eq!(app.post_signed(&sample("echo.json")).await.status, 200);
     assert_eq!(app.post_signed(&sample("delivery.json")).await.status, 200);

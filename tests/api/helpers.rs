@@ -420,6 +420,14 @@ impl TestApp {
         }
     }
 
+    /// Waits until the conversation's first page message has `status`; returns the document.
+    pub async fn wait_for_first_reply(&self, psid: &str, status: &str) -> Value {
+        self.wait_for_conversation(psid, |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == status)
+        })
+        .await
+    }
+
     /// Waits until the conversation's document satisfies `done`.
     pub async fn wait_for_conversation(&self, psid: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();

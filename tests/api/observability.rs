@@ -32,10 +32,7 @@ async fn metrics_count_requests_events_replies_and_latencies() {
             .status,
         403
     );
-    app.wait_for_conversation("13001", |d| {
-        outbound(d).first().is_some_and(|e| e["status"] == "sent")
-    })
-    .await;
+    app.wait_for_first_reply("13001", "sent").await;
     let text = metrics(&app).await;
     for expected in [
         r#"colloquy_webhook_requests_total{method="POST",status="200"} 1"#,
@@ -60,10 +57,7 @@ async fn a_permanent_graph_error_is_counted_by_its_code() {
         .script([graph_error(400, 551, Some(1545041), "unavailable")]);
     let body = text_message("13002", "m.metrics2", "hello", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
-    app.wait_for_conversation("13002", |d| {
-        outbound(d).first().is_some_and(|e| e["status"] == "failed")
-    })
-    .await;
+    app.wait_for_first_reply("13002", "failed").await;
     assert!(metrics(&app)
         .await
         .contains(r#"colloquy_replies_total{code="551",outcome="failed"} 1"#));

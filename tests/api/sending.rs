@@ -30,11 +30,7 @@ async fn a_graph_500_is_retried_until_the_reply_is_sent() {
         calls.iter().all(|c| c.body == calls[0].body),
         "every attempt sends the same reply"
     );
-    let doc = app
-        .wait_for_conversation("10001", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "sent")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10001", "sent").await;
     assert_eq!(outbound(&doc)[0]["mid"], "m_mock_1");
 }
 
@@ -64,11 +60,7 @@ async fn a_permanent_graph_error_ends_failed_with_its_code_and_is_not_retried() 
     )]);
     let body = text_message("10003", "m.551", "hello", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
-    let doc = app
-        .wait_for_conversation("10003", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "failed")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10003", "failed").await;
     let error = &outbound(&doc)[0]["error"];
     assert_eq!(error["code"], 551);
     assert_eq!(error["subcode"], 1545041);
@@ -97,11 +89,7 @@ async fn a_reply_that_keeps_failing_is_recorded_failed_after_its_attempts() {
         .script((0..4).map(|_| graph_error(500, 1, None, "An unknown error occurred")));
     let body = text_message("10005", "m.exhaust", "hello", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
-    let doc = app
-        .wait_for_conversation("10005", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "failed")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10005", "failed").await;
     let message = outbound(&doc)[0]["error"]["message"]
         .as_str()
         .unwrap()
@@ -153,19 +141,12 @@ async fn a_rejected_token_fails_the_reply_and_stops_sending_for_that_page_only()
     )]);
     let first = text_message("10201", "m.tok1", "hello", 1_000);
     assert_eq!(app.post_signed(&first).await.status, 200);
-    let doc = app
-        .wait_for_conversation("10201", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "failed")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10201", "failed").await;
     assert_eq!(outbound(&doc)[0]["error"]["code"], 190);
 
     let same_page = text_message("10202", "m.tok2", "hello", 1_001);
     assert_eq!(app.post_signed(&same_page).await.status, 200);
-    app.wait_for_conversation("10202", |d| {
-        outbound(d).first().is_some_and(|e| e["status"] == "queued")
-    })
-    .await;
+    app.wait_for_first_reply("10202", "queued").await;
     // A message to another page, decided after the one above, is still sent.
     let other_page = envelope(vec![json!({"id": "555", "time": 1, "messaging": [
         {"sender": {"id": "10203"}, "recipient": {"id": "555"}, "timestamp": 1_002,
@@ -249,11 +230,7 @@ async fn a_callback_is_posted_durably_with_retries_and_recorded() {
     }]);
     let body = text_message("10401", "m.cb", "results please", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
-    let doc = app
-        .wait_for_conversation("10401", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "sent")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10401", "sent").await;
     assert_eq!(outbound(&doc)[0]["kind"], "callback");
     let posts: Vec<Recorded> = app
         .graph
@@ -288,11 +265,7 @@ async fn a_send_that_times_out_is_retried_and_delivered_once() {
     assert_eq!(app.post_signed(&body).await.status, 200);
     let sends = app.graph.wait_for_sends(1).await;
     assert_eq!(sends[0].body["recipient"]["id"], "10501");
-    let doc = app
-        .wait_for_conversation("10501", |d| {
-            outbound(d).first().is_some_and(|e| e["status"] == "sent")
-        })
-        .await;
+    let doc = app.wait_for_first_reply("10501", "sent").await;
     assert_eq!(outbound(&doc).len(), 1);
 }
 
