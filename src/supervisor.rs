@@ -19,11 +19,22 @@ use crate::conversation::{Conversation, ConversationEnv, Deliver, Retire};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::{ConversationKey, JournalRecord};
 
-/// Acknowledged events, with their journal sequence numbers, in arrival order.
+/// Told once the turn that handled an event is durably committed.
+pub type Committed = tokio::sync::oneshot::Sender<()>;
+
+/// One journalled event on its way to its conversation.
+pub struct Routed {
+    pub seq: u64,
+    pub event: InboundEvent,
+    /// The webhook waiting to acknowledge it, if any (see `webhook::accept_events`).
+    pub committed: Option<Committed>,
+}
+
+/// Journalled events, with their sequence numbers, in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Route {
-    pub events: Vec<(u64, InboundEvent)>,
+    pub events: Vec<Routed>,
 }
 
 /// A conversation actor asks to stop after being idle; granted only if every event
@@ -63,7 +74,7 @@ struct Child {
     last_routed: u64,
     /// Set while the actor is retiring: events that arrive meanwhile wait here for the
     /// next incarnation, which starts once the old one has stopped.
-    retiring: Option<Vec<(u64, InboundEvent)>>,
+    retiring: Option<Vec<Routed>>,
 }
 
 pub struct Supervisor {
@@ -99,8 +110,8 @@ impl Supervisor {
         }
     }
 
-    fn route(&mut self, seq: u64, event: InboundEvent, ctx: &mut Context<Self>) {
-        let key = conversation_key(&event);
+    fn route(&mut self, routed: Routed, ctx: &mut Context<Self>) {
+        let key = conversation_key(&routed.event);
         if self.paused.contains(&key) {
             return;
         }
@@ -126,12 +137,16 @@ impl Supervisor {
             }
         };
         if let Some(waiting) = &mut child.retiring {
-            waiting.push((seq, event));
+            waiting.push(routed);
             return;
         }
         child.routed += 1;
         child.last_routed = self.clock;
-        child.addr.do_send(Deliver { seq, event });
+        child.addr.do_send(Deliver {
+            seq: routed.seq,
+            event: routed.event,
+            committed: routed.committed,
+        });
         if spawned {
             self.retire_least_recently_used();
             self.env.metrics.set_live_conversations(self.children.len());
@@ -199,7 +214,15 @@ impl Supervisor {
         {
             let event = InboundEvent::from_raw(&page_id, event, standby);
             if only.is_none_or(|key| *key == conversation_key(&event)) {
-                self.route(seq, event, ctx);
+                let committed = None;
+                self.route(
+                    Routed {
+                        seq,
+                        event,
+                        committed,
+                    },
+                    ctx,
+                );
                 replayed += 1;
             }
         }
@@ -226,8 +249,8 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
-        for (seq, event) in msg.events {
-            self.route(seq, event, ctx);
+        for routed in msg.events {
+            self.route(routed, ctx);
         }
     }
 }
@@ -266,8 +289,8 @@ impl Handler<ConversationStopped> for Supervisor {
         self.env.metrics.set_live_conversations(self.children.len());
         if msg.retired {
             // Events that arrived while it retired go to a fresh incarnation, in order.
-            for (seq, event) in child.retiring.unwrap_or_default() {
-                self.route(seq, event, ctx);
+            for routed in child.retiring.unwrap_or_default() {
+                self.route(routed, ctx);
             }
             return;
         }
