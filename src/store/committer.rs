@@ -190,6 +190,7 @@ fn run_cycle(
     operations: Vec<Operation>,
     stats: &CommitStats,
 ) {
+    let durable = operations.iter().any(|op| op.durable);
     stats.cycles.fetch_add(1, Relaxed);
     stats.operations.fetch_add(operations.len() as u64, Relaxed);
     let mut cycle: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
@@ -205,36 +206,22 @@ fn run_cycle(
             let staged = overlay.staged;
             cycle.extend(staged);
         }
-        completions.push((operation.durable, completion));
+        completions.push(completion);
     }
-    let applied = apply(tree, cycle);
-    if let Err(error) = &applied {
+    let mut outcome = apply(tree, cycle);
+    if outcome.is_ok() && durable {
+        let started = Instant::now();
+        outcome = make_durable(db, log_file);
+        stats.flushes.fetch_add(1, Relaxed);
+        stats
+            .flush_micros
+            .fetch_add(micros(started.elapsed()), Relaxed);
+    }
+    if let Err(error) = &outcome {
         log::error!("store commit failed: {error}");
     }
-    // Operations that only needed to be applied are answered before the sync, so their
-    // writers (a webhook routing its events) work while the disk syncs.
-    let mut waiting_for_disk = Vec::new();
-    for (wants_disk, completion) in completions {
-        if wants_disk && applied.is_ok() {
-            waiting_for_disk.push(completion);
-        } else {
-            completion(applied.clone());
-        }
-    }
-    if waiting_for_disk.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let synced = make_durable(db, log_file);
-    stats.flushes.fetch_add(1, Relaxed);
-    stats
-        .flush_micros
-        .fetch_add(micros(started.elapsed()), Relaxed);
-    if let Err(error) = &synced {
-        log::error!("store sync failed: {error}");
-    }
-    for completion in waiting_for_disk {
-        completion(synced.clone());
+    for completion in completions {
+        completion(outcome.clone());
     }
 }
 
