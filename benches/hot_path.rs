@@ -106,7 +106,7 @@ fn store_commit(c: &mut Criterion) {
             |n| {
                 runtime.block_on(async {
                     let seq = store
-                        .append_journal(std::slice::from_ref(&record), true)
+                        .append_journal(std::slice::from_ref(&record))
                         .await
                         .expect("append")[0];
                     store.commit_turn(turn(seq, n), true).await.expect("commit");

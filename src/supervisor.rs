@@ -19,22 +19,11 @@ use crate::conversation::{Conversation, ConversationEnv, Deliver, Retire};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::{ConversationKey, JournalRecord};
 
-/// Told once the turn that handled an event is durably committed.
-pub type Committed = tokio::sync::oneshot::Sender<()>;
-
-/// One journalled event on its way to its conversation.
-pub struct Routed {
-    pub seq: u64,
-    pub event: InboundEvent,
-    /// The webhook waiting to acknowledge it, if any (see `webhook::accept_events`).
-    pub committed: Option<Committed>,
-}
-
-/// Journalled events, with their sequence numbers, in arrival order.
+/// Acknowledged events, with their journal sequence numbers, in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Route {
-    pub events: Vec<Routed>,
+    pub events: Vec<(u64, InboundEvent)>,
 }
 
 /// A conversation actor asks to stop after being idle; granted only if every event
@@ -74,7 +63,7 @@ struct Child {
     last_routed: u64,
     /// Set while the actor is retiring: events that arrive meanwhile wait here for the
     /// next incarnation, which starts once the old one has stopped.
-    retiring: Option<Vec<Routed>>,
+    retiring: Option<Vec<(u64, InboundEvent)>>,
 }
 
 pub struct Supervisor {
@@ -110,8 +99,8 @@ impl Supervisor {
         }
     }
 
-    fn route(&mut self, routed: Routed, ctx: &mut Context<Self>) {
-        let key = conversation_key(&routed.event);
+    fn route(&mut self, seq: u64, event: InboundEvent, ctx: &mut Context<Self>) {
+        let key = conversation_key(&event);
         if self.paused.contains(&key) {
             return;
         }
@@ -137,16 +126,12 @@ impl Supervisor {
             }
         };
         if let Some(waiting) = &mut child.retiring {
-            waiting.push(routed);
+            waiting.push((seq, event));
             return;
         }
         child.routed += 1;
         child.last_routed = self.clock;
-        child.addr.do_send(Deliver {
-            seq: routed.seq,
-            event: routed.event,
-            committed: routed.committed,
-        });
+        child.addr.do_send(Deliver { seq, event });
         if spawned {
             self.retire_least_recently_used();
             self.env.metrics.set_live_conversations(self.children.len());
@@ -214,15 +199,7 @@ impl Supervisor {
         {
             let event = InboundEvent::from_raw(&page_id, event, standby);
             if only.is_none_or(|key| *key == conversation_key(&event)) {
-                let committed = None;
-                self.route(
-                    Routed {
-                        seq,
-                        event,
-                        committed,
-                    },
-                    ctx,
-                );
+                self.route(seq, event, ctx);
                 replayed += 1;
             }
         }
@@ -249,8 +226,8 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
-        for routed in msg.events {
-            self.route(routed, ctx);
+        for (seq, event) in msg.events {
+            self.route(seq, event, ctx);
         }
     }
 }
@@ -289,8 +266,8 @@ impl Handler<ConversationStopped> for Supervisor {
         self.env.metrics.set_live_conversations(self.children.len());
         if msg.retired {
             // Events that arrived while it retired go to a fresh incarnation, in order.
-            for routed in child.retiring.unwrap_or_default() {
-                self.route(routed, ctx);
+            for (seq, event) in child.retiring.unwrap_or_default() {
+                self.route(seq, event, ctx);
             }
             return;
         }

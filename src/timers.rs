@@ -16,7 +16,7 @@ use crate::conversation::now_ms;
 use crate::load::Load;
 use crate::messenger::inbound::InboundEvent;
 use crate::store::Store;
-use crate::supervisor::{Route, Routed, Supervisor};
+use crate::supervisor::{Route, Supervisor};
 
 /// How often due timers are looked for: the lateness a timer may have.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -69,12 +69,13 @@ impl TimerWheel {
                     return;
                 }
             };
-            let events: Vec<Routed> = fired
+            let events: Vec<(u64, InboundEvent)> = fired
                 .into_iter()
-                .map(|(seq, record)| Routed {
-                    seq,
-                    event: InboundEvent::from_raw(&record.page_id, record.event, false),
-                    committed: None,
+                .map(|(seq, record)| {
+                    (
+                        seq,
+                        InboundEvent::from_raw(&record.page_id, record.event, false),
+                    )
                 })
                 .collect();
             log::debug!("{} timer(s) fired", events.len());

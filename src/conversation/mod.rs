@@ -27,7 +27,7 @@ use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::metrics::Metrics;
 use crate::sender::{Enqueue, OutboundSender};
 use crate::store::{ConversationKey, ConversationRecord, Store, StoreError};
-use crate::supervisor::{Committed, ConversationStopped, IdleStop, Supervisor};
+use crate::supervisor::{ConversationStopped, IdleStop, Supervisor};
 use turn::handle_event;
 
 /// Prefix of the Send API `metadata` we attach, echoed back to link the echo to its entry.
@@ -49,9 +49,6 @@ pub struct ConversationEnv {
 pub struct Deliver {
     pub seq: u64,
     pub event: InboundEvent,
-    /// A webhook acknowledging this event once its turn is durable (then the turn is
-    /// committed durably even without replies).
-    pub committed: Option<Committed>,
 }
 
 /// Stop after the event in hand; whatever is still queued stays in the journal.
@@ -146,15 +143,9 @@ impl Handler<Deliver> for Conversation {
         self.last_active = Instant::now();
         let env = self.env.clone();
         let record = self.record.clone();
-        let Deliver {
-            seq,
-            event,
-            committed,
-        } = msg;
-        let durable = committed.is_some();
         let work = async move {
             match record {
-                Some(record) => handle_event(&env, record, seq, event, durable).await,
+                Some(record) => handle_event(&env, record, msg.seq, msg.event).await,
                 None => Err(StoreError::Flush("conversation record not loaded".into())),
             }
         };
@@ -164,10 +155,6 @@ impl Handler<Deliver> for Conversation {
             act.last_active = Instant::now();
             match outcome {
                 Ok((record, outbox)) => {
-                    if let Some(committed) = committed {
-                        // Durable: the webhook may acknowledge the event now.
-                        let _ = committed.send(());
-                    }
                     act.record = Some(record);
                     if !outbox.is_empty() {
                         act.env.sender.do_send(Enqueue { items: outbox });

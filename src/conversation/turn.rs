@@ -19,21 +19,15 @@ use crate::store::{
 };
 
 /// Handles one journalled event; returns the updated record and the replies to send.
-/// With `must_be_durable`, the turn is on disk when this returns, replies or not (a
-/// webhook is waiting to acknowledge the event).
 pub(super) async fn handle_event(
     env: &ConversationEnv,
     mut record: ConversationRecord,
     seq: u64,
     event: InboundEvent,
-    must_be_durable: bool,
 ) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
     let store = &env.store;
     if !store.journal_contains(seq)? {
         // A replay of an item an earlier incarnation already committed.
-        if must_be_durable {
-            store.flush().await?;
-        }
         return Ok((record, Vec::new()));
     }
     let event_id = dedup_id(&event);
@@ -45,7 +39,7 @@ pub(super) async fn handle_event(
                 journal_seq: Some(seq),
                 ..TurnCommit::default()
             };
-            store.commit_turn(commit, must_be_durable).await?;
+            store.commit_turn(commit, false).await?;
             return Ok((record, Vec::new()));
         }
     }
@@ -98,7 +92,7 @@ pub(super) async fn handle_event(
     // Replies leave only once the turn that decided them is on disk; otherwise a crash
     // could replay the event and send them twice. A turn without replies need not wait
     // for the disk: losing it in a crash only means replaying it from the journal.
-    let durable = !outbox.is_empty() || must_be_durable;
+    let durable = !outbox.is_empty();
     let waiting = std::time::Instant::now();
     let counted = count_turn_later(env, &event, &commit, watermarks, &record);
     store.commit_turn(commit, durable).await?;

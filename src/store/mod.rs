@@ -187,19 +187,18 @@ impl Store {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Appends events to the journal; resolves to their sequence numbers in order, once
-    /// applied, and once on disk when `durable`.
+    /// Appends acknowledged events to the journal and makes them durable; resolves to
+    /// their sequence numbers in order.
     pub fn append_journal(
         &self,
         records: &[JournalRecord],
-        durable: bool,
     ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + 'static {
         let prepared: Result<Vec<(u64, Vec<u8>)>, StoreError> = records
             .iter()
             .map(|record| Ok((self.next_id()?, encode(record))))
             .collect();
         let submitted = prepared.map(|items| {
-            self.submit(durable, move |overlay| {
+            self.submit(true, move |overlay| {
                 let mut seqs = Vec::with_capacity(items.len());
                 for (seq, bytes) in items {
                     overlay.insert(keys::journal(seq), bytes);
@@ -634,7 +633,7 @@ mod tests {
             standby: false,
             event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
         };
-        block_on(store.append_journal(&[record], true)).unwrap()[0]
+        block_on(store.append_journal(&[record])).unwrap()[0]
     }
 
     #[test]

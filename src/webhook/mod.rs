@@ -8,8 +8,6 @@
 
 pub mod signature;
 
-use std::time::Duration;
-
 use actix::Addr;
 use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
@@ -23,7 +21,7 @@ use crate::load::{Load, Refusal};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
 use crate::metrics::Metrics;
 use crate::store::{JournalRecord, Store, StoreError};
-use crate::supervisor::{Route, Routed, Supervisor};
+use crate::supervisor::{Route, Supervisor};
 use signature::SignatureError;
 
 /// What the webhook handlers share.
@@ -197,11 +195,11 @@ async fn accept_events(
     // Batches may list a sender's events out of order; handle them as Facebook stamped
     // them (stable, so equal stamps keep their order).
     events.sort_by_key(|event| event.timestamp);
-    let count = events.len();
+    let routed = journal_durably(state, events).await?;
+    let count = routed.len();
     if count > 0 {
-        let waiting = std::time::Instant::now();
-        journal_and_hand_over(state, events).await?;
-        state.metrics.flush_waited("webhook", waiting.elapsed());
+        state.load.events_in(count);
+        state.supervisor.do_send(Route { events: routed });
     }
     log::debug!("webhook POST accepted with {count} event(s)");
     Ok(count)
@@ -229,23 +227,15 @@ async fn readyz(state: web::Data<WebhookState>) -> HttpResponse {
     }
 }
 
-/// How long the webhook waits for the turns that handle its events before it makes the
-/// journal durable itself: a fast flow's turn commit makes the event durable with the
-/// same sync as its replies, a slow one does not hold up the ack for longer than this.
-const TURN_WAIT_BEFORE_ACK: Duration = Duration::from_millis(50);
-
-/// Journals the events and hands them to their conversations; resolves once every event
-/// is durable. The journal write is applied without waiting for the disk and the events
-/// are routed at once; each conversation commits its turn durably and says so. When all
-/// have, the events are durable (consumed by durable turns, or, since the turn's sync
-/// comes after the journal's apply, on disk anyway). If any is slow or its conversation
-/// is restarting, the journal itself is flushed instead. Either way nothing is
-/// acknowledged before it is on disk, and one sync serves both the ack and the replies.
-async fn journal_and_hand_over(
+/// Appends the events to the journal and waits until they are on disk.
+async fn journal_durably(
     state: &WebhookState,
     events: Vec<InboundEvent>,
-) -> Result<(), WebhookError> {
+) -> Result<Vec<(u64, InboundEvent)>, WebhookError> {
     let store = &state.store;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     let records: Vec<JournalRecord> = events
         .iter()
         .map(|event| JournalRecord {
@@ -254,32 +244,13 @@ async fn journal_and_hand_over(
             event: event.raw.clone(),
         })
         .collect();
+    let waiting = std::time::Instant::now();
     let seqs = store
-        .append_journal(&records, false)
+        .append_journal(&records)
         .await
         .inspect_err(log_store_error)?;
-    let mut turns = Vec::with_capacity(seqs.len());
-    let routed: Vec<Routed> = seqs
-        .into_iter()
-        .zip(events)
-        .map(|(seq, event)| {
-            let (committed, turn) = tokio::sync::oneshot::channel();
-            turns.push(turn);
-            Routed {
-                seq,
-                event,
-                committed: Some(committed),
-            }
-        })
-        .collect();
-    state.load.events_in(routed.len());
-    state.supervisor.do_send(Route { events: routed });
-    let all_turns = futures_util::future::join_all(turns);
-    let committed = actix_rt::time::timeout(TURN_WAIT_BEFORE_ACK, all_turns).await;
-    if !committed.is_ok_and(|turns| turns.iter().all(Result::is_ok)) {
-        store.flush().await.inspect_err(log_store_error)?;
-    }
-    Ok(())
+    state.metrics.flush_waited("webhook", waiting.elapsed());
+    Ok(seqs.into_iter().zip(events).collect())
 }
 
 fn log_store_error(error: &StoreError) {
