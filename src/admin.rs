@@ -89,6 +89,8 @@ async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResp
 #[derive(Deserialize)]
 struct PageQuery {
     page: Option<String>,
+    /// Only the last N transcript entries.
+    last: Option<usize>,
 }
 
 async fn show(
@@ -98,6 +100,6 @@ async fn show(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
-    let doc = inspect::document(&state.store, &path, query.page.as_deref())?;
+    let doc = inspect::document(&state.store, &path, query.page.as_deref(), query.last)?;
     Ok(HttpResponse::Ok().json(doc))
 }

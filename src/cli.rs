@@ -119,6 +119,9 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show only the last N transcript entries of the conversation.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
     /// Data directory (sled).
     #[arg(long = "data", env = "COLLOQUY_DATA", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
@@ -219,11 +222,21 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<String> {
         }
         Some(psid) => {
             let doc: ConversationDocument = match &source {
-                Source::Store(store) => inspect::document(store, psid, args.page.as_deref())?,
+                Source::Store(store) => {
+                    inspect::document(store, psid, args.page.as_deref(), args.last)?
+                }
                 Source::Server { base, token } => {
                     let mut path = format!("/admin/conversations/{}", url_component(psid));
+                    let mut query = Vec::new();
                     if let Some(page) = &args.page {
-                        path.push_str(&format!("?page={}", url_component(page)));
+                        query.push(format!("page={}", url_component(page)));
+                    }
+                    if let Some(last) = args.last {
+                        query.push(format!("last={last}"));
+                    }
+                    if !query.is_empty() {
+                        path.push('?');
+                        path.push_str(&query.join("&"));
                     }
                     serde_json::from_value(admin_get(base, token, &path).await?)?
                 }

@@ -89,11 +89,13 @@ pub fn list(store: &Store) -> Result<Vec<ConversationSummary>, StoreError> {
     Ok(all)
 }
 
-/// One conversation by psid (and page, when the psid talks to several pages).
+/// One conversation by psid (and page, when the psid talks to several pages), with its
+/// whole transcript or only the `last` entries.
 pub fn document(
     store: &Store,
     psid: &str,
     page_id: Option<&str>,
+    last: Option<usize>,
 ) -> Result<ConversationDocument, InspectError> {
     let record = match page_id {
         Some(page) => store.conversation(&ConversationKey::new(page, psid))?,
@@ -114,8 +116,11 @@ pub fn document(
         }
     };
     let record = record.ok_or_else(|| InspectError::NotFound { psid: psid.into() })?;
-    let transcript = store
-        .transcript(&record.key())?
+    let entries = match last {
+        Some(n) => store.transcript_tail(&record.key(), n)?,
+        None => store.transcript(&record.key())?,
+    };
+    let transcript = entries
         .into_iter()
         .map(|(seq, e)| TranscriptLine {
             seq,

@@ -255,6 +255,28 @@ impl Store {
             .collect()
     }
 
+    /// The last `n` entries of a conversation's transcript, in order (reads only those).
+    pub fn transcript_tail(
+        &self,
+        key: &ConversationKey,
+        n: usize,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        let mut tail: Vec<(u64, TranscriptEntry)> = self
+            .inner
+            .tree
+            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
+            .rev()
+            .take(n)
+            .map(|item| {
+                let (k, value) = item?;
+                let seq = keys::trailing_seq(&k).unwrap_or_default();
+                Ok((seq, decode(&k, &value)?))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        tail.reverse();
+        Ok(tail)
+    }
+
     pub fn transcript_entry(
         &self,
         key: &ConversationKey,
@@ -658,6 +680,34 @@ mod tests {
         assert_eq!(store.pending_outbox().unwrap().len(), 1);
         assert!(store.is_handled("page", "m.1").unwrap());
         assert!(!store.is_handled("page", "m.2").unwrap());
+    }
+
+    #[test]
+    fn the_transcript_tail_is_the_last_entries_in_order() {
+        let (_dir, store) = open();
+        let mut record = ConversationRecord::new(&key());
+        let entries: Vec<(u64, TranscriptEntry)> = (0..5)
+            .map(|_| (record.take_entry_seq(), out_entry()))
+            .collect();
+        store
+            .commit_turn(
+                TurnCommit {
+                    conversation: Some(record),
+                    new_entries: entries,
+                    ..TurnCommit::default()
+                },
+                true,
+            )
+            .into_blocking()
+            .unwrap();
+        let tail: Vec<u64> = store
+            .transcript_tail(&key(), 2)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(tail, vec![3, 4]);
+        assert_eq!(store.transcript_tail(&key(), 10).unwrap().len(), 5);
     }
 
     #[test]

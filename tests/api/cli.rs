@@ -166,6 +166,26 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
         "{}",
         stdout(&list_output)
     );
+    let tail_output = actix_web::rt::task::spawn_blocking({
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move || {
+            let envs: Vec<(&str, &str)> =
+                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            colloquy(&["inspect", "11001", "--json", "--last", "1"], &envs)
+        }
+    })
+    .await
+    .unwrap();
+    let tail: Value = serde_json::from_str(&stdout(&tail_output)).unwrap();
+    assert_eq!(
+        tail["transcript"].as_array().unwrap().len(),
+        1,
+        "only the last entry"
+    );
+    assert_eq!(tail["transcript"][0]["text"], THANKS);
 
     app.app.stop().await.unwrap();
     // Stopped: the CLI opens the sled directory itself.
