@@ -143,10 +143,11 @@ impl Handler<Deliver> for Conversation {
         self.last_active = Instant::now();
         let env = self.env.clone();
         let record = self.record.clone();
+        let key = self.key.to_string();
         let work = async move {
             match record {
                 Some(record) => handle_event(&env, record, msg.seq, msg.event).await,
-                None => Err(StoreError::Flush("conversation record not loaded".into())),
+                None => Err(StoreError::NotLoaded { key }),
             }
         };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(|outcome, act, ctx| {

@@ -40,13 +40,17 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored record under {key} cannot be decoded: {reason}")]
     Corrupt { key: String, reason: String },
-    #[error("flushing to disk failed: {0}")]
-    Flush(String),
+    /// The committer could not apply or sync a cycle (or is gone, at shutdown).
+    #[error("committing to disk failed: {0}")]
+    Commit(String),
+    /// A conversation's record was not loaded when an event arrived for it.
+    #[error("conversation {key} is not loaded")]
+    NotLoaded { key: String },
 }
 
 impl From<String> for StoreError {
     fn from(message: String) -> Self {
-        StoreError::Flush(message)
+        StoreError::Commit(message)
     }
 }
 
@@ -141,7 +145,7 @@ impl Store {
         // sled's log; fdatasync'ed after each durable cycle (see `committer`).
         let log_file = std::fs::File::open(path.join("db")).ok();
         let committer = Committer::start(db.clone(), tree.clone(), log_file)
-            .map_err(|e| StoreError::Flush(e.to_string()))?;
+            .map_err(|e| StoreError::Commit(e.to_string()))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
