@@ -18,6 +18,7 @@ use crate::conversation::ConversationEnv;
 use crate::flow::FlowHandle;
 use crate::load::Load;
 use crate::metrics::Metrics;
+use crate::retention::{self, Sweeper};
 use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
 use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
@@ -50,6 +51,7 @@ pub struct RunningApp {
     supervisor: Addr<Supervisor>,
     sender: Addr<OutboundSender>,
     timers: Addr<TimerWheel>,
+    sweeper: Addr<Sweeper>,
     load: Arc<Load>,
 }
 
@@ -98,6 +100,7 @@ impl RunningApp {
         // Conversations finish the event in hand; unhandled events stay in the journal
         // and unsent replies in the outbox, both resumed at the next start.
         let _ = self.timers.send(timers::Stop).await;
+        let _ = self.sweeper.send(retention::Stop).await;
         let _ = self.supervisor.send(Shutdown).await;
         let _ = self.sender.send(SenderShutdown).await;
         if let Err(error) = self.store.flush().await {
@@ -187,6 +190,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
     });
     let supervisor = Supervisor::new(env, config.max_live_conversations).start();
     let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone()).start();
+    let sweeper = Sweeper::new(store.clone(), config.dedup_retention).start();
     let webhook_state = WebhookState {
         config: config.clone(),
         store: store.clone(),
@@ -217,6 +221,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         supervisor,
         sender,
         timers,
+        sweeper,
         load,
     })
 }

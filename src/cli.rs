@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// sled's page cache in MiB (default 16): the main part of the server's memory.
     #[arg(long, env = "COLLOQUY_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Hours a handled event is remembered, so that its redelivery is skipped (default 168).
+    #[arg(long, env = "COLLOQUY_DEDUP_RETENTION_HOURS")]
+    pub dedup_retention_hours: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +176,7 @@ impl ServeArgs {
             page_send_rate: self.page_send_rate,
             max_live_conversations: self.max_live_conversations,
             cache_mb: self.cache_mb,
+            dedup_retention_hours: self.dedup_retention_hours,
         })
     }
 }

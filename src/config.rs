@@ -76,6 +76,7 @@ pub struct RawConfig {
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
     pub cache_mb: Option<u64>,
+    pub dedup_retention_hours: Option<u64>,
 }
 
 impl RawConfig {
@@ -115,6 +116,7 @@ impl RawConfig {
             page_send_rate: number("COLLOQUY_PAGE_SEND_RATE")?,
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
+            dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
         })
     }
 }
@@ -159,6 +161,8 @@ pub struct Config {
     pub max_live_conversations: usize,
     /// sled's page cache, in bytes (`COLLOQUY_CACHE_MB`).
     pub cache_bytes: u64,
+    /// How long a handled event's dedup mark is kept (redeliveries within it are skipped).
+    pub dedup_retention: Duration,
 }
 
 /// How the outbound sender talks to the Graph API.
@@ -296,6 +300,9 @@ impl Config {
                 .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| {
                     mb.max(1) * 1024 * 1024
                 }),
+            dedup_retention: Duration::from_secs(
+                raw.dedup_retention_hours.unwrap_or(168).max(1) * 3600,
+            ),
             max_live_conversations: raw
                 .max_live_conversations
                 .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)

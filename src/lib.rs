@@ -29,6 +29,7 @@ pub mod launch;
 pub mod load;
 pub mod messenger;
 pub mod metrics;
+pub mod retention;
 pub mod sender;
 pub mod store;
 pub mod supervisor;

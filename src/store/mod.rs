@@ -328,6 +328,49 @@ impl Store {
         })
     }
 
+    /// Removes dedup marks made before `older_than` (epoch ms), looking at no more than
+    /// `limit` marks after `cursor`. Resolves to how many it removed and where to go on
+    /// from (`None` once the end was reached). A redelivery older than the retention is
+    /// then handled again: the price of not keeping one key per message forever.
+    pub fn prune_handled(
+        &self,
+        cursor: Option<Vec<u8>>,
+        older_than: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(usize, Option<Vec<u8>>), StoreError>> + 'static {
+        let older_than = u64::try_from(older_than).unwrap_or_default();
+        self.submit(false, move |overlay| {
+            let start = cursor.unwrap_or_else(|| vec![keys::HANDLED]);
+            let end = vec![keys::HANDLED + 1];
+            let mut seen = 0;
+            let mut removed = 0;
+            let mut last = None;
+            for item in overlay.tree().range(start..end) {
+                let (key, value) = item?;
+                // Marks from before marks carried a time count as oldest.
+                let made = value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                if made < older_than {
+                    overlay.remove(key.to_vec());
+                    removed += 1;
+                }
+                seen += 1;
+                last = Some(key.to_vec());
+                if seen >= limit {
+                    break;
+                }
+            }
+            // Resume strictly after the last key looked at.
+            let next = last.filter(|_| seen >= limit).map(|mut key| {
+                key.push(0);
+                key
+            });
+            Ok((removed, next))
+        })
+    }
+
     // ---- timers --------------------------------------------------------------------
 
     /// Whether any timer is due by `now` (a cheap read, so idle ticks cost no commit).
@@ -463,6 +506,13 @@ impl Store {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 fn classify_open_error(path: String, source: sled::Error) -> StoreError {
     // sled reports a held lock as an Io error whose text mentions the lock.
     let locked = matches!(&source, sled::Error::Io(io) if io.to_string().contains("lock"));
@@ -480,7 +530,12 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         writes.push((keys::journal(seq), None));
     }
     if let Some((page_id, event_id)) = &commit.handled {
-        writes.push((keys::handled(page_id, event_id), Some(Vec::new())));
+        // The mark holds when it was made, so old marks can be pruned (`prune_handled`).
+        let at = u64::try_from(now_ms()).unwrap_or_default();
+        writes.push((
+            keys::handled(page_id, event_id),
+            Some(at.to_be_bytes().to_vec()),
+        ));
     }
     let Some(conversation) = &commit.conversation else {
         return writes;
@@ -684,6 +739,46 @@ mod tests {
         assert_eq!(store.pending_outbox().unwrap().len(), 1);
         assert!(store.is_handled("page", "m.1").unwrap());
         assert!(!store.is_handled("page", "m.2").unwrap());
+    }
+
+    fn mark_handled(store: &Store, event_id: &str) {
+        store
+            .commit_turn(
+                TurnCommit {
+                    handled: Some(("page".into(), event_id.into())),
+                    ..TurnCommit::default()
+                },
+                false,
+            )
+            .into_blocking()
+            .unwrap();
+    }
+
+    #[test]
+    fn old_dedup_marks_are_pruned_in_chunks_and_new_ones_kept() {
+        let (_dir, store) = open();
+        for i in 0..5 {
+            mark_handled(&store, &format!("m.old{i}"));
+        }
+        let cutoff = now_ms() + 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        mark_handled(&store, "m.new");
+        let mut cursor = None;
+        let mut removed = 0;
+        loop {
+            let (n, next) = store
+                .prune_handled(cursor, cutoff, 2)
+                .into_blocking()
+                .unwrap();
+            removed += n;
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(removed, 5);
+        assert!(!store.is_handled("page", "m.old0").unwrap());
+        assert!(store.is_handled("page", "m.new").unwrap());
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! Retention: keeps the dedup marks from growing forever.
+//!
+//! Every handled event leaves a mark so that a redelivery is skipped; Facebook redelivers
+//! for hours, not weeks. This actor walks the marks in chunks (so the committer is never
+//! held for long) and removes those older than `COLLOQUY_DEDUP_RETENTION_HOURS`, then
+//! rests until the next pass. It removes nothing else: transcripts are the record.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::conversation::now_ms;
+use crate::store::Store;
+
+/// Marks looked at per chunk: a few milliseconds of the committer's time.
+const CHUNK: usize = 5_000;
+/// Pause between two chunks of one pass.
+const BETWEEN_CHUNKS: Duration = Duration::from_secs(1);
+/// Pause between two passes over all marks.
+const BETWEEN_PASSES: Duration = Duration::from_secs(3600);
+
+/// Stops the sweeper (at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+pub struct Sweeper {
+    store: Store,
+    retention: Duration,
+    cursor: Option<Vec<u8>>,
+    removed_this_pass: usize,
+    pass_started: Instant,
+    first_pass_after: Duration,
+}
+
+impl Sweeper {
+    pub fn new(store: Store, retention: Duration) -> Self {
+        Sweeper {
+            store,
+            retention,
+            cursor: None,
+            removed_this_pass: 0,
+            pass_started: Instant::now(),
+            // Start-up has better things to do than pruning.
+            first_pass_after: Duration::from_secs(30),
+        }
+    }
+
+    /// When the first pass starts (30 s after start by default).
+    pub fn first_pass_after(mut self, delay: Duration) -> Self {
+        self.first_pass_after = delay;
+        self
+    }
+
+    fn sweep_chunk(&mut self, ctx: &mut Context<Self>) {
+        let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let older_than = now_ms().saturating_sub(retention_ms);
+        let chunk = self
+            .store
+            .prune_handled(self.cursor.take(), older_than, CHUNK);
+        ctx.spawn(chunk.into_actor(self).map(|outcome, act, ctx| {
+            let next = match outcome {
+                Ok((removed, next)) => {
+                    act.removed_this_pass += removed;
+                    next
+                }
+                Err(error) => {
+                    log::error!("pruning dedup marks failed: {error}");
+                    None
+                }
+            };
+            match next {
+                Some(cursor) => {
+                    act.cursor = Some(cursor);
+                    ctx.run_later(BETWEEN_CHUNKS, Self::sweep_chunk);
+                }
+                None => {
+                    log::info!(
+                        "pruned {} dedup mark(s) older than {} h in {:?}",
+                        act.removed_this_pass,
+                        act.retention.as_secs() / 3600,
+                        act.pass_started.elapsed()
+                    );
+                    act.removed_this_pass = 0;
+                    ctx.run_later(BETWEEN_PASSES, |act, ctx| {
+                        act.pass_started = Instant::now();
+                        act.sweep_chunk(ctx);
+                    });
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for Sweeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_later(self.first_pass_after, Self::sweep_chunk);
+    }
+}
+
+impl Handler<Stop> for Sweeper {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TurnCommit;
+
+    #[actix_rt::test]
+    async fn a_pass_removes_marks_older_than_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mark = TurnCommit {
+            handled: Some(("page".into(), "m.1".into())),
+            ..TurnCommit::default()
+        };
+        store.commit_turn(mark, true).await.unwrap();
+        assert!(store.is_handled("page", "m.1").unwrap());
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+        let sweeper = Sweeper::new(store.clone(), Duration::from_millis(1))
+            .first_pass_after(Duration::from_millis(10))
+            .start();
+        let started = Instant::now();
+        while store.is_handled("page", "m.1").unwrap() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the mark was never pruned"
+            );
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        sweeper.send(Stop).await.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn marks_within_the_retention_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mark = TurnCommit {
+            handled: Some(("page".into(), "m.2".into())),
+            ..TurnCommit::default()
+        };
+        store.commit_turn(mark, true).await.unwrap();
+        let sweeper = Sweeper::new(store.clone(), Duration::from_secs(3600))
+            .first_pass_after(Duration::from_millis(1))
+            .start();
+        // A whole pass is one chunk here; after it the sweeper rests for an hour.
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        assert!(store.is_handled("page", "m.2").unwrap());
+        sweeper.send(Stop).await.unwrap();
+    }
+}
