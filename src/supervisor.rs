@@ -236,8 +236,12 @@ impl Handler<IdleStop> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: IdleStop, _: &mut Context<Self>) -> bool {
+        // A retiring actor is already on its way out; its stop must go through the
+        // retirement path, which hands the events buffered meanwhile to its successor.
         let idle = self.children.get(&msg.key).is_some_and(|child| {
-            child.incarnation == msg.incarnation && child.routed == msg.handled
+            child.incarnation == msg.incarnation
+                && child.routed == msg.handled
+                && child.retiring.is_none()
         });
         if idle {
             self.children.remove(&msg.key);
