@@ -1,4 +1,4 @@
-//! Retention: keeps the dedup marks from growing forever.
+//! Retention: keeps the dedup marks and the sent-message index from growing forever.
 //!
 //! Every handled event leaves a mark so that a redelivery is skipped; Facebook redelivers
 //! for hours, not weeks. This actor walks the marks in chunks (so the committer is never
@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::conversation::now_ms;
-use crate::store::Store;
+use crate::store::{keys, Store};
+
+/// What is pruned, in this order on every pass: dedup marks, then the index from sent
+/// message ids to transcript entries.
+const NAMESPACES: [u8; 2] = [keys::HANDLED, keys::SENT];
 
 /// Marks looked at per chunk: a few milliseconds of the committer's time.
 const CHUNK: usize = 5_000;
@@ -28,6 +32,8 @@ pub struct Sweeper {
     store: Store,
     retention: Duration,
     cursor: Option<Vec<u8>>,
+    /// Index in `NAMESPACES` of the one being walked.
+    namespace: usize,
     removed_this_pass: usize,
     pass_started: Instant,
     first_pass_after: Duration,
@@ -39,6 +45,7 @@ impl Sweeper {
             store,
             retention,
             cursor: None,
+            namespace: 0,
             removed_this_pass: 0,
             pass_started: Instant::now(),
             // Start-up has better things to do than pruning.
@@ -55,9 +62,10 @@ impl Sweeper {
     fn sweep_chunk(&mut self, ctx: &mut Context<Self>) {
         let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let older_than = now_ms().saturating_sub(retention_ms);
+        let namespace = NAMESPACES[self.namespace];
         let chunk = self
             .store
-            .prune_handled(self.cursor.take(), older_than, CHUNK);
+            .prune_old(namespace, self.cursor.take(), older_than, CHUNK);
         ctx.spawn(chunk.into_actor(self).map(|outcome, act, ctx| {
             let next = match outcome {
                 Ok((removed, next)) => {
@@ -74,9 +82,14 @@ impl Sweeper {
                     act.cursor = Some(cursor);
                     ctx.run_later(BETWEEN_CHUNKS, Self::sweep_chunk);
                 }
+                None if act.namespace + 1 < NAMESPACES.len() => {
+                    act.namespace += 1;
+                    ctx.run_later(BETWEEN_CHUNKS, Self::sweep_chunk);
+                }
                 None => {
+                    act.namespace = 0;
                     log::info!(
-                        "pruned {} dedup mark(s) older than {} h in {:?}",
+                        "pruned {} dedup mark(s) and sent-message index entries older than {} h in {:?}",
                         act.removed_this_pass,
                         act.retention.as_secs() / 3600,
                         act.pass_started.elapsed()

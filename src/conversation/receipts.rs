@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use super::METADATA_PREFIX;
+use super::{now_ms, METADATA_PREFIX};
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::store::{
     ConversationRecord, Direction, EntryChange, SentRef, Status, Store, StoreError,
@@ -163,6 +163,7 @@ pub(super) fn apply_echo(
         SentRef {
             psid: record.psid.clone(),
             entry: seq,
+            at: now_ms(),
         },
     ));
     track_unread(record, seq);

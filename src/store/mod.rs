@@ -328,30 +328,29 @@ impl Store {
         })
     }
 
-    /// Removes dedup marks made before `older_than` (epoch ms), looking at no more than
-    /// `limit` marks after `cursor`. Resolves to how many it removed and where to go on
-    /// from (`None` once the end was reached). A redelivery older than the retention is
-    /// then handled again: the price of not keeping one key per message forever.
-    pub fn prune_handled(
+    /// Removes dedup marks (`keys::HANDLED`) or sent-message index entries
+    /// (`keys::SENT`) made before `older_than` (epoch ms), looking at no more than `limit`
+    /// keys after `cursor`. Resolves to how many it removed and where to go on from
+    /// (`None` once the end was reached). A redelivery older than the retention is then
+    /// handled again: the price of not keeping one key per message forever.
+    pub fn prune_old(
         &self,
+        namespace: u8,
         cursor: Option<Vec<u8>>,
         older_than: i64,
         limit: usize,
     ) -> impl Future<Output = Result<(usize, Option<Vec<u8>>), StoreError>> + 'static {
         let older_than = u64::try_from(older_than).unwrap_or_default();
         self.submit(false, move |overlay| {
-            let start = cursor.unwrap_or_else(|| vec![keys::HANDLED]);
-            let end = vec![keys::HANDLED + 1];
+            let start = cursor.unwrap_or_else(|| vec![namespace]);
+            let end = vec![namespace + 1];
             let mut seen = 0;
             let mut removed = 0;
             let mut last = None;
             for item in overlay.tree().range(start..end) {
                 let (key, value) = item?;
-                // Marks from before marks carried a time count as oldest.
-                let made = value
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_be_bytes);
+                // Keys from before they carried a time count as oldest.
+                let made = made_at(namespace, &value);
                 if made < older_than {
                     overlay.remove(key.to_vec());
                     removed += 1;
@@ -453,6 +452,7 @@ impl Store {
             SentRef {
                 psid: record.psid.clone(),
                 entry: record.entry,
+                at: now_ms(),
             },
         );
         self.submit(true, move |overlay| {
@@ -506,6 +506,18 @@ impl Store {
     }
 }
 
+/// When a prunable key was written, from its value.
+fn made_at(namespace: u8, value: &[u8]) -> u64 {
+    match namespace {
+        keys::SENT => serde_json::from_slice::<SentRef>(value)
+            .map_or(0, |sent| u64::try_from(sent.at).unwrap_or_default()),
+        _ => value
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_be_bytes),
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -530,7 +542,7 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         writes.push((keys::journal(seq), None));
     }
     if let Some((page_id, event_id)) = &commit.handled {
-        // The mark holds when it was made, so old marks can be pruned (`prune_handled`).
+        // The mark holds when it was made, so old marks can be pruned (`prune_old`).
         let at = u64::try_from(now_ms()).unwrap_or_default();
         writes.push((
             keys::handled(page_id, event_id),
@@ -767,7 +779,7 @@ mod tests {
         let mut removed = 0;
         loop {
             let (n, next) = store
-                .prune_handled(cursor, cutoff, 2)
+                .prune_old(keys::HANDLED, cursor, cutoff, 2)
                 .into_blocking()
                 .unwrap();
             removed += n;
@@ -779,6 +791,34 @@ mod tests {
         assert_eq!(removed, 5);
         assert!(!store.is_handled("page", "m.old0").unwrap());
         assert!(store.is_handled("page", "m.new").unwrap());
+    }
+
+    #[test]
+    fn old_entries_of_the_sent_message_index_are_pruned() {
+        let (_dir, store) = open();
+        let sent = |at| SentRef {
+            psid: "user".into(),
+            entry: 0,
+            at,
+        };
+        store
+            .commit_turn(
+                TurnCommit {
+                    conversation: Some(ConversationRecord::new(&key())),
+                    sent_index: vec![("m.old".into(), sent(1)), ("m.new".into(), sent(now_ms()))],
+                    ..TurnCommit::default()
+                },
+                false,
+            )
+            .into_blocking()
+            .unwrap();
+        let (removed, next) = store
+            .prune_old(keys::SENT, None, now_ms() - 60_000, 100)
+            .into_blocking()
+            .unwrap();
+        assert_eq!((removed, next), (1, None));
+        assert!(store.find_sent("page", "m.old").unwrap().is_none());
+        assert!(store.find_sent("page", "m.new").unwrap().is_some());
     }
 
     #[test]
@@ -828,9 +868,14 @@ mod tests {
             store.find_sent("page", "m_sent").unwrap(),
             Some(SentRef {
                 psid: "user".into(),
-                entry: 0
+                entry: 0,
+                at: store
+                    .find_sent("page", "m_sent")
+                    .unwrap()
+                    .map_or(0, |s| s.at),
             })
         );
+        assert!(store.find_sent("page", "m_sent").unwrap().unwrap().at > 0);
     }
 
     #[test]

@@ -274,6 +274,10 @@ impl OutboxRecord {
 pub struct SentRef {
     pub psid: String,
     pub entry: u64,
+    /// Local time (ms) the message id was recorded: the index is pruned after the
+    /// dedup retention (receipts and echoes come within days).
+    #[serde(default)]
+    pub at: i64,
 }
 
 #[cfg(test)]
