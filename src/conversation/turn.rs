@@ -194,19 +194,11 @@ async fn run_flow(
     for reply in output.replies {
         let seq = record.take_entry_seq();
         let is_message = reply.is_message();
-        let mut entry = TranscriptEntry {
-            direction: Direction::Out,
-            mid: None,
-            timestamp: now,
-            kind: reply.kind_name().to_string(),
-            text: reply.text_content().map(str::to_string),
-            status: Status::Queued,
-            sent_at: None,
-            echo_timestamp: None,
-            error: None,
-            payload: None,
-            late: false,
-        };
+        let mut entry = TranscriptEntry::queued_out(
+            reply.kind_name(),
+            reply.text_content().map(str::to_string),
+            now,
+        );
         if let Some(refusal) = policy_refusal(record, &reply, now) {
             // Refused here, before the Graph API could refuse it (and count it against us).
             log::warn!("{}: reply not sent: {refusal}", record.key());

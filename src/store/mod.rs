@@ -662,19 +662,7 @@ mod tests {
     }
 
     fn out_entry() -> TranscriptEntry {
-        TranscriptEntry {
-            direction: Direction::Out,
-            mid: None,
-            timestamp: 10,
-            kind: "text".into(),
-            text: Some("hi".into()),
-            status: Status::Queued,
-            sent_at: None,
-            echo_timestamp: None,
-            error: None,
-            payload: None,
-            late: false,
-        }
+        TranscriptEntry::queued_out("text", Some("hi".into()), 10)
     }
 
     fn outbox_record(entry: u64) -> OutboxRecord {

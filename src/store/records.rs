@@ -224,6 +224,23 @@ pub struct TranscriptEntry {
 }
 
 impl TranscriptEntry {
+    /// A page message the flow decided, not yet sent.
+    pub fn queued_out(kind: impl Into<String>, text: Option<String>, timestamp: i64) -> Self {
+        TranscriptEntry {
+            direction: Direction::Out,
+            mid: None,
+            timestamp,
+            kind: kind.into(),
+            text,
+            status: Status::Queued,
+            sent_at: None,
+            echo_timestamp: None,
+            error: None,
+            payload: None,
+            late: false,
+        }
+    }
+
     /// Raises the status; returns whether it changed. `failed` is final.
     pub fn advance(&mut self, to: Status) -> bool {
         if self.status == Status::Failed || to.rank() <= self.status.rank() {
@@ -286,17 +303,8 @@ mod tests {
 
     fn out_entry(status: Status) -> TranscriptEntry {
         TranscriptEntry {
-            direction: Direction::Out,
-            mid: None,
-            timestamp: 1,
-            kind: "text".into(),
-            text: Some("hi".into()),
             status,
-            sent_at: None,
-            echo_timestamp: None,
-            error: None,
-            payload: None,
-            late: false,
+            ..TranscriptEntry::queued_out("text", Some("hi".into()), 1)
         }
     }
 
