@@ -29,52 +29,6 @@ use serde_json::{json, Value};
 use helpers::*;
 use pizza_bot::PizzaBot;
 
-/// A user of one test, numbering their messages so every `mid` and timestamp is new.
-struct User<'a> {
-    app: &'a TestApp,
-    psid: &'a str,
-    sent: i64,
-}
-
-impl<'a> User<'a> {
-    fn new(app: &'a TestApp, psid: &'a str) -> User<'a> {
-        User { app, psid, sent: 0 }
-    }
-
-    /// Posts one signed webhook with a `message` or `postback` (`kind`) from this user;
-    /// the 200 means the engine stored it and will handle it.
-    async fn post(&mut self, kind: &str, mut body: Value) {
-        self.sent += 1;
-        if kind == "message" {
-            body["mid"] = json!(format!("m.{}.{}", self.psid, self.sent));
-        }
-        let event = json!({
-            "sender": {"id": self.psid}, "recipient": {"id": PAGE_ID},
-            "timestamp": self.sent, kind: body
-        });
-        let webhook = envelope(vec![
-            json!({"id": PAGE_ID, "time": self.sent, "messaging": [event]}),
-        ]);
-        assert_eq!(self.app.post_signed(&webhook).await.status, 200);
-    }
-
-    async fn says(&mut self, text: &str) {
-        self.post("message", json!({ "text": text })).await;
-    }
-
-    /// Taps a quick reply: Messenger sends its title as text, and its payload.
-    async fn taps(&mut self, title: &str, payload: &str) {
-        let message = json!({"text": title, "quick_reply": {"payload": payload}});
-        self.post("message", message).await;
-    }
-
-    /// Presses a template button: a `postback` event with its payload.
-    async fn presses(&mut self, title: &str, payload: &str) {
-        let postback = json!({"title": title, "payload": payload});
-        self.post("postback", postback).await;
-    }
-}
-
 /// The `message.text` of a send, or of its button template.
 fn text_of(send: &Recorded) -> &str {
     let message = &send.body["message"];

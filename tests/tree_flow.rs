@@ -10,7 +10,7 @@ use std::path::Path;
 
 use colloquy::flow::tree::TreeFlow;
 use colloquy::FlowHandle;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use helpers::*;
 
@@ -21,48 +21,6 @@ fn shipped_interview() -> FlowHandle {
     TreeFlow::load(&path)
         .expect("the shipped interview loads")
         .into_handle()
-}
-
-/// A user of one test, numbering their messages.
-struct User<'a> {
-    app: &'a TestApp,
-    psid: &'a str,
-    sent: i64,
-}
-
-impl<'a> User<'a> {
-    fn new(app: &'a TestApp, psid: &'a str) -> User<'a> {
-        User { app, psid, sent: 0 }
-    }
-
-    /// Posts `messaging` (one event of this user) and waits for `replies` sends in all.
-    async fn post(&mut self, messaging: Value, replies: usize) -> Vec<Recorded> {
-        let body = envelope(vec![
-            json!({"id": PAGE_ID, "time": 1, "messaging": [messaging]}),
-        ]);
-        assert_eq!(self.app.post_signed(&body).await.status, 200);
-        self.app.graph.wait_for_sends(replies).await
-    }
-
-    fn next_mid(&mut self) -> (String, i64) {
-        self.sent += 1;
-        (format!("m.{}.{}", self.psid, self.sent), self.sent)
-    }
-
-    /// Types `text`; returns every send so far once there are `replies`.
-    async fn says(&mut self, text: &str, replies: usize) -> Vec<Recorded> {
-        let (mid, timestamp) = self.next_mid();
-        let event = message_event(self.psid, &mid, text, timestamp);
-        self.post(event, replies).await
-    }
-
-    /// Taps the quick reply `title` with `payload`.
-    async fn taps(&mut self, title: &str, payload: &str, replies: usize) -> Vec<Recorded> {
-        let (mid, timestamp) = self.next_mid();
-        let mut event = message_event(self.psid, &mid, title, timestamp);
-        event["message"]["quick_reply"] = json!({ "payload": payload });
-        self.post(event, replies).await
-    }
 }
 
 fn text_of(send: &Recorded) -> &str {
@@ -87,27 +45,28 @@ async fn the_shipped_interview_runs_to_completion_and_keeps_the_answers() {
     .await;
     let mut user = User::new(&app, PSID);
 
-    let sends = user.says("Hi", 2).await;
+    let sends = user.says_awaiting("Hi", 2).await;
     assert!(text_of(&sends[0]).starts_with("Hi! Thank you for your interest"));
     assert!(text_of(&sends[1]).starts_with("What is your current salary"));
-    user.says("12 LPA", 3).await;
-    user.says("15 lakhs", 4).await;
-    user.says("5 years", 5).await;
-    let sends = user.says("411001", 7).await;
+    user.says_awaiting("12 LPA", 3).await;
+    user.says_awaiting("15 lakhs", 4).await;
+    user.says_awaiting("5 years", 5).await;
+    let sends = user.says_awaiting("411001", 7).await;
     assert_eq!(
         text_of(&sends[5]),
         "Please answer with the name of a city or place, like Pune or New Delhi."
     );
     assert_eq!(text_of(&sends[6]), "Which city do you currently live in?");
-    let sends = user.says("Pune", 8).await;
+    let sends = user.says_awaiting("Pune", 8).await;
     assert_eq!(text_of(&sends[7]), "Are you serving a notice period?");
     assert_eq!(quick_reply_titles(&sends[7]), ["Yes", "No"]);
-    let sends = user.taps("Yes", "Yes", 9).await;
+    let sends = user.taps_awaiting("Yes", "Yes", 9).await;
     assert_eq!(text_of(&sends[8]), "How many days are left?");
-    user.says("30 days", 10).await;
-    user.says("Rust, SQL and Kafka", 11).await;
-    user.says("Looking for bigger challenges", 12).await;
-    let sends = user.says("I like your product", 13).await;
+    user.says_awaiting("30 days", 10).await;
+    user.says_awaiting("Rust, SQL and Kafka", 11).await;
+    user.says_awaiting("Looking for bigger challenges", 12)
+        .await;
+    let sends = user.says_awaiting("I like your product", 13).await;
     assert_eq!(text_of(&sends[12]), THANKS);
 
     let doc = app
@@ -173,9 +132,9 @@ async fn stop_mid_interview_cancels_it_and_keeps_the_answers_so_far() {
     })
     .await;
     let mut user = User::new(&app, "31338");
-    user.says("hello", 2).await;
-    user.says("$3000", 3).await;
-    let sends = user.says("Stop", 4).await;
+    user.says_awaiting("hello", 2).await;
+    user.says_awaiting("$3000", 3).await;
+    let sends = user.says_awaiting("Stop", 4).await;
     assert!(text_of(&sends[3]).starts_with("Okay, I have stopped the interview."));
     let doc = app
         .wait_for_conversation("31338", |d| d["state"]["stage"]["status"] == "canceled")
@@ -212,9 +171,9 @@ async fn a_completed_interview_is_posted_to_the_tree_callback_url() {
     )
     .await;
     let mut user = User::new(&app, "31339");
-    user.says("hi", 2).await;
-    user.taps("4", "4", 3).await;
-    user.says("New Delhi", 4).await;
+    user.says_awaiting("hi", 2).await;
+    user.taps_awaiting("4", "4", 3).await;
+    user.says_awaiting("New Delhi", 4).await;
 
     let hook = wait_until("the results callback", || {
         app.graph

@@ -18,6 +18,22 @@ fn colloquy(args: &[&str], envs: &[(&str, &str)]) -> Output {
     command.output().expect("the binary runs")
 }
 
+/// `colloquy` run off the async runtime (the test's own server must keep answering).
+async fn colloquy_beside(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    actix_web::rt::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        colloquy(&args, &envs)
+    })
+    .await
+    .expect("the CLI thread finishes")
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -135,23 +151,8 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
         ("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN),
     ];
     // The server holds the sled directory, so the CLI must ask the server.
-    let running = actix_web::rt::task::spawn_blocking({
-        let envs: Vec<(String, String)> = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move || {
-            let envs: Vec<(&str, &str)> =
-                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            (
-                colloquy(&["inspect", "11001", "--json"], &envs),
-                colloquy(&["inspect"], &envs),
-            )
-        }
-    })
-    .await
-    .unwrap();
-    let (doc_output, list_output) = running;
+    let doc_output = colloquy_beside(&["inspect", "11001", "--json"], &envs).await;
+    let list_output = colloquy_beside(&["inspect"], &envs).await;
     assert!(doc_output.status.success(), "{}", stderr(&doc_output));
     let doc: Value = serde_json::from_str(&stdout(&doc_output)).unwrap();
     assert_eq!(doc["psid"], "11001");
@@ -166,19 +167,7 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
         "{}",
         stdout(&list_output)
     );
-    let tail_output = actix_web::rt::task::spawn_blocking({
-        let envs: Vec<(String, String)> = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move || {
-            let envs: Vec<(&str, &str)> =
-                envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            colloquy(&["inspect", "11001", "--json", "--last", "1"], &envs)
-        }
-    })
-    .await
-    .unwrap();
+    let tail_output = colloquy_beside(&["inspect", "11001", "--json", "--last", "1"], &envs).await;
     let tail: Value = serde_json::from_str(&stdout(&tail_output)).unwrap();
     assert_eq!(
         tail["transcript"].as_array().unwrap().len(),
@@ -190,12 +179,8 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
     app.app.stop().await.unwrap();
     // Stopped: the CLI opens the sled directory itself.
     let data_dir = app.data_dir.clone();
-    let direct = actix_web::rt::task::spawn_blocking(move || {
-        let data = data_dir.to_string_lossy().into_owned();
-        colloquy(&["inspect", "11001"], &[("COLLOQUY_DATA", data.as_str())])
-    })
-    .await
-    .unwrap();
+    let data = data_dir.to_string_lossy().into_owned();
+    let direct = colloquy_beside(&["inspect", "11001"], &[("COLLOQUY_DATA", data.as_str())]).await;
     assert!(direct.status.success(), "{}", stderr(&direct));
     let text = stdout(&direct);
     assert!(

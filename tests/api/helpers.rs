@@ -504,3 +504,69 @@ pub fn outbound(doc: &Value) -> Vec<Value> {
         })
         .unwrap_or_default()
 }
+
+/// A user of one test: posts signed events, numbering them so every `mid` and timestamp
+/// is new. (Used by the example and tree-flow tests, which include this file.)
+#[allow(dead_code)]
+pub struct User<'a> {
+    app: &'a TestApp,
+    psid: &'a str,
+    sent: i64,
+}
+
+#[allow(dead_code)]
+impl<'a> User<'a> {
+    pub fn new(app: &'a TestApp, psid: &'a str) -> User<'a> {
+        User { app, psid, sent: 0 }
+    }
+
+    /// Posts one signed webhook with a `message` or `postback` (`kind`) from this user;
+    /// the 200 means the engine stored it and will handle it.
+    pub async fn post(&mut self, kind: &str, mut body: Value) {
+        self.sent += 1;
+        if kind == "message" {
+            body["mid"] = json!(format!("m.{}.{}", self.psid, self.sent));
+        }
+        let event = json!({
+            "sender": {"id": self.psid}, "recipient": {"id": PAGE_ID},
+            "timestamp": self.sent, kind: body
+        });
+        let webhook = envelope(vec![
+            json!({"id": PAGE_ID, "time": self.sent, "messaging": [event]}),
+        ]);
+        assert_eq!(self.app.post_signed(&webhook).await.status, 200);
+    }
+
+    pub async fn says(&mut self, text: &str) {
+        self.post("message", json!({ "text": text })).await;
+    }
+
+    /// Taps a quick reply: Messenger sends its title as text, and its payload.
+    pub async fn taps(&mut self, title: &str, payload: &str) {
+        let message = json!({"text": title, "quick_reply": {"payload": payload}});
+        self.post("message", message).await;
+    }
+
+    /// Presses a template button: a `postback` event with its payload.
+    pub async fn presses(&mut self, title: &str, payload: &str) {
+        let postback = json!({"title": title, "payload": payload});
+        self.post("postback", postback).await;
+    }
+
+    /// Says `text`, then waits until `replies` sends in all reached the mock; returns them.
+    pub async fn says_awaiting(&mut self, text: &str, replies: usize) -> Vec<Recorded> {
+        self.says(text).await;
+        self.app.graph.wait_for_sends(replies).await
+    }
+
+    /// Taps a quick reply, then waits until `replies` sends in all reached the mock.
+    pub async fn taps_awaiting(
+        &mut self,
+        title: &str,
+        payload: &str,
+        replies: usize,
+    ) -> Vec<Recorded> {
+        self.taps(title, payload).await;
+        self.app.graph.wait_for_sends(replies).await
+    }
+}

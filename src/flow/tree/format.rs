@@ -137,16 +137,7 @@ mod tests {
         Question {
             id: "serving".into(),
             text: "Are you serving a notice period?".into(),
-            quick_replies: vec![
-                QuickReplySpec {
-                    title: "Yes".into(),
-                    payload: "YES".into(),
-                },
-                QuickReplySpec {
-                    title: "No".into(),
-                    payload: "NO".into(),
-                },
-            ],
+            quick_replies: crate::flow::tree::testing::yes_no_replies(),
             validation: Validation::YesNo,
             next: Some("notice".into()),
             branches: vec![Branch {

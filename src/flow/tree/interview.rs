@@ -263,7 +263,7 @@ fn callback_body(turn: &Turn<InterviewState>, tree: &str, outcome: Outcome) -> V
 mod tests {
     use super::*;
     use crate::flow::tree::answer::Validation;
-    use crate::flow::tree::format::{Branch, QuickReplySpec, DEFAULT_MAX_TRIES};
+    use crate::flow::tree::format::{Branch, DEFAULT_MAX_TRIES};
     use crate::messenger::inbound::parse_envelope;
     use futures_util::FutureExt;
 
@@ -320,16 +320,7 @@ mod tests {
     /// serving (yes_no) → yes: days_left (follow-up) / no: notice; then city; end.
     fn notice_tree(name: &str) -> Tree {
         let mut serving = question("serving", Validation::YesNo, Some("notice"));
-        serving.quick_replies = vec![
-            QuickReplySpec {
-                title: "Yes".into(),
-                payload: "YES".into(),
-            },
-            QuickReplySpec {
-                title: "No".into(),
-                payload: "NO".into(),
-            },
-        ];
+        serving.quick_replies = crate::flow::tree::testing::yes_no_replies();
         serving.branches = vec![
             Branch {
                 answer: "yes".into(),

@@ -3,7 +3,19 @@
 
 use serde_json::{json, Value};
 
+use super::format::QuickReplySpec;
 use super::load::parse_tree;
+
+/// The quick replies Yes (`YES`) and No (`NO`).
+pub fn yes_no_replies() -> Vec<QuickReplySpec> {
+    [("Yes", "YES"), ("No", "NO")]
+        .into_iter()
+        .map(|(title, payload)| QuickReplySpec {
+            title: title.into(),
+            payload: payload.into(),
+        })
+        .collect()
+}
 
 /// Each problem of `tree`, as displayed; empty when it loads.
 pub fn problems_of(tree: Value) -> Vec<String> {
