@@ -100,11 +100,7 @@ pub fn document(
     let record = match page_id {
         Some(page) => store.conversation(&ConversationKey::new(page, psid))?,
         None => {
-            let mut matches: Vec<_> = store
-                .conversations()?
-                .into_iter()
-                .filter(|r| r.psid == psid)
-                .collect();
+            let mut matches = store.conversations_of(psid)?;
             if matches.len() > 1 {
                 let pages: Vec<_> = matches.iter().map(|r| r.page_id.as_str()).collect();
                 return Err(InspectError::Ambiguous {

@@ -53,6 +53,13 @@ pub fn conversation(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(CONVERSATION, &[page_id, psid])
 }
 
+/// How every conversation key of `psid` ends (whatever the page).
+pub fn conversation_suffix(psid: &str) -> Vec<u8> {
+    let mut suffix = Vec::with_capacity(psid.len() + 2);
+    push_component(&mut suffix, psid);
+    suffix
+}
+
 /// The prefix under which all of one conversation's transcript entries sit, in order.
 pub fn transcript_prefix(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(TRANSCRIPT, &[page_id, psid])
@@ -121,6 +128,12 @@ mod tests {
         assert!(transcript_entry("page", "42", 7).starts_with(&prefix));
         assert!(!transcript_entry("page", "421", 7).starts_with(&prefix));
         assert!(!transcript_entry("page2", "42", 7).starts_with(&prefix));
+    }
+
+    #[test]
+    fn a_conversation_key_ends_with_its_psid_suffix() {
+        assert!(conversation("page", "42").ends_with(&conversation_suffix("42")));
+        assert!(!conversation("page", "142").ends_with(&conversation_suffix("42")));
     }
 
     #[test]

@@ -244,6 +244,25 @@ impl Store {
             .collect()
     }
 
+    /// The conversations of one user, on any page. Only the matching records are
+    /// decoded: the psid is the key's last component, so it is compared on the key.
+    pub fn conversations_of(&self, psid: &str) -> Result<Vec<ConversationRecord>, StoreError> {
+        let suffix = keys::conversation_suffix(psid);
+        self.inner
+            .tree
+            .scan_prefix([keys::CONVERSATION])
+            .filter(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.ends_with(&suffix))
+            })
+            .map(|item| {
+                let (key, value) = item?;
+                decode::<ConversationRecord>(&key, &value)
+            })
+            .filter(|record| record.as_ref().map_or(true, |r| r.psid == psid))
+            .collect()
+    }
+
     pub fn transcript(
         &self,
         key: &ConversationKey,
