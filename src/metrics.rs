@@ -8,12 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::load::Load;
+use crate::store::committer::CommitStats;
 
 /// Latency buckets (seconds) from 100 µs to 5 s: flushes and acks live in the low ms.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -33,7 +36,13 @@ pub struct Metrics {
     pending_events: IntGauge,
     pending_replies: IntGauge,
     live_conversations: IntGauge,
+    store_cycles: IntCounter,
+    store_operations: IntCounter,
+    store_seconds: CounterVec,
     load: Arc<Load>,
+    store_stats: Arc<CommitStats>,
+    // Two scrapes at once must not both add the same difference to a counter.
+    catching_up: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,6 +59,14 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     metric
 }
 
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
+    metric
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let metric = IntGauge::new(name, help).expect("valid metric");
     registry
@@ -59,7 +76,8 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 impl Metrics {
-    pub fn new(load: Arc<Load>) -> Metrics {
+    /// `store_stats` are the committer's counters, read when the metrics are rendered.
+    pub fn new(load: Arc<Load>, store_stats: Arc<CommitStats>) -> Metrics {
         let registry = Registry::new_custom(Some("colloquy".into()), None).expect("valid prefix");
         let events_acked = IntCounter::new("events_acked_total", "Events acknowledged with 200")
             .expect("valid metric");
@@ -88,6 +106,18 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(flush_latency.clone()))
+            .expect("unique metric name");
+        let store_seconds = CounterVec::new(
+            Opts::new(
+                "store_commit_seconds_total",
+                "Time the committer spent per phase: apply (the batch), flush (sled's log \
+                 writes), fdatasync",
+            ),
+            &["phase"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_seconds.clone()))
             .expect("unique metric name");
         Metrics {
             webhook_requests: counter_vec(
@@ -131,11 +161,24 @@ impl Metrics {
                 "Replies committed and not yet sent or failed",
             ),
             live_conversations: gauge(&registry, "live_conversations", "Conversation actors alive"),
+            store_cycles: counter(
+                &registry,
+                "store_commit_cycles_total",
+                "Group-commit cycles (one sled batch each)",
+            ),
+            store_operations: counter(
+                &registry,
+                "store_commit_operations_total",
+                "Write operations carried by those cycles",
+            ),
+            store_seconds,
             events_acked,
             ack_latency,
             flush_latency,
             registry,
             load,
+            store_stats,
+            catching_up: std::sync::Mutex::new(()),
         }
     }
 
@@ -179,15 +222,44 @@ impl Metrics {
         self.live_conversations.set(live as i64);
     }
 
+    /// Brings the store counters up to the committer's own (which only ever grow).
+    fn catch_up_store_stats(&self) {
+        let _one_at_a_time = self
+            .catching_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stats = &self.store_stats;
+        catch_up(&self.store_cycles, stats.cycles.load(Relaxed));
+        catch_up(&self.store_operations, stats.operations.load(Relaxed));
+        for (phase, micros) in [
+            ("apply", &stats.apply_micros),
+            ("flush", &stats.flush_micros),
+            ("fdatasync", &stats.sync_micros),
+        ] {
+            let counter = self.store_seconds.with_label_values(&[phase]);
+            let total = micros.load(Relaxed) as f64 / 1e6;
+            let behind = total - counter.get();
+            if behind > 0.0 {
+                counter.inc_by(behind);
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.pending_events.set(self.load.pending_events() as i64);
         self.pending_replies.set(self.load.pending_replies() as i64);
+        self.catch_up_store_stats();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Raises a counter to `total`, a running total kept elsewhere.
+fn catch_up(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 #[cfg(test)]
@@ -198,7 +270,11 @@ mod tests {
     fn recorded_values_appear_in_the_exposition() {
         let load = Arc::new(Load::default());
         load.events_in(3);
-        let metrics = Metrics::new(load);
+        let stats = Arc::new(CommitStats::default());
+        stats.cycles.store(4, Relaxed);
+        stats.operations.store(9, Relaxed);
+        stats.sync_micros.store(1_500_000, Relaxed);
+        let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
         metrics.reply("failed", Some(551));
@@ -218,12 +294,32 @@ mod tests {
             text.contains("colloquy_webhook_ack_seconds_count 1"),
             "{text}"
         );
+        assert!(
+            text.contains("colloquy_store_commit_cycles_total 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("colloquy_store_commit_operations_total 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"colloquy_store_commit_seconds_total{phase="fdatasync"} 1.5"#),
+            "{text}"
+        );
+        // A second render reports the committer's totals, not their sum twice.
+        stats.cycles.store(5, Relaxed);
+        let text = metrics.render();
+        assert!(
+            text.contains("colloquy_store_commit_cycles_total 5"),
+            "{text}"
+        );
     }
 
     #[test]
     fn two_apps_in_one_process_keep_separate_metrics() {
-        let a = Metrics::new(Arc::new(Load::default()));
-        let b = Metrics::new(Arc::new(Load::default()));
+        let stats = Arc::new(CommitStats::default());
+        let a = Metrics::new(Arc::new(Load::default()), stats.clone());
+        let b = Metrics::new(Arc::new(Load::default()), stats);
         a.webhook_request("GET", 403);
         assert!(!b.render().contains("status=\"403\""));
     }

@@ -1,7 +1,8 @@
 //! Receipts and echoes: delivery and read watermarks (only forward) mark the page's
 //! messages `delivered` and `read`; an echo links the page message it echoes (by our
 //! metadata or its message id) or records one colloquy did not send. Only the page
-//! messages still awaiting a read receipt are looked at, never the whole transcript.
+//! messages from the first one still awaiting a receipt on are looked at, never the whole
+//! transcript.
 
 use serde_json::json;
 
@@ -12,37 +13,35 @@ use crate::store::{
     TranscriptEntry, TurnCommit,
 };
 
-/// Page messages awaiting a read receipt that one conversation keeps track of; older ones
-/// are dropped from tracking (they stay in the transcript as they were).
-const MAX_TRACKED_UNREAD: usize = 1024;
+/// How far back from the newest transcript entry a receipt looks at most: older page
+/// messages no receipt came for stay as they were.
+const MAX_RECEIPT_LOOKBACK: u64 = 1024;
 
-pub(super) fn track_unread(record: &mut ConversationRecord, seq: u64) {
-    record.unread_out.push(seq);
-    if record.unread_out.len() > MAX_TRACKED_UNREAD {
-        let excess = record.unread_out.len() - MAX_TRACKED_UNREAD;
-        record.unread_out.drain(..excess);
-    }
+/// The page messages from `from` on that are not yet `settled` for a kind of receipt.
+fn awaiting(
+    store: &Store,
+    record: &ConversationRecord,
+    from: u64,
+    settled: impl Fn(Status) -> bool,
+) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+    let from = from.max(record.next_entry.saturating_sub(MAX_RECEIPT_LOOKBACK));
+    let mut entries = store.transcript_range(&record.key(), from, record.next_entry)?;
+    entries.retain(|(_, entry)| entry.gets_receipts() && !settled(entry.status));
+    Ok(entries)
 }
 
-/// Collects the tracked page messages with their current entries, dropping from tracking
-/// those that no longer need a receipt.
-fn tracked_entries(
-    store: &Store,
-    record: &mut ConversationRecord,
-) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
-    let key = record.key();
-    let mut entries = Vec::with_capacity(record.unread_out.len());
-    for seq in &record.unread_out {
-        if let Some(entry) = store.transcript_entry(&key, *seq)? {
-            entries.push((*seq, entry));
-        }
-    }
-    record.unread_out = entries
+/// Where the next receipt of a kind need look from: the first awaiting entry this one did
+/// not settle, or past the end.
+fn first_unsettled(
+    record: &ConversationRecord,
+    awaiting: &[(u64, TranscriptEntry)],
+    settled_now: &[u64],
+) -> u64 {
+    awaiting
         .iter()
-        .filter(|(_, e)| !matches!(e.status, Status::Failed | Status::Read))
         .map(|(seq, _)| *seq)
-        .collect();
-    Ok(entries)
+        .find(|seq| !settled_now.contains(seq))
+        .unwrap_or(record.next_entry)
 }
 
 fn is_sent(entry: &TranscriptEntry) -> bool {
@@ -62,16 +61,20 @@ pub(super) fn apply_delivery(
 ) -> Result<(), StoreError> {
     record.delivered_watermark = record.delivered_watermark.max(watermark);
     let watermark = record.delivered_watermark;
-    for (seq, entry) in tracked_entries(store, record)? {
+    let entries = awaiting(store, record, record.undelivered_from, |status| {
+        matches!(status, Status::Delivered | Status::Read | Status::Failed)
+    })?;
+    let mut delivered = Vec::new();
+    for (seq, entry) in &entries {
         let listed = entry.mid.as_ref().is_some_and(|mid| mids.contains(mid));
-        if entry.status != Status::Failed
-            && (listed || (is_sent(&entry) && covered_by(&entry, watermark)))
-        {
+        if listed || (is_sent(entry) && covered_by(entry, watermark)) {
             commit
                 .entry_changes
-                .push((seq, EntryChange::Advance(Status::Delivered)));
+                .push((*seq, EntryChange::Advance(Status::Delivered)));
+            delivered.push(*seq);
         }
     }
+    record.undelivered_from = first_unsettled(record, &entries, &delivered);
     Ok(())
 }
 
@@ -85,16 +88,20 @@ pub(super) fn apply_read(
     // What was read was delivered.
     record.delivered_watermark = record.delivered_watermark.max(record.read_watermark);
     let watermark = record.read_watermark;
+    let entries = awaiting(store, record, record.unread_from, |status| {
+        matches!(status, Status::Read | Status::Failed)
+    })?;
     let mut read = Vec::new();
-    for (seq, entry) in tracked_entries(store, record)? {
-        if is_sent(&entry) && covered_by(&entry, watermark) {
+    for (seq, entry) in &entries {
+        if is_sent(entry) && covered_by(entry, watermark) {
             commit
                 .entry_changes
-                .push((seq, EntryChange::Advance(Status::Read)));
-            read.push(seq);
+                .push((*seq, EntryChange::Advance(Status::Read)));
+            read.push(*seq);
         }
     }
-    record.unread_out.retain(|seq| !read.contains(seq));
+    record.unread_from = first_unsettled(record, &entries, &read);
+    record.undelivered_from = record.undelivered_from.max(record.unread_from);
     Ok(())
 }
 
@@ -166,6 +173,112 @@ pub(super) fn apply_echo(
             at: now_ms(),
         },
     ));
-    track_unread(record, seq);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConversationKey, Direction};
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn entry(direction: Direction, kind: &str, status: Status, sent_at: i64) -> TranscriptEntry {
+        TranscriptEntry {
+            direction,
+            status,
+            sent_at: Some(sent_at),
+            ..TranscriptEntry::queued_out(kind, None, sent_at)
+        }
+    }
+
+    /// A conversation whose transcript is: in, text sent at 10, typing_on, text sent at
+    /// 20, text still queued, text sent at 30.
+    fn stored(store: &Store) -> ConversationRecord {
+        let mut record = ConversationRecord::new(&ConversationKey::new("page", "user"));
+        let entries = [
+            entry(Direction::In, "text", Status::Handled, 1),
+            entry(Direction::Out, "text", Status::Sent, 10),
+            entry(Direction::Out, "typing_on", Status::Sent, 11),
+            entry(Direction::Out, "text", Status::Sent, 20),
+            entry(Direction::Out, "text", Status::Queued, 25),
+            entry(Direction::Out, "text", Status::Sent, 30),
+        ];
+        let new_entries = entries
+            .into_iter()
+            .map(|e| (record.take_entry_seq(), e))
+            .collect();
+        let commit = TurnCommit {
+            conversation: Some(record.clone()),
+            new_entries,
+            ..TurnCommit::default()
+        };
+        block_on(store.commit_turn(commit, false)).unwrap();
+        record
+    }
+
+    fn advanced(commit: &TurnCommit) -> Vec<u64> {
+        commit.entry_changes.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn a_delivery_watermark_settles_what_it_covers_and_later_ones_look_from_the_first_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = stored(&store);
+        let mut commit = TurnCommit::default();
+        apply_delivery(&store, &mut record, &[], 20, &mut commit).unwrap();
+        assert_eq!(
+            advanced(&commit),
+            [1, 3],
+            "messages only, not the typing indicator"
+        );
+        assert_eq!(
+            record.undelivered_from, 4,
+            "the queued reply is the first left"
+        );
+        assert_eq!(record.unread_from, 0, "a delivery reads nothing");
+
+        let mut commit = TurnCommit::default();
+        apply_delivery(&store, &mut record, &[], 30, &mut commit).unwrap();
+        assert_eq!(
+            advanced(&commit),
+            [5],
+            "entries 1 and 3 are not looked at again"
+        );
+        assert_eq!(record.undelivered_from, 4);
+    }
+
+    #[test]
+    fn a_read_watermark_settles_reads_and_deliveries_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = stored(&store);
+        let mut commit = TurnCommit::default();
+        apply_read(&store, &mut record, 20, &mut commit).unwrap();
+        assert_eq!(advanced(&commit), [1, 3]);
+        assert_eq!((record.unread_from, record.undelivered_from), (4, 4));
+        assert_eq!(
+            record.delivered_watermark, 20,
+            "what was read was delivered"
+        );
+    }
+
+    #[test]
+    fn receipts_look_back_a_bounded_number_of_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = stored(&store);
+        // As if thousands of entries had followed without a receipt: the six are out of reach.
+        record.next_entry = 6 + MAX_RECEIPT_LOOKBACK;
+        let mut commit = TurnCommit::default();
+        apply_read(&store, &mut record, 100, &mut commit).unwrap();
+        assert!(advanced(&commit).is_empty());
+        assert_eq!(record.unread_from, record.next_entry);
+    }
 }

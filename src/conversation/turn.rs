@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 
 use super::policy::policy_refusal;
-use super::receipts::{apply_delivery, apply_echo, apply_read, track_unread};
+use super::receipts::{apply_delivery, apply_echo, apply_read};
 use super::{dedup_id, now_ms, ConversationEnv, METADATA_PREFIX};
 use crate::flow::{ConversationView, TimerOp};
 use crate::messenger::inbound::{EventKind, InboundEvent};
@@ -193,7 +193,6 @@ async fn run_flow(
     apply_timer_ops(record, output.timers, now, commit);
     for reply in output.replies {
         let seq = record.take_entry_seq();
-        let is_message = reply.is_message();
         let mut entry = TranscriptEntry::queued_out(
             reply.kind_name(),
             reply.text_content().map(str::to_string),
@@ -220,9 +219,6 @@ async fn run_flow(
         commit.new_entries.push((seq, entry));
         commit.outbox.push((env.store.next_id()?, outbox));
         record.outbound_count += 1;
-        if is_message {
-            track_unread(record, seq);
-        }
     }
     Ok(())
 }

@@ -385,6 +385,22 @@ mod tests {
     }
 
     #[test]
+    fn exactly_the_non_message_kinds_are_left_out_of_receipts() {
+        let replies = [
+            Reply::text("hi").unwrap(),
+            Reply::attachment(AttachmentKind::Image, "https://example.com/a.png").unwrap(),
+            Reply::typing_on(),
+            Reply::typing_off(),
+            Reply::mark_seen(),
+            Reply::callback("https://crm.example/hook", json!({})).unwrap(),
+        ];
+        for reply in replies {
+            let left_out = crate::store::NO_RECEIPT_KINDS.contains(&reply.kind_name());
+            assert_eq!(left_out, !reply.is_message(), "{}", reply.kind_name());
+        }
+    }
+
+    #[test]
     fn a_sender_action_carries_no_message() {
         let Outgoing::Send(request) = Reply::typing_on().into_outgoing("42", "m".into()) else {
             panic!("a sender action is a Send API call");

@@ -23,7 +23,7 @@ use thiserror::Error;
 use committer::{CommitStats, Committer, Overlay};
 pub use records::{
     ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, Outgoing,
-    SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
+    SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry, NO_RECEIPT_KINDS,
 };
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
@@ -180,7 +180,7 @@ impl Store {
         StoreRelease(Arc::downgrade(&self.inner))
     }
 
-    pub fn commit_stats(&self) -> &CommitStats {
+    pub fn commit_stats(&self) -> Arc<CommitStats> {
         self.inner.committer.stats()
     }
 
@@ -298,6 +298,26 @@ impl Store {
             .collect::<Result<_, StoreError>>()?;
         tail.reverse();
         Ok(tail)
+    }
+
+    /// The entries of a conversation's transcript numbered `from` up to (not including) `to`.
+    pub fn transcript_range(
+        &self,
+        key: &ConversationKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        let start = keys::transcript_entry(&key.page_id, &key.psid, from);
+        let end = keys::transcript_entry(&key.page_id, &key.psid, to);
+        self.inner
+            .tree
+            .range(start..end)
+            .map(|item| {
+                let (k, value) = item?;
+                let seq = keys::trailing_seq(&k).unwrap_or_default();
+                Ok((seq, decode(&k, &value)?))
+            })
+            .collect()
     }
 
     pub fn transcript_entry(

@@ -69,10 +69,14 @@ pub struct ConversationRecord {
     /// Sequence number the next transcript entry gets.
     #[serde(default)]
     pub next_entry: u64,
-    /// Transcript entries of page messages not yet known to be read: the only ones a
-    /// watermark can still change, so receipts never scan the whole transcript.
+    /// Every transcript entry before this one is settled for delivery receipts (inbound,
+    /// not a message, delivered, read or failed): a delivery watermark looks from here on,
+    /// so receipts never scan the whole transcript and the record stays small.
     #[serde(default)]
-    pub unread_out: Vec<u64>,
+    pub undelivered_from: u64,
+    /// Likewise for read receipts: every entry before this one is settled for them.
+    #[serde(default)]
+    pub unread_from: u64,
     /// Timers the flow scheduled and that have not fired or been cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timers: Vec<TimerEntry>,
@@ -117,7 +121,8 @@ impl ConversationRecord {
             inbound_count: 0,
             outbound_count: 0,
             next_entry: 0,
-            unread_out: Vec::new(),
+            undelivered_from: 0,
+            unread_from: 0,
             timers: Vec::new(),
             window_opened_at: 0,
             thread_elsewhere: false,
@@ -223,7 +228,15 @@ pub struct TranscriptEntry {
     pub late: bool,
 }
 
+/// Outbound entry kinds that are not messages the user receives (sender actions, durable
+/// callbacks): no delivery or read receipt ever covers them.
+pub const NO_RECEIPT_KINDS: [&str; 4] = ["typing_on", "typing_off", "mark_seen", "callback"];
+
 impl TranscriptEntry {
+    /// A page message a delivery or read receipt may still cover.
+    pub fn gets_receipts(&self) -> bool {
+        self.direction == Direction::Out && !NO_RECEIPT_KINDS.contains(&self.kind.as_str())
+    }
     /// A page message the flow decided, not yet sent.
     pub fn queued_out(kind: impl Into<String>, text: Option<String>, timestamp: i64) -> Self {
         TranscriptEntry {

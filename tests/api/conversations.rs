@@ -213,6 +213,47 @@ async fn watermarks_only_move_forward() {
     assert_eq!(doc["delivered_watermark"], 5000);
 }
 
+#[actix_web::test]
+async fn a_delivery_settles_the_messages_it_lists_and_a_read_settles_all_it_covers() {
+    let app = spawn_app().await;
+    let receipt = |kind: &str, body: Value| {
+        envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+            {"sender": {"id": "6201"}, "recipient": {"id": PAGE_ID}, "timestamp": 1, kind: body}
+        ]})])
+    };
+    for i in 1..=3 {
+        let message = text_message("6201", &format!("m.r{i}"), "hi", i);
+        assert_eq!(app.post_signed(&message).await.status, 200);
+        app.graph.wait_for_sends(i as usize).await;
+    }
+    let doc = app
+        .wait_for_conversation("6201", |d| {
+            outbound(d).iter().all(|r| r["status"] == "sent") && outbound(d).len() == 3
+        })
+        .await;
+    assert_eq!(outbound(&doc).len(), 3);
+
+    // Only the second reply is listed: the first stays where delivery receipts look from.
+    let delivery = receipt("delivery", json!({"mids": ["m_mock_2"], "watermark": 1}));
+    assert_eq!(app.post_signed(&delivery).await.status, 200);
+    let doc = app
+        .wait_for_conversation("6201", |d| outbound(d)[1]["status"] == "delivered")
+        .await;
+    let statuses: Vec<Value> = outbound(&doc).iter().map(|r| r["status"].clone()).collect();
+    assert_eq!(statuses, [json!("sent"), json!("delivered"), json!("sent")]);
+
+    let far_ahead = 4_102_444_800_000i64; // 2100-01-01: covers every reply.
+    let read = receipt("read", json!({"watermark": far_ahead}));
+    assert_eq!(app.post_signed(&read).await.status, 200);
+    let doc = app
+        .wait_for_conversation("6201", |d| d["read_watermark"] == far_ahead)
+        .await;
+    assert!(
+        outbound(&doc).iter().all(|r| r["status"] == "read"),
+        "{doc}"
+    );
+}
+
 /// A flow that fails on "boom" and panics on "panic", and thanks otherwise.
 struct Fragile;
 

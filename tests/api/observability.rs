@@ -47,6 +47,17 @@ async fn metrics_count_requests_events_replies_and_latencies() {
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
+    // The ack, the turn and the send outcome each went through a commit cycle.
+    let operations = sample_value(&text, "colloquy_store_commit_operations_total");
+    assert!(operations >= 3.0, "{text}");
+    let cycles = sample_value(&text, "colloquy_store_commit_cycles_total");
+    assert!((1.0..=operations).contains(&cycles), "{text}");
+    assert!(
+        sample_value(
+            &text,
+            r#"colloquy_store_commit_seconds_total{phase="fdatasync"}"#
+        ) > 0.0
+    );
     assert!(!text.contains(ACCESS_TOKEN) && !text.contains(APP_SECRET));
 }
 
@@ -89,4 +100,12 @@ async fn readiness_fails_while_overloaded() {
         actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("never ready again");
+}
+
+/// The value of one sample (`name` with its labels) in a Prometheus exposition.
+fn sample_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no sample `{name}` in:\n{text}"))
 }
