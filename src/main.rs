@@ -6,6 +6,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use colloquy::cli::{self, Cli, Command};
 
+// The engine allocates small, short-lived buffers on every thread (HTTP bodies, JSON,
+// sled's node copies); glibc's malloc showed up as a fifth of the CPU profile under load
+// (docs/performance.md). The library leaves this choice to each binary.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -28,7 +28,7 @@ pub use records::{
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
 /// outgrow a small VM. `COLLOQUY_CACHE_MB` changes it.
-pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -48,6 +48,12 @@ use anyhow::Context as _;
 use clap::Parser;
 
 use args::Args;
+
+// The load generator shares the machine with the server it measures: the less CPU its
+// own allocations take, the more is left for the server (see src/main.rs).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use load::{Load, Plan};
 use mock::MockGraph;
 use procfs::{cores_between, cpu_mark, CpuMark, RssSampler};
