@@ -1,4 +1,5 @@
-//! Retention: keeps the dedup marks and the sent-message index from growing forever.
+//! Retention: keeps the dedup marks from growing forever (and removes the sent-message
+//! index earlier builds kept).
 //!
 //! Every handled event leaves a mark so that a redelivery is skipped; Facebook redelivers
 //! for hours, not weeks. This actor walks the marks in chunks (so the committer is never
@@ -13,7 +14,7 @@ use crate::conversation::now_ms;
 use crate::store::{keys, Store};
 
 /// What is pruned, in this order on every pass: dedup marks, then the index from sent
-/// message ids to transcript entries.
+/// message ids to transcript entries that earlier builds wrote.
 const NAMESPACES: [u8; 2] = [keys::HANDLED, keys::SENT];
 
 /// Marks looked at per chunk: a few milliseconds of the committer's time.

@@ -6,11 +6,11 @@
 
 use serde_json::json;
 
-use super::{now_ms, METADATA_PREFIX};
+use super::METADATA_PREFIX;
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::store::{
-    ConversationRecord, Direction, EntryChange, SentRef, Status, Store, StoreError,
-    TranscriptEntry, TurnCommit,
+    ConversationRecord, Direction, EntryChange, Status, Store, StoreError, TranscriptEntry,
+    TurnCommit,
 };
 
 /// How far back from the newest transcript entry a receipt looks at most: older page
@@ -105,6 +105,29 @@ pub(super) fn apply_read(
     Ok(())
 }
 
+/// Page messages an echo without colloquy's metadata is matched against by message id:
+/// every one not yet read, and at least this many of the newest entries.
+const ECHO_LOOKBACK: u64 = 64;
+
+/// The recent page message that has Facebook's message id `mid` (an echo whose metadata
+/// was not ours: the Send API's answer gave the id first), newest first.
+fn recent_page_message(
+    store: &Store,
+    record: &ConversationRecord,
+    mid: &str,
+) -> Result<Option<u64>, StoreError> {
+    let from = record
+        .unread_from
+        .min(record.next_entry.saturating_sub(ECHO_LOOKBACK))
+        .max(record.next_entry.saturating_sub(MAX_RECEIPT_LOOKBACK));
+    let entries = store.transcript_range(&record.key(), from, record.next_entry)?;
+    Ok(entries
+        .into_iter()
+        .rev()
+        .find(|(_, e)| e.direction == Direction::Out && e.mid.as_deref() == Some(mid))
+        .map(|(seq, _)| seq))
+}
+
 /// Links the echo of a page message to its transcript entry, or records a page message
 /// colloquy did not send (a human in the Page Inbox, another app).
 pub(super) fn apply_echo(
@@ -123,19 +146,12 @@ pub(super) fn apply_echo(
         .and_then(|m| m.strip_prefix(METADATA_PREFIX))
         .and_then(|seq| seq.parse::<u64>().ok())
         .filter(|seq| *seq < record.next_entry);
-    let target = match by_metadata {
-        Some(seq) => Some(seq),
-        None => store
-            .find_sent(&event.page_id, &echo.mid)?
-            .filter(|sent| sent.psid == record.psid)
-            .map(|sent| sent.entry),
-    };
-    let own = match target {
+    let own = match by_metadata {
         Some(seq) => store
             .transcript_entry(&key, seq)?
             .filter(|e| e.direction == Direction::Out)
             .map(|_| seq),
-        None => None,
+        None => recent_page_message(store, record, &echo.mid)?,
     };
     if let Some(seq) = own {
         commit.entry_changes.push((
@@ -163,14 +179,6 @@ pub(super) fn apply_echo(
             error: None,
             payload: echo.app_id.as_ref().map(|app| json!({ "app_id": app })),
             late: false,
-        },
-    ));
-    commit.sent_index.push((
-        echo.mid.clone(),
-        SentRef {
-            psid: record.psid.clone(),
-            entry: seq,
-            at: now_ms(),
         },
     ));
     Ok(())

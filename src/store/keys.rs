@@ -15,7 +15,8 @@ pub const TRANSCRIPT: u8 = b't';
 pub const HANDLED: u8 = b'm';
 /// Replies decided by a flow and not yet sent or failed: `o` + seq.
 pub const OUTBOX: u8 = b'o';
-/// Sent message id → its transcript entry: `x` + page + message id.
+/// Sent message id → its transcript entry: `x` + page + message id. Written by earlier
+/// builds only (the id now lives on the entry); kept so retention prunes what they left.
 pub const SENT: u8 = b'x';
 /// Pending timers in due order: `k` + due + page + psid + name.
 pub const TIMER: u8 = b'k';

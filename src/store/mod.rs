@@ -87,8 +87,6 @@ pub struct TurnCommit {
     pub new_entries: Vec<(u64, TranscriptEntry)>,
     pub entry_changes: Vec<(u64, EntryChange)>,
     pub outbox: Vec<(u64, OutboxRecord)>,
-    /// Message ids (from echoes of other senders) to index for later receipts.
-    pub sent_index: Vec<(String, SentRef)>,
     /// Timers to add to the due-ordered index.
     pub timers_set: Vec<TimerRecord>,
     /// Timers (name, due) of this conversation to remove from the index.
@@ -335,15 +333,6 @@ impl Store {
             .contains_key(keys::handled(page_id, event_id))?)
     }
 
-    /// The transcript entry of a message the page sent, by its message id.
-    pub fn find_sent(
-        &self,
-        page_id: &str,
-        message_id: &str,
-    ) -> Result<Option<SentRef>, StoreError> {
-        self.get(&keys::sent(page_id, message_id))
-    }
-
     /// Applies one conversation turn atomically; resolves once applied, and once on disk
     /// when `durable`.
     pub fn commit_turn(
@@ -486,14 +475,6 @@ impl Store {
         outcome: SendOutcome,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
-        let (page_id, sent) = (
-            record.page_id.clone(),
-            SentRef {
-                psid: record.psid.clone(),
-                entry: record.entry,
-                at: now_ms(),
-            },
-        );
         self.submit(true, move |overlay| {
             overlay.remove(keys::outbox(seq));
             let Some(bytes) = overlay.get(&entry_key)? else {
@@ -505,7 +486,6 @@ impl Store {
                     entry.advance(Status::Sent);
                     entry.sent_at.get_or_insert(at);
                     if let Some(id) = message_id {
-                        overlay.insert(keys::sent(&page_id, &id), encode(&sent));
                         entry.mid.get_or_insert(id);
                     }
                 }
@@ -601,9 +581,6 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     }
     for (seq, record) in &commit.outbox {
         writes.push((keys::outbox(*seq), Some(encode(record))));
-    }
-    for (message_id, sent) in &commit.sent_index {
-        writes.push((keys::sent(page, message_id), Some(encode(sent))));
     }
     for timer in &commit.timers_cleared {
         writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
@@ -821,31 +798,31 @@ mod tests {
     }
 
     #[test]
-    fn old_entries_of_the_sent_message_index_are_pruned() {
+    fn old_entries_of_the_legacy_sent_message_index_are_pruned() {
         let (_dir, store) = open();
-        let sent = |at| SentRef {
-            psid: "user".into(),
-            entry: 0,
-            at,
+        let sent = |at| {
+            encode(&SentRef {
+                psid: "user".into(),
+                entry: 0,
+                at,
+            })
         };
-        store
-            .commit_turn(
-                TurnCommit {
-                    conversation: Some(ConversationRecord::new(&key())),
-                    sent_index: vec![("m.old".into(), sent(1)), ("m.new".into(), sent(now_ms()))],
-                    ..TurnCommit::default()
-                },
-                false,
-            )
-            .into_blocking()
-            .unwrap();
+        // Data directories of earlier builds hold this index; nothing writes it any more.
+        let (old, new) = (keys::sent("page", "m.old"), keys::sent("page", "m.new"));
+        let (o, n) = (old.clone(), new.clone());
+        let write = store.inner.committer.submit(false, move |overlay| {
+            overlay.insert(o, sent(1));
+            overlay.insert(n, sent(now_ms()));
+            Ok::<(), StoreError>(())
+        });
+        write.into_blocking().unwrap();
         let (removed, next) = store
             .prune_old(keys::SENT, None, now_ms() - 60_000, 100)
             .into_blocking()
             .unwrap();
         assert_eq!((removed, next), (1, None));
-        assert!(store.find_sent("page", "m.old").unwrap().is_none());
-        assert!(store.find_sent("page", "m.new").unwrap().is_some());
+        assert!(!store.inner.tree.contains_key(old).unwrap());
+        assert!(store.inner.tree.contains_key(new).unwrap());
     }
 
     #[test]
@@ -891,18 +868,8 @@ mod tests {
         assert_eq!(entry.status, Status::Sent);
         assert_eq!(entry.mid.as_deref(), Some("m_sent"));
         assert_eq!(entry.sent_at, Some(99));
-        assert_eq!(
-            store.find_sent("page", "m_sent").unwrap(),
-            Some(SentRef {
-                psid: "user".into(),
-                entry: 0,
-                at: store
-                    .find_sent("page", "m_sent")
-                    .unwrap()
-                    .map_or(0, |s| s.at),
-            })
-        );
-        assert!(store.find_sent("page", "m_sent").unwrap().unwrap().at > 0);
+        let index_keys = store.inner.tree.scan_prefix([keys::SENT]).count();
+        assert_eq!(index_keys, 0, "the message id lives on the entry only");
     }
 
     #[test]

@@ -299,7 +299,8 @@ impl OutboxRecord {
     }
 }
 
-/// Where a sent message id lives in the transcript.
+/// Where a sent message id lives in the transcript: the value of the legacy `x` index
+/// (`keys::SENT`), read only to prune it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRef {
     pub psid: String,
