@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One benchmark run, the way docs/performance.md's figures were taken: starts
+# `colloquy serve` on a fresh data directory, drives it with `colloquy-bench` (which
+# serves the mock Graph API), then prints the bench's JSON line and the committer's
+# counters from /metrics, and removes the data directory.
+#
+#   cargo build --release --bins
+#   scripts/bench.sh [BINDIR] -- --senders 128 --duration 10 --warmup 2
+#
+# BINDIR defaults to target/release. Extra server settings come from the environment
+# (e.g. COLLOQUY_CACHE_MB=16 scripts/bench.sh). Copy the binaries elsewhere to compare
+# two builds back to back: run-to-run noise on a shared 2-core machine is 5-10 %.
+set -euo pipefail
+
+bin=target/release
+if [ $# -gt 0 ] && [ "$1" != "--" ]; then bin=$1; shift; fi
+[ "${1:-}" = "--" ] && shift
+flow=${FLOW:-thanks}
+port=${PORT:-8180}; admin=$((port + 1)); graph=${GRAPH_PORT:-9999}
+
+data=$(mktemp -d)
+trap 'rm -rf "$data"' EXIT
+export MESSENGER_APP_SECRET=bench-secret
+MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench \
+  MESSENGER_GRAPH_URL=http://127.0.0.1:$graph/v21.0 \
+  COLLOQUY_PAGE_SEND_RATE=${COLLOQUY_PAGE_SEND_RATE:-0} COLLOQUY_DATA=$data/db \
+  COLLOQUY_BIND=127.0.0.1:$port COLLOQUY_ADMIN_BIND=127.0.0.1:$admin RUST_LOG=${RUST_LOG:-warn} \
+  "$bin/colloquy" serve --flow "$flow" >"$data/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=bench&hub.challenge=1" \
+    >/dev/null && break
+  sleep 0.1
+done
+
+status=0
+"$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
+  --flow "$flow" --pid "$server" --json "$@" || status=$?
+curl -s "http://127.0.0.1:$admin/metrics" | grep '^colloquy_store_commit' || true
+kill "$server"
+wait "$server" || true
+exit $status
