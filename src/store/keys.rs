@@ -98,6 +98,21 @@ pub fn timers_due_by(now: i64) -> Vec<u8> {
     key
 }
 
+/// The page id and psid of a conversation key (`None` for any other key).
+pub fn conversation_parts(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[CONVERSATION])?;
+    let (page_id, rest) = split_component(rest)?;
+    let (psid, rest) = split_component(rest)?;
+    rest.is_empty().then_some((page_id, psid))
+}
+
+fn split_component(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let len = usize::from(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]));
+    let component = bytes.get(2..2 + len)?;
+    let text = std::str::from_utf8(component).ok()?.to_string();
+    Some((text, &bytes[2 + len..]))
+}
+
 /// The trailing big-endian sequence number of a journal, outbox or transcript key.
 pub fn trailing_seq(key: &[u8]) -> Option<u64> {
     let start = key.len().checked_sub(8)?;
@@ -135,6 +150,15 @@ mod tests {
     fn a_conversation_key_ends_with_its_psid_suffix() {
         assert!(conversation("page", "42").ends_with(&conversation_suffix("42")));
         assert!(!conversation("page", "142").ends_with(&conversation_suffix("42")));
+    }
+
+    #[test]
+    fn a_conversation_key_gives_back_its_page_and_psid() {
+        let parts = |page: &str, psid: &str| conversation_parts(&conversation(page, psid));
+        assert_eq!(parts("page", "42"), Some(("page".into(), "42".into())));
+        assert_eq!(parts("", "\u{0}x"), Some((String::new(), "\u{0}x".into())));
+        assert_eq!(conversation_parts(&transcript_entry("page", "42", 1)), None);
+        assert_eq!(conversation_parts(&conversation("page", "42")[..6]), None);
     }
 
     #[test]

@@ -67,6 +67,19 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
     })
 }
 
+/// A conversation record; its page id and psid come from its key (they are not stored
+/// twice).
+fn decode_conversation(key: &[u8], bytes: &[u8]) -> Result<ConversationRecord, StoreError> {
+    let mut record: ConversationRecord = decode(key, bytes)?;
+    let (page_id, psid) = keys::conversation_parts(key).ok_or_else(|| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: "not a conversation key".into(),
+    })?;
+    record.page_id = page_id;
+    record.psid = psid;
+    Ok(record)
+}
+
 /// A change to an existing transcript entry, applied against its current stored value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EntryChange {
@@ -227,7 +240,11 @@ impl Store {
         &self,
         key: &ConversationKey,
     ) -> Result<Option<ConversationRecord>, StoreError> {
-        self.get(&keys::conversation(&key.page_id, &key.psid))
+        let stored = keys::conversation(&key.page_id, &key.psid);
+        match self.inner.tree.get(&stored)? {
+            Some(bytes) => Ok(Some(decode_conversation(&stored, &bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Every conversation record, in key order (page, then psid).
@@ -237,7 +254,7 @@ impl Store {
             .scan_prefix([keys::CONVERSATION])
             .map(|item| {
                 let (key, value) = item?;
-                decode(&key, &value)
+                decode_conversation(&key, &value)
             })
             .collect()
     }
@@ -255,7 +272,7 @@ impl Store {
             })
             .map(|item| {
                 let (key, value) = item?;
-                decode::<ConversationRecord>(&key, &value)
+                decode_conversation(&key, &value)
             })
             .filter(|record| record.as_ref().map_or(true, |r| r.psid == psid))
             .collect()

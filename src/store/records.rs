@@ -43,50 +43,110 @@ pub struct JournalRecord {
 }
 
 /// What is kept per conversation besides its transcript.
+///
+/// Stored compactly (it is rewritten on every turn): short field names (the long ones of
+/// earlier builds are still read), zeros left out, and the page id and psid not stored
+/// at all since the key holds them (`Store` fills them in when it reads a record).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationRecord {
+    #[serde(skip)]
     pub page_id: String,
+    #[serde(skip)]
     pub psid: String,
     /// The flow's own state, as its serde type wrote it; `null` before the first turn.
-    #[serde(default)]
+    #[serde(default, rename = "s", alias = "state")]
     pub state: Value,
     /// Every page message at or before this time (ms) is delivered. Only moves forward.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "dw",
+        alias = "delivered_watermark",
+        skip_serializing_if = "is_zero"
+    )]
     pub delivered_watermark: i64,
     /// Every page message at or before this time (ms) is read. Only moves forward.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "rw",
+        alias = "read_watermark",
+        skip_serializing_if = "is_zero"
+    )]
     pub read_watermark: i64,
     /// Local time (ms) of the last event handled.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "la",
+        alias = "last_activity",
+        skip_serializing_if = "is_zero"
+    )]
     pub last_activity: i64,
     /// Facebook time (ms) of the last message from the user: opens the 24 h window.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "lu",
+        alias = "last_user_message",
+        skip_serializing_if = "is_zero"
+    )]
     pub last_user_message: i64,
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "ni",
+        alias = "inbound_count",
+        skip_serializing_if = "is_zero"
+    )]
     pub inbound_count: u64,
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "no",
+        alias = "outbound_count",
+        skip_serializing_if = "is_zero"
+    )]
     pub outbound_count: u64,
     /// Sequence number the next transcript entry gets.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "ne",
+        alias = "next_entry",
+        skip_serializing_if = "is_zero"
+    )]
     pub next_entry: u64,
     /// Every transcript entry before this one is settled for delivery receipts (inbound,
     /// not a message, delivered, read or failed): a delivery watermark looks from here on,
     /// so receipts never scan the whole transcript and the record stays small.
-    #[serde(default)]
+    #[serde(default, rename = "ud", skip_serializing_if = "is_zero")]
     pub undelivered_from: u64,
     /// Likewise for read receipts: every entry before this one is settled for them.
-    #[serde(default)]
+    #[serde(default, rename = "ur", skip_serializing_if = "is_zero")]
     pub unread_from: u64,
     /// Timers the flow scheduled and that have not fired or been cancelled.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "tm",
+        alias = "timers",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub timers: Vec<TimerEntry>,
     /// Local time (ms) the user last did something: the 24-hour window runs from here.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "wo",
+        alias = "window_opened_at",
+        skip_serializing_if = "is_zero"
+    )]
     pub window_opened_at: i64,
     /// Another app took control of the thread (handover protocol): the flow does not run
     /// and nothing is sent until control is passed back.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "te",
+        alias = "thread_elsewhere",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub thread_elsewhere: bool,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// A pending timer of a conversation, by name.
@@ -197,34 +257,77 @@ impl Failure {
 }
 
 /// One line of a conversation: an event from Facebook or a message from the page.
+///
+/// Stored with short field names (the long ones of earlier builds are still read) and
+/// without empty fields: transcripts are most of the data directory. What `inspect` and
+/// the admin endpoint show is `inspect::TranscriptLine`, with the long names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptEntry {
+    #[serde(rename = "d", alias = "direction")]
     pub direction: Direction,
     /// Facebook's message id: the inbound `mid`, or the `message_id` the Send API returned.
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "m",
+        alias = "mid",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mid: Option<String>,
     /// Inbound: Facebook's event time. Outbound: when the flow decided it (local ms).
+    #[serde(rename = "t", alias = "timestamp")]
     pub timestamp: i64,
     /// Short event or reply kind (`text`, `postback`, `quick_reply`, `echo`, `typing_on`...).
+    #[serde(rename = "k", alias = "kind")]
     pub kind: String,
-    #[serde(default)]
+    #[serde(
+        default,
+        rename = "x",
+        alias = "text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub text: Option<String>,
+    #[serde(rename = "s", alias = "status")]
     pub status: Status,
     /// Outbound: local time (ms) the Send API accepted it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sa",
+        alias = "sent_at",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sent_at: Option<i64>,
     /// Outbound: Facebook's time (ms) of the message, from its echo; watermarks compare to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "et",
+        alias = "echo_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub echo_timestamp: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "e",
+        alias = "error",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error: Option<Failure>,
     /// Inbound: a payload worth keeping (postback/quick reply payload, attachment types,
     /// or the raw JSON of an event kind the engine does not know).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "p",
+        alias = "payload",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payload: Option<Value>,
     /// Inbound: Facebook stamped it before a user event already handled (it arrived out
     /// of order, e.g. redelivered after a failure); it was handled on arrival all the same.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "l",
+        alias = "late",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub late: bool,
 }
 
@@ -369,6 +472,66 @@ mod tests {
                 "\"read\"",
                 "\"failed\""
             ]
+        );
+    }
+
+    #[test]
+    fn a_conversation_record_is_stored_without_its_key_zeros_or_long_names() {
+        let mut record = ConversationRecord::new(&ConversationKey::new("1000", "42"));
+        record.state = serde_json::json!({"messages": 1});
+        record.next_entry = 2;
+        record.inbound_count = 1;
+        let stored = serde_json::to_string(&record).unwrap();
+        assert_eq!(stored, r#"{"s":{"messages":1},"ni":1,"ne":2}"#);
+    }
+
+    #[test]
+    fn records_written_by_earlier_builds_are_still_read() {
+        let conversation = r#"{"page_id":"1000","psid":"42","state":{"step":2},
+            "delivered_watermark":5,"read_watermark":4,"last_activity":9,
+            "last_user_message":8,"inbound_count":3,"outbound_count":2,"next_entry":5,
+            "unread_out":[1,3],"timers":[{"name":"nudge","due":99}],
+            "window_opened_at":7,"thread_elsewhere":true}"#;
+        let record: ConversationRecord = serde_json::from_str(conversation).unwrap();
+        assert_eq!(record.state, serde_json::json!({"step": 2}));
+        assert_eq!((record.delivered_watermark, record.read_watermark), (5, 4));
+        assert_eq!((record.last_activity, record.last_user_message), (9, 8));
+        assert_eq!((record.inbound_count, record.outbound_count), (3, 2));
+        assert_eq!((record.next_entry, record.window_opened_at), (5, 7));
+        assert_eq!(record.timers[0].name, "nudge");
+        assert!(record.thread_elsewhere);
+        assert_eq!((record.undelivered_from, record.unread_from), (0, 0));
+
+        let entry = r#"{"direction":"out","mid":"m.1","timestamp":10,"kind":"text",
+            "text":"hi","status":"read","sent_at":11,"echo_timestamp":12,"late":true}"#;
+        let entry: TranscriptEntry = serde_json::from_str(entry).unwrap();
+        assert_eq!(entry.direction, Direction::Out);
+        assert_eq!(entry.mid.as_deref(), Some("m.1"));
+        assert_eq!(
+            (entry.timestamp, entry.sent_at, entry.echo_timestamp),
+            (10, Some(11), Some(12))
+        );
+        assert_eq!(
+            (entry.kind.as_str(), entry.text.as_deref()),
+            ("text", Some("hi"))
+        );
+        assert_eq!(entry.status, Status::Read);
+        assert!(entry.late);
+    }
+
+    #[test]
+    fn a_transcript_entry_round_trips_through_its_short_form() {
+        let mut entry = out_entry(Status::Sent);
+        entry.mid = Some("m.2".into());
+        entry.sent_at = Some(5);
+        let stored = serde_json::to_string(&entry).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"d":"out","m":"m.2","t":1,"k":"text","x":"hi","s":"sent","sa":5}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<TranscriptEntry>(&stored).unwrap(),
+            entry
         );
     }
 }
