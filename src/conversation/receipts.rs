@@ -30,20 +30,6 @@ fn awaiting(
     Ok(entries)
 }
 
-/// Where the next receipt of a kind need look from: the first awaiting entry this one did
-/// not settle, or past the end.
-fn first_unsettled(
-    record: &ConversationRecord,
-    awaiting: &[(u64, TranscriptEntry)],
-    settled_now: &[u64],
-) -> u64 {
-    awaiting
-        .iter()
-        .map(|(seq, _)| *seq)
-        .find(|seq| !settled_now.contains(seq))
-        .unwrap_or(record.next_entry)
-}
-
 fn is_sent(entry: &TranscriptEntry) -> bool {
     matches!(entry.status, Status::Sent | Status::Delivered)
 }
@@ -64,17 +50,19 @@ pub(super) fn apply_delivery(
     let entries = awaiting(store, record, record.undelivered_from, |status| {
         matches!(status, Status::Delivered | Status::Read | Status::Failed)
     })?;
-    let mut delivered = Vec::new();
-    for (seq, entry) in &entries {
+    // The next delivery receipt looks from the first entry this one leaves awaiting.
+    let mut first_left = None;
+    for (seq, entry) in entries {
         let listed = entry.mid.as_ref().is_some_and(|mid| mids.contains(mid));
-        if listed || (is_sent(entry) && covered_by(entry, watermark)) {
+        if listed || (is_sent(&entry) && covered_by(&entry, watermark)) {
             commit
                 .entry_changes
-                .push((*seq, EntryChange::Advance(Status::Delivered)));
-            delivered.push(*seq);
+                .push((seq, EntryChange::Advance(Status::Delivered)));
+        } else {
+            first_left.get_or_insert(seq);
         }
     }
-    record.undelivered_from = first_unsettled(record, &entries, &delivered);
+    record.undelivered_from = first_left.unwrap_or(record.next_entry);
     Ok(())
 }
 
@@ -91,16 +79,17 @@ pub(super) fn apply_read(
     let entries = awaiting(store, record, record.unread_from, |status| {
         matches!(status, Status::Read | Status::Failed)
     })?;
-    let mut read = Vec::new();
-    for (seq, entry) in &entries {
-        if is_sent(entry) && covered_by(entry, watermark) {
+    let mut first_left = None;
+    for (seq, entry) in entries {
+        if is_sent(&entry) && covered_by(&entry, watermark) {
             commit
                 .entry_changes
-                .push((*seq, EntryChange::Advance(Status::Read)));
-            read.push(*seq);
+                .push((seq, EntryChange::Advance(Status::Read)));
+        } else {
+            first_left.get_or_insert(seq);
         }
     }
-    record.unread_from = first_unsettled(record, &entries, &read);
+    record.unread_from = first_left.unwrap_or(record.next_entry);
     record.undelivered_from = record.undelivered_from.max(record.unread_from);
     Ok(())
 }
