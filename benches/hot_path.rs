@@ -106,9 +106,9 @@ fn store_commit(c: &mut Criterion) {
             |n| {
                 runtime.block_on(async {
                     let seq = store
-                        .append_journal(std::slice::from_ref(&record))
+                        .append_journal(vec![record.clone()])
                         .await
-                        .expect("append")[0];
+                        .expect("append");
                     store.commit_turn(turn(seq, n), true).await.expect("commit");
                 })
             },

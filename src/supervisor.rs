@@ -17,13 +17,14 @@ use actix::prelude::*;
 
 use crate::conversation::{Conversation, ConversationEnv, Deliver, Retire};
 use crate::messenger::inbound::InboundEvent;
+use crate::store::journal::{BatchProgress, JournalRef};
 use crate::store::{ConversationKey, JournalRecord};
 
-/// Acknowledged events, with their journal sequence numbers, in arrival order.
+/// Acknowledged events, with where each waits in the journal, in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Route {
-    pub events: Vec<(u64, InboundEvent)>,
+    pub events: Vec<(JournalRef, InboundEvent)>,
 }
 
 /// A conversation actor asks to stop after being idle; granted only if every event
@@ -63,7 +64,7 @@ struct Child {
     last_routed: u64,
     /// Set while the actor is retiring: events that arrive meanwhile wait here for the
     /// next incarnation, which starts once the old one has stopped.
-    retiring: Option<Vec<(u64, InboundEvent)>>,
+    retiring: Option<Vec<(JournalRef, InboundEvent)>>,
 }
 
 pub struct Supervisor {
@@ -79,6 +80,9 @@ pub struct Supervisor {
     max_live: usize,
     /// Logical clock, one tick per routed event.
     clock: u64,
+    /// Progress of the shared journal items not yet finished, so a conversation's restart
+    /// replays its events of such an item into the same count (see `store::journal`).
+    shared_items: HashMap<u64, Arc<BatchProgress>>,
 }
 
 /// The conversation an event belongs to.
@@ -96,10 +100,25 @@ impl Supervisor {
             next_incarnation: 0,
             restarts: HashMap::new(),
             paused: Default::default(),
+            shared_items: HashMap::new(),
         }
     }
 
-    fn route(&mut self, seq: u64, event: InboundEvent, ctx: &mut Context<Self>) {
+    /// References to the events of a pending journal item: a shared item still being
+    /// handled keeps counting on its existing progress.
+    fn refs_for_pending(&self, seq: u64, events: usize) -> Vec<JournalRef> {
+        match self.shared_items.get(&seq) {
+            Some(progress) if events > 1 => JournalRef::sharing(seq, progress, events),
+            _ => JournalRef::for_item(seq, events),
+        }
+    }
+
+    fn route(&mut self, journal: JournalRef, event: InboundEvent, ctx: &mut Context<Self>) {
+        if let JournalRef::Shared { seq, progress, .. } = &journal {
+            self.shared_items
+                .entry(*seq)
+                .or_insert_with(|| progress.clone());
+        }
         let key = conversation_key(&event);
         if self.paused.contains(&key) {
             return;
@@ -126,12 +145,12 @@ impl Supervisor {
             }
         };
         if let Some(waiting) = &mut child.retiring {
-            waiting.push((seq, event));
+            waiting.push((journal, event));
             return;
         }
         child.routed += 1;
         child.last_routed = self.clock;
-        child.addr.do_send(Deliver { seq, event });
+        child.addr.do_send(Deliver { journal, event });
         if spawned {
             self.retire_least_recently_used();
             self.env.metrics.set_live_conversations(self.children.len());
@@ -188,19 +207,19 @@ impl Supervisor {
             }
         };
         let mut replayed = 0usize;
-        for (
-            seq,
-            JournalRecord {
-                page_id,
-                standby,
-                event,
-            },
-        ) in pending
-        {
-            let event = InboundEvent::from_raw(&page_id, event, standby);
-            if only.is_none_or(|key| *key == conversation_key(&event)) {
-                self.route(seq, event, ctx);
-                replayed += 1;
+        for (seq, records) in pending {
+            let refs = self.refs_for_pending(seq, records.len());
+            for (journal, record) in refs.into_iter().zip(records) {
+                let JournalRecord {
+                    page_id,
+                    standby,
+                    event,
+                } = record;
+                let event = InboundEvent::from_raw(&page_id, event, standby);
+                if only.is_none_or(|key| *key == conversation_key(&event)) {
+                    self.route(journal, event, ctx);
+                    replayed += 1;
+                }
             }
         }
         if only.is_none() {
@@ -226,9 +245,24 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
-        for (seq, event) in msg.events {
-            self.route(seq, event, ctx);
+        for (journal, event) in msg.events {
+            self.route(journal, event, ctx);
         }
+    }
+}
+
+/// Every event of a shared journal item is committed and the item is being removed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JournalItemDone {
+    pub seq: u64,
+}
+
+impl Handler<JournalItemDone> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: JournalItemDone, _: &mut Context<Self>) {
+        self.shared_items.remove(&msg.seq);
     }
 }
 
@@ -270,8 +304,8 @@ impl Handler<ConversationStopped> for Supervisor {
         self.env.metrics.set_live_conversations(self.children.len());
         if msg.retired {
             // Events that arrived while it retired go to a fresh incarnation, in order.
-            for (seq, event) in child.retiring.unwrap_or_default() {
-                self.route(seq, event, ctx);
+            for (journal, event) in child.retiring.unwrap_or_default() {
+                self.route(journal, event, ctx);
             }
             return;
         }

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use crate::conversation::now_ms;
 use crate::load::Load;
 use crate::messenger::inbound::InboundEvent;
+use crate::store::journal::JournalRef;
 use crate::store::Store;
 use crate::supervisor::{Route, Supervisor};
 
@@ -69,11 +70,11 @@ impl TimerWheel {
                     return;
                 }
             };
-            let events: Vec<(u64, InboundEvent)> = fired
+            let events: Vec<(JournalRef, InboundEvent)> = fired
                 .into_iter()
                 .map(|(seq, record)| {
                     (
-                        seq,
+                        JournalRef::Own(seq),
                         InboundEvent::from_raw(&record.page_id, record.event, false),
                     )
                 })

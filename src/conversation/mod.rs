@@ -26,8 +26,9 @@ use crate::load::Load;
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::metrics::Metrics;
 use crate::sender::{Enqueue, OutboundSender};
+use crate::store::journal::JournalRef;
 use crate::store::{ConversationKey, ConversationRecord, Store, StoreError};
-use crate::supervisor::{ConversationStopped, IdleStop, Supervisor};
+use crate::supervisor::{ConversationStopped, IdleStop, JournalItemDone, Supervisor};
 use turn::handle_event;
 
 /// Prefix of the Send API `metadata` we attach, echoed back to link the echo to its entry.
@@ -43,11 +44,11 @@ pub struct ConversationEnv {
     pub idle_timeout: Duration,
 }
 
-/// One acknowledged event for this conversation, by its journal sequence number.
+/// One acknowledged event for this conversation, with where it waits in the journal.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
-    pub seq: u64,
+    pub journal: JournalRef,
     pub event: InboundEvent,
 }
 
@@ -144,31 +145,55 @@ impl Handler<Deliver> for Conversation {
         let env = self.env.clone();
         let record = self.record.clone();
         let key = self.key.to_string();
+        let journal = msg.journal;
+        let settled = journal.clone();
         let work = async move {
             match record {
-                Some(record) => handle_event(&env, record, msg.seq, msg.event).await,
+                Some(record) => handle_event(&env, record, &journal, msg.event).await,
                 None => Err(StoreError::NotLoaded { key }),
             }
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|outcome, act, ctx| {
-            act.handled += 1;
-            act.env.load.events_out(1);
-            act.last_active = Instant::now();
-            match outcome {
-                Ok((record, outbox)) => {
-                    act.record = Some(record);
-                    if !outbox.is_empty() {
-                        act.env.sender.do_send(Enqueue { items: outbox });
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |outcome, act, ctx| {
+                act.handled += 1;
+                act.env.load.events_out(1);
+                act.last_active = Instant::now();
+                match outcome {
+                    Ok((record, outbox)) => {
+                        act.record = Some(record);
+                        if !outbox.is_empty() {
+                            act.env.sender.do_send(Enqueue { items: outbox });
+                        }
+                        act.settle_shared_item(&settled);
+                    }
+                    Err(error) => {
+                        // The journal still holds the event: the supervisor restarts this
+                        // conversation from sled and replays it.
+                        log::error!("{}: event not committed, restarting: {error}", act.key);
+                        ctx.stop();
                     }
                 }
-                Err(error) => {
-                    // The journal still holds the event: the supervisor restarts this
-                    // conversation from sled and replays it.
-                    log::error!("{}: event not committed, restarting: {error}", act.key);
-                    ctx.stop();
-                }
+            },
+        )))
+    }
+}
+
+impl Conversation {
+    /// After this event's turn is committed: if it was the last pending event of a
+    /// journal item shared with other events of its POST, removes the item.
+    fn settle_shared_item(&self, journal: &JournalRef) {
+        let Some(seq) = journal.finished() else {
+            return;
+        };
+        let removal = self.env.store.remove_journal(seq);
+        actix::spawn(async move {
+            if let Err(error) = removal.await {
+                // Harmless: the item is replayed at the next start and every event of it
+                // is recognised as handled.
+                log::warn!("cannot remove handled journal item {seq}: {error}");
             }
-        })))
+        });
+        self.supervisor.do_send(JournalItemDone { seq });
     }
 }
 

@@ -13,6 +13,7 @@ use super::receipts::{apply_delivery, apply_echo, apply_read};
 use super::{dedup_id, now_ms, ConversationEnv, METADATA_PREFIX};
 use crate::flow::{ConversationView, TimerOp};
 use crate::messenger::inbound::{EventKind, InboundEvent};
+use crate::store::journal::JournalRef;
 use crate::store::{
     ConversationRecord, Direction, Failure, OutboxRecord, Status, StoreError, TimerEntry,
     TimerRecord, TranscriptEntry, TurnCommit,
@@ -22,11 +23,11 @@ use crate::store::{
 pub(super) async fn handle_event(
     env: &ConversationEnv,
     mut record: ConversationRecord,
-    seq: u64,
+    journal: &JournalRef,
     event: InboundEvent,
 ) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
     let store = &env.store;
-    if !store.journal_contains(seq)? {
+    if !store.journal_contains(journal.seq())? {
         // A replay of an item an earlier incarnation already committed.
         return Ok((record, Vec::new()));
     }
@@ -35,16 +36,18 @@ pub(super) async fn handle_event(
         if store.is_handled(&event.page_id, id)? {
             log::info!("{}: skipping redelivered event {id}", record.key());
             env.metrics.event(event.kind_name(), "duplicate");
-            let commit = TurnCommit {
-                journal_seq: Some(seq),
-                ..TurnCommit::default()
-            };
-            store.commit_turn(commit, false).await?;
+            if let Some(seq) = journal.removed_with_turn() {
+                let commit = TurnCommit {
+                    journal_seq: Some(seq),
+                    ..TurnCommit::default()
+                };
+                store.commit_turn(commit, false).await?;
+            }
             return Ok((record, Vec::new()));
         }
     }
     let mut commit = TurnCommit {
-        journal_seq: Some(seq),
+        journal_seq: journal.removed_with_turn(),
         handled: event_id.map(|id| (event.page_id.clone(), id)),
         ..TurnCommit::default()
     };

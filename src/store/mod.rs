@@ -9,6 +9,7 @@
 //! holds no business rules beyond "status only moves forward".
 
 pub mod committer;
+pub mod journal;
 pub mod keys;
 pub mod records;
 
@@ -22,8 +23,9 @@ use thiserror::Error;
 
 use committer::{CommitStats, Committer, Overlay};
 pub use records::{
-    ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, OutboxRecord, Outgoing,
-    SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry, NO_RECEIPT_KINDS,
+    ConversationKey, ConversationRecord, Direction, Failure, JournalItem, JournalRecord,
+    OutboxRecord, Outgoing, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
+    NO_RECEIPT_KINDS,
 };
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
@@ -202,36 +204,47 @@ impl Store {
 
     // ---- journal -------------------------------------------------------------------
 
-    /// Appends acknowledged events to the journal and makes them durable; resolves to
-    /// their sequence numbers in order.
+    /// Appends the acknowledged events of one POST to the journal as ONE item and makes
+    /// it durable; resolves to the item's sequence number (see `journal` for how the
+    /// item is removed once every event is handled).
     pub fn append_journal(
         &self,
-        records: &[JournalRecord],
-    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + 'static {
-        let prepared: Result<Vec<(u64, Vec<u8>)>, StoreError> = records
-            .iter()
-            .map(|record| Ok((self.next_id()?, encode(record))))
-            .collect();
-        let submitted = prepared.map(|items| {
+        records: Vec<JournalRecord>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + 'static {
+        let item = match <[JournalRecord; 1]>::try_from(records) {
+            Ok([record]) => JournalItem::One(record),
+            Err(batch) => JournalItem::Batch { batch },
+        };
+        let bytes = encode(&item);
+        let submitted = self.next_id().map(|seq| {
             self.submit(true, move |overlay| {
-                let mut seqs = Vec::with_capacity(items.len());
-                for (seq, bytes) in items {
-                    overlay.insert(keys::journal(seq), bytes);
-                    seqs.push(seq);
-                }
-                Ok(seqs)
+                overlay.insert(keys::journal(seq), bytes);
+                Ok(seq)
             })
         });
         async move { submitted?.await }
+    }
+
+    /// Removes a journal item whose events have all been handled. Queued at once; it need
+    /// not be durable (a replay would find every event's dedup mark).
+    pub fn remove_journal(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> {
+        self.submit(false, move |overlay| {
+            overlay.remove(keys::journal(seq));
+            Ok(())
+        })
     }
 
     pub fn journal_contains(&self, seq: u64) -> Result<bool, StoreError> {
         Ok(self.inner.tree.contains_key(keys::journal(seq))?)
     }
 
-    /// Every journal item not yet handled, oldest first.
-    pub fn pending_journal(&self) -> Result<Vec<(u64, JournalRecord)>, StoreError> {
-        self.scan_sequenced(keys::JOURNAL)
+    /// Every journal item not yet handled, oldest first, with its events.
+    pub fn pending_journal(&self) -> Result<Vec<(u64, Vec<JournalRecord>)>, StoreError> {
+        let items: Vec<(u64, JournalItem)> = self.scan_sequenced(keys::JOURNAL)?;
+        Ok(items
+            .into_iter()
+            .map(|(seq, item)| (seq, item.into_events()))
+            .collect())
     }
 
     // ---- conversations -------------------------------------------------------------
@@ -747,7 +760,7 @@ mod tests {
             standby: false,
             event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
         };
-        block_on(store.append_journal(&[record])).unwrap()[0]
+        block_on(store.append_journal(vec![record])).unwrap()
     }
 
     #[test]
@@ -758,6 +771,29 @@ mod tests {
         assert_eq!(store.pending_journal().unwrap().len(), 1);
         commit_reply(&store, seq);
         assert!(!store.journal_contains(seq).unwrap());
+        assert!(store.pending_journal().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_events_of_one_post_are_one_journal_item_until_it_is_removed() {
+        let (_dir, store) = open();
+        let event = |mid: &str| JournalRecord {
+            page_id: "page".into(),
+            standby: false,
+            event: json!({"sender": {"id": "user"}, "message": {"mid": mid}}),
+        };
+        let seq =
+            block_on(store.append_journal(vec![event("m.a"), event("m.b"), event("m.c")])).unwrap();
+        let pending = store.pending_journal().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, seq);
+        let mids: Vec<&serde_json::Value> = pending[0]
+            .1
+            .iter()
+            .map(|r| &r.event["message"]["mid"])
+            .collect();
+        assert_eq!(mids, [&json!("m.a"), &json!("m.b"), &json!("m.c")]);
+        block_on(store.remove_journal(seq)).unwrap();
         assert!(store.pending_journal().unwrap().is_empty());
     }
 

@@ -42,6 +42,24 @@ pub struct JournalRecord {
     pub event: Value,
 }
 
+/// How a journal item is stored: one event, or the events of one POST that carried
+/// several (`{"batch": [...]}`, see `store::journal`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JournalItem {
+    Batch { batch: Vec<JournalRecord> },
+    One(JournalRecord),
+}
+
+impl JournalItem {
+    pub fn into_events(self) -> Vec<JournalRecord> {
+        match self {
+            JournalItem::Batch { batch } => batch,
+            JournalItem::One(record) => vec![record],
+        }
+    }
+}
+
 /// What is kept per conversation besides its transcript.
 ///
 /// Stored compactly (it is rewritten on every turn): short field names (the long ones of

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::load::{Load, Refusal};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
 use crate::metrics::Metrics;
+use crate::store::journal::JournalRef;
 use crate::store::{JournalRecord, Store, StoreError};
 use crate::supervisor::{Route, Supervisor};
 use signature::SignatureError;
@@ -227,11 +228,12 @@ async fn readyz(state: web::Data<WebhookState>) -> HttpResponse {
     }
 }
 
-/// Appends the events to the journal and waits until they are on disk.
+/// Appends the events to the journal (one item for the whole POST) and waits until they
+/// are on disk.
 async fn journal_durably(
     state: &WebhookState,
     events: Vec<InboundEvent>,
-) -> Result<Vec<(u64, InboundEvent)>, WebhookError> {
+) -> Result<Vec<(JournalRef, InboundEvent)>, WebhookError> {
     let store = &state.store;
     if events.is_empty() {
         return Ok(Vec::new());
@@ -245,12 +247,13 @@ async fn journal_durably(
         })
         .collect();
     let waiting = std::time::Instant::now();
-    let seqs = store
-        .append_journal(&records)
+    let seq = store
+        .append_journal(records)
         .await
         .inspect_err(log_store_error)?;
     state.metrics.flush_waited("webhook", waiting.elapsed());
-    Ok(seqs.into_iter().zip(events).collect())
+    let refs = JournalRef::for_item(seq, events.len());
+    Ok(refs.into_iter().zip(events).collect())
 }
 
 fn log_store_error(error: &StoreError) {

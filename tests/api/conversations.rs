@@ -463,6 +463,75 @@ fn a_redelivery_after_a_restart_is_still_skipped() {
     );
 }
 
+#[test]
+fn a_post_of_several_events_is_one_journal_item_removed_once_all_are_handled() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let body = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        message_event("9201", "m.j1", "one", 10),
+        message_event("9202", "m.j2", "two", 11),
+        message_event("9201", "m.j3", "three", 12),
+    ]})]);
+    let (g, d) = (graph.clone(), data_dir.clone());
+    actix_rt::System::new().block_on(async move {
+        let app = spawn_app_on(g, &d, Options::default()).await;
+        assert_eq!(app.post_signed(&body).await.status, 200);
+        app.graph.wait_for_sends(3).await;
+        app.wait_for_conversation("9201", |d| outbound(d).len() == 2)
+            .await;
+        app.app.stop().await.unwrap();
+    });
+    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    assert!(store.pending_journal().unwrap().is_empty());
+}
+
+#[test]
+fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handled() {
+    use colloquy::store::{JournalRecord, Store, TurnCommit};
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    // As a crash would leave it: one POST's item with two events, the first one's turn
+    // committed (its dedup mark is there), the second one's not.
+    actix_rt::System::new().block_on({
+        let data_dir = data_dir.clone();
+        async move {
+            let store = Store::open(&data_dir).unwrap();
+            let record = |psid: &str, mid: &str| JournalRecord {
+                page_id: PAGE_ID.into(),
+                standby: false,
+                event: message_event(psid, mid, "hello", 5),
+            };
+            let item = vec![record("9301", "m.s1"), record("9302", "m.s2")];
+            store.append_journal(item).await.unwrap();
+            let handled = TurnCommit {
+                handled: Some((PAGE_ID.into(), "m.s1".into())),
+                ..TurnCommit::default()
+            };
+            store.commit_turn(handled, true).await.unwrap();
+        }
+    });
+    let (g, d) = (graph.clone(), data_dir.clone());
+    actix_rt::System::new().block_on(async move {
+        let app = spawn_app_on(g, &d, Options::default()).await;
+        let sends = app.graph.wait_for_sends(1).await;
+        assert_eq!(sends[0].body["recipient"]["id"], "9302");
+        app.wait_for_first_reply("9302", "sent").await;
+        app.app.stop().await.unwrap();
+    });
+    assert_eq!(
+        graph.sends().len(),
+        1,
+        "the handled event is not answered again"
+    );
+    let store = Store::open(&data_dir).unwrap();
+    assert!(
+        store.pending_journal().unwrap().is_empty(),
+        "the item is gone"
+    );
+}
+
 #[actix_web::test]
 async fn a_redelivered_postback_runs_the_flow_once() {
     let app = spawn_app_with(Options {

@@ -16,6 +16,8 @@ use crate::helpers::*;
 
 const SENDERS: usize = 12;
 const KILLS: usize = 4;
+/// Odd senders post for a partner user too (see `drive`).
+const CONVERSATIONS: usize = SENDERS + SENDERS / 2;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -62,15 +64,28 @@ async fn wait_ready(port: u16) {
 }
 
 /// Posts messages from one sender until the server goes away; records the acked ones.
+/// Odd senders put a message from a partner user in each POST too, so those POSTs are
+/// journalled as one item shared by two conversations.
 async fn drive(port: u16, sender: usize, round: usize, acked: Arc<Mutex<Vec<(String, String)>>>) {
     let psid = format!("{}", 20_000 + sender);
+    let partner = (sender % 2 == 1).then(|| format!("{}", 30_000 + sender));
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(5))
         .finish();
     for n in 0.. {
         let text = format!("s{sender}-r{round}-n{n}");
         let timestamp = 1_700_000_000_000i64 + (round * 1_000_000 + n) as i64;
-        let body = text_message(&psid, &format!("m.{text}"), &text, timestamp);
+        let mut messages = vec![(psid.clone(), text)];
+        if let Some(partner) = &partner {
+            messages.push((partner.clone(), format!("s{sender}-r{round}-n{n}-p")));
+        }
+        let events: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|(from, text)| message_event(from, &format!("m.{text}"), text, timestamp))
+            .collect();
+        let body = envelope(vec![
+            serde_json::json!({"id": PAGE_ID, "time": timestamp, "messaging": events}),
+        ]);
         let signature = sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
         let sent = client
             .post(format!("http://127.0.0.1:{port}/webhook"))
@@ -80,7 +95,7 @@ async fn drive(port: u16, sender: usize, round: usize, acked: Arc<Mutex<Vec<(Str
             .await;
         match sent {
             Ok(response) if response.status() == 200 => {
-                acked.lock().unwrap().push((psid.clone(), text));
+                acked.lock().unwrap().extend(messages);
             }
             Ok(_) => actix_rt::time::sleep(Duration::from_millis(5)).await,
             Err(_) => return,
@@ -152,9 +167,10 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
 
         let sends = sends_by_message(&graph);
         let duplicates: usize = sends.values().map(|n| n - 1).sum();
-        // Only a send in flight at a kill can be repeated: at most one per sender per kill.
+        // Only a send in flight at a kill can be repeated: at most one per conversation
+        // per kill.
         assert!(
-            duplicates <= SENDERS * KILLS,
+            duplicates <= CONVERSATIONS * KILLS,
             "{duplicates} duplicate replies for {} acknowledged messages",
             acked.len()
         );
