@@ -67,3 +67,55 @@ fn a_failing_conversation_is_isolated_restarted_and_loses_nothing() {
         app.app.stop().await.unwrap();
     });
 }
+
+#[test]
+fn a_failing_conversation_holds_back_only_its_own_event_of_a_shared_journal_item() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    corrupt_conversation(&data_dir, "16101");
+    // One POST, two conversations: one journal item shared by both events.
+    let body = envelope(vec![
+        serde_json::json!({"id": PAGE_ID, "time": 1, "messaging": [
+            message_event("16101", "m.shared-broken", "hello?", 1_000),
+            message_event("16102", "m.shared-healthy", "hi", 1_001),
+        ]}),
+    ]);
+    {
+        let (graph, data_dir) = (graph.clone(), data_dir.clone());
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+            assert_eq!(app.post_signed(&body).await.status, 200);
+            let sends = app.graph.wait_for_sends(1).await;
+            assert_eq!(sends[0].body["recipient"]["id"], "16102");
+            // Restarts replay the broken conversation's event only, never the other one.
+            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+            assert_eq!(app.graph.sends().len(), 1);
+            app.app.stop().await.unwrap();
+        });
+    }
+    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    assert_eq!(
+        store.pending_journal().unwrap().len(),
+        1,
+        "kept for the broken one"
+    );
+    drop(store);
+    repair_conversation(&data_dir, "16101");
+    {
+        let (graph, data_dir) = (graph.clone(), data_dir.clone());
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+            let sends = app.graph.wait_for_sends(2).await;
+            assert_eq!(sends[1].body["recipient"]["id"], "16101");
+            app.wait_for_first_reply("16101", "sent").await;
+            app.app.stop().await.unwrap();
+        });
+    }
+    assert_eq!(graph.sends().len(), 2, "each event answered once");
+    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    assert!(
+        store.pending_journal().unwrap().is_empty(),
+        "the item is gone"
+    );
+}
