@@ -6,8 +6,9 @@
 //! handshake, so no message is lost), retires the least recently used actors when more
 //! than `max_live` are alive (buffering their new events until the old actor has
 //! stopped, so one conversation never has two actors), and restarts a failed
-//! conversation by replaying its journal items into a fresh actor loaded from sled. It
-//! never touches a conversation's state itself.
+//! conversation by replaying its journal items into a fresh actor loaded from sled (for
+//! an item shared by several events of one request, into the same progress count, which
+//! it keeps until the item is done). It never touches a conversation's state itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub struct ConversationStopped {
     pub key: ConversationKey,
     pub incarnation: u64,
     pub retired: bool,
+}
+
+/// Every event of a shared journal item is committed and the item is being removed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JournalItemDone {
+    pub seq: u64,
 }
 
 /// Stop every conversation (after the event each has in hand) and then the supervisor.
@@ -249,13 +257,6 @@ impl Handler<Route> for Supervisor {
             self.route(journal, event, ctx);
         }
     }
-}
-
-/// Every event of a shared journal item is committed and the item is being removed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JournalItemDone {
-    pub seq: u64,
 }
 
 impl Handler<JournalItemDone> for Supervisor {
