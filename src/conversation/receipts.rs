@@ -30,6 +30,28 @@ fn awaiting(
     Ok(entries)
 }
 
+/// Advances to `status` every awaiting entry the receipt `covers`; returns where the next
+/// receipt of this kind looks from: the first entry left awaiting, or past the end.
+fn settle(
+    record: &ConversationRecord,
+    awaiting: Vec<(u64, TranscriptEntry)>,
+    status: Status,
+    commit: &mut TurnCommit,
+    covers: impl Fn(&TranscriptEntry) -> bool,
+) -> u64 {
+    let mut first_left = None;
+    for (seq, entry) in awaiting {
+        if covers(&entry) {
+            commit
+                .entry_changes
+                .push((seq, EntryChange::Advance(status)));
+        } else {
+            first_left.get_or_insert(seq);
+        }
+    }
+    first_left.unwrap_or(record.next_entry)
+}
+
 fn is_sent(entry: &TranscriptEntry) -> bool {
     matches!(entry.status, Status::Sent | Status::Delivered)
 }
@@ -50,19 +72,10 @@ pub(super) fn apply_delivery(
     let entries = awaiting(store, record, record.undelivered_from, |status| {
         matches!(status, Status::Delivered | Status::Read | Status::Failed)
     })?;
-    // The next delivery receipt looks from the first entry this one leaves awaiting.
-    let mut first_left = None;
-    for (seq, entry) in entries {
+    record.undelivered_from = settle(record, entries, Status::Delivered, commit, |entry| {
         let listed = entry.mid.as_ref().is_some_and(|mid| mids.contains(mid));
-        if listed || (is_sent(&entry) && covered_by(&entry, watermark)) {
-            commit
-                .entry_changes
-                .push((seq, EntryChange::Advance(Status::Delivered)));
-        } else {
-            first_left.get_or_insert(seq);
-        }
-    }
-    record.undelivered_from = first_left.unwrap_or(record.next_entry);
+        listed || (is_sent(entry) && covered_by(entry, watermark))
+    });
     Ok(())
 }
 
@@ -79,17 +92,9 @@ pub(super) fn apply_read(
     let entries = awaiting(store, record, record.unread_from, |status| {
         matches!(status, Status::Read | Status::Failed)
     })?;
-    let mut first_left = None;
-    for (seq, entry) in entries {
-        if is_sent(&entry) && covered_by(&entry, watermark) {
-            commit
-                .entry_changes
-                .push((seq, EntryChange::Advance(Status::Read)));
-        } else {
-            first_left.get_or_insert(seq);
-        }
-    }
-    record.unread_from = first_left.unwrap_or(record.next_entry);
+    record.unread_from = settle(record, entries, Status::Read, commit, |entry| {
+        is_sent(entry) && covered_by(entry, watermark)
+    });
     record.undelivered_from = record.undelivered_from.max(record.unread_from);
     Ok(())
 }

@@ -239,6 +239,16 @@ pub fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) 
     }
 }
 
+/// The Graph API's rate-limit answer (code 613): the page must slow down.
+pub fn rate_limited() -> Scripted {
+    graph_error(
+        400,
+        613,
+        None,
+        "(#613) Calls to this api have exceeded the rate limit.",
+    )
+}
+
 /// Polls `probe` until it yields a value or the test's patience runs out.
 pub async fn wait_until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();

@@ -37,12 +37,7 @@ async fn a_graph_500_is_retried_until_the_reply_is_sent() {
 #[actix_web::test]
 async fn a_rate_limited_reply_is_retried() {
     let app = spawn_app().await;
-    app.graph.script([graph_error(
-        400,
-        613,
-        None,
-        "(#613) Calls to this api have exceeded the rate limit.",
-    )]);
+    app.graph.script([rate_limited()]);
     let body = text_message("10002", "m.613", "hello", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
     let calls = app.graph.wait_for_message_calls(2).await;
@@ -101,12 +96,7 @@ async fn a_reply_that_keeps_failing_is_recorded_failed_after_its_attempts() {
 #[actix_web::test]
 async fn a_throttled_page_pauses_every_conversation_of_that_page() {
     let app = spawn_app().await;
-    app.graph.script([graph_error(
-        400,
-        613,
-        None,
-        "(#613) Calls to this api have exceeded the rate limit.",
-    )]);
+    app.graph.script([rate_limited()]);
     let first = text_message("10101", "m.t1", "hello", 1_000);
     assert_eq!(app.post_signed(&first).await.status, 200);
     app.graph.wait_for_message_calls(1).await;
