@@ -29,8 +29,9 @@ pub use records::{
 };
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
-/// outgrow a small VM. `COLLOQUY_CACHE_MB` changes it.
-pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// outgrow a small VM. 6 MiB answered as fast as 8 and 16 MiB at 128 senders and with
+/// 200,000 distinct senders (docs/performance.md). `COLLOQUY_CACHE_MB` changes it.
+pub const DEFAULT_CACHE_BYTES: u64 = 6 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
