@@ -69,7 +69,7 @@ impl Queue {
         drop(queue);
 
         // colloquy's copy: one job needs one thread. `notify_all` woke all seven idle
-        // IO threads for every sealed log buffer, ~20 % of colloquy's CPU under load.
+        // IO threads for every sealed log buffer (vendor/README.md).
         self.cv.notify_one();
 
         len
