@@ -169,7 +169,10 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         config.max_pending_events,
         config.max_pending_replies,
     ));
-    let metrics = Arc::new(Metrics::new(load.clone(), store.commit_stats()));
+    let metrics = Arc::new(
+        Metrics::new(load.clone(), store.commit_stats())
+            .with_store_disk_size(store.disk_size_probe()),
+    );
     let sender = OutboundSender::new(
         store.clone(),
         load.clone(),

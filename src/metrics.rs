@@ -3,7 +3,9 @@
 //! One `Metrics` per running app, with its own registry (so tests can run several apps in
 //! one process). Modules record through the typed methods here and never build metric
 //! names themselves. Labels carry kinds, statuses and Graph codes only, never ids or
-//! tokens, so cardinality stays bounded and nothing secret is exported.
+//! tokens, so cardinality stays bounded and nothing secret is exported. The process's own
+//! figures (`process_resident_memory_bytes`, CPU, open files, threads) keep the standard
+//! unprefixed names Prometheus users look for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use prometheus::{
 
 use crate::load::Load;
 use crate::store::committer::CommitStats;
+use crate::store::DiskSizeProbe;
 
 /// Latency buckets (seconds) from 100 µs to 5 s: flushes and acks live in the low ms.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -39,8 +42,12 @@ pub struct Metrics {
     store_cycles: IntCounter,
     store_operations: IntCounter,
     store_seconds: CounterVec,
+    store_disk_bytes: IntGauge,
     load: Arc<Load>,
     store_stats: Arc<CommitStats>,
+    store_disk: Option<DiskSizeProbe>,
+    /// Unprefixed: the process collector's standard names.
+    process_registry: Registry,
     // Two scrapes at once must not both add the same difference to a counter.
     catching_up: std::sync::Mutex<()>,
 }
@@ -172,14 +179,27 @@ impl Metrics {
                 "Write operations carried by those cycles",
             ),
             store_seconds,
+            store_disk_bytes: gauge(
+                &registry,
+                "store_disk_bytes",
+                "Size of sled's files in the data directory",
+            ),
             events_acked,
             ack_latency,
             flush_latency,
             registry,
             load,
             store_stats,
+            store_disk: None,
+            process_registry: process_registry(),
             catching_up: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Reports the data directory's size (`colloquy_store_disk_bytes`) at each scrape.
+    pub fn with_store_disk_size(mut self, probe: DiskSizeProbe) -> Metrics {
+        self.store_disk = Some(probe);
+        self
     }
 
     pub fn webhook_request(&self, method: &str, status: u16) {
@@ -250,11 +270,29 @@ impl Metrics {
         self.pending_events.set(self.load.pending_events() as i64);
         self.pending_replies.set(self.load.pending_replies() as i64);
         self.catch_up_store_stats();
+        if let Some(bytes) = self.store_disk.as_ref().and_then(DiskSizeProbe::bytes) {
+            self.store_disk_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let mut families = self.registry.gather();
+        families.extend(self.process_registry.gather());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for the text format.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The process's memory, CPU, open files and threads, read from /proc at each scrape.
+fn process_registry() -> Registry {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("one process collector per registry");
+    registry
 }
 
 /// Raises a counter to `total`, a running total kept elsewhere.
@@ -313,6 +351,49 @@ mod tests {
             text.contains("colloquy_store_commit_cycles_total 5"),
             "{text}"
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_reports_its_memory_under_the_standard_name() {
+        let metrics = Metrics::new(Arc::new(Load::default()), Arc::new(CommitStats::default()));
+        let text = metrics.render();
+        let rss = text
+            .lines()
+            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|value| value.parse::<f64>().ok());
+        assert!(rss.is_some_and(|bytes| bytes > 0.0), "{text}");
+        assert!(!text.contains("colloquy_process_"), "{text}");
+    }
+
+    #[test]
+    fn the_store_size_is_reported_while_the_store_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let record = crate::store::JournalRecord {
+            page_id: "page".into(),
+            standby: false,
+            event: serde_json::json!({"sender": {"id": "user"}, "message": {"mid": "m.1"}}),
+        };
+        // Written and flushed, so sled's log file has a size.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.append_journal(vec![record]))
+            .unwrap();
+        let metrics = Metrics::new(Arc::new(Load::default()), store.commit_stats())
+            .with_store_disk_size(store.disk_size_probe());
+        let text = metrics.render();
+        let bytes = text
+            .lines()
+            .find_map(|line| line.strip_prefix("colloquy_store_disk_bytes "))
+            .and_then(|value| value.parse::<u64>().ok());
+        assert!(bytes.is_some_and(|bytes| bytes > 0), "{text}");
+        // The probe does not keep the store open.
+        let release = store.release_watch();
+        drop(store);
+        assert!(release.is_released());
+        metrics.render();
     }
 
     #[test]

@@ -126,6 +126,17 @@ impl StoreRelease {
     }
 }
 
+/// Reads the data directory's size on disk when asked, without keeping the store open
+/// (for `/metrics`, which may outlive the engine's last use of the store).
+pub struct DiskSizeProbe(std::sync::Weak<Inner>);
+
+impl DiskSizeProbe {
+    /// sled's files in bytes; `None` once the store is closed or the size is unreadable.
+    pub fn bytes(&self) -> Option<u64> {
+        self.0.upgrade()?.db.size_on_disk().ok()
+    }
+}
+
 /// Cheap to clone; every clone shares one database and one committer.
 #[derive(Clone)]
 pub struct Store {
@@ -192,6 +203,10 @@ impl Store {
     /// A way to learn when the last handle is gone.
     pub fn release_watch(&self) -> StoreRelease {
         StoreRelease(Arc::downgrade(&self.inner))
+    }
+
+    pub fn disk_size_probe(&self) -> DiskSizeProbe {
+        DiskSizeProbe(Arc::downgrade(&self.inner))
     }
 
     pub fn commit_stats(&self) -> Arc<CommitStats> {

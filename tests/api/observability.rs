@@ -58,6 +58,14 @@ async fn metrics_count_requests_events_replies_and_latencies() {
             r#"colloquy_store_commit_seconds_total{phase="fdatasync"}"#
         ) > 0.0
     );
+    assert!(
+        sample_value(&text, "colloquy_store_disk_bytes") > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample_value(&text, "process_resident_memory_bytes") > 0.0,
+        "{text}"
+    );
     assert!(!text.contains(ACCESS_TOKEN) && !text.contains(APP_SECRET));
 }
 
