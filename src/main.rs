@@ -1,5 +1,6 @@
-//! The `colloquy` binary: parses the command line, sets up logging, runs the command.
-//! All logic lives in the library; this file only turns errors into an exit code.
+//! The `colloquy` binary: picks and tunes the allocator, parses the command line, sets up
+//! logging, runs the command. All engine logic lives in the library; this file only turns
+//! errors into an exit code.
 
 use std::process::ExitCode;
 
