@@ -353,15 +353,19 @@ mod tests {
         );
     }
 
+    /// The value of an unlabelled sample in a text exposition.
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn the_process_reports_its_memory_under_the_standard_name() {
         let metrics = Metrics::new(Arc::new(Load::default()), Arc::new(CommitStats::default()));
         let text = metrics.render();
-        let rss = text
-            .lines()
-            .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
-            .and_then(|value| value.parse::<f64>().ok());
+        let rss = sample(&text, "process_resident_memory_bytes");
         assert!(rss.is_some_and(|bytes| bytes > 0.0), "{text}");
         assert!(!text.contains("colloquy_process_"), "{text}");
     }
@@ -384,11 +388,8 @@ mod tests {
         let metrics = Metrics::new(Arc::new(Load::default()), store.commit_stats())
             .with_store_disk_size(store.disk_size_probe());
         let text = metrics.render();
-        let bytes = text
-            .lines()
-            .find_map(|line| line.strip_prefix("colloquy_store_disk_bytes "))
-            .and_then(|value| value.parse::<u64>().ok());
-        assert!(bytes.is_some_and(|bytes| bytes > 0), "{text}");
+        let bytes = sample(&text, "colloquy_store_disk_bytes");
+        assert!(bytes.is_some_and(|bytes| bytes > 0.0), "{text}");
         // The probe does not keep the store open.
         let release = store.release_watch();
         drop(store);
