@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use prometheus::core::Collector;
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry, TextEncoder,
@@ -58,74 +59,71 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Adds `metric` to `registry` and hands it back for recording.
+fn registered<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
     registry
         .register(Box::new(metric.clone()))
         .expect("unique metric name");
     metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registered(registry, metric)
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let metric = IntCounter::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("unique metric name");
-    metric
+    registered(registry, IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let metric = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("unique metric name");
-    metric
+    registered(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
 impl Metrics {
     /// `store_stats` are the committer's counters, read when the metrics are rendered.
     pub fn new(load: Arc<Load>, store_stats: Arc<CommitStats>) -> Metrics {
         let registry = Registry::new_custom(Some("colloquy".into()), None).expect("valid prefix");
-        let events_acked = IntCounter::new("events_acked_total", "Events acknowledged with 200")
-            .expect("valid metric");
-        registry
-            .register(Box::new(events_acked.clone()))
-            .expect("unique metric name");
-        let ack_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "webhook_ack_seconds",
-                "Webhook POST from first byte read to the durable 200",
+        let events_acked = counter(
+            &registry,
+            "events_acked_total",
+            "Events acknowledged with 200",
+        );
+        let ack_latency = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "webhook_ack_seconds",
+                    "Webhook POST from first byte read to the durable 200",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(ack_latency.clone()))
-            .expect("unique metric name");
-        let flush_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "store_flush_wait_seconds",
-                "Time a writer waited for a durable flush",
+            .expect("valid metric"),
+        );
+        let flush_latency = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "store_flush_wait_seconds",
+                    "Time a writer waited for a durable flush",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["writer"],
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["writer"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(flush_latency.clone()))
-            .expect("unique metric name");
-        let store_seconds = CounterVec::new(
-            Opts::new(
-                "store_commit_seconds_total",
-                "Time the committer spent per phase: apply (the batch), flush (sled's log \
-                 writes), fdatasync",
-            ),
-            &["phase"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(store_seconds.clone()))
-            .expect("unique metric name");
+            .expect("valid metric"),
+        );
+        let store_seconds = registered(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    "store_commit_seconds_total",
+                    "Time the committer spent per phase: apply (the batch), flush (sled's log \
+                     writes), fdatasync",
+                ),
+                &["phase"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             webhook_requests: counter_vec(
                 &registry,

@@ -127,15 +127,21 @@ mod tests {
     use super::*;
     use crate::store::TurnCommit;
 
-    #[actix_rt::test]
-    async fn a_pass_removes_marks_older_than_the_retention() {
+    /// A fresh store holding one dedup mark, for `mid` on page `page`.
+    async fn store_with_mark(mid: &str) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let mark = TurnCommit {
-            handled: Some(("page".into(), "m.1".into())),
+            handled: Some(("page".into(), mid.into())),
             ..TurnCommit::default()
         };
         store.commit_turn(mark, true).await.unwrap();
+        (dir, store)
+    }
+
+    #[actix_rt::test]
+    async fn a_pass_removes_marks_older_than_the_retention() {
+        let (_dir, store) = store_with_mark("m.1").await;
         assert!(store.is_handled("page", "m.1").unwrap());
         actix_rt::time::sleep(Duration::from_millis(5)).await;
         let sweeper = Sweeper::new(store.clone(), Duration::from_millis(1))
@@ -154,13 +160,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn marks_within_the_retention_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let mark = TurnCommit {
-            handled: Some(("page".into(), "m.2".into())),
-            ..TurnCommit::default()
-        };
-        store.commit_turn(mark, true).await.unwrap();
+        let (_dir, store) = store_with_mark("m.2").await;
         let sweeper = Sweeper::new(store.clone(), Duration::from_secs(3600))
             .first_pass_after(Duration::from_millis(1))
             .start();

@@ -199,9 +199,11 @@ mod tests {
         }
     }
 
-    /// A conversation whose transcript is: in, text sent at 10, typing_on, text sent at
-    /// 20, text still queued, text sent at 30.
-    fn stored(store: &Store) -> ConversationRecord {
+    /// A fresh store holding a conversation whose transcript is: in, text sent at 10,
+    /// typing_on, text sent at 20, text still queued, text sent at 30.
+    fn stored() -> (tempfile::TempDir, Store, ConversationRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let mut record = ConversationRecord::new(&ConversationKey::new("page", "user"));
         let entries = [
             entry(Direction::In, "text", Status::Handled, 1),
@@ -221,7 +223,7 @@ mod tests {
             ..TurnCommit::default()
         };
         block_on(store.commit_turn(commit, false)).unwrap();
-        record
+        (dir, store, record)
     }
 
     fn advanced(commit: &TurnCommit) -> Vec<u64> {
@@ -230,9 +232,7 @@ mod tests {
 
     #[test]
     fn a_delivery_watermark_settles_what_it_covers_and_later_ones_look_from_the_first_left() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut record = stored(&store);
+        let (_dir, store, mut record) = stored();
         let mut commit = TurnCommit::default();
         apply_delivery(&store, &mut record, &[], 20, &mut commit).unwrap();
         assert_eq!(
@@ -258,9 +258,7 @@ mod tests {
 
     #[test]
     fn a_read_watermark_settles_reads_and_deliveries_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut record = stored(&store);
+        let (_dir, store, mut record) = stored();
         let mut commit = TurnCommit::default();
         apply_read(&store, &mut record, 20, &mut commit).unwrap();
         assert_eq!(advanced(&commit), [1, 3]);
@@ -273,9 +271,7 @@ mod tests {
 
     #[test]
     fn receipts_look_back_a_bounded_number_of_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut record = stored(&store);
+        let (_dir, store, mut record) = stored();
         // As if thousands of entries had followed without a receipt: the six are out of reach.
         record.next_entry = 6 + MAX_RECEIPT_LOOKBACK;
         let mut commit = TurnCommit::default();

@@ -314,11 +314,7 @@ impl Store {
         self.inner
             .tree
             .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
-            .map(|item| {
-                let (k, value) = item?;
-                let seq = keys::trailing_seq(&k).unwrap_or_default();
-                Ok((seq, decode(&k, &value)?))
-            })
+            .map(sequenced)
             .collect()
     }
 
@@ -334,11 +330,7 @@ impl Store {
             .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
             .rev()
             .take(n)
-            .map(|item| {
-                let (k, value) = item?;
-                let seq = keys::trailing_seq(&k).unwrap_or_default();
-                Ok((seq, decode(&k, &value)?))
-            })
+            .map(sequenced)
             .collect::<Result<_, StoreError>>()?;
         tail.reverse();
         Ok(tail)
@@ -353,15 +345,7 @@ impl Store {
     ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
         let start = keys::transcript_entry(&key.page_id, &key.psid, from);
         let end = keys::transcript_entry(&key.page_id, &key.psid, to);
-        self.inner
-            .tree
-            .range(start..end)
-            .map(|item| {
-                let (k, value) = item?;
-                let seq = keys::trailing_seq(&k).unwrap_or_default();
-                Ok((seq, decode(&k, &value)?))
-            })
-            .collect()
+        self.inner.tree.range(start..end).map(sequenced).collect()
     }
 
     pub fn transcript_entry(
@@ -562,13 +546,18 @@ impl Store {
         self.inner
             .tree
             .scan_prefix([namespace])
-            .map(|item| {
-                let (key, value) = item?;
-                let seq = keys::trailing_seq(&key).unwrap_or_default();
-                Ok((seq, decode(&key, &value)?))
-            })
+            .map(sequenced)
             .collect()
     }
+}
+
+/// A record stored under a key that ends in its sequence number, with that number.
+fn sequenced<T: DeserializeOwned>(
+    item: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<(u64, T), StoreError> {
+    let (key, value) = item?;
+    let seq = keys::trailing_seq(&key).unwrap_or_default();
+    Ok((seq, decode(&key, &value)?))
 }
 
 /// When a prunable key was written, from its value.

@@ -341,21 +341,15 @@ fn state_and_transcript_survive_a_server_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");
     let phase = |text: &'static str, mid: &'static str, expected_sends: usize| {
-        let graph = graph.clone();
-        let data_dir = data_dir.clone();
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+        one_life(&graph, &data_dir, Options::default(), async |app| {
             let body = text_message("9001", mid, text, 1_000 + expected_sends as i64);
             assert_eq!(app.post_signed(&body).await.status, 200);
             app.graph.wait_for_sends(expected_sends).await;
-            let doc = app
-                .wait_for_conversation("9001", |d| {
-                    outbound(d).len() == expected_sends
-                        && outbound(d).iter().all(|e| e["status"] == "sent")
-                })
-                .await;
-            app.app.stop().await.unwrap();
-            doc
+            app.wait_for_conversation("9001", |d| {
+                outbound(d).len() == expected_sends
+                    && outbound(d).iter().all(|e| e["status"] == "sent")
+            })
+            .await
         })
     };
     phase("before", "m.r1", 1);
@@ -440,9 +434,7 @@ fn a_redelivery_after_a_restart_is_still_skipped() {
     let data_dir = dir.path().join("db");
     let body = text_message("9101", "m.across", "once", 1_000);
     for round in 0..2 {
-        let (graph, data_dir, body) = (graph.clone(), data_dir.clone(), body.clone());
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+        one_life(&graph, &data_dir, Options::default(), async |app| {
             assert_eq!(app.post_signed(&body).await.status, 200);
             // A later message is the barrier: once it is answered, the redelivery was handled.
             let barrier =
@@ -453,7 +445,6 @@ fn a_redelivery_after_a_restart_is_still_skipped() {
                     && outbound(d).iter().all(|e| e["status"] == "sent")
             })
             .await;
-            app.app.stop().await.unwrap();
         });
     }
     let to_once = graph.sends().len();
@@ -473,14 +464,11 @@ fn a_post_of_several_events_is_one_journal_item_removed_once_all_are_handled() {
         message_event("9202", "m.j2", "two", 11),
         message_event("9201", "m.j3", "three", 12),
     ]})]);
-    let (g, d) = (graph.clone(), data_dir.clone());
-    actix_rt::System::new().block_on(async move {
-        let app = spawn_app_on(g, &d, Options::default()).await;
+    one_life(&graph, &data_dir, Options::default(), async |app| {
         assert_eq!(app.post_signed(&body).await.status, 200);
         app.graph.wait_for_sends(3).await;
         app.wait_for_conversation("9201", |d| outbound(d).len() == 2)
             .await;
-        app.app.stop().await.unwrap();
     });
     let store = colloquy::store::Store::open(&data_dir).unwrap();
     assert!(store.pending_journal().unwrap().is_empty());
@@ -512,13 +500,10 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
             store.commit_turn(handled, true).await.unwrap();
         }
     });
-    let (g, d) = (graph.clone(), data_dir.clone());
-    actix_rt::System::new().block_on(async move {
-        let app = spawn_app_on(g, &d, Options::default()).await;
+    one_life(&graph, &data_dir, Options::default(), async |app| {
         let sends = app.graph.wait_for_sends(1).await;
         assert_eq!(sends[0].body["recipient"]["id"], "9302");
         app.wait_for_first_reply("9302", "sent").await;
-        app.app.stop().await.unwrap();
     });
     assert_eq!(
         graph.sends().len(),
@@ -607,20 +592,10 @@ async fn an_event_arriving_after_a_later_stamped_one_is_handled_and_marked_late(
         ..Options::default()
     })
     .await;
-    assert_eq!(
-        app.post_signed(&text_message("7301", "m.new", "second", 2_000))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("7301", "m.new", "second", 2_000).await;
     app.graph.wait_for_sends(1).await;
     // Redelivered late by Facebook, in a later request.
-    assert_eq!(
-        app.post_signed(&text_message("7301", "m.old", "first", 1_000))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("7301", "m.old", "first", 1_000).await;
     app.graph.wait_for_sends(2).await;
     let doc = app
         .wait_for_conversation("7301", |d| outbound(d).len() == 2)

@@ -62,12 +62,7 @@ fn texts(app: &TestApp, psid: &str) -> Vec<String> {
 #[actix_web::test]
 async fn a_scheduled_timer_fires_into_the_flow() {
     let app = spawn_app_with(nudger_app()).await;
-    assert_eq!(
-        app.post_signed(&text_message("15001", "m.t1", "start", 1_000))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("15001", "m.t1", "start", 1_000).await;
     app.graph.wait_for_sends(2).await;
     assert_eq!(
         texts(&app, "15001"),
@@ -88,27 +83,12 @@ async fn a_scheduled_timer_fires_into_the_flow() {
 #[actix_web::test]
 async fn a_cancelled_timer_never_fires() {
     let app = spawn_app_with(nudger_app()).await;
-    assert_eq!(
-        app.post_signed(&text_message("15002", "m.c1", "start", 1_000))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        app.post_signed(&text_message("15002", "m.c2", "stop", 1_001))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("15002", "m.c1", "start", 1_000).await;
+    app.sends_text("15002", "m.c2", "stop", 1_001).await;
     app.graph.wait_for_sends(2).await;
     // Well past the due time (300 ms) and a few timer ticks (100 ms).
     actix_rt::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        app.post_signed(&text_message("15002", "m.c3", "hello", 1_002))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("15002", "m.c3", "hello", 1_002).await;
     app.graph.wait_for_sends(3).await;
     assert_eq!(
         texts(&app, "15002"),
@@ -121,31 +101,19 @@ fn a_timer_survives_a_restart_and_fires_after_it() {
     let graph = MockGraph::start();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");
-    {
-        let (graph, data_dir) = (graph.clone(), data_dir.clone());
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, nudger_app()).await;
-            assert_eq!(
-                app.post_signed(&text_message("15003", "m.r1", "start", 1_000))
-                    .await
-                    .status,
-                200
-            );
-            app.graph.wait_for_sends(1).await;
-            // Stop before the timer is due.
-            app.app.stop().await.unwrap();
-        });
-    }
+    // This life ends (the engine stops) before the timer is due.
+    one_life(&graph, &data_dir, nudger_app(), async |app| {
+        app.sends_text("15003", "m.r1", "start", 1_000).await;
+        app.graph.wait_for_sends(1).await;
+    });
     assert_eq!(
         graph.sends().len(),
         1,
         "the timer had not fired before the stop"
     );
-    actix_rt::System::new().block_on(async move {
-        let app = spawn_app_on(graph, &data_dir, nudger_app()).await;
+    one_life(&graph, &data_dir, nudger_app(), async |app| {
         let sends = app.graph.wait_for_sends(2).await;
         assert_eq!(sends[1].body["message"]["text"], "still there? (attempt 1)");
-        app.app.stop().await.unwrap();
     });
 }
 
@@ -164,24 +132,14 @@ async fn while_another_app_owns_the_thread_the_flow_is_silent() {
             .status,
         200
     );
-    assert_eq!(
-        app.post_signed(&text_message("15004", "m.h1", "anyone?", 1_001))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("15004", "m.h1", "anyone?", 1_001).await;
     assert_eq!(
         app.post_signed(&control("pass_thread_control", 1_002))
             .await
             .status,
         200
     );
-    assert_eq!(
-        app.post_signed(&text_message("15004", "m.h2", "back", 1_003))
-            .await
-            .status,
-        200
-    );
+    app.sends_text("15004", "m.h2", "back", 1_003).await;
     app.graph.wait_for_sends(1).await;
     assert_eq!(texts(&app, "15004"), vec!["you said back"]);
     let doc = app

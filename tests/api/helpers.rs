@@ -347,6 +347,24 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     app
 }
 
+/// One life of the engine on `data_dir`, in an actix System of its own: starts it, runs
+/// `body` against it, stops it cleanly and hands back what `body` returned. Tests that
+/// restart the engine on the same data call it once per life.
+pub fn one_life<T>(
+    graph: &MockGraph,
+    data_dir: &Path,
+    options: Options,
+    body: impl AsyncFnOnce(&TestApp) -> T,
+) -> T {
+    let (graph, data_dir) = (graph.clone(), data_dir.to_path_buf());
+    actix_rt::System::new().block_on(async move {
+        let app = spawn_app_on(graph, &data_dir, options).await;
+        let answer = body(&app).await;
+        app.app.stop().await.unwrap();
+        answer
+    })
+}
+
 /// Starts the server on an existing data directory (for restarts).
 pub async fn spawn_app_on(graph: MockGraph, data_dir: &Path, options: Options) -> TestApp {
     init_logging();
@@ -391,6 +409,18 @@ impl TestApp {
             &[("X-Hub-Signature-256", signature)],
         )
         .await
+    }
+
+    /// POSTs one signed text message from `psid` and checks it was acknowledged.
+    pub async fn sends_text(&self, psid: &str, mid: &str, text: &str, timestamp: i64) {
+        let answer = self
+            .post_signed(&text_message(psid, mid, text, timestamp))
+            .await;
+        assert_eq!(
+            answer.status, 200,
+            "{mid} not acknowledged: {}",
+            answer.body
+        );
     }
 
     pub async fn post_webhook(&self, body: Vec<u8>, headers: &[(&str, String)]) -> Answer {

@@ -30,41 +30,34 @@ fn a_failing_conversation_is_isolated_restarted_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");
     corrupt_conversation(&data_dir, "16001");
-    {
-        let (graph, data_dir) = (graph.clone(), data_dir.clone());
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
-            let broken = text_message("16001", "m.broken", "hello?", 1_000);
-            assert_eq!(
-                app.post_signed(&broken).await.status,
-                200,
-                "acked: it is journalled"
-            );
-            let healthy = text_message("16002", "m.healthy", "hi", 1_001);
-            assert_eq!(app.post_signed(&healthy).await.status, 200);
-            let sends = app.graph.wait_for_sends(1).await;
-            assert_eq!(
-                sends[0].body["recipient"]["id"], "16002",
-                "other conversations go on"
-            );
-            // Let the supervisor restart the broken one a few times (50, 100, 200 ms...).
-            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
-            assert_eq!(
-                app.graph.sends().len(),
-                1,
-                "the broken conversation never answered"
-            );
-            app.app.stop().await.unwrap();
-        });
-    }
+    one_life(&graph, &data_dir, Options::default(), async |app| {
+        let broken = text_message("16001", "m.broken", "hello?", 1_000);
+        assert_eq!(
+            app.post_signed(&broken).await.status,
+            200,
+            "acked: it is journalled"
+        );
+        let healthy = text_message("16002", "m.healthy", "hi", 1_001);
+        assert_eq!(app.post_signed(&healthy).await.status, 200);
+        let sends = app.graph.wait_for_sends(1).await;
+        assert_eq!(
+            sends[0].body["recipient"]["id"], "16002",
+            "other conversations go on"
+        );
+        // Let the supervisor restart the broken one a few times (50, 100, 200 ms...).
+        actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(
+            app.graph.sends().len(),
+            1,
+            "the broken conversation never answered"
+        );
+    });
     // The operator repairs the record; the acknowledged event is still in the journal.
     repair_conversation(&data_dir, "16001");
-    actix_rt::System::new().block_on(async move {
-        let app = spawn_app_on(graph, &data_dir, Options::default()).await;
+    one_life(&graph, &data_dir, Options::default(), async |app| {
         let sends = app.graph.wait_for_sends(2).await;
         assert_eq!(sends[1].body["recipient"]["id"], "16001");
         assert_eq!(sends[1].body["message"]["text"], THANKS);
-        app.app.stop().await.unwrap();
     });
 }
 
@@ -81,19 +74,14 @@ fn a_failing_conversation_holds_back_only_its_own_event_of_a_shared_journal_item
             message_event("16102", "m.shared-healthy", "hi", 1_001),
         ]}),
     ]);
-    {
-        let (graph, data_dir) = (graph.clone(), data_dir.clone());
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
-            assert_eq!(app.post_signed(&body).await.status, 200);
-            let sends = app.graph.wait_for_sends(1).await;
-            assert_eq!(sends[0].body["recipient"]["id"], "16102");
-            // Restarts replay the broken conversation's event only, never the other one.
-            actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
-            assert_eq!(app.graph.sends().len(), 1);
-            app.app.stop().await.unwrap();
-        });
-    }
+    one_life(&graph, &data_dir, Options::default(), async |app| {
+        assert_eq!(app.post_signed(&body).await.status, 200);
+        let sends = app.graph.wait_for_sends(1).await;
+        assert_eq!(sends[0].body["recipient"]["id"], "16102");
+        // Restarts replay the broken conversation's event only, never the other one.
+        actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(app.graph.sends().len(), 1);
+    });
     let store = colloquy::store::Store::open(&data_dir).unwrap();
     assert_eq!(
         store.pending_journal().unwrap().len(),
@@ -102,16 +90,11 @@ fn a_failing_conversation_holds_back_only_its_own_event_of_a_shared_journal_item
     );
     drop(store);
     repair_conversation(&data_dir, "16101");
-    {
-        let (graph, data_dir) = (graph.clone(), data_dir.clone());
-        actix_rt::System::new().block_on(async move {
-            let app = spawn_app_on(graph, &data_dir, Options::default()).await;
-            let sends = app.graph.wait_for_sends(2).await;
-            assert_eq!(sends[1].body["recipient"]["id"], "16101");
-            app.wait_for_first_reply("16101", "sent").await;
-            app.app.stop().await.unwrap();
-        });
-    }
+    one_life(&graph, &data_dir, Options::default(), async |app| {
+        let sends = app.graph.wait_for_sends(2).await;
+        assert_eq!(sends[1].body["recipient"]["id"], "16101");
+        app.wait_for_first_reply("16101", "sent").await;
+    });
     assert_eq!(graph.sends().len(), 2, "each event answered once");
     let store = colloquy::store::Store::open(&data_dir).unwrap();
     assert!(
