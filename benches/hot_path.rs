@@ -7,12 +7,12 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use colloquy::messenger::inbound::parse_envelope;
-use colloquy::store::{
+use colloquy::event::parse_envelope;
+use colloquy::test_support::{sign_sha256, verify};
+use colloquy::test_support::{
     ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store, TranscriptEntry,
     TurnCommit,
 };
-use colloquy::webhook::signature::{sign_sha256, verify};
 
 const SECRET: &[u8] = b"bench-app-secret";
 

@@ -16,8 +16,8 @@
 
 use std::process::ExitCode;
 
+use colloquy::event::InboundEvent;
 use colloquy::flow::{Flow, FlowError, FlowHandle, Input, Turn};
-use colloquy::messenger::inbound::InboundEvent;
 
 /// Repeats every text message back to its sender.
 pub struct EchoBot;
@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use colloquy::messenger::inbound::parse_envelope;
+    use colloquy::event::parse_envelope;
     use futures_util::FutureExt;
 
     /// One messaging item from user 42 to page 1, parsed as colloquy would.

@@ -68,9 +68,9 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use colloquy::event::{parse_envelope, InboundEvent};
     use colloquy::flow::tree::{InterviewState, Stage};
     use colloquy::flow::{Flow, Turn};
-    use colloquy::messenger::inbound::{parse_envelope, InboundEvent};
     use futures_util::FutureExt;
     use serde_json::json;
     use std::path::PathBuf;

@@ -37,10 +37,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use colloquy::event::InboundEvent;
 use colloquy::flow::{
     quick_reply, Button, Element, Flow, FlowError, FlowHandle, Input, Reply, ReplyError, Turn,
 };
-use colloquy::messenger::inbound::InboundEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -455,7 +455,7 @@ fn seconds_from_env(name: &str, default: u64) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use colloquy::messenger::inbound::parse_envelope;
+    use colloquy::event::parse_envelope;
     use futures_util::FutureExt;
     use serde_json::json;
 

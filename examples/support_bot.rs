@@ -19,8 +19,8 @@
 
 use std::process::ExitCode;
 
+use colloquy::event::{EventKind, InboundEvent};
 use colloquy::flow::{quick_reply, Flow, FlowError, FlowHandle, Reply, ReplyError, Turn};
-use colloquy::messenger::inbound::{EventKind, InboundEvent};
 use serde::{Deserialize, Serialize};
 
 /// The keyword that starts a conversation over, whatever step it is at.
@@ -203,7 +203,7 @@ async fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use colloquy::messenger::inbound::parse_envelope;
+    use colloquy::event::parse_envelope;
     use futures_util::FutureExt;
 
     const PSID: &str = "969833033053167";

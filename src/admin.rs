@@ -12,8 +12,8 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Secret;
+use crate::engine::metrics::Metrics;
 use crate::inspect::{self, InspectError};
-use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::webhook::constant_time_eq;
 

@@ -44,6 +44,16 @@ pub enum Command {
     Chat(crate::console::ChatArgs),
 }
 
+/// Runs one parsed command and returns what it prints.
+pub async fn run(cli: Cli) -> anyhow::Result<String> {
+    match cli.command {
+        Command::Serve(args) => serve(*args).await.map(|()| String::new()),
+        Command::Inspect(args) => inspect(args).await,
+        Command::Subscribe(args) => subscribe(args).await,
+        Command::Chat(args) => crate::console::run(args).await.map(|()| String::new()),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The flow that answers users: a built-in name (thanks, echo), or tree:PATH for an

@@ -288,11 +288,11 @@ impl Config {
             workers: raw.workers.filter(|w| *w > 0),
             max_pending_events: raw
                 .max_pending_events
-                .unwrap_or(crate::load::DEFAULT_MAX_PENDING_EVENTS)
+                .unwrap_or(crate::engine::load::DEFAULT_MAX_PENDING_EVENTS)
                 .max(1),
             max_pending_replies: raw
                 .max_pending_replies
-                .unwrap_or(crate::load::DEFAULT_MAX_PENDING_REPLIES)
+                .unwrap_or(crate::engine::load::DEFAULT_MAX_PENDING_REPLIES)
                 .max(1),
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
             cache_bytes: raw

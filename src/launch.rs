@@ -1,5 +1,8 @@
 //! Running a bot from its own `main`: the one call a user's binary (or an example) needs.
 //!
+//! `command_line()` is the whole `colloquy` command line (`serve`, `inspect`, `subscribe`,
+//! `chat`) with the built-in flows: the `colloquy` binary is a call to it.
+//!
 //! `serve_or_chat(flow, name)` serves the flow to Facebook, configured from the same
 //! environment variables as `colloquy serve` (see `RawConfig::from_env`), or, when the
 //! program's first argument is `chat`, runs `colloquy chat` on it in this terminal. The
@@ -8,6 +11,9 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser as _;
 
 use thiserror::Error;
 
@@ -74,4 +80,24 @@ pub async fn serve_or_chat(flow: FlowHandle, name: &str) -> Result<(), LaunchErr
     let app = crate::start(Config::from_raw(raw)?, flow).await?;
     app.wait().await?;
     Ok(())
+}
+
+/// Runs the `colloquy` command line on this process's arguments, as the `colloquy` binary
+/// does: parses them (printing usage and exiting on a usage error), sets up logging
+/// (`RUST_LOG`, default `info`), runs the command, prints its output and returns the exit
+/// code: success, or failure with the error on stderr.
+pub fn command_line() -> ExitCode {
+    let cli = crate::cli::Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let system = actix_rt::System::new();
+    match system.block_on(crate::cli::run(cli)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

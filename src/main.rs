@@ -1,11 +1,8 @@
-//! The `colloquy` binary: picks and tunes the allocator, parses the command line, sets up
-//! logging, runs the command. All engine logic lives in the library; this file only turns
-//! errors into an exit code.
+//! The `colloquy` binary: picks and tunes the allocator, hands the command line to
+//! `colloquy::launch::command_line`, which parses it, sets up logging, runs the command
+//! and turns its outcome into an exit code. All engine logic lives in the library.
 
 use std::process::ExitCode;
-
-use clap::Parser;
-use colloquy::cli::{self, Cli, Command};
 
 // The engine allocates small, short-lived buffers on every thread (HTTP bodies, JSON,
 // sled's node copies); glibc's malloc showed up as a fifth of the CPU profile under load
@@ -61,25 +58,5 @@ mod allocator {
 fn main() -> ExitCode {
     #[cfg(feature = "mimalloc")]
     allocator::tune();
-    let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let system = actix_rt::System::new();
-    let outcome = system.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => cli::serve(*args).await.map(|()| String::new()),
-            Command::Inspect(args) => cli::inspect(args).await,
-            Command::Subscribe(args) => cli::subscribe(args).await,
-            Command::Chat(args) => colloquy::console::run(args).await.map(|()| String::new()),
-        }
-    });
-    match outcome {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    colloquy::launch::command_line()
 }

@@ -11,9 +11,9 @@ use std::rc::Rc;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use colloquy::console::{chat, ChatArgs, ChatError, Terminal};
+use colloquy::event::{EventKind, InboundEvent};
 use colloquy::flow::{quick_reply, Button, Flow, FlowError, FlowHandle, Reply, Turn};
-use colloquy::messenger::inbound::{EventKind, InboundEvent};
+use colloquy::test_support::{chat, ChatArgs, ChatError, Terminal};
 use serde_json::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 

@@ -3,8 +3,8 @@
 //! one documented. Bounded (a fixed number of cases) so CI time stays predictable.
 //! Failing inputs proptest finds are kept in `proptest-regressions/` and replayed first.
 
-use colloquy::messenger::inbound::{parse_envelope, EventKind};
-use colloquy::webhook::signature::{sign_sha1, sign_sha256, verify};
+use colloquy::event::{parse_envelope, EventKind};
+use colloquy::test_support::{sign_sha1, sign_sha256, verify};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

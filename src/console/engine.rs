@@ -9,7 +9,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::events::{Parties, UserAction};
-use crate::conversation::now_ms;
+use crate::clock::now_ms;
 use crate::inspect::{ConversationDocument, TranscriptLine};
 use crate::messenger::outbound::SendRequest;
 use crate::store::{Direction, Status};

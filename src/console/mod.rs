@@ -44,8 +44,8 @@ use thiserror::Error;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::cli::resolve_flow;
+use crate::clock::now_ms;
 use crate::config::{Config, ConfigError, RawConfig};
-use crate::conversation::now_ms;
 use crate::{FlowHandle, StartError};
 use engine::{EngineLink, SessionSecrets};
 use events::Parties;

@@ -13,7 +13,7 @@ use crate::messenger::inbound::{Attachment, EventKind, InboundEvent};
 ///
 /// ```
 /// use colloquy::flow::Input;
-/// # use colloquy::messenger::inbound::parse_envelope;
+/// # use colloquy::event::parse_envelope;
 /// # let event = parse_envelope(br#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"mid":"m","text":"Yes","quick_reply":{"payload":"CONFIRM"}}}]}]}"#).unwrap().remove(0);
 /// let answer = match event.input() {
 ///     Input::QuickReply { payload: "CONFIRM", .. } => "confirmed",

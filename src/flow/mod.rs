@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use colloquy::flow::{Flow, FlowError, Turn};
-//! use colloquy::messenger::inbound::InboundEvent;
+//! use colloquy::event::InboundEvent;
 //!
 //! /// Counts the messages of each user and tells them the count.
 //! struct Counter;
@@ -26,7 +26,7 @@
 //!         Ok(())
 //!     }
 //! }
-//! # let event = colloquy::messenger::inbound::parse_envelope(br#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"mid":"m","text":"hi"}}]}]}"#).unwrap().remove(0);
+//! # let event = colloquy::event::parse_envelope(br#"{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"timestamp":1,"message":{"mid":"m","text":"hi"}}]}]}"#).unwrap().remove(0);
 //! # let mut turn = Turn::for_test("2", 0u32);
 //! # futures_util::FutureExt::now_or_never(Counter.handle(&event, &mut turn)).unwrap().unwrap();
 //! # assert_eq!(turn.replies()[0].text_content(), Some("That is message number 1."));

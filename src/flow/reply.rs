@@ -395,7 +395,7 @@ mod tests {
             Reply::callback("https://crm.example/hook", json!({})).unwrap(),
         ];
         for reply in replies {
-            let left_out = crate::store::NO_RECEIPT_KINDS.contains(&reply.kind_name());
+            let left_out = crate::store::records::NO_RECEIPT_KINDS.contains(&reply.kind_name());
             assert_eq!(left_out, !reply.is_message(), "{}", reply.kind_name());
         }
     }

@@ -6,5 +6,5 @@
 //! (in particular never of tokens or secrets), no engine decisions, and no
 //! panics on any input.
 
-pub mod inbound;
-pub mod outbound;
+pub(crate) mod inbound;
+pub(crate) mod outbound;

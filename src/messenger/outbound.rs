@@ -100,6 +100,7 @@ pub struct SendResponse {
 }
 
 /// `{"error":{…}}` as returned by the Graph API.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphErrorBody {
     pub error: GraphError,

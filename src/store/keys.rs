@@ -76,6 +76,7 @@ pub fn handled(page_id: &str, event_id: &str) -> Vec<u8> {
     with_namespace(HANDLED, &[page_id, event_id])
 }
 
+#[cfg(test)]
 pub fn sent(page_id: &str, message_id: &str) -> Vec<u8> {
     with_namespace(SENT, &[page_id, message_id])
 }

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod keys;
 pub mod records;
 
+use crate::clock::now_ms;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +26,6 @@ use committer::{CommitStats, Committer, Overlay};
 pub use records::{
     ConversationKey, ConversationRecord, Direction, Failure, JournalItem, JournalRecord,
     OutboxRecord, Outgoing, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
-    NO_RECEIPT_KINDS,
 };
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
@@ -570,13 +570,6 @@ fn made_at(namespace: u8, value: &[u8]) -> u64 {
             .and_then(|b| b.try_into().ok())
             .map_or(0, u64::from_be_bytes),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 fn classify_open_error(path: String, source: sled::Error) -> StoreError {

@@ -17,12 +17,12 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::load::{Load, Refusal};
+use crate::engine::load::{Load, Refusal};
+use crate::engine::metrics::Metrics;
+use crate::engine::supervisor::{Route, Supervisor};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
-use crate::metrics::Metrics;
 use crate::store::journal::JournalRef;
 use crate::store::{JournalRecord, Store, StoreError};
-use crate::supervisor::{Route, Supervisor};
 use signature::SignatureError;
 
 /// What the webhook handlers share.

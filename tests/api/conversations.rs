@@ -1,8 +1,8 @@
 //! Conversations end to end: replies, the seed's receipts, batching, dedup, order,
 //! restarts and idle actors.
 
+use colloquy::event::InboundEvent;
 use colloquy::flow::{Flow, FlowError, FlowHandle, Turn};
-use colloquy::messenger::inbound::InboundEvent;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -470,13 +470,13 @@ fn a_post_of_several_events_is_one_journal_item_removed_once_all_are_handled() {
         app.wait_for_conversation("9201", |d| outbound(d).len() == 2)
             .await;
     });
-    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    let store = colloquy::test_support::Store::open(&data_dir).unwrap();
     assert!(store.pending_journal().unwrap().is_empty());
 }
 
 #[test]
 fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handled() {
-    use colloquy::store::{JournalRecord, Store, TurnCommit};
+    use colloquy::test_support::{JournalRecord, Store, TurnCommit};
     let graph = MockGraph::start();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");

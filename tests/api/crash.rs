@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use colloquy::store::{Direction, Store};
-use colloquy::webhook::signature::sign_sha256;
+use colloquy::test_support::sign_sha256;
+use colloquy::test_support::{Direction, Store};
 use rand::Rng;
 
 use crate::helpers::*;

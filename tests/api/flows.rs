@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use colloquy::event::InboundEvent;
 use colloquy::flow::{Flow, FlowError, FlowHandle, Input, Turn};
-use colloquy::messenger::inbound::InboundEvent;
 use serde_json::json;
 
 use crate::helpers::*;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use colloquy::config::{Config, RawConfig};
-use colloquy::webhook::signature::sign_sha256;
+use colloquy::test_support::sign_sha256;
 use colloquy::{FlowHandle, RunningApp};
 use serde_json::{json, Value};
 

@@ -115,11 +115,11 @@ async fn every_hostile_request_gets_its_4xx_and_leaves_the_store_unchanged() {
         let headers = match case.signing {
             Signing::Right => vec![(
                 "X-Hub-Signature-256",
-                colloquy::webhook::signature::sign_sha256(APP_SECRET.as_bytes(), &case.body),
+                colloquy::test_support::sign_sha256(APP_SECRET.as_bytes(), &case.body),
             )],
             Signing::Wrong => vec![(
                 "X-Hub-Signature-256",
-                colloquy::webhook::signature::sign_sha256(b"wrong", &case.body),
+                colloquy::test_support::sign_sha256(b"wrong", &case.body),
             )],
             Signing::None => vec![],
         };

@@ -191,7 +191,7 @@ impl colloquy::Flow for Notifier {
 
     async fn handle(
         &self,
-        event: &colloquy::messenger::inbound::InboundEvent,
+        event: &colloquy::event::InboundEvent,
         turn: &mut colloquy::Turn<()>,
     ) -> Result<(), colloquy::FlowError> {
         let payload = json!({"psid": turn.psid(), "text": event.text()});
@@ -274,8 +274,7 @@ async fn an_unreachable_graph_api_is_retried_then_recorded_failed() {
         .unwrap();
     let admin = format!("http://{}", app.admin_addr());
     let body = text_message("10502", "m.down", "hello", 1_000);
-    let signature =
-        colloquy::webhook::signature::sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
+    let signature = colloquy::test_support::sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
     let response = awc::Client::new()
         .post(format!("http://{}/webhook", app.addr()))
         .insert_header(("X-Hub-Signature-256", signature))

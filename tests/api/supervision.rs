@@ -9,7 +9,7 @@ fn corrupt_conversation(data_dir: &std::path::Path, psid: &str) {
     let db = sled::open(data_dir).unwrap();
     let tree = db.open_tree("colloquy").unwrap();
     tree.insert(
-        colloquy::store::keys::conversation(PAGE_ID, psid),
+        colloquy::test_support::keys::conversation(PAGE_ID, psid),
         &b"\xff not json"[..],
     )
     .unwrap();
@@ -19,7 +19,7 @@ fn corrupt_conversation(data_dir: &std::path::Path, psid: &str) {
 fn repair_conversation(data_dir: &std::path::Path, psid: &str) {
     let db = sled::open(data_dir).unwrap();
     let tree = db.open_tree("colloquy").unwrap();
-    tree.remove(colloquy::store::keys::conversation(PAGE_ID, psid))
+    tree.remove(colloquy::test_support::keys::conversation(PAGE_ID, psid))
         .unwrap();
     db.flush().unwrap();
 }
@@ -82,7 +82,7 @@ fn a_failing_conversation_holds_back_only_its_own_event_of_a_shared_journal_item
         actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
         assert_eq!(app.graph.sends().len(), 1);
     });
-    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    let store = colloquy::test_support::Store::open(&data_dir).unwrap();
     assert_eq!(
         store.pending_journal().unwrap().len(),
         1,
@@ -96,7 +96,7 @@ fn a_failing_conversation_holds_back_only_its_own_event_of_a_shared_journal_item
         app.wait_for_first_reply("16101", "sent").await;
     });
     assert_eq!(graph.sends().len(), 2, "each event answered once");
-    let store = colloquy::store::Store::open(&data_dir).unwrap();
+    let store = colloquy::test_support::Store::open(&data_dir).unwrap();
     assert!(
         store.pending_journal().unwrap().is_empty(),
         "the item is gone"

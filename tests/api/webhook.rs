@@ -57,7 +57,7 @@ async fn the_handshake_is_refused_with_a_wrong_token_or_mode() {
 async fn a_wrong_or_missing_signature_is_refused_and_nothing_is_stored() {
     let app = spawn_app().await;
     let body = text_message("1001", "m.sig", "hello", 1_700_000_000_000);
-    let forged = colloquy::webhook::signature::sign_sha256(b"not-the-secret", body.as_bytes());
+    let forged = colloquy::test_support::sign_sha256(b"not-the-secret", body.as_bytes());
     let cases: Vec<Vec<(&str, String)>> = vec![
         vec![],
         vec![("X-Hub-Signature-256", forged)],
@@ -82,7 +82,7 @@ async fn a_wrong_or_missing_signature_is_refused_and_nothing_is_stored() {
 async fn the_legacy_sha1_signature_is_accepted_without_the_sha256_header() {
     let app = spawn_app().await;
     let body = text_message("1003", "m.sha1", "hello", 1_700_000_000_000);
-    let sha1 = colloquy::webhook::signature::sign_sha1(APP_SECRET.as_bytes(), body.as_bytes());
+    let sha1 = colloquy::test_support::sign_sha1(APP_SECRET.as_bytes(), body.as_bytes());
     let answer = app
         .post_webhook(body.into_bytes(), &[("X-Hub-Signature", sha1)])
         .await;
@@ -107,7 +107,7 @@ async fn malformed_bodies_get_a_400_that_names_the_problem() {
         (b"\xff\xfe\x00", "not valid JSON"),
     ];
     for (body, expected) in cases {
-        let signature = colloquy::webhook::signature::sign_sha256(APP_SECRET.as_bytes(), body);
+        let signature = colloquy::test_support::sign_sha256(APP_SECRET.as_bytes(), body);
         let answer = app
             .post_webhook(body.to_vec(), &[("X-Hub-Signature-256", signature)])
             .await;
@@ -207,7 +207,7 @@ impl colloquy::Flow for Gate {
 
     async fn handle(
         &self,
-        _: &colloquy::messenger::inbound::InboundEvent,
+        _: &colloquy::event::InboundEvent,
         turn: &mut colloquy::Turn<()>,
     ) -> Result<(), colloquy::FlowError> {
         let _permit = self

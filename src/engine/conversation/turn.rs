@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use super::policy::policy_refusal;
 use super::receipts::{apply_delivery, apply_echo, apply_read};
-use super::{dedup_id, now_ms, ConversationEnv, METADATA_PREFIX};
+use super::{dedup_id, ConversationEnv, METADATA_PREFIX};
+use crate::clock::now_ms;
 use crate::flow::{ConversationView, TimerOp};
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::store::journal::JournalRef;

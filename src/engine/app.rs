@@ -14,15 +14,15 @@ use thiserror::Error;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::conversation::ConversationEnv;
+use crate::engine::conversation::ConversationEnv;
+use crate::engine::load::Load;
+use crate::engine::metrics::Metrics;
+use crate::engine::retention::{self, Sweeper};
+use crate::engine::sender::{OutboundSender, Shutdown as SenderShutdown};
+use crate::engine::supervisor::{LiveConversations, Shutdown, Supervisor};
+use crate::engine::timers::{self, TimerWheel};
 use crate::flow::FlowHandle;
-use crate::load::Load;
-use crate::metrics::Metrics;
-use crate::retention::{self, Sweeper};
-use crate::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::store::{Store, StoreError};
-use crate::supervisor::{LiveConversations, Shutdown, Supervisor};
-use crate::timers::{self, TimerWheel};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

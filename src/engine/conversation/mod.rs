@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::engine::load::Load;
+use crate::engine::metrics::Metrics;
+use crate::engine::sender::{Enqueue, OutboundSender};
+use crate::engine::supervisor::{ConversationStopped, IdleStop, JournalItemDone, Supervisor};
 use crate::flow::FlowHandle;
-use crate::load::Load;
 use crate::messenger::inbound::{EventKind, InboundEvent};
-use crate::metrics::Metrics;
-use crate::sender::{Enqueue, OutboundSender};
 use crate::store::journal::JournalRef;
 use crate::store::{ConversationKey, ConversationRecord, Store, StoreError};
-use crate::supervisor::{ConversationStopped, IdleStop, JournalItemDone, Supervisor};
 use turn::handle_event;
 
 /// Prefix of the Send API `metadata` we attach, echoed back to link the echo to its entry.
@@ -226,13 +226,6 @@ pub fn dedup_id(event: &InboundEvent) -> Option<String> {
             }
         },
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use prometheus::{
     IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::load::Load;
+use crate::engine::load::Load;
 use crate::store::committer::CommitStats;
 use crate::store::DiskSizeProbe;
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use rand::Rng;
 
+use crate::clock::now_ms;
 use crate::config::{Secret, SenderSettings};
-use crate::conversation::now_ms;
-use crate::load::Load;
+use crate::engine::load::Load;
+use crate::engine::metrics::Metrics;
 use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
-use crate::metrics::Metrics;
 use crate::store::{ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, Store};
 
 /// Largest Send API answer we read; real ones are under 200 bytes.

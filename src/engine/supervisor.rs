@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::conversation::{Conversation, ConversationEnv, Deliver, Retire};
+use crate::engine::conversation::{Conversation, ConversationEnv, Deliver, Retire};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::journal::{BatchProgress, JournalRef};
 use crate::store::{ConversationKey, JournalRecord};

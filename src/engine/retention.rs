@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::conversation::now_ms;
+use crate::clock::now_ms;
 use crate::store::{keys, Store};
 
 /// What is pruned, in this order on every pass: dedup marks, then the index from sent
@@ -55,6 +55,7 @@ impl Sweeper {
     }
 
     /// When the first pass starts (30 s after start by default).
+    #[cfg(test)]
     pub fn first_pass_after(mut self, delay: Duration) -> Self {
         self.first_pass_after = delay;
         self

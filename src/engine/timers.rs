@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::conversation::now_ms;
-use crate::load::Load;
+use crate::clock::now_ms;
+use crate::engine::load::Load;
+use crate::engine::supervisor::{Route, Supervisor};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::journal::JournalRef;
 use crate::store::Store;
-use crate::supervisor::{Route, Supervisor};
 
 /// How often due timers are looked for: the lateness a timer may have.
 pub const TICK: Duration = Duration::from_millis(100);

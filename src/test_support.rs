@@ -1,0 +1,9 @@
+//! Reaches into the engine for the crate's own integration tests and benchmarks only
+//! (feature `test-support`). Nothing here is part of the public API.
+
+pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
+pub use crate::store::{
+    keys, ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store,
+    TranscriptEntry, TurnCommit,
+};
+pub use crate::webhook::signature::{sign_sha1, sign_sha256, verify, HEADER_SHA256};
