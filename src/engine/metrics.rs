@@ -19,7 +19,7 @@ use prometheus::{
 };
 
 use crate::engine::load::Load;
-use crate::store::committer::CommitStats;
+use crate::store::CommitStats;
 use crate::store::DiskSizeProbe;
 
 /// Latency buckets (seconds) from 100 µs to 5 s: flushes and acks live in the low ms.

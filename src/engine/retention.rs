@@ -4,18 +4,15 @@
 //! Every handled event leaves a mark so that a redelivery is skipped; Facebook redelivers
 //! for hours, not weeks. This actor walks the marks in chunks (so the committer is never
 //! held for long) and removes those older than `COLLOQUY_DEDUP_RETENTION_HOURS`, then
-//! rests until the next pass. It removes nothing else: transcripts are the record.
+//! rests until the next pass. It removes nothing else: transcripts are the record. It
+//! knows nothing of keys: the store walks what is prunable and hands back a cursor.
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::clock::now_ms;
-use crate::store::{keys, Store};
-
-/// What is pruned, in this order on every pass: dedup marks, then the index from sent
-/// message ids to transcript entries that earlier builds wrote.
-const NAMESPACES: [u8; 2] = [keys::HANDLED, keys::SENT];
+use crate::store::{PruneCursor, Pruned, Store};
 
 /// Marks looked at per chunk: a few milliseconds of the committer's time.
 const CHUNK: usize = 5_000;
@@ -32,9 +29,9 @@ pub struct Stop;
 pub struct Sweeper {
     store: Store,
     retention: Duration,
-    cursor: Option<Vec<u8>>,
-    /// Index in `NAMESPACES` of the one being walked.
-    namespace: usize,
+    /// Where this pass goes on (dedup marks, then the sent-message index earlier builds
+    /// wrote: the store walks both).
+    cursor: PruneCursor,
     removed_this_pass: usize,
     pass_started: Instant,
     first_pass_after: Duration,
@@ -45,8 +42,7 @@ impl Sweeper {
         Sweeper {
             store,
             retention,
-            cursor: None,
-            namespace: 0,
+            cursor: PruneCursor::default(),
             removed_this_pass: 0,
             pass_started: Instant::now(),
             // Start-up has better things to do than pruning.
@@ -64,32 +60,29 @@ impl Sweeper {
     fn sweep_chunk(&mut self, ctx: &mut Context<Self>) {
         let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let older_than = now_ms().saturating_sub(retention_ms);
-        let namespace = NAMESPACES[self.namespace];
+        let from = std::mem::take(&mut self.cursor);
         let chunk = self
             .store
-            .prune_old(namespace, self.cursor.take(), older_than, CHUNK);
+            .prune_dedup_marks_older_than(older_than, from, CHUNK);
         ctx.spawn(chunk.into_actor(self).map(|outcome, act, ctx| {
             let next = match outcome {
-                Ok((removed, next)) => {
+                Ok(Pruned { removed, next }) => {
                     act.removed_this_pass += removed;
                     next
                 }
                 Err(error) => {
+                    // The pass ends here; the next one starts over in an hour.
                     log::error!("pruning dedup marks failed: {error}");
                     None
                 }
             };
             match next {
                 Some(cursor) => {
-                    act.cursor = Some(cursor);
-                    ctx.run_later(BETWEEN_CHUNKS, Self::sweep_chunk);
-                }
-                None if act.namespace + 1 < NAMESPACES.len() => {
-                    act.namespace += 1;
+                    act.cursor = cursor;
                     ctx.run_later(BETWEEN_CHUNKS, Self::sweep_chunk);
                 }
                 None => {
-                    act.namespace = 0;
+                    act.cursor = PruneCursor::default();
                     log::info!(
                         "pruned {} dedup mark(s) and sent-message index entries older than {} h in {:?}",
                         act.removed_this_pass,

@@ -9,7 +9,9 @@
 //! durable write survives power loss, not only a crash) if any operation asked for
 //! durability, then answers them all. Each operation stays atomic: its writes are part of
 //! one all-or-nothing batch. Readers read the tree directly and see an operation's writes
-//! once it has been answered. This module knows nothing of colloquy's records.
+//! once it has been answered. This module knows nothing of colloquy's records, and the
+//! `Overlay` it hands to operations speaks in byte vectors and `BackendError`, not sled
+//! types.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+use super::error::BackendError;
 
 /// Why a cycle failed: sled's or the file system's error text.
 pub type CycleResult = Result<(), String>;
@@ -48,14 +52,14 @@ pub struct Overlay<'a> {
 }
 
 impl Overlay<'_> {
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         if let Some(value) = self.staged.get(key).or_else(|| self.cycle.get(key)) {
             return Ok(value.clone());
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
-    pub fn contains(&self, key: &[u8]) -> Result<bool, sled::Error> {
+    pub fn contains(&self, key: &[u8]) -> Result<bool, BackendError> {
         Ok(self.get(key)?.is_some())
     }
 
@@ -67,9 +71,17 @@ impl Overlay<'_> {
         self.staged.insert(key.into(), None);
     }
 
-    /// The tree itself, for range scans (they do not see this cycle's writes).
-    pub fn tree(&self) -> &sled::Tree {
-        self.tree
+    /// The stored keys from `start` up to (not including) `end`, in order, with their
+    /// values. A scan of the tree: it does not see this cycle's writes.
+    pub fn range(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), BackendError>> + 'static {
+        self.tree.range(start..end).map(|item| {
+            let (key, value) = item?;
+            Ok((key.to_vec(), value.to_vec()))
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! Where an acknowledged event waits in the journal until its turn is committed.
+//! Where an acknowledged event waits in the journal until its turn is committed: the
+//! store's journal reads and writes (append, remove, replay) and the shared-item progress.
 //!
 //! A POST with one event journals it as one item, and the turn that handles it removes
 //! that item in the same atomic operation. A POST with several events journals them as
@@ -6,9 +7,60 @@
 //! only marks its event finished in a shared, in-memory [`BatchProgress`], and the turn
 //! that finishes the last one has the item removed. After a crash the whole item is
 //! replayed and the events already handled are recognised by their dedup marks (receipts
-//! have none and are idempotent). This module holds no IO; `Store` reads and writes.
+//! have none and are idempotent). The progress types hold no IO; only the `Store`
+//! methods here touch the journal's keys. Turns consume items in `turn`, fired timers
+//! add them in `timers`.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use super::codec::encode;
+use super::{keys, JournalItem, JournalRecord, Store, StoreError};
+
+impl Store {
+    /// Appends the acknowledged events of one POST to the journal as ONE item and makes
+    /// it durable; resolves to the item's sequence number (see above for how the item is
+    /// removed once every event is handled).
+    pub fn append_journal(
+        &self,
+        records: Vec<JournalRecord>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + 'static {
+        let item = match <[JournalRecord; 1]>::try_from(records) {
+            Ok([record]) => JournalItem::One(record),
+            Err(batch) => JournalItem::Batch { batch },
+        };
+        let bytes = encode(&item);
+        let submitted = self.next_id().map(|seq| {
+            self.submit(true, move |overlay| {
+                overlay.insert(keys::journal(seq), bytes);
+                Ok(seq)
+            })
+        });
+        async move { submitted?.await }
+    }
+
+    /// Removes a journal item whose events have all been handled. Queued at once; it need
+    /// not be durable (a replay would find every event's dedup mark).
+    pub fn remove_journal(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> {
+        self.submit(false, move |overlay| {
+            overlay.remove(keys::journal(seq));
+            Ok(())
+        })
+    }
+
+    pub fn journal_contains(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self.inner.tree.contains_key(keys::journal(seq))?)
+    }
+
+    /// Every journal item not yet handled, oldest first, with its events.
+    pub fn pending_journal(&self) -> Result<Vec<(u64, Vec<JournalRecord>)>, StoreError> {
+        let items: Vec<(u64, JournalItem)> = self.scan_sequenced(keys::JOURNAL)?;
+        Ok(items
+            .into_iter()
+            .map(|(seq, item)| (seq, item.into_events()))
+            .collect())
+    }
+}
 
 /// Which events of a journal item are still to be committed.
 #[derive(Debug)]
@@ -105,7 +157,43 @@ impl JournalRef {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{block_on, commit_reply, journal_one, open};
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn journal_items_stay_pending_until_a_turn_consumes_them() {
+        let (_dir, store) = open();
+        let seq = journal_one(&store);
+        assert!(store.journal_contains(seq).unwrap());
+        assert_eq!(store.pending_journal().unwrap().len(), 1);
+        commit_reply(&store, seq);
+        assert!(!store.journal_contains(seq).unwrap());
+        assert!(store.pending_journal().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_events_of_one_post_are_one_journal_item_until_it_is_removed() {
+        let (_dir, store) = open();
+        let event = |mid: &str| JournalRecord {
+            page_id: "page".into(),
+            standby: false,
+            event: json!({"sender": {"id": "user"}, "message": {"mid": mid}}),
+        };
+        let seq =
+            block_on(store.append_journal(vec![event("m.a"), event("m.b"), event("m.c")])).unwrap();
+        let pending = store.pending_journal().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, seq);
+        let mids: Vec<&serde_json::Value> = pending[0]
+            .1
+            .iter()
+            .map(|r| &r.event["message"]["mid"])
+            .collect();
+        assert_eq!(mids, [&json!("m.a"), &json!("m.b"), &json!("m.c")]);
+        block_on(store.remove_journal(seq)).unwrap();
+        assert!(store.pending_journal().unwrap().is_empty());
+    }
 
     #[test]
     fn an_item_of_its_own_is_removed_by_the_turn() {

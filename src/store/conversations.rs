@@ -1,0 +1,143 @@
+//! Reading conversations: their records, their transcripts, and whether an event was
+//! already handled (its dedup mark).
+//!
+//! Reads go straight to the tree and see every write whose operation has been answered.
+//! Nothing here writes: a turn's writes are in `turn`, a send's outcome in `outbox`.
+
+use super::codec::{decode_conversation, sequenced};
+use super::{keys, ConversationKey, ConversationRecord, Store, StoreError, TranscriptEntry};
+
+impl Store {
+    pub fn conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let stored = keys::conversation(&key.page_id, &key.psid);
+        match self.inner.tree.get(&stored)? {
+            Some(bytes) => Ok(Some(decode_conversation(&stored, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every conversation record, in key order (page, then psid).
+    pub fn conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix([keys::CONVERSATION])
+            .map(|item| {
+                let (key, value) = item?;
+                decode_conversation(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The conversations of one user, on any page. Only the matching records are
+    /// decoded: the psid is the key's last component, so it is compared on the key.
+    pub fn conversations_of(&self, psid: &str) -> Result<Vec<ConversationRecord>, StoreError> {
+        let suffix = keys::conversation_suffix(psid);
+        self.inner
+            .tree
+            .scan_prefix([keys::CONVERSATION])
+            .filter(|item| {
+                item.as_ref()
+                    .map_or(true, |(key, _)| key.ends_with(&suffix))
+            })
+            .map(|item| {
+                let (key, value) = item?;
+                decode_conversation(&key, &value)
+            })
+            .filter(|record| record.as_ref().map_or(true, |r| r.psid == psid))
+            .collect()
+    }
+
+    pub fn transcript(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
+            .map(sequenced)
+            .collect()
+    }
+
+    /// The last `n` entries of a conversation's transcript, in order (reads only those).
+    pub fn transcript_tail(
+        &self,
+        key: &ConversationKey,
+        n: usize,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        let mut tail: Vec<(u64, TranscriptEntry)> = self
+            .inner
+            .tree
+            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
+            .rev()
+            .take(n)
+            .map(sequenced)
+            .collect::<Result<_, StoreError>>()?;
+        tail.reverse();
+        Ok(tail)
+    }
+
+    /// The entries of a conversation's transcript numbered `from` up to (not including) `to`.
+    pub fn transcript_range(
+        &self,
+        key: &ConversationKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
+        let start = keys::transcript_entry(&key.page_id, &key.psid, from);
+        let end = keys::transcript_entry(&key.page_id, &key.psid, to);
+        self.inner.tree.range(start..end).map(sequenced).collect()
+    }
+
+    pub fn transcript_entry(
+        &self,
+        key: &ConversationKey,
+        seq: u64,
+    ) -> Result<Option<TranscriptEntry>, StoreError> {
+        self.get(&keys::transcript_entry(&key.page_id, &key.psid, seq))
+    }
+
+    pub fn is_handled(&self, page_id: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .inner
+            .tree
+            .contains_key(keys::handled(page_id, event_id))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{key, open, out_entry, Blocking};
+    use super::super::TurnCommit;
+    use super::*;
+
+    #[test]
+    fn the_transcript_tail_is_the_last_entries_in_order() {
+        let (_dir, store) = open();
+        let mut record = ConversationRecord::new(&key());
+        let entries: Vec<(u64, TranscriptEntry)> = (0..5)
+            .map(|_| (record.take_entry_seq(), out_entry()))
+            .collect();
+        store
+            .commit_turn(
+                TurnCommit {
+                    conversation: Some(record),
+                    new_entries: entries,
+                    ..TurnCommit::default()
+                },
+                true,
+            )
+            .into_blocking()
+            .unwrap();
+        let tail: Vec<u64> = store
+            .transcript_tail(&key(), 2)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(tail, vec![3, 4]);
+        assert_eq!(store.transcript_tail(&key(), 10).unwrap().len(), 5);
+    }
+}

@@ -1,0 +1,164 @@
+//! The turn commit: everything one handled event changes (journal item consumed, dedup
+//! mark, conversation record, new and changed transcript entries, outbox items, timers),
+//! applied as one atomic operation.
+//!
+//! A `TurnCommit` is built by the conversation actor; this file only turns it into writes.
+//! It decides nothing about what a turn should change, and it never lowers an entry's
+//! status (`TranscriptEntry::advance`).
+
+use std::future::Future;
+
+use super::codec::{decode, encode};
+use super::committer::Overlay;
+use super::{
+    keys, ConversationRecord, OutboxRecord, Status, Store, StoreError, TimerEntry, TimerRecord,
+    TranscriptEntry,
+};
+use crate::clock::now_ms;
+
+/// A change to an existing transcript entry, applied against its current stored value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryChange {
+    /// Raise the status (never lowers it).
+    Advance(Status),
+    /// The echo of this page message arrived: remember its mid and Facebook's timestamp.
+    LinkEcho { mid: String, timestamp: i64 },
+}
+
+/// Everything one handled event changes, committed atomically.
+#[derive(Debug, Default)]
+pub struct TurnCommit {
+    /// The journal item this turn consumes.
+    pub journal_seq: Option<u64>,
+    /// `(page, event id)` to mark handled, so a redelivery is skipped.
+    pub handled: Option<(String, String)>,
+    pub conversation: Option<ConversationRecord>,
+    pub new_entries: Vec<(u64, TranscriptEntry)>,
+    pub entry_changes: Vec<(u64, EntryChange)>,
+    pub outbox: Vec<(u64, OutboxRecord)>,
+    /// Timers to add to the due-ordered index.
+    pub timers_set: Vec<TimerRecord>,
+    /// Timers (name, due) of this conversation to remove from the index.
+    pub timers_cleared: Vec<TimerEntry>,
+}
+
+impl Store {
+    /// Applies one conversation turn atomically; resolves once applied, and once on disk
+    /// when `durable`.
+    pub fn commit_turn(
+        &self,
+        commit: TurnCommit,
+        durable: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        let writes = turn_writes(&commit);
+        let changes = entry_change_keys(&commit);
+        self.submit(durable, move |overlay| {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => overlay.insert(key, value),
+                    None => overlay.remove(key),
+                }
+            }
+            for (key, change) in changes {
+                apply_entry_change(overlay, &key, &change)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The plain writes of a turn, encoded outside the committer thread.
+fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut writes = Vec::new();
+    if let Some(seq) = commit.journal_seq {
+        writes.push((keys::journal(seq), None));
+    }
+    if let Some((page_id, event_id)) = &commit.handled {
+        // The mark holds when it was made, so old marks can be pruned (`pruning`).
+        let at = u64::try_from(now_ms()).unwrap_or_default();
+        writes.push((
+            keys::handled(page_id, event_id),
+            Some(at.to_be_bytes().to_vec()),
+        ));
+    }
+    let Some(conversation) = &commit.conversation else {
+        return writes;
+    };
+    let (page, psid) = (&conversation.page_id, &conversation.psid);
+    writes.push((keys::conversation(page, psid), Some(encode(conversation))));
+    for (seq, entry) in &commit.new_entries {
+        writes.push((
+            keys::transcript_entry(page, psid, *seq),
+            Some(encode(entry)),
+        ));
+    }
+    for (seq, record) in &commit.outbox {
+        writes.push((keys::outbox(*seq), Some(encode(record))));
+    }
+    for timer in &commit.timers_cleared {
+        writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
+    }
+    for timer in &commit.timers_set {
+        let key = keys::timer(timer.due, &timer.page_id, &timer.psid, &timer.name);
+        writes.push((key, Some(encode(timer))));
+    }
+    writes
+}
+
+fn entry_change_keys(commit: &TurnCommit) -> Vec<(Vec<u8>, EntryChange)> {
+    let Some(conversation) = &commit.conversation else {
+        return Vec::new();
+    };
+    commit
+        .entry_changes
+        .iter()
+        .map(|(seq, change)| {
+            let key = keys::transcript_entry(&conversation.page_id, &conversation.psid, *seq);
+            (key, change.clone())
+        })
+        .collect()
+}
+
+/// Applies a change to an entry against its current value (read inside the committer).
+fn apply_entry_change(
+    overlay: &mut Overlay<'_>,
+    key: &[u8],
+    change: &EntryChange,
+) -> Result<(), StoreError> {
+    let Some(bytes) = overlay.get(key)? else {
+        return Ok(());
+    };
+    let mut entry: TranscriptEntry = decode(key, &bytes)?;
+    match change {
+        EntryChange::Advance(status) => {
+            entry.advance(*status);
+        }
+        EntryChange::LinkEcho { mid, timestamp } => {
+            entry.mid.get_or_insert_with(|| mid.clone());
+            entry.echo_timestamp = Some(*timestamp);
+            // An echo is Facebook saying the message went out, whatever our sender knows.
+            entry.advance(Status::Sent);
+        }
+    }
+    overlay.insert(key.to_vec(), encode(&entry));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{commit_reply, journal_one, key, open};
+    use serde_json::json;
+
+    #[test]
+    fn a_turn_writes_state_transcript_outbox_and_dedup_mark_together() {
+        let (_dir, store) = open();
+        let seq = journal_one(&store);
+        commit_reply(&store, seq);
+        let record = store.conversation(&key()).unwrap().unwrap();
+        assert_eq!(record.state, json!({"step": 1}));
+        assert_eq!(store.transcript(&key()).unwrap().len(), 1);
+        assert_eq!(store.pending_outbox().unwrap().len(), 1);
+        assert!(store.is_handled("page", "m.1").unwrap());
+        assert!(!store.is_handled("page", "m.2").unwrap());
+    }
+}
