@@ -18,7 +18,7 @@ use thiserror::Error;
 /// Graph API code for an invalid, expired or revoked access token.
 const TOKEN_REVOKED: i64 = 190;
 /// The longest wait a throttling hint may impose (Meta's estimates are in minutes).
-pub(crate) const MAX_HINTED_WAIT: Duration = Duration::from_secs(3600);
+const MAX_HINTED_WAIT: Duration = Duration::from_secs(3600);
 
 /// The `error` object of a Graph API answer. Decoding is lenient: a field of the wrong
 /// type takes its default instead of failing, and `code`/`error_subcode` accept numeric
