@@ -6,17 +6,24 @@
 //! Secrets given as flags or variables are never echoed (clap hides their values).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::{
-    Config, RawConfig, DEFAULT_ADMIN_BIND, DEFAULT_BIND, DEFAULT_DATA_DIR, DEFAULT_GRAPH_URL,
+    Config, RawConfig, Secret, DEFAULT_ADMIN_BIND, DEFAULT_BIND, DEFAULT_DATA_DIR,
+    DEFAULT_GRAPH_URL,
 };
 use crate::flow::builtin;
+use crate::graph::{CallError, GraphClient};
 use crate::inspect::{self, ConversationDocument, ConversationSummary};
 use crate::store::{Store, StoreError};
+
+/// How long `colloquy subscribe` waits for the Graph API: as long as the sender waits
+/// for one send (an operator at the terminal would rather wait than retry).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The webhook fields colloquy parses, subscribed by `colloquy subscribe`.
 pub const SUBSCRIBED_FIELDS: &str = "messages,messaging_postbacks,message_deliveries,message_reads,message_echoes,messaging_referrals,messaging_optins,message_reactions,message_edits,messaging_handovers,messaging_policy_enforcement,messaging_account_linking,messaging_game_plays,standby";
@@ -325,40 +332,34 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
     let token = args.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
         anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)")
     })?;
-    let url = format!(
-        "{}/me/subscribed_apps",
-        args.graph_url.trim_end_matches('/')
-    );
-    let client = awc::Client::new();
-    let request = if args.status {
-        client
-            .get(&url)
-            .query(&[("access_token", token.as_str())])?
-    } else {
-        client.post(&url).query(&[
-            ("subscribed_fields", args.fields.as_str()),
-            ("access_token", token.as_str()),
-        ])?
-    };
-    let mut response = request
-        .send()
+    let token = Secret::new(token);
+    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT);
+    if args.status {
+        let apps = graph.subscribed_apps(&token).await;
+        return Ok(describe_subscriptions(
+            &apps.map_err(|e| graph_failure(&args.graph_url, e))?,
+        ));
+    }
+    let answer = graph
+        .subscribe_app(&token, &args.fields)
         .await
-        .map_err(|e| anyhow!("cannot reach the Graph API at {}: {e}", args.graph_url))?;
-    let body = response.body().limit(1024 * 1024).await?;
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if let Some(error) = crate::messenger::outbound::parse_graph_error(&body) {
-        bail!("Graph API error {}", error.describe());
-    }
-    if !response.status().is_success() {
-        bail!("Graph API answered HTTP {}", response.status());
-    }
-    Ok(if args.status {
-        describe_subscriptions(&value)
-    } else if value["success"] == Value::Bool(true) {
+        .map_err(|e| graph_failure(&args.graph_url, e))?;
+    Ok(if answer["success"] == Value::Bool(true) {
         format!("subscribed the page to: {}\n", args.fields)
     } else {
-        format!("Graph API answered: {value}\n")
+        format!("Graph API answered: {answer}\n")
     })
+}
+
+/// A failed Graph call as an operator reads it: Meta's own error when it sent one.
+fn graph_failure(graph_url: &str, error: CallError) -> anyhow::Error {
+    match (&error, error.api_error()) {
+        (CallError::Network(_) | CallError::Timeout(_), _) => {
+            anyhow!("cannot reach the Graph API at {graph_url}: {error}")
+        }
+        (_, Some(api)) => anyhow!("Graph API error {api}"),
+        (_, None) => anyhow!("the Graph API call failed: {error}"),
+    }
 }
 
 fn describe_subscriptions(value: &Value) -> String {

@@ -70,6 +70,7 @@ mod cli;
 mod clock;
 mod console;
 mod engine;
+mod graph;
 mod inspect;
 mod messenger;
 mod store;

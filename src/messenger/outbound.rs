@@ -1,12 +1,13 @@
-//! Outbound wire types: the Send API request (`POST /me/messages`), its
-//! success response, and Graph API error bodies with their retry class.
+//! Outbound wire types: the Send API request (`POST /me/messages`) and its success
+//! response.
 //!
-//! Owns: the exact JSON shape sent to Meta, lenient decoding of what Meta
-//! answers, and mapping Graph error codes to [`ErrorClass`].
+//! Owns: the exact JSON shape sent to Meta, and lenient decoding of what Meta answers.
+//! Graph error bodies and what each means for a caller live with the Graph client
+//! (`graph::ApiError`, `graph::CallError`).
 //!
-//! Must not: do IO or HTTP, hold or log access tokens/app secrets (the token
-//! travels in the URL/header, never in these types), enforce limits or retry
-//! (callers decide from [`ErrorClass`]), or panic on any input.
+//! Must not: do IO or HTTP (the `graph` module sends these), hold or log access
+//! tokens/app secrets (the token travels in the URL, never in these types), enforce
+//! limits or retry, or panic on any input.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -99,125 +100,12 @@ pub struct SendResponse {
     pub message_id: Option<String>,
 }
 
-/// `{"error":{…}}` as returned by the Graph API.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraphErrorBody {
-    pub error: GraphError,
-}
-
-/// A Graph API error. Decoding is lenient: a field of the wrong type takes its
-/// default instead of failing, and `code`/`error_subcode` accept numeric strings.
-/// Dispatch on `code` + `error_subcode`, never on the message text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraphError {
-    #[serde(default, deserialize_with = "de_lossy_string")]
-    pub message: String,
-    #[serde(rename = "type", default, deserialize_with = "de_lossy_opt_string")]
-    pub kind: Option<String>,
-    #[serde(default, deserialize_with = "de_lossy_int")]
-    pub code: i64,
-    #[serde(default, deserialize_with = "de_lossy_opt_int")]
-    pub error_subcode: Option<i64>,
-    #[serde(default, deserialize_with = "de_lossy_opt_bool")]
-    pub is_transient: Option<bool>,
-    /// Log this: Meta support asks for it.
-    #[serde(default, deserialize_with = "de_lossy_opt_string")]
-    pub fbtrace_id: Option<String>,
-}
-
-/// What the sender should do about a failed Send API call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Temporary failure on Meta's side (codes 1, 2, -1, 1200, or
-    /// `is_transient: true`): retry the same request with exponential backoff
-    /// and jitter, a small number of times. Code 2 can also hide a user who
-    /// blocked the Page, so cap the retries.
-    Transient,
-    /// Rate limited or temporarily blocked (codes 4, 17, 32, 613, 368,
-    /// 80001–80014): pause the whole scope (app, user or page) rather than
-    /// retrying, since calling while throttled extends the penalty; 368
-    /// (policy block) needs a long pause.
-    Throttled,
-    /// Will fail again unchanged (10 outside window/permission, 100 bad
-    /// parameter or unknown user, 190 bad token, 200–299 permission, 551 user
-    /// unavailable, and any unknown code): do not retry; fix the request, mark
-    /// the user unreachable, or stop the page and alert.
-    Permanent,
-}
-
-impl GraphError {
-    /// `code/subcode: message`, the way operators search Meta's error tables.
-    pub fn describe(&self) -> String {
-        match self.error_subcode {
-            Some(subcode) => format!("{}/{subcode}: {}", self.code, self.message),
-            None => format!("{}: {}", self.code, self.message),
-        }
-    }
-
-    /// Classifies by `code` (and `is_transient`). Throttling codes win over
-    /// `is_transient: true`, because retrying a throttled scope prolongs it.
-    pub fn class(&self) -> ErrorClass {
-        match self.code {
-            4 | 17 | 32 | 368 | 613 | 80001..=80014 => ErrorClass::Throttled,
-            1 | 2 | -1 | 1200 => ErrorClass::Transient,
-            _ if self.is_transient == Some(true) => ErrorClass::Transient,
-            _ => ErrorClass::Permanent,
-        }
-    }
-}
-
-/// Parses a Graph error body leniently; None if the body is not a Graph error.
-///
-/// A Graph error is a JSON object whose `error` member is an object carrying at
-/// least a `code` or a `message`.
-pub fn parse_graph_error(body: &[u8]) -> Option<GraphError> {
-    let root: Value = serde_json::from_slice(body).ok()?;
-    let error = root.get("error")?;
-    let fields = error.as_object()?;
-    if !fields.contains_key("code") && !fields.contains_key("message") {
-        return None;
-    }
-    GraphError::deserialize(error).ok()
-}
-
-fn lenient_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn de_lossy_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(de_lossy_opt_string(d)?.unwrap_or_default())
-}
-
-fn de_lossy_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::String(s) => Ok(Some(s)),
-        _ => Ok(None),
-    }
-}
-
 fn de_lossy_opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(Some(s)),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         _ => Ok(None),
     }
-}
-
-fn de_lossy_int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(de_lossy_opt_int(d)?.unwrap_or_default())
-}
-
-fn de_lossy_opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    Ok(lenient_int(&Value::deserialize(d)?))
-}
-
-fn de_lossy_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    Ok(Value::deserialize(d)?.as_bool())
 }
 
 #[cfg(test)]
@@ -227,17 +115,6 @@ mod tests {
 
     fn to_json<T: Serialize>(v: &T) -> Value {
         serde_json::to_value(v).expect("serializable")
-    }
-
-    fn err_with(code: i64, is_transient: Option<bool>) -> GraphError {
-        GraphError {
-            message: String::new(),
-            kind: Some("OAuthException".into()),
-            code,
-            error_subcode: None,
-            is_transient,
-            fbtrace_id: None,
-        }
     }
 
     #[test]
@@ -369,149 +246,5 @@ mod tests {
                 message_id: None
             }
         );
-    }
-
-    #[test]
-    fn real_graph_error_body_is_parsed_and_permanent() {
-        let body = br#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException",
-            "code":551,"error_subcode":1545041,"error_user_title":"Message Not Sent","error_user_msg":"...",
-            "is_transient":false,"fbtrace_id":"AbC123xyz"}}"#;
-        let e = parse_graph_error(body).expect("a graph error");
-        assert_eq!(
-            e,
-            GraphError {
-                message: "(#551) This person isn't available right now.".into(),
-                kind: Some("OAuthException".into()),
-                code: 551,
-                error_subcode: Some(1545041),
-                is_transient: Some(false),
-                fbtrace_id: Some("AbC123xyz".into()),
-            }
-        );
-        assert_eq!(e.class(), ErrorClass::Permanent);
-    }
-
-    #[test]
-    fn graph_error_body_struct_deserialises() {
-        let body: GraphErrorBody = serde_json::from_str(r#"{"error":{"message":"Invalid OAuth access token.","type":"OAuthException","code":190,"error_subcode":460,"fbtrace_id":"X"}}"#).expect("parse");
-        assert_eq!(body.error.code, 190);
-        assert_eq!(body.error.error_subcode, Some(460));
-        assert_eq!(body.error.class(), ErrorClass::Permanent);
-    }
-
-    #[test]
-    fn transient_internal_error_is_parsed_from_a_500_body() {
-        let e = parse_graph_error(br#"{"error":{"message":"An unexpected error has occurred. Please retry your request later.","type":"OAuthException","is_transient":true,"code":2,"fbtrace_id":"A1"}}"#)
-            .expect("a graph error");
-        assert_eq!(e.code, 2);
-        assert_eq!(e.is_transient, Some(true));
-        assert_eq!(e.class(), ErrorClass::Transient);
-    }
-
-    #[test]
-    fn graph_error_parsing_is_lenient_about_field_types() {
-        let e = parse_graph_error(br#"{"error":{"message":null,"type":7,"code":"613","error_subcode":"x","is_transient":"yes"}}"#)
-            .expect("still a graph error");
-        assert_eq!(e.message, "");
-        assert_eq!(e.kind, None);
-        assert_eq!(e.code, 613);
-        assert_eq!(e.error_subcode, None);
-        assert_eq!(e.is_transient, None);
-        assert_eq!(e.class(), ErrorClass::Throttled);
-        let only_message =
-            parse_graph_error(br#"{"error":{"message":"boom"}}"#).expect("message only");
-        assert_eq!(
-            (only_message.code, only_message.class()),
-            (0, ErrorClass::Permanent)
-        );
-    }
-
-    #[test]
-    fn garbage_and_non_graph_bodies_are_not_graph_errors() {
-        let bodies: [&[u8]; 9] = [
-            b"",
-            b"<html>502 Bad Gateway</html>",
-            b"\xff\xfe",
-            b"{\"error\":",
-            b"[]",
-            br#"{"recipient_id":"1","message_id":"m_1"}"#,
-            br#"{"error":"rate limited"}"#,
-            br#"{"error":{}}"#,
-            br#"{"error":{"fbtrace_id":"X"}}"#,
-        ];
-        for body in bodies {
-            assert_eq!(
-                parse_graph_error(body),
-                None,
-                "body {:?}",
-                String::from_utf8_lossy(body)
-            );
-        }
-        let deep = "[".repeat(10_000);
-        assert_eq!(parse_graph_error(deep.as_bytes()), None);
-    }
-
-    #[test]
-    fn transient_codes_are_transient() {
-        for code in [1, 2, -1, 1200] {
-            assert_eq!(
-                err_with(code, None).class(),
-                ErrorClass::Transient,
-                "code {code}"
-            );
-            assert_eq!(
-                err_with(code, Some(false)).class(),
-                ErrorClass::Transient,
-                "code {code}"
-            );
-        }
-    }
-
-    #[test]
-    fn is_transient_flag_makes_an_otherwise_permanent_code_transient() {
-        assert_eq!(err_with(100, Some(true)).class(), ErrorClass::Transient);
-        assert_eq!(err_with(100, Some(false)).class(), ErrorClass::Permanent);
-        assert_eq!(err_with(100, None).class(), ErrorClass::Permanent);
-    }
-
-    #[test]
-    fn throttling_codes_are_throttled_even_if_flagged_transient() {
-        for code in [4, 17, 32, 613, 368, 80001, 80006, 80014] {
-            assert_eq!(
-                err_with(code, None).class(),
-                ErrorClass::Throttled,
-                "code {code}"
-            );
-            assert_eq!(
-                err_with(code, Some(true)).class(),
-                ErrorClass::Throttled,
-                "code {code}"
-            );
-        }
-        assert_eq!(err_with(80000, None).class(), ErrorClass::Permanent);
-        assert_eq!(err_with(80015, None).class(), ErrorClass::Permanent);
-    }
-
-    #[test]
-    fn permission_token_parameter_and_unknown_codes_are_permanent() {
-        for code in [
-            10,
-            100,
-            190,
-            200,
-            230,
-            299,
-            551,
-            0,
-            12345,
-            i64::MIN,
-            i64::MAX,
-        ] {
-            assert_eq!(
-                err_with(code, None).class(),
-                ErrorClass::Permanent,
-                "code {code}"
-            );
-        }
     }
 }

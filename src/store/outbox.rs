@@ -136,6 +136,7 @@ mod tests {
             code: Some(551),
             subcode: Some(1545041),
             message: "unavailable".into(),
+            fbtrace_id: Some("AbC123".into()),
         };
         store
             .complete_send(outbox_seq, &record, SendOutcome::Failed(failure.clone()))

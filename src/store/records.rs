@@ -262,6 +262,10 @@ pub struct Failure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subcode: Option<i64>,
     pub message: String,
+    /// The Graph error's `fbtrace_id`, which Meta support asks for. Absent from records
+    /// of earlier builds and from failures the Graph API did not explain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
 }
 
 impl Failure {
@@ -270,6 +274,7 @@ impl Failure {
             code: None,
             subcode: None,
             message: message.into(),
+            fbtrace_id: None,
         }
     }
 }
@@ -535,6 +540,23 @@ mod tests {
         );
         assert_eq!(entry.status, Status::Read);
         assert!(entry.late);
+    }
+
+    #[test]
+    fn a_failure_keeps_its_graph_trace_id_and_one_stored_without_it_still_reads() {
+        let earlier = r#"{"code":551,"subcode":1545041,"message":"unavailable"}"#;
+        let old: Failure = serde_json::from_str(earlier).unwrap();
+        assert_eq!((old.code, old.fbtrace_id.as_deref()), (Some(551), None));
+        let traced = Failure {
+            fbtrace_id: Some("AbC123".into()),
+            ..old
+        };
+        let stored = serde_json::to_string(&traced).unwrap();
+        assert_eq!(
+            stored,
+            r#"{"code":551,"subcode":1545041,"message":"unavailable","fbtrace_id":"AbC123"}"#
+        );
+        assert_eq!(serde_json::from_str::<Failure>(&stored).unwrap(), traced);
     }
 
     #[test]

@@ -190,6 +190,37 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
     assert!(text.contains(" sent "), "{text}");
 }
 
+#[actix_web::test]
+async fn inspect_json_shows_the_graph_trace_id_of_a_reply_that_failed() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        551,
+        Some(1545041),
+        "(#551) This person isn't available right now.",
+    )]);
+    let body = text_message("11101", "m.trace", "hello", 1_700_000_000_000);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    app.wait_for_first_reply("11101", "failed").await;
+    app.app.stop().await.unwrap();
+
+    let data = app.data_dir.to_string_lossy().into_owned();
+    let output = colloquy_beside(
+        &["inspect", "11101", "--json"],
+        &[("COLLOQUY_DATA", data.as_str())],
+    )
+    .await;
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    let doc: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let error = &doc["transcript"][1]["error"];
+    assert_eq!(
+        (error["code"].as_i64(), error["subcode"].as_i64()),
+        (Some(551), Some(1545041))
+    );
+    assert_eq!(error["fbtrace_id"], "Ab1");
+}
+
 #[test]
 fn inspect_without_a_data_directory_says_so() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,7 @@ async fn a_permanent_graph_error_ends_failed_with_its_code_and_is_not_retried() 
         error["message"],
         "(#551) This person isn't available right now."
     );
+    assert_eq!(error["fbtrace_id"], "Ab1", "Meta's trace id is kept");
     // A later message from another user goes through: the sender was not stuck.
     let other = text_message("10004", "m.next", "hi", 2_000);
     assert_eq!(app.post_signed(&other).await.status, 200);
@@ -90,6 +91,11 @@ async fn a_reply_that_keeps_failing_is_recorded_failed_after_its_attempts() {
         .unwrap()
         .to_string();
     assert!(message.contains("gave up after 4 attempts"), "{message}");
+    assert_eq!(
+        outbound(&doc)[0]["error"]["fbtrace_id"],
+        "Ab1",
+        "the last Graph error's trace id is kept"
+    );
     assert_eq!(app.graph.message_calls().len(), 4);
 }
 

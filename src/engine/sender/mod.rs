@@ -1,11 +1,14 @@
-//! The outbound sender: delivers committed replies through the Send API with awc.
+//! The outbound sender: delivers committed replies through the Send API (the `graph`
+//! client), and durable callbacks with its own HTTP client.
 //!
 //! Replies to one recipient leave strictly in order (one in flight per conversation);
-//! different recipients proceed concurrently. Network errors, timeouts, 5xx, transient
-//! and throttling Graph errors are retried with capped exponential backoff and jitter;
-//! permanent Graph errors end the reply `failed` with code, subcode and message. Every
-//! outcome is recorded on the transcript entry and removes the item from the outbox.
-//! The page access token goes only into the request URL, never into a log line.
+//! different recipients proceed concurrently. What a failed call means comes from
+//! `graph::CallError`: network errors, timeouts, 5xx and transient Graph errors are
+//! retried with capped exponential backoff and jitter; throttling pauses the page;
+//! permanent Graph errors end the reply `failed` with code, subcode, message and
+//! `fbtrace_id`; a revoked token (190) also stops the page. Every outcome is recorded on
+//! the transcript entry and removes the item from the outbox. The page access token is
+//! handed to the Graph client per call and never reaches a log line.
 
 mod rate;
 
@@ -19,15 +22,10 @@ use crate::clock::now_ms;
 use crate::config::{Secret, SenderSettings};
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
-use crate::messenger::outbound::{parse_graph_error, ErrorClass, SendRequest, SendResponse};
+use crate::graph::{ApiError, CallError, GraphClient};
+use crate::messenger::outbound::SendResponse;
 use crate::store::{ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, Store};
 
-/// Largest Send API answer we read; real ones are under 200 bytes.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Graph API code for an invalid, expired or revoked access token.
-const INVALID_TOKEN: i64 = 190;
-/// The longest wait a throttling hint may impose (Meta's estimates are in minutes).
-const MAX_HINTED_WAIT: Duration = Duration::from_secs(3600);
 /// Throttled pages are given at least this long before the next attempt.
 const THROTTLE_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -54,18 +52,24 @@ pub enum Attempt {
         throttled: bool,
         /// When the Graph API said how long to wait (Business Use Case usage header).
         retry_after: Option<Duration>,
+        /// The Graph error's trace id, kept if this turns out to be the last attempt.
+        fbtrace_id: Option<String>,
     },
     Permanent(Failure),
+    /// The Graph API rejected the page token (code 190): this reply fails, and nothing
+    /// more is sent for the page until a restart.
+    TokenRevoked(Failure),
 }
 
 pub struct OutboundSender {
     store: Store,
     load: std::sync::Arc<Load>,
     metrics: std::sync::Arc<Metrics>,
-    endpoint: String,
+    graph: GraphClient,
     access_token: Secret,
     settings: SenderSettings,
-    client: Option<awc::Client>,
+    /// For durable callbacks (not Graph calls); made on first use.
+    callback_client: Option<awc::Client>,
     queues: HashMap<ConversationKey, VecDeque<(u64, OutboxRecord)>>,
     in_flight: HashSet<ConversationKey>,
     /// Outbox items queued or in flight, so an item is never queued twice.
@@ -94,10 +98,10 @@ impl OutboundSender {
             store,
             load,
             metrics,
-            endpoint: format!("{graph_url}/me/messages"),
+            graph: GraphClient::new(graph_url, settings.request_timeout),
             access_token,
             settings,
-            client: None,
+            callback_client: None,
             queues: HashMap::new(),
             in_flight: HashSet::new(),
             known: HashSet::new(),
@@ -136,13 +140,13 @@ impl OutboundSender {
             return;
         };
         self.in_flight.insert(key.clone());
-        let client = self
-            .client
-            .get_or_insert_with(|| build_client(&self.settings))
-            .clone();
         let request = match &record.outgoing {
             Outgoing::Send(request) => request.clone(),
             Outgoing::Callback { url, body } => {
+                let client = self
+                    .callback_client
+                    .get_or_insert_with(|| callback_client(&self.settings))
+                    .clone();
                 let call = post_callback(client, url.clone(), body.clone());
                 ctx.spawn(
                     call.into_actor(self)
@@ -166,12 +170,9 @@ impl OutboundSender {
             ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
             return;
         }
-        let call = post(
-            client,
-            self.endpoint.clone(),
-            self.access_token.clone(),
-            request,
-        );
+        let graph = self.graph.clone();
+        let token = self.access_token.clone();
+        let call = async move { attempt_of(graph.send_message(&token, &request).await) };
         ctx.spawn(
             call.into_actor(self)
                 .map(move |attempt, act, ctx| act.finish(key, attempt, ctx)),
@@ -192,24 +193,22 @@ impl OutboundSender {
                     at: now_ms(),
                 }
             }
-            Attempt::Permanent(failure) => {
-                self.metrics.reply("failed", failure.code);
-                log::warn!("{key}: reply {seq} failed permanently: {}", failure.message);
-                if failure.code == Some(INVALID_TOKEN) {
-                    log::error!(
-                        "page {}: the Graph API rejected the page access token (code 190); \
-                         sending for this page is stopped until colloquy restarts with a valid \
-                         MESSENGER_ACCESS_TOKEN. Unsent replies stay in the outbox.",
-                        key.page_id
-                    );
-                    self.blocked_pages.insert(key.page_id.clone());
-                }
-                SendOutcome::Failed(failure)
+            Attempt::Permanent(failure) => failed_permanently(&self.metrics, &key, seq, failure),
+            Attempt::TokenRevoked(failure) => {
+                log::error!(
+                    "page {}: the Graph API rejected the page access token (code 190); \
+                     sending for this page is stopped until colloquy restarts with a valid \
+                     MESSENGER_ACCESS_TOKEN. Unsent replies stay in the outbox.",
+                    key.page_id
+                );
+                self.blocked_pages.insert(key.page_id.clone());
+                failed_permanently(&self.metrics, &key, seq, failure)
             }
             Attempt::Retry {
                 reason,
                 throttled,
                 retry_after,
+                fbtrace_id,
             } => {
                 let age = now_ms().saturating_sub(record.created_at);
                 let too_old =
@@ -242,7 +241,10 @@ impl OutboundSender {
                 };
                 log::warn!("{key}: reply {seq} failed: {why}: {reason}");
                 self.metrics.reply("failed", None);
-                SendOutcome::Failed(Failure::reason(format!("{why}: {reason}")))
+                SendOutcome::Failed(Failure {
+                    fbtrace_id,
+                    ..Failure::reason(format!("{why}: {reason}"))
+                })
             }
         };
         // The next reply of this conversation waits until this outcome is on disk, so a
@@ -264,6 +266,24 @@ impl OutboundSender {
             act.send_next(key, ctx);
         }));
     }
+}
+
+/// A reply that will never go out as it is: counted, and logged with Meta's trace id.
+fn failed_permanently(
+    metrics: &Metrics,
+    key: &ConversationKey,
+    seq: u64,
+    failure: Failure,
+) -> SendOutcome {
+    metrics.reply("failed", failure.code);
+    match &failure.fbtrace_id {
+        Some(trace) => log::warn!(
+            "{key}: reply {seq} failed permanently: {} (fbtrace_id {trace})",
+            failure.message
+        ),
+        None => log::warn!("{key}: reply {seq} failed permanently: {}", failure.message),
+    }
+    SendOutcome::Failed(failure)
 }
 
 /// Capped exponential backoff with jitter (50-100% of the step), longer when throttled.
@@ -314,7 +334,8 @@ impl Handler<Shutdown> for OutboundSender {
     }
 }
 
-fn build_client(settings: &SenderSettings) -> awc::Client {
+/// The client for durable callbacks: the sender's timeout, and no redirects.
+fn callback_client(settings: &SenderSettings) -> awc::Client {
     awc::Client::builder()
         .timeout(settings.request_timeout)
         .disable_redirects()
@@ -328,6 +349,7 @@ async fn post_callback(client: awc::Client, url: String, body: serde_json::Value
         reason,
         throttled: false,
         retry_after: None,
+        fbtrace_id: None,
     };
     match client.post(&url).send_json(&body).await {
         Err(error) => retry(format!("callback network: {error}")),
@@ -341,118 +363,44 @@ async fn post_callback(client: awc::Client, url: String, body: serde_json::Value
     }
 }
 
-/// One Send API call, classified.
-async fn post(
-    client: awc::Client,
-    endpoint: String,
-    access_token: Secret,
-    request: SendRequest,
-) -> Attempt {
-    let sent = client
-        .post(endpoint)
-        .query(&[("access_token", access_token.expose())])
-        .map_err(|e| Attempt::Permanent(Failure::reason(format!("bad request URL: {e}"))));
-    let sent = match sent {
-        Ok(sent) => sent.send_json(&request).await,
-        Err(attempt) => return attempt,
-    };
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) => {
-            return Attempt::Retry {
-                reason: format!("network: {error}"),
-                throttled: false,
-                retry_after: None,
+/// What one Send API call's result means for the reply (the Graph client sorted it).
+fn attempt_of(result: Result<SendResponse, CallError>) -> Attempt {
+    let error = match result {
+        Ok(answer) => {
+            return Attempt::Sent {
+                message_id: answer.message_id,
             }
         }
+        Err(error) => error,
     };
-    let status = response.status();
-    let hint = response
-        .headers()
-        .get("x-business-use-case-usage")
-        .and_then(|v| v.to_str().ok())
-        .and_then(regain_access_hint);
-    let body = match response.body().limit(MAX_RESPONSE_BYTES).await {
-        Ok(body) => body,
-        Err(error) => {
-            return Attempt::Retry {
-                reason: format!("reading the answer: {error}"),
-                throttled: false,
-                retry_after: None,
-            }
-        }
-    };
-    match classify(status.as_u16(), &body) {
-        Attempt::Retry {
+    let reason = error.to_string();
+    let fbtrace_id = error.api_error().and_then(|e| e.fbtrace_id.clone());
+    match error {
+        CallError::TokenRevoked(api) => Attempt::TokenRevoked(graph_failure(api)),
+        CallError::Permanent(api) => Attempt::Permanent(graph_failure(api)),
+        CallError::Throttled { retry_after, .. } => Attempt::Retry {
             reason,
             throttled: true,
-            retry_after: None,
-        } => Attempt::Retry {
+            retry_after,
+            fbtrace_id,
+        },
+        error if error.is_retryable() => Attempt::Retry {
             reason,
-            throttled: true,
-            retry_after: hint,
-        },
-        other => other,
-    }
-}
-
-/// `estimated_time_to_regain_access` (minutes) from the `X-Business-Use-Case-Usage`
-/// header: `{"<id>":[{"type":"messenger","estimated_time_to_regain_access":5,...}]}`.
-pub fn regain_access_hint(header: &str) -> Option<Duration> {
-    let usage: serde_json::Value = serde_json::from_str(header).ok()?;
-    let minutes = usage
-        .as_object()?
-        .values()
-        .filter_map(|v| v.as_array())
-        .flatten()
-        .filter_map(|u| u.get("estimated_time_to_regain_access")?.as_u64())
-        .max()?;
-    (minutes > 0).then(|| Duration::from_secs(minutes * 60).min(MAX_HINTED_WAIT))
-}
-
-/// Turns a Send API answer into an attempt outcome. Graph errors are judged by their
-/// code and subcode, never by the HTTP status or message text.
-pub fn classify(status: u16, body: &[u8]) -> Attempt {
-    if (200..300).contains(&status) {
-        let message_id = serde_json::from_slice::<SendResponse>(body)
-            .ok()
-            .and_then(|r| r.message_id);
-        return Attempt::Sent { message_id };
-    }
-    if let Some(error) = parse_graph_error(body) {
-        let reason = format!("Graph error {}", error.describe());
-        return match error.class() {
-            ErrorClass::Transient => Attempt::Retry {
-                reason,
-                throttled: false,
-                retry_after: None,
-            },
-            ErrorClass::Throttled => Attempt::Retry {
-                reason,
-                throttled: true,
-                retry_after: None,
-            },
-            ErrorClass::Permanent => Attempt::Permanent(Failure {
-                code: Some(error.code),
-                subcode: error.error_subcode,
-                message: error.message,
-            }),
-        };
-    }
-    match status {
-        429 => Attempt::Retry {
-            reason: "HTTP 429".into(),
-            throttled: true,
-            retry_after: None,
-        },
-        500..=599 => Attempt::Retry {
-            reason: format!("HTTP {status}"),
             throttled: false,
             retry_after: None,
+            fbtrace_id,
         },
-        _ => Attempt::Permanent(Failure::reason(format!(
-            "HTTP {status} without a Graph error body"
-        ))),
+        _ => Attempt::Permanent(Failure::reason(reason)),
+    }
+}
+
+/// A Graph error as the transcript keeps it.
+fn graph_failure(error: ApiError) -> Failure {
+    Failure {
+        code: Some(error.code),
+        subcode: error.error_subcode,
+        message: error.message,
+        fbtrace_id: error.fbtrace_id,
     }
 }
 
@@ -460,10 +408,25 @@ pub fn classify(status: u16, body: &[u8]) -> Attempt {
 mod tests {
     use super::*;
 
+    fn api_error(code: i64, fbtrace_id: Option<&str>) -> ApiError {
+        ApiError {
+            message: format!("(#{code}) no"),
+            kind: Some("OAuthException".into()),
+            code,
+            error_subcode: Some(7),
+            is_transient: None,
+            fbtrace_id: fbtrace_id.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn a_2xx_answer_yields_the_message_id() {
+    fn a_sent_message_keeps_its_message_id() {
+        let answer = SendResponse {
+            recipient_id: Some("1".into()),
+            message_id: Some("m_9".into()),
+        };
         assert_eq!(
-            classify(200, br#"{"recipient_id":"1","message_id":"m_9"}"#),
+            attempt_of(Ok(answer)),
             Attempt::Sent {
                 message_id: Some("m_9".into())
             }
@@ -471,64 +434,77 @@ mod tests {
     }
 
     #[test]
-    fn a_5xx_without_body_is_retried() {
-        assert!(matches!(
-            classify(502, b"bad gateway"),
-            Attempt::Retry {
-                throttled: false,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn rate_limit_613_is_retried_as_throttled() {
-        let body = br#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613}}"#;
-        assert!(matches!(
-            classify(400, body),
-            Attempt::Retry {
-                throttled: true,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn a_permanent_graph_error_keeps_code_subcode_and_message() {
-        let body = br#"{"error":{"message":"(#551) This person isn't available right now.","type":"OAuthException","code":551,"error_subcode":1545041,"fbtrace_id":"x"}}"#;
+    fn a_permanent_graph_error_keeps_code_subcode_message_and_trace_id() {
+        let attempt = attempt_of(Err(CallError::Permanent(api_error(551, Some("Ab1")))));
         assert_eq!(
-            classify(400, body),
+            attempt,
             Attempt::Permanent(Failure {
                 code: Some(551),
-                subcode: Some(1545041),
-                message: "(#551) This person isn't available right now.".into()
+                subcode: Some(7),
+                message: "(#551) no".into(),
+                fbtrace_id: Some("Ab1".into()),
             })
         );
     }
 
     #[test]
-    fn a_transient_code_2_in_a_500_is_retried() {
-        let body = br#"{"error":{"message":"An unexpected error has occurred.","code":2,"is_transient":true}}"#;
+    fn a_revoked_token_fails_the_reply_as_token_revoked() {
+        let attempt = attempt_of(Err(CallError::TokenRevoked(api_error(190, None))));
         assert!(matches!(
-            classify(500, body),
-            Attempt::Retry {
-                throttled: false,
+            attempt,
+            Attempt::TokenRevoked(Failure {
+                code: Some(190),
                 ..
-            }
+            })
         ));
     }
 
     #[test]
-    fn the_business_use_case_header_gives_the_wait_in_minutes() {
-        let header = r#"{"1234":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":3}]}"#;
-        assert_eq!(regain_access_hint(header), Some(Duration::from_secs(180)));
+    fn throttling_is_retried_as_throttled_with_the_hinted_wait_and_trace_id() {
+        let attempt = attempt_of(Err(CallError::Throttled {
+            error: Some(api_error(613, Some("T1"))),
+            retry_after: Some(Duration::from_secs(60)),
+        }));
         assert_eq!(
-            regain_access_hint(r#"{"1":[{"estimated_time_to_regain_access":0}]}"#),
-            None
+            attempt,
+            Attempt::Retry {
+                reason: "Graph error 613/7: (#613) no".into(),
+                throttled: true,
+                retry_after: Some(Duration::from_secs(60)),
+                fbtrace_id: Some("T1".into()),
+            }
         );
-        assert_eq!(regain_access_hint("not json"), None);
-        let huge = r#"{"1":[{"estimated_time_to_regain_access":100000}]}"#;
-        assert_eq!(regain_access_hint(huge), Some(MAX_HINTED_WAIT));
+    }
+
+    #[test]
+    fn network_errors_timeouts_and_5xx_are_retried_unthrottled() {
+        for error in [
+            CallError::Network("connection refused".into()),
+            CallError::Timeout(Duration::from_secs(1)),
+            CallError::Unreadable("cut off".into()),
+            CallError::Status { status: 502 },
+            CallError::Transient(api_error(2, None)),
+        ] {
+            assert!(
+                matches!(
+                    attempt_of(Err(error.clone())),
+                    Attempt::Retry {
+                        throttled: false,
+                        retry_after: None,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_http_error_without_a_graph_body_that_is_not_5xx_fails_with_its_status() {
+        assert_eq!(
+            attempt_of(Err(CallError::Status { status: 404 })),
+            Attempt::Permanent(Failure::reason("HTTP 404 without a Graph error body"))
+        );
     }
 
     #[test]

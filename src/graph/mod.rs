@@ -1,0 +1,177 @@
+//! The one Graph API client: every call colloquy makes to `graph.facebook.com` goes
+//! through [`GraphClient`] (the sender's `POST /me/messages`, `colloquy subscribe`'s
+//! `/me/subscribed_apps`).
+//!
+//! Owns the base URL with its version (`MESSENGER_GRAPH_URL`), the HTTP client and its
+//! timeout, how the access token travels (the `access_token` query parameter, given per
+//! call), and turning every answer into a typed result ([`CallError`] sorts failures
+//! into what the caller should do). A new Graph call is one small method here.
+//!
+//! Must not: retry, wait or pause (callers decide from [`CallError`]), know about the
+//! store or the actors, log, or let the token reach any error text (a request URL is
+//! never shown: it carries the token).
+
+mod error;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use awc::error::SendRequestError;
+use awc::http::Method;
+use serde_json::Value;
+
+use crate::config::Secret;
+use crate::messenger::outbound::{SendRequest, SendResponse};
+
+pub(crate) use error::{ApiError, CallError};
+
+/// Largest answer read. Graph answers colloquy asks for are small (a Send API answer is
+/// under 200 bytes, a page's subscribed apps one short entry per app), and every send in
+/// flight may hold one, so a runaway body is cut off rather than buffered.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A Graph API client for one base URL. Cheap to clone: clones share the connection pool.
+/// Like the awc client inside it, it stays on the thread (actix arbiter) that made it.
+#[derive(Clone)]
+pub(crate) struct GraphClient {
+    /// `https://graph.facebook.com/v21.0`, without a trailing slash.
+    base: Rc<str>,
+    http: awc::Client,
+    timeout: Duration,
+}
+
+/// One Graph API call: method, path under the versioned base, query parameters (the
+/// token is added to them) and an optional JSON body.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    json: Option<Vec<u8>>,
+}
+
+impl GraphClient {
+    /// A client for `base_url` (with its version, e.g. `https://graph.facebook.com/v21.0`)
+    /// whose calls give up after `timeout`. Redirects are not followed: the token is in
+    /// the URL, and the Graph API never redirects an API call.
+    pub(crate) fn new(base_url: &str, timeout: Duration) -> GraphClient {
+        let http = awc::Client::builder()
+            .timeout(timeout)
+            .disable_redirects()
+            .finish();
+        GraphClient {
+            base: base_url.trim_end_matches('/').into(),
+            http,
+            timeout,
+        }
+    }
+
+    /// `POST /me/messages`: one Send API request, answered with the message id (none for
+    /// sender actions). A success whose body does not parse still counts as sent.
+    pub(crate) async fn send_message(
+        &self,
+        token: &Secret,
+        request: &SendRequest,
+    ) -> Result<SendResponse, CallError> {
+        let json = serde_json::to_vec(request)
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let call = Call {
+            method: Method::POST,
+            path: "/me/messages",
+            query: &[],
+            json: Some(json),
+        };
+        let body = self.call(call, token).await?;
+        Ok(serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    /// `GET /me/subscribed_apps`: the apps the page's webhook events go to, with their
+    /// fields (`{"data":[{"name","id","subscribed_fields"}]}`).
+    pub(crate) async fn subscribed_apps(&self, token: &Secret) -> Result<Value, CallError> {
+        let call = Call {
+            method: Method::GET,
+            path: "/me/subscribed_apps",
+            query: &[],
+            json: None,
+        };
+        Ok(json_or_null(&self.call(call, token).await?))
+    }
+
+    /// `POST /me/subscribed_apps?subscribed_fields=…`: subscribes the page to this app's
+    /// webhook `fields` (comma-separated); Meta answers `{"success":true}`.
+    pub(crate) async fn subscribe_app(
+        &self,
+        token: &Secret,
+        fields: &str,
+    ) -> Result<Value, CallError> {
+        let call = Call {
+            method: Method::POST,
+            path: "/me/subscribed_apps",
+            query: &[("subscribed_fields", fields)],
+            json: None,
+        };
+        Ok(json_or_null(&self.call(call, token).await?))
+    }
+
+    /// Makes one call and returns the body of a 2xx answer; anything else is sorted into
+    /// a [`CallError`].
+    async fn call(&self, call: Call<'_>, token: &Secret) -> Result<Vec<u8>, CallError> {
+        let mut query = call.query.to_vec();
+        query.push(("access_token", token.expose()));
+        let request = self
+            .http
+            .request(call.method, format!("{}{}", self.base, call.path))
+            .query(&query)
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let sent = match call.json {
+            Some(json) => {
+                request
+                    .content_type("application/json")
+                    .send_body(json)
+                    .await
+            }
+            None => request.send().await,
+        };
+        let mut response = sent.map_err(|error| self.unsent(&error, token))?;
+        let status = response.status().as_u16();
+        let usage = response
+            .headers()
+            .get("x-business-use-case-usage")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .body()
+            .limit(MAX_ANSWER_BYTES)
+            .await
+            .map_err(|error| CallError::Unreadable(redacted(error.to_string(), token)))?;
+        if (200..300).contains(&status) {
+            return Ok(body.to_vec());
+        }
+        Err(error::classify_failure(status, &body, usage.as_deref()))
+    }
+
+    /// A call that got no answer: timed out, or never reached the Graph API.
+    fn unsent(&self, error: &SendRequestError, token: &Secret) -> CallError {
+        match error {
+            SendRequestError::Timeout => CallError::Timeout(self.timeout),
+            other => CallError::Network(redacted(other.to_string(), token)),
+        }
+    }
+}
+
+/// An answer's JSON, or `null` when it is not JSON (the caller shows what came).
+fn json_or_null(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// `text` with every occurrence of the token masked: awc's error texts do not carry the
+/// request URL today, and this keeps it so if one ever does.
+fn redacted(text: String, token: &Secret) -> String {
+    let token = token.expose();
+    if token.is_empty() || !text.contains(token) {
+        return text;
+    }
+    text.replace(token, "***")
+}
+
+#[cfg(test)]
+mod tests;
