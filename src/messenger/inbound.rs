@@ -4,13 +4,17 @@
 //! Owns: envelope validation, walking every `entry[].messaging[]` and
 //! `entry[].standby[]` item in order, dispatch on the key present in each item,
 //! and lenient decoding (ids as string or integer, timestamps and watermarks as
-//! integer or numeric string).
+//! integer or numeric string, an attachment without a usable `type` kept as `unknown`).
+//! An event the page itself sent (`sender.id` is the entry's id) is never user input,
+//! and its `message` is an echo whatever `is_echo` says: a bot must never answer its
+//! own page.
 //!
 //! Must not: do IO, verify signatures (that happens earlier, on the raw bytes),
 //! log anything, decide what the engine does with an event, or panic on any
 //! input. Only a malformed envelope is an error; a malformed or unrecognised
 //! messaging item becomes [`EventKind::Unknown`] with its raw JSON kept.
 //! `entry[].changes[]` (non-messaging Page webhooks) is ignored.
+//! The unit tests are in `inbound/tests.rs`.
 
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -84,6 +88,11 @@ impl InboundEvent {
             });
         let timestamp = raw.get("timestamp").and_then(lenient_int).unwrap_or(0);
         let kind = classify(&raw);
+        let kind = if sender_id.as_deref() == Some(page_id) {
+            as_sent_by_page(kind, &raw)
+        } else {
+            kind
+        };
         InboundEvent {
             page_id: page_id.to_owned(),
             sender_id,
@@ -147,15 +156,21 @@ impl InboundEvent {
 
     /// True for what a user did: messages (not echoes), quick replies, postbacks and
     /// referrals (an m.me link or ad opened the thread). These run the flow and open the
-    /// 24-hour messaging window.
+    /// 24-hour messaging window. Never true for what the page itself sent.
     ///
-    /// Looks at the kind only, not at [`InboundEvent::standby`]: callers must
+    /// Does not look at [`InboundEvent::standby`]: callers must
     /// not run a flow for standby events (another app owns the thread).
     pub fn is_user_input(&self) -> bool {
-        matches!(
+        let by_a_user = matches!(
             self.kind,
             EventKind::Message(_) | EventKind::Postback(_) | EventKind::Referral(_)
-        )
+        );
+        by_a_user && !self.sent_by_page()
+    }
+
+    /// True when the page itself sent it: `sender.id` is the entry's page id.
+    fn sent_by_page(&self) -> bool {
+        self.sender_id.as_deref() == Some(self.page_id.as_str())
     }
 
     /// Text of a message, echo or edit; title of a postback.
@@ -173,9 +188,11 @@ impl InboundEvent {
 /// What a messaging item is, decided by which key it carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EventKind {
-    /// `message` without `is_echo: true`: a user wrote (text, attachments, quick reply).
+    /// `message` without `is_echo: true`, from a user (not the page): a user wrote (text,
+    /// attachments, quick reply).
     Message(Message),
-    /// `message` with `is_echo: true`: something the Page sent.
+    /// `message` with `is_echo: true`, or any `message` whose sender is the page (however
+    /// its `is_echo` is spelled, or when it is absent): something the Page sent.
     Echo(Echo),
     Delivery(Delivery),
     Read(Read),
@@ -219,7 +236,7 @@ pub struct Message {
     pub mid: String,
     pub text: Option<String>,
     pub quick_reply: Option<QuickReplyAnswer>,
-    #[serde(default, deserialize_with = "de_vec_or_null")]
+    #[serde(default, deserialize_with = "de_attachments")]
     pub attachments: Vec<Attachment>,
     /// `None` also when `reply_to` has no `mid` (e.g. Instagram story replies).
     #[serde(default, deserialize_with = "de_lossy_opt")]
@@ -234,10 +251,26 @@ pub struct QuickReplyAnswer {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
+    /// `image`, `video`, `file`, …; `unknown` when the item had no usable `type` (or was
+    /// not an object), so that one odd attachment does not cost the message its text.
     #[serde(rename = "type")]
     pub kind: String,
     /// May be null (e.g. `fallback` shared links).
     pub payload: Option<Value>,
+}
+
+/// The `kind` of an attachment that says nothing usable about itself.
+const UNKNOWN_ATTACHMENT: &str = "unknown";
+
+impl Attachment {
+    /// One item of `attachments`, never failing: what cannot be read is `unknown`, with
+    /// its `payload` kept when there is one.
+    fn from_item(item: &Value) -> Attachment {
+        Attachment::deserialize(item).unwrap_or_else(|_| Attachment {
+            kind: UNKNOWN_ATTACHMENT.to_string(),
+            payload: item.get("payload").filter(|p| !p.is_null()).cloned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,7 +288,7 @@ pub struct Echo {
     /// What was passed as `message.metadata` to the Send API.
     pub metadata: Option<String>,
     pub text: Option<String>,
-    #[serde(default, deserialize_with = "de_vec_or_null")]
+    #[serde(default, deserialize_with = "de_attachments")]
     pub attachments: Vec<Attachment>,
 }
 
@@ -481,6 +514,20 @@ fn classify(raw: &Value) -> EventKind {
         .unwrap_or(EventKind::Unknown)
 }
 
+/// What the page itself sent is never a user's message: a `message` from it is an echo
+/// whether `is_echo` is `true`, `"true"`, `1` or absent (`Unknown` if it is not even a
+/// readable echo). Other kinds keep their kind; [`InboundEvent::is_user_input`] is false
+/// for all of them.
+fn as_sent_by_page(kind: EventKind, raw: &Value) -> EventKind {
+    match kind {
+        EventKind::Message(_) => raw
+            .get("message")
+            .and_then(|message| Echo::deserialize(message).ok())
+            .map_or(EventKind::Unknown, EventKind::Echo),
+        other => other,
+    }
+}
+
 /// A string as is, or an integer rendered in decimal; anything else is not an id.
 fn id_string(v: &Value) -> Option<String> {
     match v {
@@ -534,12 +581,14 @@ fn de_int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     lenient_int(&v).ok_or_else(|| D::Error::custom("expected an integer or numeric string"))
 }
 
-fn de_vec_or_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+/// `attachments`: absent or null is none, an array is its items, and a lone object is one
+/// attachment; each item is kept, as `unknown` when it cannot be read.
+fn de_attachments<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attachment>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items.iter().map(Attachment::from_item).collect(),
+        lone => vec![Attachment::from_item(&lone)],
+    })
 }
 
 /// An optional sub-object that degrades to `None` instead of failing its parent.

@@ -572,6 +572,103 @@ fn echo_with_is_echo_false_is_a_plain_message() {
     assert_eq!(e.party_id(), "u");
 }
 
+// --- what the page sent, and attachments that are not usable ---
+
+#[test]
+fn a_message_sent_by_the_page_is_an_echo_however_its_echo_flag_is_spelled() {
+    let spellings = [
+        json!("true"),
+        json!(1),
+        json!(false),
+        json!(null),
+        json!("yes"),
+    ];
+    let absent = json!({"mid": "m", "text": "from the page"});
+    let messages = spellings
+        .iter()
+        .map(|flag| json!({"mid": "m", "text": "from the page", "is_echo": flag}))
+        .chain([absent]);
+    for message in messages {
+        let e = single(
+            json!({"sender": {"id": "PAGE"}, "recipient": {"id": "u"}, "timestamp": 1, "message": message}),
+        );
+        let EventKind::Echo(echo) = &e.kind else {
+            panic!("{message} sent by the page is not an echo: {:?}", e.kind);
+        };
+        assert_eq!(echo.text.as_deref(), Some("from the page"));
+        assert_eq!(e.party_id(), "u", "{message}: the echo belongs to the user");
+        assert!(!e.is_user_input(), "{message} is user input");
+    }
+}
+
+#[test]
+fn nothing_the_page_sent_is_user_input_even_when_it_is_no_echo() {
+    let from_page = |kind: &str, body: Value| {
+        single(
+            json!({"sender": {"id": "PAGE"}, "recipient": {"id": "u"}, "timestamp": 1, kind: body}),
+        )
+    };
+    let postback = from_page("postback", json!({"title": "Start", "payload": "GO"}));
+    assert!(matches!(postback.kind, EventKind::Postback(_)));
+    assert!(!postback.is_user_input());
+    let referral = from_page("referral", json!({"ref": "ad", "source": "ADS"}));
+    assert!(!referral.is_user_input());
+    let no_mid = from_page("message", json!({"text": "no mid", "is_echo": "true"}));
+    assert_eq!(no_mid.kind, EventKind::Unknown);
+    assert!(!no_mid.is_user_input());
+}
+
+#[test]
+fn a_users_message_is_the_users_whatever_its_echo_flag_says_unless_it_is_true() {
+    let e = single(
+        json!({"sender": {"id": "u"}, "recipient": {"id": "PAGE"}, "message": {"mid": "m", "text": "t", "is_echo": "true"}}),
+    );
+    assert!(matches!(e.kind, EventKind::Message(_)));
+    assert!(e.is_user_input());
+}
+
+#[test]
+fn an_attachment_without_a_usable_type_is_kept_as_unknown_and_the_text_still_arrives() {
+    let e = single(
+        json!({"sender": {"id": "u"}, "message": {"mid": "m", "text": "look",
+        "attachments": [{"payload": {"url": "https://x"}}, {"type": "image", "payload": null},
+                        {"type": 7}, "not an object"]}}),
+    );
+    let EventKind::Message(message) = &e.kind else {
+        panic!("the message was lost: {:?}", e.kind);
+    };
+    assert_eq!(e.text(), Some("look"));
+    assert!(e.is_user_input());
+    let kinds: Vec<&str> = message
+        .attachments
+        .iter()
+        .map(|a| a.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["unknown", "image", "unknown", "unknown"]);
+    assert_eq!(
+        message.attachments[0].payload,
+        Some(json!({"url": "https://x"})),
+        "what there is of it is kept"
+    );
+}
+
+#[test]
+fn a_lone_attachment_object_or_an_echos_unusable_attachment_is_kept_too() {
+    let e = single(json!({"sender": {"id": "u"}, "message": {"mid": "m",
+        "attachments": {"type": "file", "payload": {"url": "https://x"}}}}));
+    let EventKind::Message(message) = &e.kind else {
+        panic!("the message was lost: {:?}", e.kind);
+    };
+    assert_eq!(message.attachments[0].kind, "file");
+    assert_eq!(e.kind_name(), "attachments");
+    let e = single(json!({"sender": {"id": "PAGE"}, "recipient": {"id": "u"},
+        "message": {"mid": "m", "is_echo": true, "attachments": [{"payload": {}}]}}));
+    let EventKind::Echo(echo) = &e.kind else {
+        panic!("the echo was lost: {:?}", e.kind);
+    };
+    assert_eq!(echo.attachments[0].kind, "unknown");
+}
+
 // --- lenient ids and timestamps ---
 
 #[test]
