@@ -14,11 +14,17 @@
 //! input. Only a malformed envelope is an error; a malformed or unrecognised
 //! messaging item becomes [`EventKind::Unknown`] with its raw JSON kept.
 //! `entry[].changes[]` (non-messaging Page webhooks) is ignored.
-//! The unit tests are in `inbound/tests.rs`.
+//! The lenient decoders are in `inbound/lenient.rs`, the unit tests in `inbound/tests.rs`.
 
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer, Serialize};
+mod lenient;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use lenient::{
+    de_attachments, de_id, de_id_vec, de_int, de_lossy_opt, de_opt_id, id_string, lenient_int,
+};
 
 /// Why a webhook body was rejected as a whole. Messages name the JSON path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -526,79 +532,6 @@ fn as_sent_by_page(kind: EventKind, raw: &Value) -> EventKind {
             .map_or(EventKind::Unknown, EventKind::Echo),
         other => other,
     }
-}
-
-/// A string as is, or an integer rendered in decimal; anything else is not an id.
-fn id_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// An integer, an integral float in range, or a string holding a decimal integer.
-fn lenient_int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.is_finite() && f.fract() == 0.0)
-                .filter(|f| *f >= i64::MIN as f64 && *f < i64::MAX as f64)
-                .map(|f| f as i64)
-        }),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let v = Value::deserialize(d)?;
-    id_string(&v).ok_or_else(|| D::Error::custom("expected a string or integer id"))
-}
-
-fn de_opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        v => id_string(&v)
-            .map(Some)
-            .ok_or_else(|| D::Error::custom("expected a string or integer id")),
-    }
-}
-
-fn de_id_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| id_string(v).ok_or_else(|| D::Error::custom("expected string or integer ids")))
-            .collect(),
-        _ => Err(D::Error::custom("expected an array of ids")),
-    }
-}
-
-fn de_int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    let v = Value::deserialize(d)?;
-    lenient_int(&v).ok_or_else(|| D::Error::custom("expected an integer or numeric string"))
-}
-
-/// `attachments`: absent or null is none, an array is its items, and a lone object is one
-/// attachment; each item is kept, as `unknown` when it cannot be read.
-fn de_attachments<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Attachment>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items.iter().map(Attachment::from_item).collect(),
-        lone => vec![Attachment::from_item(&lone)],
-    })
-}
-
-/// An optional sub-object that degrades to `None` instead of failing its parent.
-fn de_lossy_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    let v = Value::deserialize(d)?;
-    Ok(T::deserialize(&v).ok())
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Unit tests of the webhook parser: the seed payloads, every event kind, the lenient
 //! decoding of ids and numbers, and hostile bodies (each rejected with its JSON path, or
 //! kept as an unknown event, never a panic).
+//!
+//! One long file on purpose: it is flat, one short test per payload shape in sections,
+//! all built on the same `parse`/`single` helpers; split, the sections would only repeat
+//! them.
 
 use super::*;
 use serde_json::json;
