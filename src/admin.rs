@@ -15,7 +15,6 @@ use crate::config::Secret;
 use crate::engine::metrics::Metrics;
 use crate::inspect::{self, InspectError};
 use crate::store::Store;
-use crate::webhook::constant_time_eq;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -73,7 +72,7 @@ fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+    if token.matches(presented) {
         Ok(())
     } else {
         Err(AdminError::Unauthorized)

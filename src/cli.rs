@@ -16,7 +16,7 @@ use crate::config::{
     Config, RawConfig, Secret, DEFAULT_ADMIN_BIND, DEFAULT_BIND, DEFAULT_DATA_DIR,
     DEFAULT_GRAPH_URL,
 };
-use crate::flow::builtin;
+use crate::flow::builtin::resolve_flow;
 use crate::graph::{CallError, GraphClient};
 use crate::inspect::{self, ConversationDocument, ConversationSummary};
 use crate::store::{Store, StoreError};
@@ -205,23 +205,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     log::info!("starting with flow `{}`", args.flow);
     let app = crate::start(config, flow).await?;
     app.wait().await.context("server stopped with an error")
-}
-
-/// The flow a `--flow` argument names: a built-in flow by name, or `tree:PATH` for the
-/// interview tree in a JSON file (or every `*.json` tree of a directory, named by stem).
-/// A tree with problems is an error listing each of them, so nothing is served.
-pub fn resolve_flow(spec: &str) -> anyhow::Result<crate::FlowHandle> {
-    if let Some(path) = spec.strip_prefix("tree:") {
-        let flow = crate::flow::tree::TreeFlow::load(path)
-            .with_context(|| format!("cannot load the flow `{spec}`"))?;
-        return Ok(flow.into_handle());
-    }
-    builtin::by_name(spec).ok_or_else(|| {
-        anyhow!(
-            "unknown flow `{spec}`; built-in flows: {}, or tree:PATH",
-            builtin::NAMES.join(", ")
-        )
-    })
 }
 
 /// `colloquy inspect`: prints what it finds, from sled or from the running server.

@@ -40,6 +40,19 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// True when `presented` (a token a request carries) is this secret. Takes the same
+    /// time wherever the two first differ, so timing tells an attacker nothing about how
+    /// much of a guess was right (only whether its length was).
+    pub(crate) fn matches(&self, presented: &str) -> bool {
+        let (secret, presented) = (self.0.as_bytes(), presented.as_bytes());
+        secret.len() == presented.len()
+            && secret
+                .iter()
+                .zip(presented)
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+                == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -371,6 +384,16 @@ mod tests {
             );
         }
         assert!(shown.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn a_secret_matches_only_the_same_text() {
+        let secret = Secret::new("token");
+        assert!(secret.matches("token"));
+        for other in ["tokem", "token2", "toke", "", "TOKEN"] {
+            assert!(!secret.matches(other), "{other:?}");
+        }
+        assert!(!Secret::new("").matches("x"));
     }
 
     #[test]

@@ -43,9 +43,9 @@ use clap::Args;
 use thiserror::Error;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use crate::cli::resolve_flow;
 use crate::clock::now_ms;
 use crate::config::{Config, ConfigError, RawConfig};
+use crate::flow::builtin::resolve_flow;
 use crate::{FlowHandle, StartError};
 use engine::{EngineLink, SessionSecrets};
 use events::Parties;

@@ -1,11 +1,15 @@
-//! The flows shipped with the `colloquy` binary, chosen with `serve --flow NAME`.
+//! The flows shipped with the `colloquy` binary, chosen with `serve --flow NAME`, and the
+//! reading of such a flow spec (a built-in name or `tree:PATH`) for `serve` and `chat`.
 //!
 //! `thanks` is the seed system's behaviour: every text message is answered
 //! `Thank you for your time..!!`. `echo` repeats what the user sent. Both are stateless
 //! beyond a message counter, which shows that state is persisted per conversation.
+//! Must not know the command line: `cli` and `console` both come here, not to each other.
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
+use super::tree::{TreeError, TreeFlow};
 use super::{Flow, FlowError, FlowHandle, Turn};
 use crate::messenger::inbound::{EventKind, InboundEvent};
 
@@ -22,6 +26,37 @@ pub fn by_name(name: &str) -> Option<FlowHandle> {
         "echo" => Some(FlowHandle::new(Echo)),
         _ => None,
     }
+}
+
+/// Why a `--flow` spec names no flow that can be served.
+#[derive(Debug, Error)]
+pub(crate) enum FlowSpecError {
+    /// Neither a built-in name nor `tree:PATH`.
+    #[error("unknown flow `{spec}`; built-in flows: {}, or tree:PATH", NAMES.join(", "))]
+    Unknown { spec: String },
+    /// The interview tree could not be read, or has problems (each one listed).
+    #[error("cannot load the flow `{spec}`")]
+    Tree {
+        spec: String,
+        #[source]
+        source: TreeError,
+    },
+}
+
+/// The flow a `--flow` spec names: a built-in flow by name, or `tree:PATH` for the
+/// interview tree in a JSON file (or every `*.json` tree of a directory, named by stem).
+/// A tree with problems is an error listing each of them, so nothing is served.
+pub(crate) fn resolve_flow(spec: &str) -> Result<FlowHandle, FlowSpecError> {
+    if let Some(path) = spec.strip_prefix("tree:") {
+        let flow = TreeFlow::load(path).map_err(|source| FlowSpecError::Tree {
+            spec: spec.to_string(),
+            source,
+        })?;
+        return Ok(flow.into_handle());
+    }
+    by_name(spec).ok_or_else(|| FlowSpecError::Unknown {
+        spec: spec.to_string(),
+    })
 }
 
 /// How many messages a user sent; kept so `inspect` shows a state that changes.
@@ -152,5 +187,37 @@ mod tests {
             assert!(by_name(name).is_some(), "{name}");
         }
         assert!(by_name("nope").is_none());
+    }
+
+    #[test]
+    fn a_flow_spec_is_a_builtin_name_or_a_tree_path() {
+        assert!(resolve_flow("echo").is_ok());
+        let interview = concat!(env!("CARGO_MANIFEST_DIR"), "/data/flows/interview.json");
+        assert!(resolve_flow(&format!("tree:{interview}")).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_flow_spec_is_an_error_that_lists_the_choices() {
+        let error = resolve_flow("nope").expect_err("no flow is called nope");
+        assert_eq!(
+            error.to_string(),
+            "unknown flow `nope`; built-in flows: thanks, echo, or tree:PATH"
+        );
+    }
+
+    #[test]
+    fn a_tree_that_cannot_be_loaded_is_an_error_naming_the_spec_with_its_cause() {
+        let error = resolve_flow("tree:/no/such/tree.json").expect_err("the tree does not exist");
+        assert_eq!(
+            error.to_string(),
+            "cannot load the flow `tree:/no/such/tree.json`"
+        );
+        assert!(matches!(
+            error,
+            FlowSpecError::Tree {
+                source: TreeError::Io { .. },
+                ..
+            }
+        ));
     }
 }

@@ -1,12 +1,10 @@
 //! Test harness: the real colloquy server on port 0, a mock Graph API that is a real HTTP
-//! server, and a temporary sled directory per test.
+//! server (`mock_graph.rs`), and a temporary sled directory per test.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use colloquy::config::{Config, RawConfig};
 use colloquy::test_support::sign_sha256;
 use colloquy::{FlowHandle, RunningApp};
@@ -19,6 +17,12 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const PAGE_ID: &str = "128922990987384";
 pub const THANKS: &str = "Thank you for your time..!!";
 
+// Relative to this file's directory, so the path holds both in `tests/api/main.rs` and in
+// the tests that include this file with `#[path = "api/helpers.rs"]`.
+#[path = "mock_graph.rs"]
+mod mock_graph;
+pub use mock_graph::*;
+
 /// How long a test waits for background work before it fails.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -30,223 +34,6 @@ pub fn init_logging() {
             let _ = env_logger::builder().is_test(true).try_init();
         }
     });
-}
-
-/// One request the mock Graph API received, and the status it answered.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub body: Value,
-    pub status: u16,
-    /// When the mock received it.
-    pub at: Instant,
-}
-
-impl Recorded {
-    pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn is_message_send(&self) -> bool {
-        self.method == "POST" && self.path.ends_with("/me/messages")
-    }
-}
-
-/// A scripted answer for the next request the mock receives.
-#[derive(Debug, Clone)]
-pub struct Scripted {
-    pub status: u16,
-    pub body: Value,
-}
-
-/// Status recorded for a request the mock stalled on (its client gave up first).
-pub const STALLED: u16 = 0;
-
-#[derive(Default)]
-struct MockState {
-    /// The next requests hang this long before answering (to make clients time out).
-    stalls: VecDeque<Duration>,
-    requests: Vec<Recorded>,
-    script: VecDeque<Scripted>,
-    next_message: u64,
-}
-
-/// A mock Graph API on its own thread and actix system, so it outlives app restarts.
-#[derive(Clone)]
-pub struct MockGraph {
-    pub url: String,
-    state: Arc<Mutex<MockState>>,
-}
-
-impl MockGraph {
-    pub fn start() -> MockGraph {
-        let state = Arc::new(Mutex::new(MockState::default()));
-        let shared = state.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::new(shared.clone()))
-                        .default_service(web::to(answer))
-                })
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .expect("mock graph binds");
-                tx.send(server.addrs()[0])
-                    .expect("test waits for the address");
-                server.run().await
-            })
-        });
-        let addr = rx.recv().expect("mock graph started");
-        MockGraph {
-            url: format!("http://{addr}/v21.0"),
-            state,
-        }
-    }
-
-    /// The next `n` requests hang for `stall` before answering 500 (recorded as `STALLED`).
-    pub fn stall(&self, n: usize, stall: Duration) {
-        self.state
-            .lock()
-            .unwrap()
-            .stalls
-            .extend((0..n).map(|_| stall));
-    }
-
-    /// The next requests get these answers, in order; after that, the default success.
-    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
-        self.state.lock().unwrap().script.extend(answers);
-    }
-
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    /// Send API calls answered with success.
-    pub fn sends(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.is_message_send() && r.status == 200)
-            .collect()
-    }
-
-    pub fn message_calls(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(Recorded::is_message_send)
-            .collect()
-    }
-
-    /// Waits until at least `n` successful sends arrived; returns them.
-    pub async fn wait_for_sends(&self, n: usize) -> Vec<Recorded> {
-        wait_until(&format!("{n} successful sends"), || {
-            let sends = self.sends();
-            (sends.len() >= n).then_some(sends)
-        })
-        .await
-    }
-
-    pub async fn wait_for_message_calls(&self, n: usize) -> Vec<Recorded> {
-        wait_until(&format!("{n} Send API calls"), || {
-            let calls = self.message_calls();
-            (calls.len() >= n).then_some(calls)
-        })
-        .await
-    }
-}
-
-async fn answer(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<Arc<Mutex<MockState>>>,
-) -> HttpResponse {
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let stall = state.lock().unwrap().stalls.pop_front();
-    if let Some(stall) = stall {
-        actix_rt::time::sleep(stall).await;
-        state.lock().unwrap().requests.push(Recorded {
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            query,
-            body: json,
-            status: STALLED,
-            at: Instant::now(),
-        });
-        return HttpResponse::InternalServerError().finish();
-    }
-    let mut state = state.lock().unwrap();
-    let (status, reply) = match state.script.pop_front() {
-        Some(scripted) => (scripted.status, scripted.body),
-        None => default_answer(&mut state, req.method().as_str(), req.path(), &json),
-    };
-    state.requests.push(Recorded {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query,
-        body: json,
-        status,
-        at: Instant::now(),
-    });
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(reply)
-}
-
-fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    if path.ends_with("/me/messages") {
-        state.next_message += 1;
-        let message_id = format!("m_mock_{}", state.next_message);
-        return (
-            200,
-            json!({"recipient_id": body["recipient"]["id"], "message_id": message_id}),
-        );
-    }
-    if path.ends_with("/me/subscribed_apps") && method == "POST" {
-        return (200, json!({"success": true}));
-    }
-    if path.ends_with("/me/subscribed_apps") {
-        return (
-            200,
-            json!({"data": [{"name": "colloquy-test", "id": "1377689312323892",
-                              "subscribed_fields": ["messages", "message_reads"]}]}),
-        );
-    }
-    if path.ends_with("/hook") {
-        return (200, json!({"ok": true}));
-    }
-    (
-        404,
-        json!({"error": {"message": "unknown path", "code": 100}}),
-    )
-}
-
-/// A Graph API error body.
-pub fn graph_error(status: u16, code: i64, subcode: Option<i64>, message: &str) -> Scripted {
-    let mut error =
-        json!({"message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Ab1"});
-    if let Some(sub) = subcode {
-        error["error_subcode"] = json!(sub);
-    }
-    Scripted {
-        status,
-        body: json!({ "error": error }),
-    }
-}
-
-/// The Graph API's rate-limit answer (code 613): the page must slow down.
-pub fn rate_limited() -> Scripted {
-    graph_error(
-        400,
-        613,
-        None,
-        "(#613) Calls to this api have exceeded the rate limit.",
-    )
 }
 
 /// Polls `probe` until it yields a value or the test's patience runs out.

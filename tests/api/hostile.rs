@@ -1,7 +1,10 @@
 //! The bad-input corpus: each hostile request, the status it must get, and proof that
-//! the store did not change (no conversation, no transcript entry, no send).
+//! the store did not change (no conversation, no transcript entry, no send). Then odd but
+//! valid bodies, each recorded for what it is: a message the page itself sent is never
+//! answered (however its echo flag is spelled), and an unreadable attachment costs a
+//! message none of its text.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -193,5 +196,68 @@ async fn odd_but_valid_input_is_accepted_and_recorded_without_harm() {
         app.graph.sends().len(),
         1,
         "only the real message was answered"
+    );
+}
+
+#[actix_web::test]
+async fn a_message_sent_by_the_page_itself_gets_no_reply_however_its_echo_flag_is_spelled() {
+    let app = spawn_app().await;
+    let spellings = [json!("true"), json!(1), json!(false), json!(null)];
+    let mut messaging: Vec<Value> = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, flag)| {
+            json!({"sender": {"id": PAGE_ID}, "recipient": {"id": "12101"}, "timestamp": 10 + i,
+                   "message": {"mid": format!("m.page{i}"), "text": "from the page", "is_echo": flag}})
+        })
+        .collect();
+    messaging.push(
+        json!({"sender": {"id": PAGE_ID}, "recipient": {"id": "12101"}, "timestamp": 20,
+                          "message": {"mid": "m.page.noflag", "text": "from the page"}}),
+    );
+    let body = envelope(vec![
+        json!({"id": PAGE_ID, "time": 1, "messaging": messaging}),
+    ]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    // Recorded as what they are: the page's messages in the user's conversation.
+    let doc = app
+        .wait_for_conversation("12101", |d| outbound(d).len() == 5)
+        .await;
+    assert!(
+        outbound(&doc).iter().all(|e| e["kind"] == "echo"),
+        "{doc:#}"
+    );
+    // The user's own message after them is the barrier: once it is answered, they were handled.
+    app.sends_text("12101", "m.user", "hi", 30).await;
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["recipient"]["id"], "12101");
+    app.wait_for_conversation("12101", |d| outbound(d).len() == 6)
+        .await;
+    assert_eq!(app.graph.sends().len(), 1, "only the user was answered");
+    assert_eq!(
+        app.conversation(PAGE_ID).await,
+        Value::Null,
+        "the page never became a user"
+    );
+}
+
+#[actix_web::test]
+async fn a_message_with_text_and_an_attachment_without_a_type_gets_its_reply() {
+    let app = spawn_app().await;
+    let body = envelope(vec![json!({"id": PAGE_ID, "time": 1, "messaging": [
+        {"sender": {"id": "12102"}, "recipient": {"id": PAGE_ID}, "timestamp": 10,
+         "message": {"mid": "m.untyped", "text": "see this",
+                     "attachments": [{"payload": {"url": "https://example.com/a.png"}}]}}
+    ]})]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["message"]["text"], THANKS);
+    let doc = app.wait_for_first_reply("12102", "sent").await;
+    let received = &doc["transcript"][0];
+    assert_eq!(received["kind"], "text");
+    assert_eq!(received["text"], "see this");
+    assert_eq!(
+        received["payload"]["attachments"][0]["type"], "unknown",
+        "the attachment is kept, as unknown: {received:#}"
     );
 }

@@ -7,8 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::load::Problem;
-use super::read::Located;
+use super::problem::{Located, Problem};
 
 /// Questions by id (the first of duplicates: duplicates are reported by `load`).
 type Index<'a> = HashMap<&'a str, usize>;

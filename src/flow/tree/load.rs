@@ -2,55 +2,19 @@
 //! checks the whole tree and reports every problem at once, each with its JSON path
 //! (`questions[3].next: unknown question `salry``).
 //!
-//! Owns files and directories, [`Problem`] and [`TreeError`]; the field checks live in
-//! `read` and the link checks in `graph`. Must not run interviews or touch the engine;
-//! a tree that comes out of here is complete and safe to serve.
+//! Owns files and directories and [`TreeError`]; the field checks live in `read`, the link
+//! checks in `graph`, and the [`Problem`]s they all report in `problem`. Must not run
+//! interviews or touch the engine; a tree that comes out of here is complete and safe to
+//! serve.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use thiserror::Error;
 
 use super::format::Tree;
+use super::problem::Problem;
 use super::read;
-
-/// One thing wrong with a tree, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file it was read from, when loaded from disk.
-    pub file: Option<String>,
-    /// JSON path inside the tree (`questions[2].branches[0].next`); empty for the whole file.
-    pub path: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
-        Problem {
-            file: None,
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    fn in_file(mut self, file: &Path) -> Problem {
-        self.file = Some(file.display().to_string());
-        self
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{file}: ")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
-}
 
 /// Why interview trees could not be loaded.
 #[derive(Debug, Error)]

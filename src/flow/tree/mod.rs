@@ -4,10 +4,10 @@
 //! Owns the [`TreeFlow`] (one or more loaded trees, served as a [`Flow`](crate::flow::Flow))
 //! and the tree format. Submodules: `format` (the checked model), `load` (files,
 //! directories, errors), `read` (per-field checks), `graph` (links, reachability,
-//! loops), `answer` (validation types), `action` (what a user did), `interview` (the
-//! flow) and `state` (what it persists per user). Must not touch the engine: a tree flow
-//! is an ordinary flow, and the engine persists its state and delivers its replies and
-//! callbacks.
+//! loops), `problem` (what is wrong, and where: shared by the last three), `answer`
+//! (validation types), `action` (what a user did), `interview` (the flow) and `state`
+//! (what it persists per user). Must not touch the engine: a tree flow is an ordinary
+//! flow, and the engine persists its state and delivers its replies and callbacks.
 //!
 //! Run one with `colloquy serve --flow tree:data/flows/interview.json`, or
 //! `--flow tree:data/flows` for every `*.json` tree of a directory.
@@ -110,6 +110,7 @@ mod format;
 mod graph;
 mod interview;
 mod load;
+mod problem;
 mod read;
 mod state;
 #[cfg(test)]
@@ -125,7 +126,8 @@ pub use format::{Branch, Question, QuickReplySpec, Tree, DEFAULT_MAX_TRIES};
 pub use interview::{
     ALREADY_COMPLETED_TEXT, CANCELED_TEXT, MOVING_ON_TEXT, NOTHING_TO_STOP_TEXT, WELCOME_BACK_TEXT,
 };
-pub use load::{load_trees, parse_tree, Problem, TreeError};
+pub use load::{load_trees, parse_tree, TreeError};
+pub use problem::Problem;
 pub use state::{AnswerPair, InterviewResult, InterviewState, Outcome, Stage};
 
 use crate::flow::{FlowHandle, Reply};

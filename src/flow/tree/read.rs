@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::answer::Validation;
 use super::format::{Branch, Question, QuickReplySpec, Tree, DEFAULT_MAX_TRIES};
 use super::graph;
-use super::load::Problem;
+use super::problem::{Located, Problem};
 use crate::flow::{quick_reply, Reply};
 
 /// The tree in `root`, or every problem found in it.
@@ -22,12 +22,6 @@ pub(super) fn read_tree(root: &Value, default_name: Option<&str>) -> Result<Tree
         Some(tree) if reader.problems.is_empty() => Ok(tree),
         _ => Err(reader.problems),
     }
-}
-
-/// A question with the JSON path it was read from, for the link checks.
-pub(super) struct Located {
-    pub path: String,
-    pub question: Question,
 }
 
 const TREE_FIELDS: &[&str] = &[
