@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::engine::conversation::{Conversation, ConversationEnv, Deliver, Retire};
+use crate::engine::conversation::{
+    Conversation, ConversationEnv, ConversationStopped, Deliver, IdleStop, JournalItemDone, Parent,
+    Retire,
+};
 use crate::messenger::inbound::InboundEvent;
 use crate::store::journal::{BatchProgress, JournalRef};
 use crate::store::{ConversationKey, JournalRecord};
@@ -26,32 +29,6 @@ use crate::store::{ConversationKey, JournalRecord};
 #[rtype(result = "()")]
 pub struct Route {
     pub events: Vec<(JournalRef, InboundEvent)>,
-}
-
-/// A conversation actor asks to stop after being idle; granted only if every event
-/// routed to it has been handled.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct IdleStop {
-    pub key: ConversationKey,
-    pub incarnation: u64,
-    pub handled: u64,
-}
-
-/// A conversation actor stopped: retired when asked to, or failed (a store error).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConversationStopped {
-    pub key: ConversationKey,
-    pub incarnation: u64,
-    pub retired: bool,
-}
-
-/// Every event of a shared journal item is committed and the item is being removed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JournalItemDone {
-    pub seq: u64,
 }
 
 /// Stop every conversation (after the event each has in hand) and then the supervisor.
@@ -195,7 +172,12 @@ impl Supervisor {
     fn spawn(&mut self, key: ConversationKey, ctx: &mut Context<Self>) -> Child {
         self.next_incarnation += 1;
         let incarnation = self.next_incarnation;
-        let conversation = Conversation::new(key, incarnation, self.env.clone(), ctx.address());
+        let conversation = Conversation::new(
+            key,
+            incarnation,
+            self.env.clone(),
+            Parent::of(&ctx.address()),
+        );
         Child {
             addr: conversation.start(),
             incarnation,

@@ -24,7 +24,6 @@ use sha2::{Digest, Sha256};
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
 use crate::engine::sender::{Enqueue, OutboundSender};
-use crate::engine::supervisor::{ConversationStopped, IdleStop, JournalItemDone, Supervisor};
 use crate::flow::FlowHandle;
 use crate::messenger::inbound::{EventKind, InboundEvent};
 use crate::store::journal::JournalRef;
@@ -57,11 +56,63 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// A conversation actor asks to stop after being idle; granted only if every event
+/// routed to it has been handled.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IdleStop {
+    pub key: ConversationKey,
+    pub incarnation: u64,
+    pub handled: u64,
+}
+
+/// A conversation actor stopped: retired when asked to, or failed (a store error).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConversationStopped {
+    pub key: ConversationKey,
+    pub incarnation: u64,
+    pub retired: bool,
+}
+
+/// Every event of a shared journal item is committed and the item is being removed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JournalItemDone {
+    pub seq: u64,
+}
+
+/// Whoever spawned the conversation, as the three messages it sends up. The actor never
+/// names its parent's type, so this module does not import the supervisor's (which
+/// spawns it): the supervisor's address is turned into these recipients.
+pub struct Parent {
+    idle_stop: Recipient<IdleStop>,
+    stopped: Recipient<ConversationStopped>,
+    journal_done: Recipient<JournalItemDone>,
+}
+
+impl Parent {
+    /// The recipients of an actor that handles all three messages.
+    pub fn of<A>(parent: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<IdleStop>
+            + Handler<ConversationStopped>
+            + Handler<JournalItemDone>,
+    {
+        Parent {
+            idle_stop: parent.clone().recipient(),
+            stopped: parent.clone().recipient(),
+            journal_done: parent.clone().recipient(),
+        }
+    }
+}
+
 pub struct Conversation {
     key: ConversationKey,
     incarnation: u64,
     env: Arc<ConversationEnv>,
-    supervisor: Addr<Supervisor>,
+    parent: Parent,
     record: Option<ConversationRecord>,
     /// Deliveries handled, compared by the supervisor with deliveries routed before it
     /// lets this actor stop (nothing may be waiting in the mailbox).
@@ -76,13 +127,13 @@ impl Conversation {
         key: ConversationKey,
         incarnation: u64,
         env: Arc<ConversationEnv>,
-        supervisor: Addr<Supervisor>,
+        parent: Parent,
     ) -> Self {
         Conversation {
             key,
             incarnation,
             env,
-            supervisor,
+            parent,
             record: None,
             handled: 0,
             last_active: Instant::now(),
@@ -94,7 +145,7 @@ impl Conversation {
         if self.retiring || self.last_active.elapsed() < self.env.idle_timeout {
             return;
         }
-        let ask = self.supervisor.send(IdleStop {
+        let ask = self.parent.idle_stop.send(IdleStop {
             key: self.key.clone(),
             incarnation: self.incarnation,
             handled: self.handled,
@@ -129,7 +180,7 @@ impl Actor for Conversation {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.supervisor.do_send(ConversationStopped {
+        self.parent.stopped.do_send(ConversationStopped {
             key: self.key.clone(),
             incarnation: self.incarnation,
             retired: self.retiring,
@@ -193,7 +244,7 @@ impl Conversation {
                 log::warn!("cannot remove handled journal item {seq}: {error}");
             }
         });
-        self.supervisor.do_send(JournalItemDone { seq });
+        self.parent.journal_done.do_send(JournalItemDone { seq });
     }
 }
 
