@@ -37,7 +37,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use colloquy::event::InboundEvent;
+use colloquy::event::{InboundEvent, TimerFired};
 use colloquy::flow::{
     quick_reply, Button, Element, Flow, FlowError, FlowHandle, Input, Reply, ReplyError, Turn,
 };
@@ -197,12 +197,12 @@ impl PizzaBot {
 impl Flow for PizzaBot {
     type State = Step;
 
+    async fn on_timer(&self, timer: &TimerFired, turn: &mut Turn<Step>) -> Result<(), FlowError> {
+        self.timer_fired(timer, turn)
+    }
+
     async fn handle(&self, event: &InboundEvent, turn: &mut Turn<Step>) -> Result<(), FlowError> {
         let input = event.input();
-        // Timers first: they are the bot's own events, not something the user did.
-        if let Input::Timer { name, payload } = input {
-            return self.on_timer(name, payload, turn);
-        }
         if matches!(input, Input::Text(text) if text.trim().eq_ignore_ascii_case(MENU)) {
             // Starting over: the order being confirmed, if any, is dropped.
             turn.cancel_timer(REMINDER);
@@ -335,13 +335,10 @@ impl PizzaBot {
         Ok(())
     }
 
-    /// A timer this flow scheduled has fired.
-    fn on_timer(
-        &self,
-        name: &str,
-        payload: &Value,
-        turn: &mut Turn<Step>,
-    ) -> Result<(), FlowError> {
+    /// A timer this flow scheduled has fired: it is the bot's own event, not something
+    /// the user did.
+    fn timer_fired(&self, timer: &TimerFired, turn: &mut Turn<Step>) -> Result<(), FlowError> {
+        let (name, payload) = (timer.name.as_str(), &timer.payload);
         if name.starts_with(DELIVERY_PREFIX) {
             // The order was placed earlier; the user may be ordering another by now, so
             // the pizza comes from the timer's payload, not from the current state.
@@ -489,10 +486,23 @@ mod tests {
     }
 
     /// A timer firing, as the engine delivers it to the flow.
-    fn fired(name: &str, payload: Value) -> InboundEvent {
-        event(&format!(
-            r#""colloquy_timer":{{"name":"{name}","due":5,"payload":{payload}}}"#
-        ))
+    fn fired(name: &str, payload: Value) -> TimerFired {
+        TimerFired {
+            name: name.into(),
+            due: 5,
+            payload,
+        }
+    }
+
+    /// Runs the bot's timer handler once from `state`.
+    fn run_timer(state: Step, timer: &TimerFired) -> Turn<Step> {
+        let mut turn = Turn::for_test("42", state);
+        PizzaBot::new(Duration::from_secs(600), Duration::from_secs(1200))
+            .on_timer(timer, &mut turn)
+            .now_or_never()
+            .expect("the pizza bot never waits")
+            .expect("the pizza bot handles every timer");
+        turn
     }
 
     /// Runs the bot once from `state`; returns the turn with the new state and replies.
@@ -636,7 +646,7 @@ mod tests {
         let confirming = Step::Confirming {
             order: LARGE_FUNGHI,
         };
-        let turn = run(confirming.clone(), &fired(REMINDER, json!({})));
+        let turn = run_timer(confirming.clone(), &fired(REMINDER, json!({})));
         assert_eq!(
             turn.replies(),
             [confirm_buttons(
@@ -649,7 +659,7 @@ mod tests {
 
     #[test]
     fn a_reminder_outside_confirming_says_nothing() {
-        let turn = run(Step::ChoosingPizza, &fired(REMINDER, json!({})));
+        let turn = run_timer(Step::ChoosingPizza, &fired(REMINDER, json!({})));
         assert!(turn.replies().is_empty());
         assert_eq!(*turn.state(), Step::ChoosingPizza);
     }
@@ -657,7 +667,7 @@ mod tests {
     #[test]
     fn the_delivery_timer_names_its_own_pizza_whatever_the_step() {
         let payload = json!({"pizza": "margherita", "size": "small"});
-        let turn = run(Step::ChoosingPizza, &fired("delivery-17", payload));
+        let turn = run_timer(Step::ChoosingPizza, &fired("delivery-17", payload));
         assert_eq!(
             turn.replies()[0].text_content(),
             Some("Your small Margherita is on its way! Enjoy your meal.")

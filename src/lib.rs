@@ -44,7 +44,7 @@
 //! - [`flow`]: the [`Flow`] trait, [`Turn`], [`Reply`] and its builders, [`flow::Input`]
 //!   for routing, the built-in flows ([`flow::builtin`]) and interview trees
 //!   ([`flow::tree`]).
-//! - [`event`]: the typed Messenger events a flow receives, and the parser that makes them
+//! - [`event`]: the typed Messenger events a flow receives, its own fired timers, and the parser that makes events
 //!   from a webhook body (for a flow's own unit tests).
 //! - [`launch`]: running a bot from its own `main` (serve, or chat in the terminal), or the
 //!   whole `colloquy` command line.

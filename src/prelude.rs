@@ -5,7 +5,7 @@
 //! [`Config`] with [`start`] for embedding the engine. Nothing of the engine's internals.
 
 pub use crate::config::{Config, RawConfig};
-pub use crate::event::InboundEvent;
+pub use crate::event::{InboundEvent, TimerFired};
 pub use crate::flow::{
     quick_reply, AttachmentKind, Button, Element, Flow, FlowError, FlowHandle, Input, MessageTag,
     Reply, ReplyError, Turn,

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use colloquy::event::{EventKind, InboundEvent};
+use colloquy::event::{EventKind, InboundEvent, TimerFired};
 use colloquy::flow::{quick_reply, Button, Flow, FlowError, FlowHandle, Reply, Turn};
 use colloquy::test_support::{chat, ChatArgs, ChatError, Terminal};
 use serde_json::Value;
@@ -336,14 +336,15 @@ impl Flow for Nudge {
     type State = ();
 
     async fn handle(&self, event: &InboundEvent, turn: &mut Turn<()>) -> Result<(), FlowError> {
-        match &event.kind {
-            EventKind::Message(_) => {
-                turn.say("noted")?;
-                turn.schedule("nudge", Duration::from_millis(200), Value::Null);
-            }
-            EventKind::Timer(_) => turn.say("Still there?")?,
-            _ => {}
+        if let EventKind::Message(_) = &event.kind {
+            turn.say("noted")?;
+            turn.schedule("nudge", Duration::from_millis(200), Value::Null);
         }
+        Ok(())
+    }
+
+    async fn on_timer(&self, _: &TimerFired, turn: &mut Turn<()>) -> Result<(), FlowError> {
+        turn.say("Still there?")?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 pub(crate) mod app;
 pub(crate) mod conversation;
+pub(crate) mod event;
 pub(crate) mod load;
 pub(crate) mod metrics;
 pub(crate) mod retention;

@@ -20,15 +20,15 @@ use crate::engine::conversation::{
     Conversation, ConversationEnv, ConversationStopped, Deliver, IdleStop, JournalItemDone, Parent,
     Retire,
 };
-use crate::messenger::inbound::InboundEvent;
+use crate::engine::event::EngineEvent;
 use crate::store::journal::{BatchProgress, JournalRef};
-use crate::store::{ConversationKey, JournalRecord};
+use crate::store::ConversationKey;
 
 /// Acknowledged events, with where each waits in the journal, in arrival order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Route {
-    pub events: Vec<(JournalRef, InboundEvent)>,
+    pub events: Vec<(JournalRef, EngineEvent)>,
 }
 
 /// Stop every conversation (after the event each has in hand) and then the supervisor.
@@ -49,7 +49,7 @@ struct Child {
     last_routed: u64,
     /// Set while the actor is retiring: events that arrive meanwhile wait here for the
     /// next incarnation, which starts once the old one has stopped.
-    retiring: Option<Vec<(JournalRef, InboundEvent)>>,
+    retiring: Option<Vec<(JournalRef, EngineEvent)>>,
 }
 
 pub struct Supervisor {
@@ -68,11 +68,6 @@ pub struct Supervisor {
     /// Progress of the shared journal items not yet finished, so a conversation's restart
     /// replays its events of such an item into the same count (see `store::journal`).
     shared_items: HashMap<u64, Arc<BatchProgress>>,
-}
-
-/// The conversation an event belongs to.
-pub fn conversation_key(event: &InboundEvent) -> ConversationKey {
-    ConversationKey::new(event.page_id.clone(), event.party_id().to_string())
 }
 
 impl Supervisor {
@@ -98,13 +93,13 @@ impl Supervisor {
         }
     }
 
-    fn route(&mut self, journal: JournalRef, event: InboundEvent, ctx: &mut Context<Self>) {
+    fn route(&mut self, journal: JournalRef, event: EngineEvent, ctx: &mut Context<Self>) {
         if let JournalRef::Shared { seq, progress, .. } = &journal {
             self.shared_items
                 .entry(*seq)
                 .or_insert_with(|| progress.clone());
         }
-        let key = conversation_key(&event);
+        let key = event.conversation_key();
         if self.paused.contains(&key) {
             return;
         }
@@ -197,16 +192,11 @@ impl Supervisor {
             }
         };
         let mut replayed = 0usize;
-        for (seq, records) in pending {
-            let refs = self.refs_for_pending(seq, records.len());
-            for (journal, record) in refs.into_iter().zip(records) {
-                let JournalRecord {
-                    page_id,
-                    standby,
-                    event,
-                } = record;
-                let event = InboundEvent::from_raw(&page_id, event, standby);
-                if only.is_none_or(|key| *key == conversation_key(&event)) {
+        for (seq, item) in pending {
+            let events = EngineEvent::from_pending(item);
+            let refs = self.refs_for_pending(seq, events.len());
+            for (journal, event) in refs.into_iter().zip(events) {
+                if only.is_none_or(|key| *key == event.conversation_key()) {
                     self.route(journal, event, ctx);
                     replayed += 1;
                 }

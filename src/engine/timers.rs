@@ -13,9 +13,9 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::clock::now_ms;
+use crate::engine::event::EngineEvent;
 use crate::engine::load::Load;
 use crate::engine::supervisor::{Route, Supervisor};
-use crate::messenger::inbound::InboundEvent;
 use crate::store::journal::JournalRef;
 use crate::store::Store;
 
@@ -70,14 +70,9 @@ impl TimerWheel {
                     return;
                 }
             };
-            let events: Vec<(JournalRef, InboundEvent)> = fired
+            let events: Vec<(JournalRef, EngineEvent)> = fired
                 .into_iter()
-                .map(|(seq, record)| {
-                    (
-                        JournalRef::Own(seq),
-                        InboundEvent::from_raw(&record.page_id, record.event, false),
-                    )
-                })
+                .map(|(seq, timer)| (JournalRef::Own(seq), EngineEvent::from_timer(timer)))
                 .collect();
             log::debug!("{} timer(s) fired", events.len());
             act.load.events_in(events.len());

@@ -2,12 +2,10 @@
 //!
 //! `event.input()` reduces a typed event to the few things conversation logic branches
 //! on (a typed text, a tapped quick reply, a pressed button, attachments, an m.me or ad
-//! referral, a fired timer), so a flow reads like the conversation it implements. It is
+//! referral), so a flow reads like the conversation it implements. It is
 //! a view: it never allocates or changes the event.
 
-use serde_json::Value;
-
-use crate::messenger::inbound::{Attachment, EventKind, InboundEvent};
+use crate::event::{Attachment, EventKind, InboundEvent};
 
 /// What the user did, for matching in a flow.
 ///
@@ -43,8 +41,6 @@ pub enum Input<'a> {
     Attachments(&'a [Attachment]),
     /// An m.me link or ad opened an existing thread: its `ref`.
     Referral(&'a str),
-    /// A timer the flow scheduled fired.
-    Timer { name: &'a str, payload: &'a Value },
     /// Anything else (a flow rarely sees these).
     Other,
 }
@@ -70,10 +66,6 @@ impl InboundEvent {
                 .ref_
                 .as_deref()
                 .map_or(Input::Other, Input::Referral),
-            EventKind::Timer(timer) => Input::Timer {
-                name: &timer.name,
-                payload: &timer.payload,
-            },
             _ => Input::Other,
         }
     }

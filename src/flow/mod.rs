@@ -48,8 +48,9 @@ use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::messenger::inbound::InboundEvent;
+use crate::event::{InboundEvent, TimerFired};
 pub use input::Input;
+pub(crate) use reply::Body;
 pub use reply::{quick_reply, AttachmentKind, MessageTag, Reply, ReplyError};
 pub use template::{Button, Element};
 
@@ -59,15 +60,28 @@ pub trait Flow: Send + Sync + 'static {
     /// event; `Default` is the state of a user never seen before.
     type State: Serialize + DeserializeOwned + Default + 'static;
 
-    /// Handles one event. User messages, quick replies, postbacks, referrals and the
-    /// flow's own timers reach a flow (see [`Input`]); echoes, deliveries and reads are
-    /// handled by the engine. Returning an error records
-    /// the event as `failed` in the transcript; replies queued before the error are dropped.
+    /// Handles one event. User messages, quick replies, postbacks and referrals reach a
+    /// flow (see [`Input`]); echoes, deliveries and reads are handled by the engine.
+    /// Returning an error records the event as `failed` in the transcript; replies queued
+    /// before the error are dropped.
     fn handle(
         &self,
         event: &InboundEvent,
         turn: &mut Turn<Self::State>,
     ) -> impl Future<Output = Result<(), FlowError>>;
+
+    /// Handles a timer this flow scheduled with [`Turn::schedule`] (and did not cancel)
+    /// when it is due, as a turn of its own: in order with the user's events, with the
+    /// same state, replies and error handling as [`Flow::handle`]. A flow that schedules
+    /// nothing need not implement it; the default does nothing.
+    fn on_timer(
+        &self,
+        timer: &TimerFired,
+        turn: &mut Turn<Self::State>,
+    ) -> impl Future<Output = Result<(), FlowError>> {
+        let _ = (timer, turn);
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Why a flow could not handle an event.
@@ -189,9 +203,9 @@ impl<S> Turn<S> {
         &self.replies
     }
 
-    /// Schedules an event for this conversation `after` from now: the flow then receives
-    /// an event whose `input()` is `Input::Timer { name, payload }`. Timers are stored in
-    /// sled and fire after a restart too. Scheduling a name again replaces that timer.
+    /// Schedules a timer for this conversation `after` from now: [`Flow::on_timer`] then
+    /// receives it with its `name` and `payload`. Timers are stored durably and fire after
+    /// a restart too. Scheduling a name again replaces that timer.
     ///
     /// ```
     /// # use colloquy::flow::Turn;
@@ -242,11 +256,19 @@ pub(crate) struct TurnOutput {
     pub timers: Vec<TimerOp>,
 }
 
+/// What the engine runs a flow on: an event for [`Flow::handle`] or a timer for
+/// [`Flow::on_timer`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FlowInput<'a> {
+    Event(&'a InboundEvent),
+    Timer(&'a TimerFired),
+}
+
 /// The flow with its state type erased to JSON, so the engine holds any flow behind one type.
 pub(crate) trait ErasedFlow: Send + Sync {
     fn run<'a>(
         &'a self,
-        event: &'a InboundEvent,
+        input: FlowInput<'a>,
         view: ConversationView,
         state: Value,
     ) -> LocalBoxFuture<'a, Result<TurnOutput, FlowError>>;
@@ -255,7 +277,7 @@ pub(crate) trait ErasedFlow: Send + Sync {
 impl<F: Flow> ErasedFlow for F {
     fn run<'a>(
         &'a self,
-        event: &'a InboundEvent,
+        input: FlowInput<'a>,
         view: ConversationView,
         state: Value,
     ) -> LocalBoxFuture<'a, Result<TurnOutput, FlowError>> {
@@ -267,7 +289,10 @@ impl<F: Flow> ErasedFlow for F {
                 }
             };
             let mut turn = Turn::new(view, state);
-            self.handle(event, &mut turn).await?;
+            match input {
+                FlowInput::Event(event) => self.handle(event, &mut turn).await?,
+                FlowInput::Timer(timer) => self.on_timer(timer, &mut turn).await?,
+            }
             let state =
                 serde_json::to_value(&turn.state).map_err(|e| FlowError::State(e.to_string()))?;
             Ok(TurnOutput {

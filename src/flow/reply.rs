@@ -6,12 +6,9 @@
 
 use serde_json::{json, Value};
 
-use crate::store::Outgoing;
 use thiserror::Error;
 
-use crate::messenger::outbound::{
-    MessagingType, OutAttachment, OutMessage, QuickReply, Recipient, SendRequest, SenderAction,
-};
+use crate::messenger::outbound::{OutAttachment, OutMessage, QuickReply, SenderAction};
 
 /// Send API: `message.text` is at most 2000 characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
@@ -73,8 +70,9 @@ impl AttachmentKind {
     }
 }
 
+/// What a reply is, for the engine to turn into an outbox item.
 #[derive(Debug, Clone, PartialEq)]
-enum Body {
+pub(crate) enum Body {
     Message(OutMessage),
     Action(SenderAction),
     Callback { url: String, payload: Value },
@@ -303,29 +301,9 @@ impl Reply {
         matches!(self.body, Body::Message(_))
     }
 
-    /// What the outbox delivers for this reply to `psid`; `metadata` comes back in the echo.
-    pub(crate) fn into_outgoing(self, psid: &str, metadata: String) -> Outgoing {
-        let (messaging_type, tag) = match self.tag {
-            Some(tag) => (MessagingType::MessageTag, Some(tag.as_str().to_string())),
-            None => (MessagingType::Response, None),
-        };
-        let (message, sender_action) = match self.body {
-            Body::Callback { url, payload } => return Outgoing::Callback { url, body: payload },
-            Body::Message(mut message) => {
-                message.metadata = Some(metadata);
-                (Some(message), None)
-            }
-            Body::Action(action) => (None, Some(action)),
-        };
-        Outgoing::Send(SendRequest {
-            recipient: Recipient {
-                id: psid.to_string(),
-            },
-            messaging_type,
-            tag,
-            message,
-            sender_action,
-        })
+    /// The reply's tag and body, for the engine to build the Send API request from.
+    pub(crate) fn into_parts(self) -> (Option<MessageTag>, Body) {
+        (self.tag, self.body)
     }
 }
 
@@ -358,86 +336,6 @@ mod tests {
             Err(ReplyError::QuickReplyTitle { .. })
         ));
         assert_eq!(quick_reply("ok", ""), Err(ReplyError::QuickReplyPayload));
-    }
-
-    #[test]
-    fn a_text_reply_becomes_a_send_api_request_with_its_metadata() {
-        let Outgoing::Send(request) = Reply::text("hello")
-            .unwrap()
-            .with_quick_replies([quick_reply("Yes", "YES").unwrap()])
-            .unwrap()
-            .into_outgoing("42", "colloquy:7".into())
-        else {
-            panic!("a text reply is a Send API call");
-        };
-        assert_eq!(
-            serde_json::to_value(&request).unwrap(),
-            json!({
-                "recipient": {"id": "42"},
-                "messaging_type": "RESPONSE",
-                "message": {
-                    "text": "hello",
-                    "metadata": "colloquy:7",
-                    "quick_replies": [{"content_type": "text", "title": "Yes", "payload": "YES"}]
-                }
-            })
-        );
-    }
-
-    #[test]
-    fn exactly_the_non_message_kinds_are_left_out_of_receipts() {
-        let replies = [
-            Reply::text("hi").unwrap(),
-            Reply::attachment(AttachmentKind::Image, "https://example.com/a.png").unwrap(),
-            Reply::typing_on(),
-            Reply::typing_off(),
-            Reply::mark_seen(),
-            Reply::callback("https://crm.example/hook", json!({})).unwrap(),
-        ];
-        for reply in replies {
-            let left_out = crate::store::records::NO_RECEIPT_KINDS.contains(&reply.kind_name());
-            assert_eq!(left_out, !reply.is_message(), "{}", reply.kind_name());
-        }
-    }
-
-    #[test]
-    fn a_sender_action_carries_no_message() {
-        let Outgoing::Send(request) = Reply::typing_on().into_outgoing("42", "m".into()) else {
-            panic!("a sender action is a Send API call");
-        };
-        assert_eq!(
-            serde_json::to_value(&request).unwrap(),
-            json!({"recipient": {"id": "42"}, "messaging_type": "RESPONSE", "sender_action": "typing_on"})
-        );
-    }
-
-    #[test]
-    fn a_callback_is_a_post_to_its_url_not_a_message() {
-        let reply = Reply::callback("https://crm.example/hook", json!({"done": true})).unwrap();
-        assert!(!reply.is_message());
-        assert_eq!(reply.kind_name(), "callback");
-        assert_eq!(
-            reply.into_outgoing("42", "m".into()),
-            Outgoing::Callback {
-                url: "https://crm.example/hook".into(),
-                body: json!({"done": true})
-            }
-        );
-        assert!(Reply::callback("ftp://x", json!(null)).is_err());
-    }
-
-    #[test]
-    fn a_tagged_message_is_sent_as_message_tag() {
-        let Outgoing::Send(request) = Reply::text("Your order shipped")
-            .unwrap()
-            .with_tag(MessageTag::PostPurchaseUpdate)
-            .into_outgoing("42", "m".into())
-        else {
-            panic!("a text reply is a Send API call");
-        };
-        let value = serde_json::to_value(&request).unwrap();
-        assert_eq!(value["messaging_type"], "MESSAGE_TAG");
-        assert_eq!(value["tag"], "POST_PURCHASE_UPDATE");
     }
 
     #[test]

@@ -166,16 +166,16 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Outgoing;
+    use crate::flow::Body;
 
     fn payload_of(reply: Reply) -> serde_json::Value {
-        match reply.into_outgoing("1", "m".into()) {
-            Outgoing::Send(request) => {
-                let attachment = request.message.unwrap().attachment.unwrap();
+        match reply.into_parts().1 {
+            Body::Message(message) => {
+                let attachment = message.attachment.unwrap();
                 assert_eq!(attachment.kind, "template");
                 attachment.payload
             }
-            Outgoing::Callback { .. } => panic!("a template is a message"),
+            other => panic!("a template is a message, not {other:?}"),
         }
     }
 

@@ -155,7 +155,6 @@ impl InboundEvent {
             EventKind::PolicyEnforcement(_) => "policy_enforcement",
             EventKind::AccountLinking(_) => "account_linking",
             EventKind::GamePlay(_) => "game_play",
-            EventKind::Timer(_) => "timer",
             EventKind::Unknown => "unknown",
         }
     }
@@ -218,22 +217,8 @@ pub enum EventKind {
     AccountLinking(AccountLinking),
     /// `game_play`, kept as JSON.
     GamePlay(Value),
-    /// `colloquy_timer`: a timer a flow scheduled has fired. Made by colloquy itself
-    /// (journalled like any event), never sent by Facebook.
-    Timer(TimerFired),
     /// Not an object, no known key, or a known key whose value has wrong types.
     Unknown,
-}
-
-/// A fired timer: the name and payload the flow scheduled it with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimerFired {
-    pub name: String,
-    /// When it was due (epoch ms); a stale firing of a cancelled timer is recognised by it.
-    #[serde(default)]
-    pub due: i64,
-    #[serde(default)]
-    pub payload: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -475,7 +460,7 @@ fn classify(raw: &Value) -> EventKind {
         T::deserialize(v).ok()
     }
     type Decode = fn(&Value) -> Option<EventKind>;
-    const DISPATCH: [(&str, Decode); 17] = [
+    const DISPATCH: [(&str, Decode); 16] = [
         ("message", |v| {
             if v.get("is_echo") == Some(&Value::Bool(true)) {
                 de(v).map(EventKind::Echo)
@@ -508,7 +493,6 @@ fn classify(raw: &Value) -> EventKind {
         }),
         ("account_linking", |v| de(v).map(EventKind::AccountLinking)),
         ("game_play", |v| Some(EventKind::GamePlay(v.clone()))),
-        ("colloquy_timer", |v| de(v).map(EventKind::Timer)),
     ];
     let Some(obj) = raw.as_object() else {
         return EventKind::Unknown;

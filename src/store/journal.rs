@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::codec::encode;
-use super::{keys, JournalItem, JournalRecord, Store, StoreError};
+use super::{keys, JournalItem, JournalRecord, PendingItem, Store, StoreError};
 
 impl Store {
     /// Appends the acknowledged events of one POST to the journal as ONE item and makes
@@ -52,12 +52,12 @@ impl Store {
         Ok(self.inner.tree.contains_key(keys::journal(seq))?)
     }
 
-    /// Every journal item not yet handled, oldest first, with its events.
-    pub fn pending_journal(&self) -> Result<Vec<(u64, Vec<JournalRecord>)>, StoreError> {
+    /// Every journal item not yet handled, oldest first, with what it holds.
+    pub fn pending_journal(&self) -> Result<Vec<(u64, PendingItem)>, StoreError> {
         let items: Vec<(u64, JournalItem)> = self.scan_sequenced(keys::JOURNAL)?;
         Ok(items
             .into_iter()
-            .map(|(seq, item)| (seq, item.into_events()))
+            .map(|(seq, item)| (seq, item.into_pending()))
             .collect())
     }
 }
@@ -185,11 +185,11 @@ mod tests {
         let pending = store.pending_journal().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].0, seq);
-        let mids: Vec<&serde_json::Value> = pending[0]
-            .1
-            .iter()
-            .map(|r| &r.event["message"]["mid"])
-            .collect();
+        let PendingItem::Events(events) = &pending[0].1 else {
+            panic!("webhook events came back as {:?}", pending[0].1);
+        };
+        let mids: Vec<&serde_json::Value> =
+            events.iter().map(|r| &r.event["message"]["mid"]).collect();
         assert_eq!(mids, [&json!("m.a"), &json!("m.b"), &json!("m.c")]);
         block_on(store.remove_journal(seq)).unwrap();
         assert!(store.pending_journal().unwrap().is_empty());

@@ -43,7 +43,7 @@ pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
 pub use records::{
     ConversationKey, ConversationRecord, Direction, Failure, JournalItem, JournalRecord,
-    OutboxRecord, Outgoing, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
+    OutboxRecord, Outgoing, PendingItem, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
 };
 pub use turn::{EntryChange, TurnCommit};
 
@@ -129,11 +129,6 @@ impl Store {
     /// waiters: one flush per commit cycle).
     pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + 'static {
         self.submit(true, |_| Ok(()))
-    }
-
-    /// Asks for a flush without waiting for it.
-    pub fn flush_soon(&self) {
-        drop(self.flush());
     }
 
     /// A way to learn when the last handle is gone.

@@ -42,22 +42,57 @@ pub struct JournalRecord {
     pub event: Value,
 }
 
-/// How a journal item is stored: one event, or the events of one POST that carried
-/// several (`{"batch": [...]}`, see `store::journal`).
+/// How a journal item is stored: one webhook event, the events of one POST that carried
+/// several (`{"batch": [...]}`, see `store::journal`), or a flow's timer that fired
+/// (`{"timer": {...}}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum JournalItem {
     Batch { batch: Vec<JournalRecord> },
+    Timer { timer: TimerRecord },
     One(JournalRecord),
 }
 
+/// What a pending journal item holds, as the engine replays it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingItem {
+    /// Webhook events, in the order their POST carried them.
+    Events(Vec<JournalRecord>),
+    /// A timer that fired and whose turn has not been committed yet.
+    Timer(TimerRecord),
+}
+
 impl JournalItem {
-    pub fn into_events(self) -> Vec<JournalRecord> {
+    pub fn into_pending(self) -> PendingItem {
         match self {
-            JournalItem::Batch { batch } => batch,
-            JournalItem::One(record) => vec![record],
+            JournalItem::Batch { batch } => PendingItem::Events(batch),
+            JournalItem::Timer { timer } => PendingItem::Timer(timer),
+            JournalItem::One(record) => match legacy_timer(&record) {
+                Some(timer) => PendingItem::Timer(timer),
+                None => PendingItem::Events(vec![record]),
+            },
         }
     }
+}
+
+/// A fired timer journalled by an earlier version, which wrote it as a made-up
+/// webhook event (`{"sender": {"id": psid}, "colloquy_timer": {name, due, payload}}`).
+/// Read back as the timer it is, so an upgrade never loses one that was pending.
+fn legacy_timer(record: &JournalRecord) -> Option<TimerRecord> {
+    let fired = record.event.get("colloquy_timer")?;
+    let psid = record.event.get("sender")?.get("id")?;
+    let psid = match psid {
+        Value::String(id) => id.clone(),
+        Value::Number(id) => id.to_string(),
+        _ => return None,
+    };
+    Some(TimerRecord {
+        page_id: record.page_id.clone(),
+        psid,
+        name: fired.get("name")?.as_str()?.to_string(),
+        due: fired.get("due").and_then(Value::as_i64).unwrap_or_default(),
+        payload: fired.get("payload").cloned().unwrap_or_default(),
+    })
 }
 
 /// What is kept per conversation besides its transcript.

@@ -8,7 +8,7 @@
 use std::future::Future;
 
 use super::codec::{decode, encode};
-use super::{keys, JournalRecord, Store, StoreError, TimerRecord};
+use super::{keys, JournalItem, Store, StoreError, TimerRecord};
 
 impl Store {
     /// Whether any timer is due by `now` (a cheap read, so idle ticks cost no commit).
@@ -22,11 +22,12 @@ impl Store {
     }
 
     /// Moves every timer due by `now` from the timer index into the journal, atomically
-    /// and durably, as `colloquy_timer` events. Resolves to the new journal items.
+    /// and durably, each as a journal item of its own. Resolves to the fired timers with
+    /// their journal sequence numbers.
     pub fn fire_due_timers(
         &self,
         now: i64,
-    ) -> impl Future<Output = Result<Vec<(u64, JournalRecord)>, StoreError>> + 'static {
+    ) -> impl Future<Output = Result<Vec<(u64, TimerRecord)>, StoreError>> + 'static {
         let db = self.inner.db.clone();
         self.submit(true, move |overlay| {
             let due: Vec<(Vec<u8>, TimerRecord)> = overlay
@@ -44,34 +45,22 @@ impl Store {
                     continue;
                 }
                 let seq = db.generate_id()?;
-                let record = fired_timer_event(timer);
+                let item = JournalItem::Timer {
+                    timer: timer.clone(),
+                };
                 overlay.remove(key);
-                overlay.insert(keys::journal(seq), encode(&record));
-                fired.push((seq, record));
+                overlay.insert(keys::journal(seq), encode(&item));
+                fired.push((seq, timer));
             }
             Ok(fired)
         })
     }
 }
 
-/// The journal item of a fired timer: a `colloquy_timer` event from the user.
-fn fired_timer_event(timer: TimerRecord) -> JournalRecord {
-    JournalRecord {
-        page_id: timer.page_id.clone(),
-        standby: false,
-        event: serde_json::json!({
-            "sender": {"id": timer.psid},
-            "recipient": {"id": timer.page_id},
-            "timestamp": timer.due,
-            "colloquy_timer": {"name": timer.name, "due": timer.due, "payload": timer.payload},
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::{key, open, Blocking};
-    use super::super::{ConversationRecord, TurnCommit};
+    use super::super::{ConversationRecord, JournalRecord, PendingItem, TurnCommit};
     use super::*;
     use serde_json::json;
 
@@ -100,15 +89,11 @@ mod tests {
         let fired = store.fire_due_timers(150).into_blocking().unwrap();
 
         assert_eq!(fired.len(), 1);
-        let (seq, event) = &fired[0];
-        assert_eq!(event.event["colloquy_timer"]["name"], "soon");
-        assert_eq!(
-            event.event["colloquy_timer"]["payload"],
-            json!({"for": "soon"})
-        );
+        let (seq, fired_timer) = &fired[0];
+        assert_eq!(*fired_timer, timer("soon", 100));
         assert_eq!(
             store.pending_journal().unwrap(),
-            vec![(*seq, vec![event.clone()])]
+            vec![(*seq, PendingItem::Timer(timer("soon", 100)))]
         );
         assert!(store
             .fire_due_timers(150)
@@ -117,5 +102,27 @@ mod tests {
             .is_empty());
         assert!(!store.has_due_timers(150).unwrap());
         assert!(store.has_due_timers(200).unwrap());
+    }
+
+    #[test]
+    fn a_timer_journalled_as_a_colloquy_timer_event_by_an_older_version_is_read_as_a_timer() {
+        let (_dir, store) = open();
+        // Exactly what fire_due_timers wrote before timers had journal items of their own.
+        let old = JournalRecord {
+            page_id: "page".into(),
+            standby: false,
+            event: json!({
+                "sender": {"id": "user"},
+                "recipient": {"id": "page"},
+                "timestamp": 100,
+                "colloquy_timer": {"name": "soon", "due": 100, "payload": {"for": "soon"}},
+            }),
+        };
+        let seq = super::super::testing::block_on(store.append_journal(vec![old])).unwrap();
+
+        assert_eq!(
+            store.pending_journal().unwrap(),
+            vec![(seq, PendingItem::Timer(timer("soon", 100)))]
+        );
     }
 }

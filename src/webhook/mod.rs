@@ -17,6 +17,7 @@ use serde_json::json;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::engine::event::EngineEvent;
 use crate::engine::load::{Load, Refusal};
 use crate::engine::metrics::Metrics;
 use crate::engine::supervisor::{Route, Supervisor};
@@ -229,7 +230,7 @@ async fn readyz(state: web::Data<WebhookState>) -> HttpResponse {
 async fn journal_durably(
     state: &WebhookState,
     events: Vec<InboundEvent>,
-) -> Result<Vec<(JournalRef, InboundEvent)>, WebhookError> {
+) -> Result<Vec<(JournalRef, EngineEvent)>, WebhookError> {
     let store = &state.store;
     if events.is_empty() {
         return Ok(Vec::new());
@@ -249,7 +250,10 @@ async fn journal_durably(
         .inspect_err(log_store_error)?;
     state.metrics.flush_waited("webhook", waiting.elapsed());
     let refs = JournalRef::for_item(seq, events.len());
-    Ok(refs.into_iter().zip(events).collect())
+    Ok(refs
+        .into_iter()
+        .zip(events.into_iter().map(EngineEvent::Messenger))
+        .collect())
 }
 
 fn log_store_error(error: &StoreError) {

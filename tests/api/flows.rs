@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use colloquy::event::InboundEvent;
+use colloquy::event::{InboundEvent, TimerFired};
 use colloquy::flow::{Flow, FlowError, FlowHandle, Input, Turn};
 use serde_json::json;
 
@@ -24,15 +24,19 @@ impl Flow for Nudger {
                 turn.cancel_timer("nudge");
                 turn.say("stopped")?;
             }
-            Input::Timer {
-                name: "nudge",
-                payload,
-            } => {
-                *turn.state_mut() += 1;
-                turn.say(format!("still there? (attempt {})", payload["attempt"]))?;
-            }
             Input::Text(other) => turn.say(format!("you said {other}"))?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_timer(&self, timer: &TimerFired, turn: &mut Turn<u32>) -> Result<(), FlowError> {
+        if timer.name == "nudge" {
+            *turn.state_mut() += 1;
+            turn.say(format!(
+                "still there? (attempt {})",
+                timer.payload["attempt"]
+            ))?;
         }
         Ok(())
     }

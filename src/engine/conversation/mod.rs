@@ -11,6 +11,7 @@
 //! flow, commit); `receipts.rs` echoes and delivery/read watermarks; `policy.rs`
 //! Messenger's sending rules (the 24-hour window, tags, handover).
 
+mod outgoing;
 mod policy;
 mod receipts;
 mod turn;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::engine::event::EngineEvent;
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
 use crate::engine::sender::{Enqueue, OutboundSender};
@@ -48,7 +50,7 @@ pub struct ConversationEnv {
 #[rtype(result = "()")]
 pub struct Deliver {
     pub journal: JournalRef,
-    pub event: InboundEvent,
+    pub event: EngineEvent,
 }
 
 /// Stop after the event in hand; whatever is still queued stays in the journal.

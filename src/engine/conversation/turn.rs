@@ -8,12 +8,14 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 
+use super::outgoing::outgoing;
 use super::policy::policy_refusal;
 use super::receipts::{apply_delivery, apply_echo, apply_read};
 use super::{dedup_id, ConversationEnv, METADATA_PREFIX};
 use crate::clock::now_ms;
-use crate::flow::{ConversationView, TimerOp};
-use crate::messenger::inbound::{EventKind, InboundEvent};
+use crate::engine::event::EngineEvent;
+use crate::event::{EventKind, InboundEvent, TimerFired};
+use crate::flow::{ConversationView, FlowInput, TimerOp};
 use crate::store::journal::JournalRef;
 use crate::store::{
     ConversationRecord, Direction, Failure, OutboxRecord, Status, StoreError, TimerEntry,
@@ -25,70 +27,34 @@ pub(super) async fn handle_event(
     env: &ConversationEnv,
     mut record: ConversationRecord,
     journal: &JournalRef,
-    event: InboundEvent,
+    event: EngineEvent,
 ) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
     let store = &env.store;
     if !store.journal_contains(journal.seq())? {
         // A replay of an item an earlier incarnation already committed.
         return Ok((record, Vec::new()));
     }
-    let event_id = dedup_id(&event);
-    if let Some(id) = &event_id {
-        if store.is_handled(&event.page_id, id)? {
-            log::info!("{}: skipping redelivered event {id}", record.key());
-            env.metrics.event(event.kind_name(), "duplicate");
-            if let Some(seq) = journal.removed_with_turn() {
-                let commit = TurnCommit {
-                    journal_seq: Some(seq),
-                    ..TurnCommit::default()
-                };
-                store.commit_turn(commit, false).await?;
-            }
-            return Ok((record, Vec::new()));
-        }
-    }
     let mut commit = TurnCommit {
         journal_seq: journal.removed_with_turn(),
-        handled: event_id.map(|id| (event.page_id.clone(), id)),
         ..TurnCommit::default()
     };
-    record.last_activity = now_ms();
     let watermarks = (record.delivered_watermark, record.read_watermark);
-    match &event.kind {
-        EventKind::Delivery(delivery) => apply_delivery(
-            store,
-            &mut record,
-            &delivery.mids,
-            delivery.watermark,
-            &mut commit,
-        )?,
-        EventKind::Read(read) => apply_read(store, &mut record, read.watermark, &mut commit)?,
-        EventKind::Echo(_) => apply_echo(store, &mut record, &event, &mut commit)?,
-        EventKind::TakeThreadControl(_) | EventKind::PassThreadControl(_) => {
-            // The app that loses the thread gets `take`, the one that receives it `pass`.
-            record.thread_elsewhere = matches!(event.kind, EventKind::TakeThreadControl(_));
-            let entry = inbound_entry(&event, Status::Handled, None);
-            record_inbound(&mut record, entry, &mut commit);
-        }
-        EventKind::Timer(timer) => {
-            let pending = TimerEntry {
-                name: timer.name.clone(),
-                due: timer.due,
-            };
-            if record.timers.contains(&pending) {
-                record.timers.retain(|t| *t != pending);
-                run_flow(env, &mut record, &event, &mut commit).await?
-            } else {
-                log::debug!("{}: ignoring cancelled timer {}", record.key(), timer.name);
+    match &event {
+        EngineEvent::Messenger(inbound) => {
+            let event_id = dedup_id(inbound);
+            if let Some(id) = &event_id {
+                if store.is_handled(&inbound.page_id, id)? {
+                    skip_redelivery(env, &record, inbound, id, commit).await?;
+                    return Ok((record, Vec::new()));
+                }
             }
+            commit.handled = event_id.map(|id| (inbound.page_id.clone(), id));
+            record.last_activity = now_ms();
+            apply_messenger_event(env, &mut record, &event, inbound, &mut commit).await?;
         }
-        _ if event.is_user_input() && !event.standby && !record.thread_elsewhere => {
-            record.window_opened_at = now_ms();
-            run_flow(env, &mut record, &event, &mut commit).await?
-        }
-        _ => {
-            let entry = inbound_entry(&event, Status::Handled, None);
-            record_inbound(&mut record, entry, &mut commit);
+        EngineEvent::Timer(fired) => {
+            record.last_activity = now_ms();
+            apply_timer(env, &mut record, &event, &fired.timer, &mut commit).await?;
         }
     }
     commit.conversation = Some(record.clone());
@@ -107,10 +73,86 @@ pub(super) async fn handle_event(
     Ok((record, outbox))
 }
 
+/// A redelivery of an event already handled: counted, and its journal item removed.
+async fn skip_redelivery(
+    env: &ConversationEnv,
+    record: &ConversationRecord,
+    event: &InboundEvent,
+    id: &str,
+    commit: TurnCommit,
+) -> Result<(), StoreError> {
+    log::info!("{}: skipping redelivered event {id}", record.key());
+    env.metrics.event(event.kind_name(), "duplicate");
+    if commit.journal_seq.is_some() {
+        let commit = TurnCommit {
+            journal_seq: commit.journal_seq,
+            ..TurnCommit::default()
+        };
+        env.store.commit_turn(commit, false).await?;
+    }
+    Ok(())
+}
+
+/// A webhook event: receipts move watermarks, echoes link to their replies, thread
+/// control is noted, and what a user did runs the flow.
+async fn apply_messenger_event(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    event: &EngineEvent,
+    inbound: &InboundEvent,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let store = &env.store;
+    match &inbound.kind {
+        EventKind::Delivery(delivery) => {
+            apply_delivery(store, record, &delivery.mids, delivery.watermark, commit)?
+        }
+        EventKind::Read(read) => apply_read(store, record, read.watermark, commit)?,
+        EventKind::Echo(_) => apply_echo(store, record, inbound, commit)?,
+        EventKind::TakeThreadControl(_) | EventKind::PassThreadControl(_) => {
+            // The app that loses the thread gets `take`, the one that receives it `pass`.
+            record.thread_elsewhere = matches!(inbound.kind, EventKind::TakeThreadControl(_));
+            let entry = inbound_entry(event, Status::Handled, None);
+            record_inbound(record, entry, commit);
+        }
+        _ if inbound.is_user_input() && !inbound.standby && !record.thread_elsewhere => {
+            record.window_opened_at = now_ms();
+            run_flow(env, record, event, commit).await?
+        }
+        _ => {
+            let entry = inbound_entry(event, Status::Handled, None);
+            record_inbound(record, entry, commit);
+        }
+    }
+    Ok(())
+}
+
+/// A due timer runs the flow unless it was cancelled or replaced since it was set (the
+/// record lists exactly the timers still pending, by name and due time).
+async fn apply_timer(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    event: &EngineEvent,
+    timer: &TimerFired,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let pending = TimerEntry {
+        name: timer.name.clone(),
+        due: timer.due,
+    };
+    if record.timers.contains(&pending) {
+        record.timers.retain(|t| *t != pending);
+        run_flow(env, record, event, commit).await?
+    } else {
+        log::debug!("{}: ignoring cancelled timer {}", record.key(), timer.name);
+    }
+    Ok(())
+}
+
 /// The metrics of a turn, decided before the commit takes it and recorded after it landed.
 fn count_turn_later<'a>(
     env: &'a ConversationEnv,
-    event: &InboundEvent,
+    event: &EngineEvent,
     commit: &TurnCommit,
     (delivered, read): (i64, i64),
     record: &ConversationRecord,
@@ -147,7 +189,7 @@ fn record_inbound(
 async fn run_flow(
     env: &ConversationEnv,
     record: &mut ConversationRecord,
-    event: &InboundEvent,
+    event: &EngineEvent,
     commit: &mut TurnCommit,
 ) -> Result<(), StoreError> {
     let view = ConversationView {
@@ -164,11 +206,17 @@ async fn run_flow(
     };
     // Facebook does not promise order across requests (a redelivery can come after later
     // events): such an event is handled on arrival and marked late in the transcript.
-    let late = event.is_user_input() && event.timestamp < record.last_user_message;
-    if event.is_user_input() {
-        record.last_user_message = record.last_user_message.max(event.timestamp);
-    }
-    let run = AssertUnwindSafe(env.flow.0.run(event, view, record.state.clone())).catch_unwind();
+    let (input, late) = match event {
+        EngineEvent::Messenger(inbound) => {
+            let late = inbound.is_user_input() && inbound.timestamp < record.last_user_message;
+            if inbound.is_user_input() {
+                record.last_user_message = record.last_user_message.max(inbound.timestamp);
+            }
+            (FlowInput::Event(inbound), late)
+        }
+        EngineEvent::Timer(fired) => (FlowInput::Timer(&fired.timer), false),
+    };
+    let run = AssertUnwindSafe(env.flow.0.run(input, view, record.state.clone())).catch_unwind();
     let outcome = match actix_rt::time::timeout(env.flow_timeout, run).await {
         Err(_) => Err(format!(
             "flow did not finish within {} s",
@@ -182,7 +230,11 @@ async fn run_flow(
     let output = match outcome {
         Ok(output) => output,
         Err(reason) => {
-            log::warn!("{}: event {:?} failed: {reason}", record.key(), event.mid());
+            log::warn!(
+                "{}: {} event failed: {reason}",
+                record.key(),
+                event.kind_name()
+            );
             let mut entry = inbound_entry(event, Status::Failed, Some(Failure::reason(reason)));
             entry.late = late;
             record_inbound(record, entry, commit);
@@ -211,7 +263,7 @@ async fn run_flow(
             record.outbound_count += 1;
             continue;
         }
-        let outgoing = reply.into_outgoing(&record.psid, format!("{METADATA_PREFIX}{seq}"));
+        let outgoing = outgoing(reply, &record.psid, format!("{METADATA_PREFIX}{seq}"));
         let outbox = OutboxRecord {
             page_id: record.page_id.clone(),
             psid: record.psid.clone(),
@@ -267,18 +319,32 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-fn inbound_entry(event: &InboundEvent, status: Status, error: Option<Failure>) -> TranscriptEntry {
+fn inbound_entry(event: &EngineEvent, status: Status, error: Option<Failure>) -> TranscriptEntry {
+    let (mid, timestamp, text, payload) = match event {
+        EngineEvent::Messenger(inbound) => (
+            inbound.mid().map(str::to_string),
+            inbound.timestamp,
+            inbound.text().map(str::to_string),
+            inbound_payload(inbound),
+        ),
+        EngineEvent::Timer(fired) => (
+            None,
+            fired.timer.due,
+            None,
+            serde_json::to_value(&fired.timer).ok(),
+        ),
+    };
     TranscriptEntry {
         direction: Direction::In,
-        mid: event.mid().map(str::to_string),
-        timestamp: event.timestamp,
+        mid,
+        timestamp,
         kind: event.kind_name().to_string(),
-        text: event.text().map(str::to_string),
+        text,
         status,
         sent_at: None,
         echo_timestamp: None,
         error,
-        payload: inbound_payload(event),
+        payload,
         late: false,
     }
 }

@@ -57,7 +57,7 @@ impl<'a> UserAction<'a> {
                 referral: Some(referral),
                 is_answer: false,
             },
-            Input::Timer { .. } | Input::Other => return None,
+            Input::Other => return None,
         };
         Some(action)
     }
