@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// Seconds one flow may take for one event before the event is marked failed.
     #[arg(long, env = "COLLOQUY_FLOW_TIMEOUT_SECS")]
     pub flow_timeout_secs: Option<u64>,
+    /// Milliseconds a webhook POST waits for its events' turns to commit before it journals
+    /// the rest and answers (at most 10000); 0 journals every event before its turn.
+    #[arg(long, env = "COLLOQUY_ACK_DEADLINE_MS")]
+    pub ack_deadline_ms: Option<u64>,
     /// Send API calls per second per page (Meta allows 300); 0 = no limit.
     #[arg(long, env = "COLLOQUY_PAGE_SEND_RATE")]
     pub page_send_rate: Option<u32>,
@@ -190,6 +194,7 @@ impl ServeArgs {
             max_pending_replies: self.max_pending_replies,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
             flow_timeout_secs: self.flow_timeout_secs,
+            ack_deadline_ms: self.ack_deadline_ms,
             page_send_rate: self.page_send_rate,
             max_live_conversations: self.max_live_conversations,
             cache_mb: self.cache_mb,

@@ -24,6 +24,11 @@ pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
 pub const DEFAULT_MAX_LIVE_CONVERSATIONS: usize = 10_000;
 /// Meta's Send API limit for text messages: 300 calls per second per page.
 pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
+/// A turn normally commits within milliseconds; a POST whose events are not all committed
+/// by then (a busy conversation, a slow flow) journals the rest and is answered.
+const DEFAULT_ACK_DEADLINE_MS: u64 = 1_000;
+/// Facebook gives up on a webhook request after 20 s; the deadline stays well within it.
+const MAX_ACK_DEADLINE_MS: u64 = 10_000;
 /// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -86,6 +91,7 @@ pub struct RawConfig {
     pub max_pending_replies: Option<usize>,
     pub shutdown_timeout_secs: Option<u64>,
     pub flow_timeout_secs: Option<u64>,
+    pub ack_deadline_ms: Option<u64>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
     pub cache_mb: Option<u64>,
@@ -126,6 +132,7 @@ impl RawConfig {
             max_pending_replies: number("COLLOQUY_MAX_PENDING_REPLIES")?,
             shutdown_timeout_secs: number("COLLOQUY_SHUTDOWN_TIMEOUT_SECS")?,
             flow_timeout_secs: number("COLLOQUY_FLOW_TIMEOUT_SECS")?,
+            ack_deadline_ms: number("COLLOQUY_ACK_DEADLINE_MS")?,
             page_send_rate: number("COLLOQUY_PAGE_SEND_RATE")?,
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
@@ -161,6 +168,9 @@ pub struct Config {
     pub sender: SenderSettings,
     /// Upper bound on how long one flow may take for one event.
     pub flow_timeout: Duration,
+    /// How long a webhook POST waits for its events' own turns to commit before it
+    /// journals the rest and answers; zero journals every event first.
+    pub ack_deadline: Duration,
     /// actix-web worker threads; `None` = one per core.
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.
@@ -298,6 +308,11 @@ impl Config {
                 ..SenderSettings::default()
             },
             flow_timeout: Duration::from_secs(raw.flow_timeout_secs.unwrap_or(30).max(1)),
+            ack_deadline: Duration::from_millis(
+                raw.ack_deadline_ms
+                    .unwrap_or(DEFAULT_ACK_DEADLINE_MS)
+                    .min(MAX_ACK_DEADLINE_MS),
+            ),
             workers: raw.workers.filter(|w| *w > 0),
             max_pending_events: raw
                 .max_pending_events

@@ -32,6 +32,7 @@ pub struct Metrics {
     webhook_requests: IntCounterVec,
     events: IntCounterVec,
     events_acked: IntCounter,
+    events_journalled_late: IntCounter,
     flow_runs: IntCounterVec,
     replies: IntCounterVec,
     watermark_updates: IntCounterVec,
@@ -88,6 +89,11 @@ impl Metrics {
             &registry,
             "events_acked_total",
             "Events acknowledged with 200",
+        );
+        let events_journalled_late = counter(
+            &registry,
+            "events_journalled_late_total",
+            "Events whose turn had not committed by the acknowledgement deadline, journalled instead.",
         );
         let ack_latency = registered(
             &registry,
@@ -183,6 +189,7 @@ impl Metrics {
                 "Size of sled's files in the data directory",
             ),
             events_acked,
+            events_journalled_late,
             ack_latency,
             flush_latency,
             registry,
@@ -209,6 +216,10 @@ impl Metrics {
     pub fn acked(&self, events: usize, latency: Duration) {
         self.events_acked.inc_by(events as u64);
         self.ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn events_journalled_late(&self, events: usize) {
+        self.events_journalled_late.inc_by(events as u64);
     }
 
     pub fn event(&self, kind: &str, outcome: &str) {

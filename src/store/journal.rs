@@ -92,9 +92,16 @@ impl BatchProgress {
     }
 }
 
-/// The journal item an event came in, and how its turn settles it.
+/// Where an event's durability comes from, and how its turn settles that: the journal
+/// item it came in, or (not journalled) the webhook request that waits for its turn.
 #[derive(Debug, Clone)]
 pub enum JournalRef {
+    /// Not journalled: the webhook has not answered yet and waits for this event's turn
+    /// to commit durably (see [`AwaitedPost`]); the event is `index` of its request.
+    Awaited {
+        post: Arc<AwaitedPost>,
+        index: usize,
+    },
     /// The item holds this event only: the turn removes it.
     Own(u64),
     /// The item holds several events; this one is at `index`.
@@ -106,10 +113,11 @@ pub enum JournalRef {
 }
 
 impl JournalRef {
-    /// The journal item's sequence number.
-    pub fn seq(&self) -> u64 {
+    /// The journal item's sequence number; `None` for an event not journalled.
+    pub fn seq(&self) -> Option<u64> {
         match self {
-            JournalRef::Own(seq) | JournalRef::Shared { seq, .. } => *seq,
+            JournalRef::Own(seq) | JournalRef::Shared { seq, .. } => Some(*seq),
+            JournalRef::Awaited { .. } => None,
         }
     }
 
@@ -117,7 +125,30 @@ impl JournalRef {
     pub fn removed_with_turn(&self) -> Option<u64> {
         match self {
             JournalRef::Own(seq) => Some(*seq),
-            JournalRef::Shared { .. } => None,
+            JournalRef::Shared { .. } | JournalRef::Awaited { .. } => None,
+        }
+    }
+
+    /// Whether the turn's commit must be durable before anything depends on it: an
+    /// event not journalled is acknowledged on the strength of that commit alone.
+    pub fn needs_durable_turn(&self) -> bool {
+        matches!(self, JournalRef::Awaited { .. })
+    }
+
+    /// Called as the event's turn begins: `false` when the event is no longer this
+    /// delivery's to handle (its request journalled it and routed a copy instead).
+    pub fn claim(&self) -> bool {
+        match self {
+            JournalRef::Awaited { post, index } => post.claim(*index),
+            JournalRef::Own(_) | JournalRef::Shared { .. } => true,
+        }
+    }
+
+    /// Called once the event's turn is done: `committed` when it is durably committed,
+    /// `false` when it could not be. Wakes the request waiting for it, if any.
+    pub fn settle(&self, committed: bool) {
+        if let JournalRef::Awaited { post, index } = self {
+            post.settle(*index, committed);
         }
     }
 
@@ -125,7 +156,7 @@ impl JournalRef {
     /// event was the last of it still pending.
     pub fn finished(&self) -> Option<u64> {
         match self {
-            JournalRef::Own(_) => None,
+            JournalRef::Own(_) | JournalRef::Awaited { .. } => None,
             JournalRef::Shared {
                 seq,
                 index,
@@ -152,6 +183,131 @@ impl JournalRef {
                 progress: progress.clone(),
             })
             .collect()
+    }
+}
+
+/// The events of one webhook request that is answered once their own turns have
+/// committed, instead of once they are journalled: one durable write per message instead
+/// of two. Each event is delivered with a [`JournalRef::Awaited`]; the request waits
+/// ([`AwaitedPost::wait`]) until every turn is committed, or until a deadline, when it
+/// journals whatever is not committed ([`AwaitedPost::take_unfinished`]) and routes
+/// those again as ordinary journalled events. A delivery whose event was moved to the
+/// journal before its turn began does nothing ([`JournalRef::claim`] is `false`); one
+/// whose turn was already running finishes, and the journalled copy is then recognised
+/// by the event's dedup mark. No IO here.
+#[derive(Debug)]
+pub struct AwaitedPost {
+    turns: Mutex<Vec<AwaitedTurn>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Where one event of an [`AwaitedPost`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AwaitedTurn {
+    /// Routed; its turn has not begun.
+    Waiting,
+    /// Its turn is running.
+    Claimed,
+    /// Its turn is durably committed.
+    Committed,
+    /// Its turn could not be committed.
+    Failed,
+    /// Journalled and routed again by its request before its turn began.
+    Moved,
+}
+
+impl AwaitedPost {
+    pub fn new(events: usize) -> Arc<AwaitedPost> {
+        Arc::new(AwaitedPost {
+            turns: Mutex::new(vec![AwaitedTurn::Waiting; events]),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// One reference per event, in order.
+    pub fn refs(self: &Arc<Self>) -> Vec<JournalRef> {
+        let events = self.lock().len();
+        (0..events)
+            .map(|index| JournalRef::Awaited {
+                post: self.clone(),
+                index,
+            })
+            .collect()
+    }
+
+    /// Waits until every event's turn is settled (committed or failed), or until
+    /// `deadline`; whichever comes first.
+    pub async fn wait(&self, deadline: tokio::time::Instant) {
+        loop {
+            // Registered before the check, so a settle in between is not missed.
+            let changed = self.changed.notified();
+            if self.lock().iter().all(|turn| turn.is_settled()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether every event's turn is durably committed.
+    pub fn all_committed(&self) -> bool {
+        self.lock()
+            .iter()
+            .all(|turn| *turn == AwaitedTurn::Committed)
+    }
+
+    /// The indices of the events whose turns are not committed, for the request to
+    /// journal. Those whose turn has not begun are marked moved, so their delivery
+    /// leaves them to the journalled copy.
+    pub fn take_unfinished(&self) -> Vec<usize> {
+        let mut turns = self.lock();
+        let mut unfinished = Vec::new();
+        for (index, turn) in turns.iter_mut().enumerate() {
+            match turn {
+                AwaitedTurn::Committed => continue,
+                AwaitedTurn::Waiting => *turn = AwaitedTurn::Moved,
+                AwaitedTurn::Claimed | AwaitedTurn::Failed | AwaitedTurn::Moved => {}
+            }
+            unfinished.push(index);
+        }
+        unfinished
+    }
+
+    fn claim(&self, index: usize) -> bool {
+        let mut turns = self.lock();
+        match turns.get_mut(index) {
+            Some(turn @ AwaitedTurn::Waiting) => {
+                *turn = AwaitedTurn::Claimed;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn settle(&self, index: usize, committed: bool) {
+        {
+            let mut turns = self.lock();
+            if let Some(turn @ AwaitedTurn::Claimed) = turns.get_mut(index) {
+                *turn = if committed {
+                    AwaitedTurn::Committed
+                } else {
+                    AwaitedTurn::Failed
+                };
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AwaitedTurn>> {
+        // The state stays consistent under a panic elsewhere: every change is one store.
+        self.turns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AwaitedTurn {
+    fn is_settled(self) -> bool {
+        matches!(self, AwaitedTurn::Committed | AwaitedTurn::Failed)
     }
 }
 
@@ -220,5 +376,72 @@ mod tests {
         assert_eq!(refs[0].finished(), None);
         assert_eq!(refs[1].finished(), Some(4));
         assert_eq!(refs[1].finished(), None, "only once");
+    }
+
+    #[test]
+    fn an_awaited_post_is_committed_once_every_turn_is() {
+        let post = AwaitedPost::new(2);
+        let refs = post.refs();
+        assert!(refs.iter().all(JournalRef::needs_durable_turn));
+        assert!(refs
+            .iter()
+            .all(|r| r.seq().is_none() && r.finished().is_none()));
+        assert!(refs[0].claim());
+        refs[0].settle(true);
+        assert!(!post.all_committed());
+        assert!(refs[1].claim());
+        refs[1].settle(true);
+        assert!(post.all_committed());
+        assert!(post.take_unfinished().is_empty());
+    }
+
+    #[test]
+    fn past_the_deadline_an_event_not_yet_begun_is_moved_and_its_delivery_gives_it_up() {
+        let post = AwaitedPost::new(3);
+        let refs = post.refs();
+        assert!(refs[0].claim());
+        refs[0].settle(true);
+        assert!(refs[1].claim()); // still running at the deadline
+
+        assert_eq!(post.take_unfinished(), [1, 2]);
+
+        assert!(!refs[2].claim(), "a moved event is the journalled copy's");
+        refs[1].settle(true);
+        assert!(
+            !post.all_committed(),
+            "the moved event is committed by its copy, not here"
+        );
+        assert!(!refs[1].claim(), "an event is claimed once");
+    }
+
+    #[test]
+    fn a_failed_turn_settles_its_event_as_unfinished() {
+        let post = AwaitedPost::new(1);
+        let refs = post.refs();
+        assert!(refs[0].claim());
+        refs[0].settle(false);
+        assert!(!post.all_committed());
+        assert_eq!(post.take_unfinished(), [0]);
+    }
+
+    #[actix_rt::test]
+    async fn waiting_ends_when_every_turn_is_settled_or_at_the_deadline() {
+        let post = AwaitedPost::new(1);
+        let refs = post.refs();
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let settle = {
+            let first = refs[0].clone();
+            async move {
+                actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
+                assert!(first.claim());
+                first.settle(true);
+            }
+        };
+        tokio::join!(post.wait(far), settle);
+        assert!(post.all_committed());
+
+        let stuck = AwaitedPost::new(1);
+        stuck.wait(tokio::time::Instant::now()).await;
+        assert!(!stuck.all_committed());
     }
 }

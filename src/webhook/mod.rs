@@ -22,7 +22,7 @@ use crate::engine::load::{Load, Refusal};
 use crate::engine::metrics::Metrics;
 use crate::engine::supervisor::{Route, Supervisor};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
-use crate::store::journal::JournalRef;
+use crate::store::journal::{AwaitedPost, JournalRef};
 use crate::store::{JournalRecord, Store, StoreError};
 use signature::SignatureError;
 
@@ -187,20 +187,72 @@ async fn accept_events(
         log::warn!("webhook POST refused: {error}");
         return Err(error.into());
     }
-    let mut events = parse_envelope(&body).inspect_err(|error| {
+    let events = parse_in_order(&body).inspect_err(|error| {
         log::warn!("webhook POST refused: {error}");
     })?;
-    // Batches may list a sender's events out of order; handle them as Facebook stamped
-    // them (stable, so equal stamps keep their order).
-    events.sort_by_key(|event| event.timestamp);
-    let routed = journal_durably(state, events).await?;
-    let count = routed.len();
-    if count > 0 {
-        state.load.events_in(count);
-        state.supervisor.do_send(Route { events: routed });
+    let count = events.len();
+    if count == 0 {
+        return Ok(0);
+    }
+    if state.config.ack_deadline.is_zero() {
+        let routed = journal_durably(state, events).await?;
+        route(state, routed);
+    } else {
+        acknowledge_by_turns(state, &body, events).await?;
     }
     log::debug!("webhook POST accepted with {count} event(s)");
     Ok(count)
+}
+
+/// The events of a body, in the order Facebook stamped them: batches may list a sender's
+/// events out of order (stable, so equal stamps keep their order, and parsing the same
+/// body twice gives the same order).
+fn parse_in_order(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
+    let mut events = parse_envelope(body)?;
+    events.sort_by_key(|event| event.timestamp);
+    Ok(events)
+}
+
+fn route(state: &WebhookState, routed: Vec<(JournalRef, EngineEvent)>) {
+    state.load.events_in(routed.len());
+    state.supervisor.do_send(Route { events: routed });
+}
+
+/// The one-write path: routes the events unjournalled and waits until each one's turn
+/// has committed durably, which is what makes the 200 safe. What is not committed by the
+/// deadline (a busy conversation, a slow flow, a failed commit) is journalled and routed
+/// again as ordinary journalled events, so the answer never waits long.
+async fn acknowledge_by_turns(
+    state: &WebhookState,
+    body: &[u8],
+    events: Vec<InboundEvent>,
+) -> Result<(), WebhookError> {
+    let post = AwaitedPost::new(events.len());
+    let deadline = tokio::time::Instant::now() + state.config.ack_deadline;
+    route(
+        state,
+        post.refs()
+            .into_iter()
+            .zip(events.into_iter().map(EngineEvent::Messenger))
+            .collect(),
+    );
+    post.wait(deadline).await;
+    if post.all_committed() {
+        return Ok(());
+    }
+    let unfinished = post.take_unfinished();
+    state.metrics.events_journalled_late(unfinished.len());
+    // The same body parses to the same events in the same order: parsing again here
+    // spares the common path a copy of every event.
+    let mut events: Vec<Option<InboundEvent>> =
+        parse_in_order(body)?.into_iter().map(Some).collect();
+    let late: Vec<InboundEvent> = unfinished
+        .into_iter()
+        .filter_map(|index| events.get_mut(index).and_then(Option::take))
+        .collect();
+    let routed = journal_durably(state, late).await?;
+    route(state, routed);
+    Ok(())
 }
 
 /// `GET /healthz`: the process is up and serving HTTP.

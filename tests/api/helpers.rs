@@ -62,6 +62,8 @@ pub struct Options {
     pub max_live_conversations: Option<usize>,
     /// The sender's per-call timeout (the test default is 5 s).
     pub request_timeout: Option<Duration>,
+    /// How long a POST waits for its events' turns (the server's default when `None`).
+    pub ack_deadline: Option<Duration>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             page_send_rate: None,
             max_live_conversations: None,
             request_timeout: None,
+            ack_deadline: None,
         }
     }
 }
@@ -107,7 +110,28 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
     if let Some(timeout) = options.flow_timeout {
         config.flow_timeout = timeout;
     }
+    if let Some(deadline) = options.ack_deadline {
+        config.ack_deadline = deadline;
+    }
     config
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(app: &TestApp) -> String {
+    let mut response = awc::Client::new()
+        .get(format!("{}/metrics", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
+}
+
+/// The value of an unlabelled metric in `/metrics` text (0 when absent).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A running server with its mock Graph API and data directory.

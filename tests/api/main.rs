@@ -1,6 +1,7 @@
 //! Integration tests: the real server, real HTTP, real sled files, real actors, and a
 //! mock Graph API that is a real HTTP server.
 
+mod acks;
 mod cli;
 mod conversations;
 mod crash;

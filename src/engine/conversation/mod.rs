@@ -211,6 +211,7 @@ impl Handler<Deliver> for Conversation {
                 act.handled += 1;
                 act.env.load.events_out(1);
                 act.last_active = Instant::now();
+                settled.settle(outcome.is_ok());
                 match outcome {
                     Ok((record, outbox)) => {
                         act.record = Some(record);

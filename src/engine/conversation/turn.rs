@@ -30,9 +30,15 @@ pub(super) async fn handle_event(
     event: EngineEvent,
 ) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
     let store = &env.store;
-    if !store.journal_contains(journal.seq())? {
-        // A replay of an item an earlier incarnation already committed.
+    if !journal.claim() {
+        // Its request journalled it meanwhile and routed the journalled copy instead.
         return Ok((record, Vec::new()));
+    }
+    if let Some(seq) = journal.seq() {
+        if !store.journal_contains(seq)? {
+            // A replay of an item an earlier incarnation already committed.
+            return Ok((record, Vec::new()));
+        }
     }
     let mut commit = TurnCommit {
         journal_seq: journal.removed_with_turn(),
@@ -60,9 +66,10 @@ pub(super) async fn handle_event(
     commit.conversation = Some(record.clone());
     let outbox = commit.outbox.clone();
     // Replies leave only once the turn that decided them is on disk; otherwise a crash
-    // could replay the event and send them twice. A turn without replies need not wait
-    // for the disk: losing it in a crash only means replaying it from the journal.
-    let durable = !outbox.is_empty();
+    // could replay the event and send them twice. An event not journalled is acknowledged
+    // on the strength of this commit, so it waits for the disk too. Any other turn need
+    // not: losing it in a crash only means replaying it from the journal.
+    let durable = !outbox.is_empty() || journal.needs_durable_turn();
     let waiting = std::time::Instant::now();
     let counted = count_turn_later(env, &event, &commit, watermarks, &record);
     store.commit_turn(commit, durable).await?;
