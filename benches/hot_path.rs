@@ -76,6 +76,7 @@ fn turn(seq: u64, n: u64) -> TurnCommit {
                 error: None,
                 payload: None,
                 late: false,
+                by_operator: false,
             },
         )],
         conversation: Some(record),

@@ -62,7 +62,7 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
+pub(crate) fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
     let Some(token) = &state.token else {
         return Err(AdminError::Disabled);
     };

@@ -49,6 +49,9 @@ pub struct ConversationDocument {
     pub read_watermark: i64,
     pub last_activity: i64,
     pub last_user_message: i64,
+    /// Handed to a human by an operator: the flow does not answer.
+    #[serde(default)]
+    pub paused: bool,
     pub transcript: Vec<TranscriptLine>,
 }
 
@@ -68,6 +71,9 @@ pub struct TranscriptLine {
     /// Arrived after a later-stamped user event had been handled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// Done by an operator through the admin API.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_operator: bool,
 }
 
 fn summary(record: ConversationRecord) -> ConversationSummary {
@@ -89,14 +95,12 @@ pub fn list(store: &Store) -> Result<Vec<ConversationSummary>, StoreError> {
     Ok(all)
 }
 
-/// One conversation by psid (and page, when the psid talks to several pages), with its
-/// whole transcript or only the `last` entries.
-pub fn document(
+/// The record of one conversation by psid (and page, when the psid talks to several pages).
+pub fn find(
     store: &Store,
     psid: &str,
     page_id: Option<&str>,
-    last: Option<usize>,
-) -> Result<ConversationDocument, InspectError> {
+) -> Result<ConversationRecord, InspectError> {
     let record = match page_id {
         Some(page) => store.conversation(&ConversationKey::new(page, psid))?,
         None => {
@@ -111,7 +115,18 @@ pub fn document(
             matches.pop()
         }
     };
-    let record = record.ok_or_else(|| InspectError::NotFound { psid: psid.into() })?;
+    record.ok_or_else(|| InspectError::NotFound { psid: psid.into() })
+}
+
+/// One conversation by psid (and page, when the psid talks to several pages), with its
+/// whole transcript or only the `last` entries.
+pub fn document(
+    store: &Store,
+    psid: &str,
+    page_id: Option<&str>,
+    last: Option<usize>,
+) -> Result<ConversationDocument, InspectError> {
+    let record = find(store, psid, page_id)?;
     let entries = match last {
         Some(n) => store.transcript_tail(&record.key(), n)?,
         None => store.transcript(&record.key())?,
@@ -129,6 +144,7 @@ pub fn document(
             error: e.error,
             payload: e.payload,
             late: e.late,
+            by_operator: e.by_operator,
         })
         .collect();
     Ok(ConversationDocument {
@@ -139,6 +155,7 @@ pub fn document(
         read_watermark: record.read_watermark,
         last_activity: record.last_activity,
         last_user_message: record.last_user_message,
+        paused: record.paused,
         transcript,
     })
 }
@@ -269,6 +286,7 @@ mod tests {
             read_watermark: 4,
             last_activity: 5,
             last_user_message: 6,
+            paused: false,
             transcript: vec![TranscriptLine {
                 seq: 0,
                 direction: Direction::Out,
@@ -280,6 +298,7 @@ mod tests {
                 error: None,
                 payload: None,
                 late: false,
+                by_operator: false,
             }],
         };
         let value = serde_json::to_value(&doc).unwrap();

@@ -65,6 +65,7 @@ pub mod prelude;
 pub use engine::app::{start, RunningApp, StartError};
 pub use flow::{Flow, FlowError, FlowHandle, Reply, Turn};
 
+mod actions;
 mod admin;
 mod cli;
 mod clock;

@@ -238,6 +238,7 @@ mod tests {
             error: None,
             payload: None,
             late: false,
+            by_operator: false,
         }
     }
 
@@ -250,6 +251,7 @@ mod tests {
             read_watermark: 0,
             last_activity: 0,
             last_user_message: 0,
+            paused: false,
             transcript,
         }
     }

@@ -12,6 +12,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 use thiserror::Error;
 
+use crate::actions::{self, ActionState};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::engine::conversation::ConversationEnv;
@@ -186,7 +187,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         store: store.clone(),
         load: load.clone(),
         metrics: metrics.clone(),
-        flow,
+        flow: flow.clone(),
         sender: sender.clone(),
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
@@ -206,8 +207,14 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         store: store.clone(),
         metrics,
     };
+    let action_state = ActionState {
+        admin: admin_state.clone(),
+        supervisor: supervisor.clone(),
+        flow,
+        load: load.clone(),
+    };
     let (addr, handle, server) = serve_webhook(&config, webhook_state)?;
-    let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state)?;
+    let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state, action_state)?;
     log::info!(
         "colloquy listening on http://{addr}{} (admin on http://{admin_addr}, graph API {})",
         config.webhook_path,
@@ -258,11 +265,17 @@ fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartEr
 }
 
 /// The operator's listener (loopback by default): `/admin` for `colloquy inspect`.
-fn serve_admin(config: &Config, state: AdminState) -> Result<Served, StartError> {
+fn serve_admin(
+    config: &Config,
+    state: AdminState,
+    actions: ActionState,
+) -> Result<Served, StartError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(actions.clone()))
             .configure(admin::configure)
+            .configure(actions::configure)
     })
     .workers(1)
     .disable_signals()

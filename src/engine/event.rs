@@ -1,6 +1,6 @@
-//! What a conversation actor handles: an engine event. Either a Messenger event that came
-//! through the webhook, or a timer of the flow that fired (and, later, an operator's
-//! action). Each is journalled before it reaches a conversation and keyed to exactly one.
+//! What a conversation actor handles: an engine event. A Messenger event that came
+//! through the webhook, a timer of the flow that fired, or an operator's action from the
+//! admin API. Each is keyed to exactly one conversation and handled there in order.
 //!
 //! Must not: parse webhook bodies (that is `messenger::inbound`) or touch the store; it
 //! only turns what the store replays into events and says whose conversation each is.
@@ -19,6 +19,43 @@ pub enum EngineEvent {
     Messenger(InboundEvent),
     /// A timer the conversation's flow scheduled is due.
     Timer(FiredTimer),
+    /// An operator acted on the conversation through the admin API.
+    Operator(OperatorEvent),
+}
+
+/// An operator's action on one conversation, handled in order with the user's events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorEvent {
+    pub key: ConversationKey,
+    pub action: OperatorAction,
+}
+
+/// What an operator can do to a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorAction {
+    /// Hand the user to a human: their messages are recorded, never answered by the flow.
+    Pause,
+    /// Give the user back to the flow.
+    Resume,
+    /// Message the user as the page (through the outbox, under the messaging window).
+    Send { text: String },
+    /// Replace the flow's state (already checked against the flow's state type).
+    SetState(serde_json::Value),
+    /// Back to the state of a user never seen before.
+    ResetState,
+}
+
+impl OperatorAction {
+    /// How the action is named in the transcript and the metrics.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            OperatorAction::Pause => "operator_pause",
+            OperatorAction::Resume => "operator_resume",
+            OperatorAction::Send { .. } => "operator_send",
+            OperatorAction::SetState(_) => "operator_set_state",
+            OperatorAction::ResetState => "operator_reset_state",
+        }
+    }
 }
 
 /// A due timer with the conversation it belongs to.
@@ -37,6 +74,7 @@ impl EngineEvent {
                 ConversationKey::new(event.page_id.clone(), event.party_id().to_string())
             }
             EngineEvent::Timer(fired) => fired.key.clone(),
+            EngineEvent::Operator(operator) => operator.key.clone(),
         }
     }
 
@@ -45,6 +83,7 @@ impl EngineEvent {
         match self {
             EngineEvent::Messenger(event) => event.kind_name(),
             EngineEvent::Timer(_) => "timer",
+            EngineEvent::Operator(operator) => operator.action.kind_name(),
         }
     }
 

@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
@@ -266,6 +267,9 @@ pub(crate) enum FlowInput<'a> {
 
 /// The flow with its state type erased to JSON, so the engine holds any flow behind one type.
 pub(crate) trait ErasedFlow: Send + Sync {
+    /// Whether `state` deserializes into the flow's state type; the serde error if not.
+    fn check_state(&self, state: &Value) -> Result<(), String>;
+
     fn run<'a>(
         &'a self,
         input: FlowInput<'a>,
@@ -275,6 +279,12 @@ pub(crate) trait ErasedFlow: Send + Sync {
 }
 
 impl<F: Flow> ErasedFlow for F {
+    fn check_state(&self, state: &Value) -> Result<(), String> {
+        F::State::deserialize(state)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
     fn run<'a>(
         &'a self,
         input: FlowInput<'a>,

@@ -274,6 +274,11 @@ impl AwaitedPost {
         unfinished
     }
 
+    /// Whether the event was given up before its turn began ([`Self::take_unfinished`]).
+    pub fn is_moved(&self, index: usize) -> bool {
+        self.lock().get(index) == Some(&AwaitedTurn::Moved)
+    }
+
     fn claim(&self, index: usize) -> bool {
         let mut turns = self.lock();
         match turns.get_mut(index) {

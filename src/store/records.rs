@@ -196,6 +196,10 @@ pub struct ConversationRecord {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub thread_elsewhere: bool,
+    /// An operator handed this user to a human: their messages are recorded and never
+    /// answered by the flow until resumed.
+    #[serde(default, rename = "hp", skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -239,6 +243,7 @@ impl ConversationRecord {
             timers: Vec::new(),
             window_opened_at: 0,
             thread_elsewhere: false,
+            paused: false,
         }
     }
 
@@ -387,6 +392,9 @@ pub struct TranscriptEntry {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub late: bool,
+    /// Done by an operator through the admin API (an action, or a message sent as the page).
+    #[serde(default, rename = "op", skip_serializing_if = "std::ops::Not::not")]
+    pub by_operator: bool,
 }
 
 /// Outbound entry kinds that are not messages the user receives (sender actions, durable
@@ -412,6 +420,7 @@ impl TranscriptEntry {
             error: None,
             payload: None,
             late: false,
+            by_operator: false,
         }
     }
 

@@ -250,6 +250,20 @@ impl TestApp {
         send(request, Vec::new()).await
     }
 
+    /// An admin API call with the admin token: `method` on `path` (with its query).
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Answer {
+        let url = format!("{}{}", self.admin_url, path);
+        let client = awc::Client::new();
+        let request = match method {
+            "GET" => client.get(url),
+            "POST" => client.post(url),
+            "PUT" => client.put(url),
+            "DELETE" => client.delete(url),
+            other => panic!("no such method in these tests: {other}"),
+        };
+        send(request.bearer_auth(ADMIN_TOKEN), body.as_bytes().to_vec()).await
+    }
+
     /// The admin endpoint's view of every conversation.
     pub async fn conversations(&self) -> Value {
         let request = awc::Client::new()

@@ -2,6 +2,7 @@
 //! mock Graph API that is a real HTTP server.
 
 mod acks;
+mod actions;
 mod cli;
 mod conversations;
 mod crash;

@@ -11,6 +11,8 @@
 //! flow, commit); `receipts.rs` echoes and delivery/read watermarks; `policy.rs`
 //! Messenger's sending rules (the 24-hour window, tags, handover).
 
+mod entries;
+mod operator;
 mod outgoing;
 mod policy;
 mod receipts;

@@ -173,6 +173,7 @@ pub(super) fn apply_echo(
             error: None,
             payload: echo.app_id.as_ref().map(|app| json!({ "app_id": app })),
             late: false,
+            by_operator: false,
         },
     ));
     Ok(())

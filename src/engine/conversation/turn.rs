@@ -6,12 +6,11 @@
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
-use serde_json::{json, Value};
 
-use super::outgoing::outgoing;
-use super::policy::policy_refusal;
+use super::entries::{inbound_entry, queue_reply, record_inbound};
+use super::operator::apply_operator;
 use super::receipts::{apply_delivery, apply_echo, apply_read};
-use super::{dedup_id, ConversationEnv, METADATA_PREFIX};
+use super::{dedup_id, ConversationEnv};
 use crate::clock::now_ms;
 use crate::engine::event::EngineEvent;
 use crate::event::{EventKind, InboundEvent, TimerFired};
@@ -19,7 +18,7 @@ use crate::flow::{ConversationView, FlowInput, TimerOp};
 use crate::store::journal::JournalRef;
 use crate::store::{
     ConversationRecord, Direction, Failure, OutboxRecord, Status, StoreError, TimerEntry,
-    TimerRecord, TranscriptEntry, TurnCommit,
+    TimerRecord, TurnCommit,
 };
 
 /// Handles one journalled event; returns the updated record and the replies to send.
@@ -61,6 +60,10 @@ pub(super) async fn handle_event(
         EngineEvent::Timer(fired) => {
             record.last_activity = now_ms();
             apply_timer(env, &mut record, &event, &fired.timer, &mut commit).await?;
+        }
+        EngineEvent::Operator(operator) => {
+            record.last_activity = now_ms();
+            apply_operator(env, &mut record, &event, &operator.action, &mut commit)?;
         }
     }
     commit.conversation = Some(record.clone());
@@ -124,7 +127,18 @@ async fn apply_messenger_event(
         }
         _ if inbound.is_user_input() && !inbound.standby && !record.thread_elsewhere => {
             record.window_opened_at = now_ms();
-            run_flow(env, record, event, commit).await?
+            // Facebook does not promise order across requests (a redelivery can come after
+            // later events): such an event is handled on arrival and marked late.
+            let late = inbound.timestamp < record.last_user_message;
+            record.last_user_message = record.last_user_message.max(inbound.timestamp);
+            if record.paused {
+                // A human has this user: recorded for them, never answered by the flow.
+                let mut entry = inbound_entry(event, Status::Handled, None);
+                entry.late = late;
+                record_inbound(record, entry, commit);
+            } else {
+                run_flow(env, record, event, FlowInput::Event(inbound), late, commit).await?
+            }
         }
         _ => {
             let entry = inbound_entry(event, Status::Handled, None);
@@ -149,7 +163,7 @@ async fn apply_timer(
     };
     if record.timers.contains(&pending) {
         record.timers.retain(|t| *t != pending);
-        run_flow(env, record, event, commit).await?
+        run_flow(env, record, event, FlowInput::Timer(timer), false, commit).await?
     } else {
         log::debug!("{}: ignoring cancelled timer {}", record.key(), timer.name);
     }
@@ -183,20 +197,12 @@ fn count_turn_later<'a>(
     }
 }
 
-fn record_inbound(
-    record: &mut ConversationRecord,
-    entry: TranscriptEntry,
-    commit: &mut TurnCommit,
-) {
-    let seq = record.take_entry_seq();
-    record.inbound_count += 1;
-    commit.new_entries.push((seq, entry));
-}
-
 async fn run_flow(
     env: &ConversationEnv,
     record: &mut ConversationRecord,
     event: &EngineEvent,
+    input: FlowInput<'_>,
+    late: bool,
     commit: &mut TurnCommit,
 ) -> Result<(), StoreError> {
     let view = ConversationView {
@@ -210,18 +216,6 @@ async fn run_flow(
             .iter()
             .map(|t| (t.name.clone(), t.due))
             .collect(),
-    };
-    // Facebook does not promise order across requests (a redelivery can come after later
-    // events): such an event is handled on arrival and marked late in the transcript.
-    let (input, late) = match event {
-        EngineEvent::Messenger(inbound) => {
-            let late = inbound.is_user_input() && inbound.timestamp < record.last_user_message;
-            if inbound.is_user_input() {
-                record.last_user_message = record.last_user_message.max(inbound.timestamp);
-            }
-            (FlowInput::Event(inbound), late)
-        }
-        EngineEvent::Timer(fired) => (FlowInput::Timer(&fired.timer), false),
     };
     let run = AssertUnwindSafe(env.flow.0.run(input, view, record.state.clone())).catch_unwind();
     let outcome = match actix_rt::time::timeout(env.flow_timeout, run).await {
@@ -255,33 +249,7 @@ async fn run_flow(
     let now = now_ms();
     apply_timer_ops(record, output.timers, now, commit);
     for reply in output.replies {
-        let seq = record.take_entry_seq();
-        let mut entry = TranscriptEntry::queued_out(
-            reply.kind_name(),
-            reply.text_content().map(str::to_string),
-            now,
-        );
-        if let Some(refusal) = policy_refusal(record, &reply, now) {
-            // Refused here, before the Graph API could refuse it (and count it against us).
-            log::warn!("{}: reply not sent: {refusal}", record.key());
-            entry.status = Status::Failed;
-            entry.error = Some(Failure::reason(refusal));
-            commit.new_entries.push((seq, entry));
-            record.outbound_count += 1;
-            continue;
-        }
-        let outgoing = outgoing(reply, &record.psid, format!("{METADATA_PREFIX}{seq}"));
-        let outbox = OutboxRecord {
-            page_id: record.page_id.clone(),
-            psid: record.psid.clone(),
-            entry: seq,
-            outgoing,
-            attempts: 0,
-            created_at: now,
-        };
-        commit.new_entries.push((seq, entry));
-        commit.outbox.push((env.store.next_id()?, outbox));
-        record.outbound_count += 1;
+        queue_reply(env, record, reply, now, false, commit)?;
     }
     Ok(())
 }
@@ -326,64 +294,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-fn inbound_entry(event: &EngineEvent, status: Status, error: Option<Failure>) -> TranscriptEntry {
-    let (mid, timestamp, text, payload) = match event {
-        EngineEvent::Messenger(inbound) => (
-            inbound.mid().map(str::to_string),
-            inbound.timestamp,
-            inbound.text().map(str::to_string),
-            inbound_payload(inbound),
-        ),
-        EngineEvent::Timer(fired) => (
-            None,
-            fired.timer.due,
-            None,
-            serde_json::to_value(&fired.timer).ok(),
-        ),
-    };
-    TranscriptEntry {
-        direction: Direction::In,
-        mid,
-        timestamp,
-        kind: event.kind_name().to_string(),
-        text,
-        status,
-        sent_at: None,
-        echo_timestamp: None,
-        error,
-        payload,
-        late: false,
-    }
-}
-
-/// What of an event is worth keeping in the transcript besides its text.
-fn inbound_payload(event: &InboundEvent) -> Option<Value> {
-    match &event.kind {
-        EventKind::Message(message) => {
-            if let Some(quick_reply) = &message.quick_reply {
-                Some(json!({ "quick_reply": quick_reply.payload }))
-            } else if !message.attachments.is_empty() {
-                Some(json!({ "attachments": message.attachments }))
-            } else {
-                None
-            }
-        }
-        EventKind::Postback(postback) => Some(json!({
-            "payload": postback.payload,
-            "referral": postback.referral,
-        })),
-        EventKind::Referral(referral) => serde_json::to_value(referral).ok(),
-        EventKind::Reaction(reaction) => serde_json::to_value(reaction).ok(),
-        EventKind::Optin(optin) => serde_json::to_value(optin).ok(),
-        // Unknown and rarer kinds keep the event as Facebook sent it.
-        _ => Some(event.raw.clone()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::ConversationKey;
+    use serde_json::Value;
     use std::time::Duration;
 
     #[test]

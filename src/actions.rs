@@ -1,0 +1,193 @@
+//! The admin API's actions on one conversation: pause and resume it (hand the user to a
+//! human and back), send a text as the page, set or reset the flow's state.
+//!
+//! `POST /admin/conversations/{psid}/pause`, `/resume`, `/send` (`{"text": "..."}`),
+//! `PUT /admin/conversations/{psid}/state` (the state as the body) and `DELETE` of the
+//! same. `?page=ID` picks the conversation when the psid talks to several pages. Each
+//! action is checked here (who asks, which conversation, whether a state fits the flow),
+//! then routed as an [`EngineEvent::Operator`] to the conversation's actor, which handles
+//! it in order with the user's own events; the answer waits until that turn is committed
+//! on disk and is the conversation's new document. Must not: change a conversation
+//! itself, or answer before the action is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::admin::{authorize, AdminError, AdminState};
+use crate::engine::event::{EngineEvent, OperatorAction, OperatorEvent};
+use crate::engine::load::Load;
+use crate::engine::supervisor::{Route, Supervisor};
+use crate::flow::{FlowHandle, Reply};
+use crate::inspect;
+use crate::store::journal::AwaitedPost;
+
+/// How long an action waits for its conversation's turn before it is given up.
+const ACTION_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ActionState {
+    pub admin: AdminState,
+    pub supervisor: Addr<Supervisor>,
+    pub flow: FlowHandle,
+    pub load: Arc<Load>,
+}
+
+#[derive(Debug, Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("the body must be JSON: {0}")]
+    BadJson(String),
+    #[error("the state does not fit the flow's state type: {0}")]
+    StateDoesNotFit(String),
+    #[error("the text cannot be sent: {0}")]
+    BadText(String),
+    #[error("the conversation is busy; the action was not applied, try again")]
+    Busy,
+    #[error("the action could not be committed; the server log says why")]
+    NotCommitted,
+}
+
+impl ResponseError for ActionError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ActionError::Admin(error) => error.status_code(),
+            ActionError::BadJson(_) | ActionError::StateDoesNotFit(_) | ActionError::BadText(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ActionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ActionError::NotCommitted => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/admin/conversations/{psid}/pause",
+        web::post().to(|req, path, query, state| {
+            act(req, path, query, state, |_| Ok(OperatorAction::Pause))
+        }),
+    )
+    .route(
+        "/admin/conversations/{psid}/resume",
+        web::post().to(|req, path, query, state| {
+            act(req, path, query, state, |_| Ok(OperatorAction::Resume))
+        }),
+    )
+    .route("/admin/conversations/{psid}/send", web::post().to(send))
+    .route(
+        "/admin/conversations/{psid}/state",
+        web::put().to(set_state),
+    )
+    .route(
+        "/admin/conversations/{psid}/state",
+        web::delete().to(|req, path, query, state| {
+            act(req, path, query, state, |_| Ok(OperatorAction::ResetState))
+        }),
+    );
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    text: String,
+}
+
+async fn send(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, move |_| {
+        let body: SendBody =
+            serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?;
+        Reply::text(&body.text).map_err(|e| ActionError::BadText(e.to_string()))?;
+        Ok(OperatorAction::Send { text: body.text })
+    })
+    .await
+}
+
+async fn set_state(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, move |flow| {
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?;
+        flow.0
+            .check_state(&value)
+            .map_err(ActionError::StateDoesNotFit)?;
+        Ok(OperatorAction::SetState(value))
+    })
+    .await
+}
+
+/// Authorizes, finds the conversation, builds the action, routes it and waits for its
+/// turn to be durable; answers the conversation's new document.
+async fn act(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    action: impl FnOnce(&FlowHandle) -> Result<OperatorAction, ActionError>,
+) -> Result<HttpResponse, ActionError> {
+    authorize(&req, &state.admin)?;
+    let psid = path.into_inner();
+    let store = &state.admin.store;
+    let record = inspect::find(store, &psid, query.page.as_deref()).map_err(AdminError::from)?;
+    let action = action(&state.flow)?;
+    let kind = action.kind_name();
+    let key = record.key();
+    let post = AwaitedPost::new(1);
+    let events = post
+        .refs()
+        .into_iter()
+        .map(|journal| {
+            (
+                journal,
+                EngineEvent::Operator(OperatorEvent {
+                    key: key.clone(),
+                    action: action.clone(),
+                }),
+            )
+        })
+        .collect();
+    state.load.events_in(1);
+    state.supervisor.do_send(Route { events });
+    post.wait(tokio::time::Instant::now() + ACTION_DEADLINE)
+        .await;
+    if !post.all_committed() {
+        post.take_unfinished();
+        log::warn!("{key}: operator action {kind} not committed");
+        // Given up before its turn began, it never will be applied: safe to try again.
+        return Err(if post.is_moved(0) {
+            ActionError::Busy
+        } else {
+            ActionError::NotCommitted
+        });
+    }
+    log::info!("{key}: operator action {kind} applied");
+    let doc =
+        inspect::document(store, &key.psid, Some(&key.page_id), None).map_err(AdminError::from)?;
+    Ok(HttpResponse::Ok().json(doc))
+}

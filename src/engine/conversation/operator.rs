@@ -1,0 +1,72 @@
+//! An operator's action on a conversation, as one turn: pause and resume (hand the user to
+//! a human and back), a message sent as the page, and setting or resetting the flow's
+//! state. Each is recorded in the transcript as the operator's, in order with the user's
+//! own events, and committed like any turn.
+//!
+//! Must not: check who the operator is or whether a state fits the flow (the admin API
+//! does both before the action is routed), or send anything itself (a message goes
+//! through the outbox like a flow's reply).
+
+use serde_json::Value;
+
+use super::entries::{inbound_entry, queue_reply, record_inbound};
+use super::ConversationEnv;
+use crate::clock::now_ms;
+use crate::engine::event::{EngineEvent, OperatorAction};
+use crate::flow::{MessageTag, Reply};
+use crate::store::{ConversationRecord, Failure, Status, StoreError, TurnCommit};
+
+/// Messenger's standard window: past it, an operator's message needs the HUMAN_AGENT tag.
+const MESSAGING_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// Applies the action to the record and the commit.
+pub(super) fn apply_operator(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    event: &EngineEvent,
+    action: &OperatorAction,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    match action {
+        OperatorAction::Pause => record.paused = true,
+        OperatorAction::Resume => record.paused = false,
+        OperatorAction::SetState(state) => record.state = state.clone(),
+        OperatorAction::ResetState => record.state = Value::Null,
+        OperatorAction::Send { text } => return send_as_page(env, record, event, text, commit),
+    }
+    record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
+    Ok(())
+}
+
+/// A text from the operator, sent as the page through the outbox: within 24 hours of the
+/// user's last message as a plain response, up to 7 days with the HUMAN_AGENT tag, and
+/// refused (recorded failed) beyond, as Messenger's policy says.
+fn send_as_page(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    event: &EngineEvent,
+    text: &str,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let reply = match Reply::text(text) {
+        Ok(reply) => reply,
+        Err(error) => {
+            // The admin API checks the text first; this keeps a bad one out of the outbox.
+            let failure = Some(Failure::reason(error.to_string()));
+            record_inbound(
+                record,
+                inbound_entry(event, Status::Failed, failure),
+                commit,
+            );
+            return Ok(());
+        }
+    };
+    let reply = if now.saturating_sub(record.window_opened_at) > MESSAGING_WINDOW_MS {
+        reply.with_tag(MessageTag::HumanAgent)
+    } else {
+        reply
+    };
+    queue_reply(env, record, reply, now, true, commit)?;
+    Ok(())
+}

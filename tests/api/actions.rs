@@ -1,0 +1,159 @@
+//! The admin API's actions on a conversation, through real HTTP: each is applied in order
+//! with the user's events, durable when answered, recorded as the operator's, and refused
+//! with a clear error when it cannot be applied.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A conversation with one handled message and its reply sent.
+async fn talked_to(app: &TestApp, psid: &str) {
+    app.sends_text(psid, &format!("m.{psid}.0"), "hello", 1_000)
+        .await;
+    app.wait_for_first_reply(psid, "sent").await;
+}
+
+#[actix_web::test]
+async fn a_paused_user_is_recorded_but_not_answered_until_resumed() {
+    let app = spawn_app().await;
+    talked_to(&app, "15001").await;
+
+    let paused = app
+        .admin("POST", "/admin/conversations/15001/pause", "")
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let doc = paused.json();
+    assert_eq!(doc["paused"], true);
+    let last = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["by_operator"].as_bool()),
+        (Some("operator_pause"), Some(true))
+    );
+
+    app.sends_text("15001", "m.15001.1", "anyone?", 2_000).await;
+    let doc = app
+        .wait_for_conversation("15001", |d| {
+            d["transcript"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|e| e["text"] == "anyone?"))
+        })
+        .await;
+    assert_eq!(outbound(&doc).len(), 1, "a paused user got a reply: {doc}");
+
+    let resumed = app
+        .admin("POST", "/admin/conversations/15001/resume", "")
+        .await;
+    assert_eq!(resumed.json()["paused"], false);
+    app.sends_text("15001", "m.15001.2", "back?", 3_000).await;
+    let sends = app.graph.wait_for_sends(2).await;
+    assert_eq!(sends.len(), 2);
+}
+
+#[actix_web::test]
+async fn an_operator_message_goes_out_as_the_page_and_is_marked_as_the_operators() {
+    let app = spawn_app().await;
+    talked_to(&app, "15002").await;
+
+    let sent = app
+        .admin(
+            "POST",
+            "/admin/conversations/15002/send",
+            r#"{"text": "Hi, this is Ana from support."}"#,
+        )
+        .await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let sends = app.graph.wait_for_sends(2).await;
+    assert_eq!(sends[1].body["recipient"]["id"], "15002");
+    assert_eq!(
+        sends[1].body["message"]["text"],
+        "Hi, this is Ana from support."
+    );
+    assert_eq!(sends[1].body["messaging_type"], "RESPONSE");
+    let doc = app
+        .wait_for_conversation("15002", |d| outbound(d).len() == 2)
+        .await;
+    assert_eq!(outbound(&doc)[1]["by_operator"], true, "{doc}");
+
+    let empty = app
+        .admin("POST", "/admin/conversations/15002/send", r#"{"text": ""}"#)
+        .await;
+    assert_eq!(empty.status, 400);
+    assert!(empty.json()["error"].as_str().unwrap().contains("empty"));
+    let garbage = app
+        .admin("POST", "/admin/conversations/15002/send", "{not json")
+        .await;
+    assert_eq!(garbage.status, 400);
+    assert!(garbage.json()["error"].as_str().unwrap().contains("JSON"));
+}
+
+#[actix_web::test]
+async fn the_state_is_set_only_to_what_fits_the_flow_and_reset_to_a_new_users() {
+    let app = spawn_app().await;
+    talked_to(&app, "15003").await;
+
+    let set = app
+        .admin(
+            "PUT",
+            "/admin/conversations/15003/state",
+            r#"{"messages": 41}"#,
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.json()["state"], json!({"messages": 41}));
+
+    let refused = app
+        .admin(
+            "PUT",
+            "/admin/conversations/15003/state",
+            r#"{"messages": "many"}"#,
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("state type") && error.contains("invalid type"),
+        "{error}"
+    );
+    assert_eq!(
+        app.conversation("15003").await["state"],
+        json!({"messages": 41})
+    );
+
+    // The flow goes on from the state the operator set.
+    app.sends_text("15003", "m.15003.1", "again", 2_000).await;
+    let doc = app
+        .wait_for_conversation("15003", |d| d["state"] == json!({"messages": 42}))
+        .await;
+    assert_eq!(doc["state"], json!({"messages": 42}));
+
+    let reset = app
+        .admin("DELETE", "/admin/conversations/15003/state", "")
+        .await;
+    assert_eq!(reset.status, 200);
+    assert_eq!(reset.json()["state"], json!(null));
+}
+
+#[actix_web::test]
+async fn actions_need_the_token_and_a_known_conversation() {
+    let app = spawn_app().await;
+    talked_to(&app, "15004").await;
+
+    let unknown = app
+        .admin("POST", "/admin/conversations/99999/pause", "")
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert!(unknown.json()["error"].as_str().unwrap().contains("99999"));
+
+    let anonymous = awc::Client::new()
+        .post(format!("{}/admin/conversations/15004/pause", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert_eq!(app.conversation("15004").await["paused"], false);
+}
