@@ -10,6 +10,12 @@
 # BINDIR defaults to target/release. Extra server settings come from the environment
 # (e.g. COLLOQUY_CACHE_MB=16 scripts/bench.sh). Copy the binaries elsewhere to compare
 # two builds back to back: run-to-run noise on a shared 2-core machine is 5-10 %.
+# SERVER=path/to/colloquy runs that server with BINDIR's bench (to compare servers with
+# one load generator). The bench reads the server's /metrics during the run.
+#
+# The overload spike (docs/performance.md, "Overload"): 5,000 new users/s for 20 s,
+# refused POSTs redelivered after their Retry-After:
+#   scripts/bench.sh -- --spike-rate 5000 --spike-duration 20 --grace 60
 set -euo pipefail
 
 bin=target/release
@@ -25,7 +31,7 @@ MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench \
   MESSENGER_GRAPH_URL=http://127.0.0.1:$graph/v21.0 \
   COLLOQUY_PAGE_SEND_RATE=${COLLOQUY_PAGE_SEND_RATE:-0} COLLOQUY_DATA=$data/db \
   COLLOQUY_BIND=127.0.0.1:$port COLLOQUY_ADMIN_BIND=127.0.0.1:$admin RUST_LOG=${RUST_LOG:-warn} \
-  "$bin/colloquy" serve --flow "$flow" >"$data/server.log" 2>&1 &
+  "${SERVER:-$bin/colloquy}" serve --flow "$flow" >"$data/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=bench&hub.challenge=1" \
@@ -35,7 +41,7 @@ done
 
 status=0
 "$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
-  --flow "$flow" --pid "$server" --json "$@" || status=$?
+  --flow "$flow" --pid "$server" --metrics "http://127.0.0.1:$admin/metrics" --json "$@" || status=$?
 curl -s "http://127.0.0.1:$admin/metrics" | grep '^colloquy_store_commit' || true
 kill "$server"
 wait "$server" || true

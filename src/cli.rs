@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Replies not yet sent before the webhook answers 503.
     #[arg(long, env = "COLLOQUY_MAX_PENDING_REPLIES")]
     pub max_pending_replies: Option<usize>,
+    /// Milliseconds the oldest acknowledged event may wait for its conversation before
+    /// the webhook answers 503.
+    #[arg(long, env = "COLLOQUY_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<u64>,
     /// Seconds a graceful shutdown (SIGTERM, Ctrl-C) waits for in-flight work.
     #[arg(long, env = "COLLOQUY_SHUTDOWN_TIMEOUT_SECS")]
     pub shutdown_timeout_secs: Option<u64>,
@@ -192,6 +196,7 @@ impl ServeArgs {
             workers: self.workers,
             max_pending_events: self.max_pending_events,
             max_pending_replies: self.max_pending_replies,
+            max_queue_delay_ms: self.max_queue_delay_ms,
             shutdown_timeout_secs: self.shutdown_timeout_secs,
             flow_timeout_secs: self.flow_timeout_secs,
             ack_deadline_ms: self.ack_deadline_ms,

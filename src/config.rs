@@ -89,6 +89,7 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     pub max_pending_events: Option<usize>,
     pub max_pending_replies: Option<usize>,
+    pub max_queue_delay_ms: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
     pub flow_timeout_secs: Option<u64>,
     pub ack_deadline_ms: Option<u64>,
@@ -130,6 +131,7 @@ impl RawConfig {
             workers: number("COLLOQUY_WORKERS")?,
             max_pending_events: number("COLLOQUY_MAX_PENDING_EVENTS")?,
             max_pending_replies: number("COLLOQUY_MAX_PENDING_REPLIES")?,
+            max_queue_delay_ms: number("COLLOQUY_MAX_QUEUE_DELAY_MS")?,
             shutdown_timeout_secs: number("COLLOQUY_SHUTDOWN_TIMEOUT_SECS")?,
             flow_timeout_secs: number("COLLOQUY_FLOW_TIMEOUT_SECS")?,
             ack_deadline_ms: number("COLLOQUY_ACK_DEADLINE_MS")?,
@@ -177,6 +179,9 @@ pub struct Config {
     pub max_pending_events: usize,
     /// Replies committed but not yet sent before the webhook answers 503.
     pub max_pending_replies: usize,
+    /// How long the oldest acknowledged event may wait for its conversation before the
+    /// webhook answers 503: the engine is then further behind than it can quickly catch up.
+    pub max_queue_delay: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Conversation actors kept alive at most; the least recently used beyond it stop
@@ -322,6 +327,11 @@ impl Config {
                 .max_pending_replies
                 .unwrap_or(crate::engine::load::DEFAULT_MAX_PENDING_REPLIES)
                 .max(1),
+            max_queue_delay: raw
+                .max_queue_delay_ms
+                .map_or(crate::engine::load::DEFAULT_MAX_QUEUE_DELAY, |ms| {
+                    Duration::from_millis(ms.max(1))
+                }),
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
             cache_bytes: raw
                 .cache_mb

@@ -166,10 +166,10 @@ async fn shutdown_signal() {
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
     let config = Arc::new(config);
     let store = Store::open_with_cache(&config.data_dir, config.cache_bytes)?;
-    let load = Arc::new(Load::new(
-        config.max_pending_events,
-        config.max_pending_replies,
-    ));
+    let load = Arc::new(
+        Load::new(config.max_pending_events, config.max_pending_replies)
+            .with_max_queue_delay(config.max_queue_delay),
+    );
     let metrics = Arc::new(
         Metrics::new(load.clone(), store.commit_stats())
             .with_store_disk_size(store.disk_size_probe()),

@@ -2,11 +2,13 @@
 //!
 //! `app` wires everything up; `supervisor` routes events to one `conversation` actor per
 //! (page, user); conversations hand replies to the `sender`; `timers` fires flow timers;
-//! `retention` prunes old dedup marks; `load` holds the backpressure counters and
+//! `retention` prunes old dedup marks; `load` holds the backpressure counters (and
+//! `backlog` the supervisor's account of how old the waiting events are) and
 //! `metrics` the Prometheus registry. Nothing here is public: bot authors see `flow`,
 //! `launch` and `config` only.
 
 pub(crate) mod app;
+pub(crate) mod backlog;
 pub(crate) mod conversation;
 pub(crate) mod event;
 pub(crate) mod load;

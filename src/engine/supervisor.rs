@@ -3,22 +3,32 @@
 //!
 //! It replays the journal at start (events acknowledged before a crash), lets idle
 //! actors stop only when nothing routed to them is still waiting (a passivation
-//! handshake, so no message is lost), retires the least recently used actors when more
-//! than `max_live` are alive (buffering their new events until the old actor has
-//! stopped, so one conversation never has two actors), and restarts a failed
-//! conversation by replaying its journal items into a fresh actor loaded from sled (for
-//! an item shared by several events of one request, into the same progress count, which
-//! it keeps until the item is done). It never touches a conversation's state itself.
+//! handshake, so no message is lost), and restarts a failed conversation by replaying its
+//! journal items into a fresh actor loaded from sled (for an item shared by several
+//! events of one request, into the same progress count, which it keeps until the item is
+//! done). It never touches a conversation's state itself.
+//!
+//! **The live-actor bound is hard.** No more than `max_live` actors are ever alive. An
+//! event for a conversation without an actor when all slots are taken waits here, its
+//! conversation in a first-come queue, while the least recently used *idle* actor (one
+//! that has handled everything delivered to it; each actor reports every event it
+//! finishes) is retired to free a slot. A busy actor is never retired: retiring it would
+//! free nothing until its mailbox drained, which is how a burst of new users once pushed
+//! the actor count to six times the bound. Events for a retiring actor wait for its
+//! successor, so one conversation never has two actors. All of this is O(log n) per
+//! event. The supervisor also knows when each waiting or queued event was taken, and
+//! publishes the oldest to `load::Load` for admission (see `backlog`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::engine::backlog::Backlog;
 use crate::engine::conversation::{
-    Conversation, ConversationEnv, ConversationStopped, Deliver, IdleStop, JournalItemDone, Parent,
-    Retire,
+    Conversation, ConversationEnv, ConversationStopped, Deliver, EventHandled, IdleStop,
+    JournalItemDone, Parent, Retire,
 };
 use crate::engine::event::EngineEvent;
 use crate::store::journal::{BatchProgress, JournalRef};
@@ -41,15 +51,33 @@ pub struct Shutdown;
 #[rtype(result = "usize")]
 pub struct LiveConversations;
 
+/// An event on its way to its conversation, with when the supervisor took it
+/// (`Load::now_ms`), for the backlog's age.
+struct Taken {
+    journal: JournalRef,
+    event: EngineEvent,
+    at_ms: u64,
+}
+
 struct Child {
     addr: Addr<Conversation>,
     incarnation: u64,
     routed: u64,
-    /// Logical time of the last event routed to it (for least-recently-used retiring).
+    /// When each event delivered to it and not yet handled was taken, in delivery order
+    /// (the actor handles them in that order and reports each).
+    in_hand: VecDeque<u64>,
+    /// Logical time of the last event routed to it (for least-recently-used retiring);
+    /// unique per child, so it is also the child's key in `Supervisor::idle`.
     last_routed: u64,
     /// Set while the actor is retiring: events that arrive meanwhile wait here for the
     /// next incarnation, which starts once the old one has stopped.
-    retiring: Option<Vec<(JournalRef, EngineEvent)>>,
+    retiring: Option<Vec<Taken>>,
+}
+
+impl Child {
+    fn is_idle(&self) -> bool {
+        self.in_hand.is_empty() && self.retiring.is_none()
+    }
 }
 
 pub struct Supervisor {
@@ -61,13 +89,52 @@ pub struct Supervisor {
     /// Conversations waiting to be restarted: their new events stay in the journal until
     /// the restart replays everything pending for them, in order.
     paused: std::collections::HashSet<ConversationKey>,
-    /// Live actors beyond this are retired, least recently used first.
+    /// Never more live actors than this.
     max_live: usize,
-    /// Logical clock, one tick per routed event.
+    /// Logical clock, one tick per delivered event and per spawn.
     clock: u64,
     /// Progress of the shared journal items not yet finished, so a conversation's restart
     /// replays its events of such an item into the same count (see `store::journal`).
     shared_items: HashMap<u64, Arc<BatchProgress>>,
+    /// Idle live actors by `last_routed`: the first is the least recently used.
+    idle: BTreeMap<u64, ConversationKey>,
+    /// Events of conversations that have no actor and no free slot, in order per
+    /// conversation; `waiting_order` is the order the conversations get slots in.
+    waiting: HashMap<ConversationKey, Vec<Taken>>,
+    waiting_order: VecDeque<ConversationKey>,
+    /// Idle actors asked to retire that have not stopped yet (each will free a slot).
+    retiring: usize,
+    /// When the events taken and not yet handled were taken.
+    backlog: Backlog,
+    /// The engine's pace, for admission: events handled so far, at the last measurement
+    /// (when, how many, and whether events were waiting then), and the smoothed rate.
+    handled: u64,
+    pace_mark: (Instant, u64, bool),
+    pace: f64,
+}
+
+/// How often the pace is measured.
+const PACE_EVERY: Duration = Duration::from_millis(250);
+
+/// Hands an event to a live, not retiring actor.
+fn deliver(
+    child: &mut Child,
+    idle: &mut BTreeMap<u64, ConversationKey>,
+    clock: &mut u64,
+    taken: Taken,
+) {
+    if child.is_idle() {
+        idle.remove(&child.last_routed);
+    }
+    // A tick of its own, so `last_routed` stays unique among the children.
+    *clock += 1;
+    child.routed += 1;
+    child.last_routed = *clock;
+    child.in_hand.push_back(taken.at_ms);
+    child.addr.do_send(Deliver {
+        journal: taken.journal,
+        event: taken.event,
+    });
 }
 
 impl Supervisor {
@@ -81,6 +148,14 @@ impl Supervisor {
             restarts: HashMap::new(),
             paused: Default::default(),
             shared_items: HashMap::new(),
+            idle: BTreeMap::new(),
+            waiting: HashMap::new(),
+            waiting_order: VecDeque::new(),
+            retiring: 0,
+            backlog: Backlog::default(),
+            handled: 0,
+            pace_mark: (Instant::now(), 0, false),
+            pace: 0.0,
         }
     }
 
@@ -93,7 +168,13 @@ impl Supervisor {
         }
     }
 
-    fn route(&mut self, journal: JournalRef, event: EngineEvent, ctx: &mut Context<Self>) {
+    fn route(
+        &mut self,
+        journal: JournalRef,
+        event: EngineEvent,
+        at_ms: u64,
+        ctx: &mut Context<Self>,
+    ) {
         if let JournalRef::Shared { seq, progress, .. } = &journal {
             self.shared_items
                 .entry(*seq)
@@ -103,7 +184,6 @@ impl Supervisor {
         if self.paused.contains(&key) {
             return;
         }
-        self.clock += 1;
         let failed = self
             .children
             .get(&key)
@@ -111,75 +191,138 @@ impl Supervisor {
         if failed {
             // It died without a word yet; events in its mailbox were lost, not their
             // journal items: restart it from the journal (this event included).
-            self.children.remove(&key);
+            self.remove_child(&key);
             self.restart_failed(key, ctx);
+            self.fill_slots(ctx);
             return;
         }
-        let mut spawned = false;
-        let child = match self.children.get_mut(&key) {
-            Some(child) => child,
-            None => {
-                spawned = true;
-                let child = self.spawn(key.clone(), ctx);
-                self.children.entry(key).insert_entry(child).into_mut()
-            }
+        self.backlog.add(at_ms);
+        self.publish_backlog();
+        let taken = Taken {
+            journal,
+            event,
+            at_ms,
         };
-        if let Some(waiting) = &mut child.retiring {
-            waiting.push((journal, event));
+        if let Some(child) = self.children.get_mut(&key) {
+            match &mut child.retiring {
+                Some(waiting) => waiting.push(taken),
+                None => deliver(child, &mut self.idle, &mut self.clock, taken),
+            }
             return;
         }
-        child.routed += 1;
-        child.last_routed = self.clock;
-        child.addr.do_send(Deliver { journal, event });
-        if spawned {
-            self.retire_least_recently_used();
-            self.env.metrics.set_live_conversations(self.children.len());
+        if let Some(waiting) = self.waiting.get_mut(&key) {
+            waiting.push(taken);
+            return;
         }
+        if self.children.len() < self.max_live {
+            self.spawn_with(key, vec![taken], ctx);
+            self.env.metrics.set_live_conversations(self.children.len());
+            return;
+        }
+        self.waiting.insert(key.clone(), vec![taken]);
+        self.waiting_order.push_back(key);
+        self.retire_idle();
     }
 
-    /// Retires the least recently used tenth of the actors once there are more than
-    /// `max_live`; batching it keeps the O(n) selection rare.
-    fn retire_least_recently_used(&mut self) {
-        if self.children.len() <= self.max_live {
-            return;
-        }
-        let keep = self.max_live - self.max_live / 10;
-        let mut candidates: Vec<(u64, ConversationKey)> = self
-            .children
-            .iter()
-            .filter(|(_, child)| child.retiring.is_none())
-            .map(|(key, child)| (child.last_routed, key.clone()))
-            .collect();
-        let excess = candidates.len().saturating_sub(keep);
-        if excess == 0 {
-            return;
-        }
-        candidates.select_nth_unstable(excess - 1);
-        for (_, key) in candidates.into_iter().take(excess) {
+    /// Asks as many least recently used idle actors to retire as waiting conversations
+    /// need slots (counting retirements already on their way).
+    fn retire_idle(&mut self) {
+        let wanted = self.waiting.len().saturating_sub(self.retiring);
+        for _ in 0..wanted {
+            let Some((_, key)) = self.idle.pop_first() else {
+                return;
+            };
             if let Some(child) = self.children.get_mut(&key) {
                 child.retiring = Some(Vec::new());
                 child.addr.do_send(Retire);
+                self.retiring += 1;
             }
         }
-        log::debug!("retiring {excess} least recently used conversation actors");
     }
 
-    fn spawn(&mut self, key: ConversationKey, ctx: &mut Context<Self>) -> Child {
+    /// Starts actors for waiting conversations, first come first served, while slots are
+    /// free.
+    fn fill_slots(&mut self, ctx: &mut Context<Self>) {
+        while self.children.len() < self.max_live {
+            let Some(key) = self.waiting_order.pop_front() else {
+                break;
+            };
+            if let Some(events) = self.waiting.remove(&key) {
+                self.spawn_with(key, events, ctx);
+            }
+        }
+        self.env.metrics.set_live_conversations(self.children.len());
+    }
+
+    /// Forgets a child that stopped or is known dead; what it had in hand is no longer
+    /// waiting in memory (a failed actor's events are replayed from the journal).
+    fn remove_child(&mut self, key: &ConversationKey) -> Option<Child> {
+        let child = self.children.remove(key)?;
+        if child.is_idle() {
+            self.idle.remove(&child.last_routed);
+        }
+        if child.retiring.is_some() {
+            self.retiring = self.retiring.saturating_sub(1);
+        }
+        for at in &child.in_hand {
+            self.backlog.remove(*at);
+        }
+        self.publish_backlog();
+        self.env.metrics.set_live_conversations(self.children.len());
+        Some(child)
+    }
+
+    /// Measures how many events per second the conversations finish while work is
+    /// waiting (an idle spell says nothing about what the engine can do, so it keeps the
+    /// last figure), and tells admission.
+    fn measure_pace(&mut self, _: &mut Context<Self>) {
+        let now = Instant::now();
+        let busy = self.backlog.oldest_ms().is_some();
+        let (then, handled_then, busy_then) = self.pace_mark;
+        let seconds = now.duration_since(then).as_secs_f64();
+        if busy && busy_then && seconds > 0.0 {
+            let rate = (self.handled - handled_then) as f64 / seconds;
+            // Smoothed over about a second, so one slow tick does not close the door.
+            self.pace = if self.pace == 0.0 {
+                rate
+            } else {
+                0.75 * self.pace + 0.25 * rate
+            };
+            self.env.load.set_handled_per_s(self.pace as u64);
+        }
+        self.pace_mark = (now, self.handled, busy);
+    }
+
+    fn publish_backlog(&self) {
+        self.env.load.set_oldest_pending(self.backlog.oldest_ms());
+    }
+
+    /// Starts an actor for `key` and hands it `events`, in order.
+    fn spawn_with(&mut self, key: ConversationKey, events: Vec<Taken>, ctx: &mut Context<Self>) {
         self.next_incarnation += 1;
+        self.clock += 1;
         let incarnation = self.next_incarnation;
         let conversation = Conversation::new(
-            key,
+            key.clone(),
             incarnation,
             self.env.clone(),
             Parent::of(&ctx.address()),
         );
-        Child {
+        let mut child = Child {
             addr: conversation.start(),
             incarnation,
             routed: 0,
+            in_hand: VecDeque::new(),
             last_routed: self.clock,
             retiring: None,
+        };
+        if events.is_empty() {
+            self.idle.insert(child.last_routed, key.clone());
         }
+        for taken in events {
+            deliver(&mut child, &mut self.idle, &mut self.clock, taken);
+        }
+        self.children.insert(key, child);
     }
 
     /// Routes journal items that are still pending (all of them, or one conversation's).
@@ -191,13 +334,14 @@ impl Supervisor {
                 return;
             }
         };
+        let now = self.env.load.now_ms();
         let mut replayed = 0usize;
         for (seq, item) in pending {
             let events = EngineEvent::from_pending(item);
             let refs = self.refs_for_pending(seq, events.len());
             for (journal, event) in refs.into_iter().zip(events) {
                 if only.is_none_or(|key| *key == event.conversation_key()) {
-                    self.route(journal, event, ctx);
+                    self.route(journal, event, now, ctx);
                     replayed += 1;
                 }
             }
@@ -218,6 +362,7 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Everything acknowledged before a crash or stop and not yet handled.
         self.replay(None, ctx);
+        ctx.run_interval(PACE_EVERY, Self::measure_pace);
     }
 }
 
@@ -225,8 +370,33 @@ impl Handler<Route> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Route, ctx: &mut Context<Self>) {
+        let now = self.env.load.now_ms();
         for (journal, event) in msg.events {
-            self.route(journal, event, ctx);
+            self.route(journal, event, now, ctx);
+        }
+    }
+}
+
+impl Handler<EventHandled> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EventHandled, _: &mut Context<Self>) {
+        let Some(child) = self.children.get_mut(&msg.key) else {
+            return;
+        };
+        if child.incarnation != msg.incarnation {
+            return;
+        }
+        self.handled += 1;
+        let taken_at = child.in_hand.pop_front();
+        let idle_since = child.is_idle().then_some(child.last_routed);
+        if let Some(at) = taken_at {
+            self.backlog.remove(at);
+            self.publish_backlog();
+        }
+        if let Some(last_routed) = idle_since {
+            self.idle.insert(last_routed, msg.key);
+            self.retire_idle();
         }
     }
 }
@@ -242,7 +412,7 @@ impl Handler<JournalItemDone> for Supervisor {
 impl Handler<IdleStop> for Supervisor {
     type Result = bool;
 
-    fn handle(&mut self, msg: IdleStop, _: &mut Context<Self>) -> bool {
+    fn handle(&mut self, msg: IdleStop, ctx: &mut Context<Self>) -> bool {
         // A retiring actor is already on its way out; its stop must go through the
         // retirement path, which hands the events buffered meanwhile to its successor.
         let idle = self.children.get(&msg.key).is_some_and(|child| {
@@ -251,9 +421,9 @@ impl Handler<IdleStop> for Supervisor {
                 && child.retiring.is_none()
         });
         if idle {
-            self.children.remove(&msg.key);
-            self.env.metrics.set_live_conversations(self.children.len());
+            self.remove_child(&msg.key);
             self.restarts.remove(&msg.key);
+            self.fill_slots(ctx);
             log::debug!("{}: idle conversation actor stopped", msg.key);
         }
         idle
@@ -271,18 +441,27 @@ impl Handler<ConversationStopped> for Supervisor {
         if !current {
             return;
         }
-        let Some(child) = self.children.remove(&msg.key) else {
+        let Some(child) = self.remove_child(&msg.key) else {
             return;
         };
-        self.env.metrics.set_live_conversations(self.children.len());
+        let buffered = child.retiring.unwrap_or_default();
         if msg.retired {
-            // Events that arrived while it retired go to a fresh incarnation, in order.
-            for (journal, event) in child.retiring.unwrap_or_default() {
-                self.route(journal, event, ctx);
+            // Events that arrived while it retired go to a fresh incarnation, in order,
+            // ahead of conversations that waited less long.
+            if !buffered.is_empty() {
+                self.waiting.insert(msg.key.clone(), buffered);
+                self.waiting_order.push_front(msg.key);
             }
-            return;
+        } else {
+            // Its restart replays them from the journal.
+            for taken in &buffered {
+                self.backlog.remove(taken.at_ms);
+            }
+            self.publish_backlog();
+            self.restart_failed(msg.key, ctx);
         }
-        self.restart_failed(msg.key, ctx);
+        self.fill_slots(ctx);
+        self.retire_idle();
     }
 }
 
@@ -320,6 +499,9 @@ impl Handler<Shutdown> for Supervisor {
         for (_, child) in self.children.drain() {
             child.addr.do_send(Retire);
         }
+        // Still in the journal, replayed at the next start.
+        self.waiting.clear();
+        self.waiting_order.clear();
         ctx.stop();
     }
 }

@@ -58,11 +58,14 @@ pub enum WebhookError {
 fn describe_refusal(refusal: Refusal) -> &'static str {
     match refusal {
         Refusal::ShuttingDown => "shutting down; Facebook will redeliver",
-        Refusal::TooManyEvents | Refusal::TooManyReplies => {
+        Refusal::TooManyEvents | Refusal::TooManyReplies | Refusal::TooFarBehind => {
             "overloaded; Facebook will redeliver once the backlog drains"
         }
     }
 }
+
+/// Under overload, one refusal in this many is logged.
+const REFUSALS_PER_LOG_LINE: u64 = 10_000;
 
 /// Seconds a refused sender is asked to wait before trying again.
 const RETRY_AFTER_SECS: &str = "5";
@@ -172,7 +175,16 @@ async fn accept_events(
     state: &WebhookState,
 ) -> Result<usize, WebhookError> {
     if let Err(refusal) = state.load.admit() {
-        log::warn!("webhook POST refused with 503: {refusal:?}");
+        // An overload refuses thousands of POSTs a second: a line each would cost more
+        // than the refusal (the count is in `colloquy_webhook_requests_total`).
+        let refused = state.load.count_refusal();
+        if refused == 1 || refused % REFUSALS_PER_LOG_LINE == 0 {
+            log::warn!("webhook POST refused with 503: {refusal:?} ({refused} refused so far)");
+        }
+        // Read (and drop) the body all the same: a request whose body is left unread
+        // closes its connection, and a sender reconnecting for every retry costs both
+        // sides more than the few bytes.
+        let _ = read_limited(req, payload, state.config.max_body_bytes).await;
         return Err(WebhookError::Unavailable(refusal));
     }
     let body = read_limited(req, payload, state.config.max_body_bytes).await?;

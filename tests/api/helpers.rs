@@ -57,6 +57,8 @@ pub struct Options {
     pub flow: FlowHandle,
     pub max_body_bytes: Option<usize>,
     pub max_pending_events: Option<usize>,
+    /// `COLLOQUY_MAX_QUEUE_DELAY_MS`.
+    pub max_queue_delay_ms: Option<u64>,
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
@@ -74,6 +76,7 @@ impl Default for Options {
             flow: colloquy::flow::builtin::by_name("thanks").unwrap(),
             max_body_bytes: None,
             max_pending_events: None,
+            max_queue_delay_ms: None,
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
@@ -98,6 +101,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         idle_timeout_secs: options.idle_timeout_secs,
         workers: Some(2),
         max_pending_events: options.max_pending_events,
+        max_queue_delay_ms: options.max_queue_delay_ms,
         page_send_rate: options.page_send_rate,
         max_live_conversations: options.max_live_conversations,
         ..RawConfig::default()
@@ -199,6 +203,7 @@ pub struct Answer {
     pub status: u16,
     pub body: String,
     pub content_type: String,
+    pub retry_after: Option<String>,
 }
 
 impl Answer {
@@ -264,6 +269,14 @@ impl TestApp {
         send(request.bearer_auth(ADMIN_TOKEN), body.as_bytes().to_vec()).await
     }
 
+    /// The admin listener's Prometheus text (`/metrics`).
+    pub async fn metrics(&self) -> String {
+        let request = awc::Client::new()
+            .get(format!("{}/metrics", self.admin_url))
+            .bearer_auth(ADMIN_TOKEN);
+        send(request, Vec::new()).await.body
+    }
+
     /// The admin endpoint's view of every conversation.
     pub async fn conversations(&self) -> Value {
         let request = awc::Client::new()
@@ -318,6 +331,11 @@ async fn send(request: awc::ClientRequest, body: Vec<u8>) -> Answer {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = response
         .body()
         .limit(16 * 1024 * 1024)
@@ -327,6 +345,7 @@ async fn send(request: awc::ClientRequest, body: Vec<u8>) -> Answer {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
         content_type,
+        retry_after,
     }
 }
 

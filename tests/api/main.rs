@@ -10,6 +10,7 @@ mod flows;
 mod helpers;
 mod hostile;
 mod observability;
+mod overload;
 mod restarts;
 mod sending;
 mod supervision;

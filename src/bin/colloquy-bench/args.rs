@@ -69,6 +69,24 @@ pub struct Args {
     /// Threads running HTTP clients (each with its own awc connection pool).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub client_threads: u16,
+    /// Spike (open loop with redelivery): events per second offered for
+    /// `--spike-duration` seconds, each from a new sender id unless `--spike-senders`.
+    /// A POST answered 503 (or not at all) is sent again after its `Retry-After`, as
+    /// Facebook does, until it is taken or `--grace` after the spike has passed. No
+    /// warm-up: the spike starts at once.
+    #[arg(long, value_parser = positive)]
+    pub spike_rate: Option<f64>,
+    /// Seconds the spike lasts.
+    #[arg(long, default_value_t = 20.0, value_parser = positive)]
+    pub spike_duration: f64,
+    /// Spike from returning users: the events cycle over this many sender ids.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub spike_senders: Option<u32>,
+    /// The server's Prometheus endpoint (its admin listener's `/metrics`), read every
+    /// 100 ms to report the highest `colloquy_live_conversations` and
+    /// `colloquy_pending_events` seen.
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Print one JSON line instead of the summary table.
     #[arg(long)]
     pub json: bool,
@@ -113,6 +131,9 @@ impl FlowKind {
 impl Args {
     /// Seconds of sending after the warm-up; infinite in distinct mode unless given.
     pub fn measured_seconds(&self) -> f64 {
+        if self.spike_rate.is_some() {
+            return self.spike_duration;
+        }
         match (self.duration, self.distinct) {
             (Some(duration), _) => duration,
             (None, Some(_)) => f64::INFINITY,
@@ -120,8 +141,19 @@ impl Args {
         }
     }
 
+    /// Seconds of load before measuring; a spike has none.
+    pub fn warmup_seconds(&self) -> f64 {
+        if self.spike_rate.is_some() {
+            0.0
+        } else {
+            self.warmup
+        }
+    }
+
     pub fn mode(&self) -> &'static str {
-        if self.rate.is_some() {
+        if self.spike_rate.is_some() {
+            "spike"
+        } else if self.rate.is_some() {
             "open"
         } else {
             "closed"

@@ -18,6 +18,7 @@ use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
 
+use crate::spike::{SpikePlan, SpikeStats};
 use crate::tracker::{Ack, Registered, Tracker};
 
 /// Meta waits 20 s for an answer; a POST unanswered after this long counts as a timeout.
@@ -46,6 +47,8 @@ pub struct Plan {
     /// No POST starts after this.
     pub send_deadline: Instant,
     pub grace: Duration,
+    /// Spike mode: replaces the closed and open loops.
+    pub spike: Option<SpikePlan>,
 }
 
 /// What the clients saw of the server's answers.
@@ -72,6 +75,7 @@ pub struct Load {
     pub events_ok: AtomicU64,
     pub failures: AtomicU64,
     next_distinct: AtomicU64,
+    pub spike_stats: Arc<SpikeStats>,
 }
 
 impl Load {
@@ -83,15 +87,16 @@ impl Load {
             events_ok: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             next_distinct: AtomicU64::new(0),
+            spike_stats: Arc::default(),
         }
     }
 
-    fn psid(&self, index: u64) -> Arc<str> {
+    pub fn psid(&self, index: u64) -> Arc<str> {
         Arc::from(format!("b{}u{index}", self.plan.run))
     }
 
     /// The next `count` sender ids that never sent anything; empty once `--distinct` is spent.
-    fn fresh_psids(&self, total: u64, count: u32) -> Vec<Arc<str>> {
+    pub fn fresh_psids(&self, total: u64, count: u32) -> Vec<Arc<str>> {
         let first = self
             .next_distinct
             .fetch_add(u64::from(count), Ordering::Relaxed);
@@ -107,6 +112,19 @@ impl Load {
         } else {
             Vec::new()
         };
+        let body = self.body(messages, &receipts);
+        let sent = Instant::now();
+        let answer = self.send(client, body).await;
+        let events = (messages.len() + 2 * receipts.len()) as u64;
+        self.record(messages, events, sent, &answer);
+        let ack = answer.ack();
+        let ns: Vec<u64> = messages.iter().map(|m| m.n).collect();
+        self.tracker.ack(&ns, ack);
+        ack
+    }
+
+    /// The webhook body carrying a message from each registered sender, plus receipts.
+    pub fn body(&self, messages: &[Registered], receipts: &[(Arc<str>, String)]) -> String {
         let ts = now_ms();
         let mut events: Vec<String> = Vec::with_capacity(messages.len() + 2 * receipts.len());
         let page = &self.plan.page;
@@ -116,7 +134,7 @@ impl Load {
                 m.psid, self.plan.run, m.n, m.text
             ));
         }
-        for (psid, mid) in &receipts {
+        for (psid, mid) in receipts {
             events.push(format!(
                 r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"delivery":{{"mids":["{mid}"],"watermark":{ts}}}}}"#
             ));
@@ -124,41 +142,51 @@ impl Load {
                 r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"read":{{"watermark":{ts}}}}}"#
             ));
         }
-        let body = format!(
+        format!(
             r#"{{"object":"page","entry":[{{"id":{page},"time":{ts},"messaging":[{}]}}]}}"#,
             events.join(",")
-        );
+        )
+    }
+
+    /// Signs and POSTs a body; what came back. The same body may be sent again (a
+    /// redelivery carries the same events and signature, as Facebook's does).
+    pub async fn send(&self, client: &awc::Client, body: String) -> Answer {
         let signature = sign_sha256(&self.plan.secret, body.as_bytes());
-        let sent = Instant::now();
         let answer = client
             .post(self.plan.target.clone())
             .insert_header(("content-type", "application/json"))
             .insert_header((HEADER_SHA256, signature))
             .send_body(body)
             .await;
-        let outcome = match answer {
+        match answer {
             Ok(mut response) => {
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
                 // Read the answer to the end so the connection goes back to the pool.
                 let read = response.body().limit(64 * 1024).await;
                 match (response.status().as_u16(), read) {
-                    (200, Ok(_)) => Ok(()),
-                    (200, Err(_)) => Err(("body", Ack::Unknown)),
-                    (status, _) => Err((http_kind(status), Ack::Rejected)),
+                    (200, Ok(_)) => Answer::Ok,
+                    (200, Err(_)) => Answer::Failed("body", Ack::Unknown, None),
+                    (status, _) => Answer::Failed(http_kind(status), Ack::Rejected, retry_after),
                 }
             }
-            Err(SendRequestError::Connect(_)) => Err(("connect", Ack::Unknown)),
-            Err(SendRequestError::Timeout) => Err(("timeout", Ack::Unknown)),
-            Err(_) => Err(("send", Ack::Unknown)),
-        };
+            Err(SendRequestError::Connect(_)) => Answer::Failed("connect", Ack::Unknown, None),
+            Err(SendRequestError::Timeout) => Answer::Failed("timeout", Ack::Unknown, None),
+            Err(_) => Answer::Failed("send", Ack::Unknown, None),
+        }
+    }
+
+    /// Counts one POST's answer into the run's statistics (not into the tracker).
+    pub fn record(&self, messages: &[Registered], events: u64, sent: Instant, answer: &Answer) {
         let latency = sent.elapsed();
-        let ns: Vec<u64> = messages.iter().map(|m| m.n).collect();
-        let ack = outcome.map_or_else(|(_, ack)| ack, |()| Ack::Ok);
-        self.tracker.ack(&ns, ack);
         let measured = sent >= self.plan.warmup_end;
-        let events = (messages.len() + 2 * receipts.len()) as u64;
         let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        match outcome {
-            Ok(()) => {
+        match answer {
+            Answer::Ok => {
                 acks.posts_ok += 1;
                 acks.events_ok += events;
                 acks.messages_ok += messages.len() as u64;
@@ -171,12 +199,28 @@ impl Load {
                 }
                 self.events_ok.fetch_add(events, Ordering::Relaxed);
             }
-            Err((kind, _)) => {
+            Answer::Failed(kind, _, _) => {
                 *acks.errors.entry(kind.to_string()).or_insert(0) += 1;
                 self.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
-        ack
+    }
+}
+
+/// How the server answered one POST.
+pub enum Answer {
+    Ok,
+    /// The kind of failure (for the error counts), what it means for the events, and the
+    /// `Retry-After` the server asked for, if any.
+    Failed(&'static str, Ack, Option<Duration>),
+}
+
+impl Answer {
+    pub fn ack(&self) -> Ack {
+        match self {
+            Answer::Ok => Ack::Ok,
+            Answer::Failed(_, ack, _) => *ack,
+        }
     }
 }
 
@@ -199,7 +243,7 @@ fn now_ms() -> u128 {
         .unwrap_or(0)
 }
 
-fn client(connections: usize) -> awc::Client {
+pub fn client(connections: usize) -> awc::Client {
     awc::Client::builder()
         .connector(awc::Connector::new().limit(connections))
         .timeout(POST_TIMEOUT)
@@ -209,6 +253,11 @@ fn client(connections: usize) -> awc::Client {
 
 /// Runs this thread's share of the load (thread `thread` of `threads`) to its end.
 pub async fn run_thread(load: Arc<Load>, thread: u32, threads: u32) {
+    if let Some(spike) = load.plan.spike {
+        let stats = load.spike_stats.clone();
+        crate::spike::run_thread(load, spike, stats, thread, threads).await;
+        return;
+    }
     if load.plan.rate.is_some() {
         open_loop(load, thread, threads).await;
         return;

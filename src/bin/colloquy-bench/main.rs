@@ -13,6 +13,10 @@
 //! (delivery and read events for replies already seen, which must not be answered),
 //! `--distinct N` (each message from a new sender id, N in all). `--duration` and
 //! `--warmup` bound the run; replies get `--grace` seconds (5) after the last POST.
+//! Spike (`--spike-rate R --spike-duration S`, see `spike.rs`): R events/s for S seconds
+//! from new users (or `--spike-senders N` returning ones), every refused POST redelivered
+//! after its `Retry-After`; it adds replies per second through and after the spike, 503s,
+//! server CPU per reply and, given `--metrics`, the highest live-actor count seen.
 //!
 //! Run a benchmark (release build; `COLLOQUY_PAGE_SEND_RATE=0` lifts the per-page Send
 //! API limit, 300/s by default, which would otherwise be what is measured):
@@ -37,6 +41,7 @@ mod load;
 mod mock;
 mod procfs;
 mod report;
+mod spike;
 mod tracker;
 
 use std::process::ExitCode;
@@ -99,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         .with_context(|| format!("--target {} is not a URL", args.target))?;
     let run_id = format!("{:08x}", rand::random::<u32>());
     let started = Instant::now();
-    let warmup_end = started + Duration::from_secs_f64(args.warmup);
+    let warmup_end = started + Duration::from_secs_f64(args.warmup_seconds());
     let measured = args.measured_seconds();
     let send_deadline = if measured.is_finite() {
         warmup_end + Duration::from_secs_f64(measured)
@@ -141,6 +146,12 @@ async fn run(args: Args) -> anyhow::Result<Report> {
             warmup_end,
             send_deadline,
             grace: Duration::from_secs_f64(args.grace),
+            spike: args.spike_rate.map(|rate| spike::SpikePlan {
+                rate,
+                duration: Duration::from_secs_f64(args.spike_duration),
+                returning: args.spike_senders,
+                retry_deadline: send_deadline + Duration::from_secs_f64(args.grace),
+            }),
         },
         tracker.clone(),
     ));
@@ -148,6 +159,10 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     let sampler = args.pid.map(RssSampler::start);
     let finished = Arc::new(AtomicBool::new(false));
     actix_rt::spawn(progress(load.clone(), finished.clone()));
+    let scraped = Arc::new(spike::Scraped::default());
+    if let Some(url) = args.metrics.clone() {
+        actix_rt::spawn(spike::scrape(url, scraped.clone(), finished.clone()));
+    }
     let marks = Arc::new(std::sync::Mutex::new(None::<Marks>));
     {
         let marks = marks.clone();
@@ -196,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     if args.grace > 0.0 {
         actix_rt::time::sleep(SETTLE).await;
     }
+    let replies_end_marks = Marks::take(args.pid);
     let verdict = tracker.verdict();
     finished.store(true, Ordering::Relaxed);
     let memory = sampler.map(RssSampler::finish);
@@ -249,7 +265,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         rate: args.rate,
         receipts: args.receipts,
         distinct: args.distinct,
-        warmup_s: args.warmup,
+        warmup_s: args.warmup_seconds(),
         measured_s: window,
         posts: acks.posts_ok,
         events: acks.events_ok,
@@ -265,13 +281,51 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         replies_per_s: per_second(replies_measured),
         ack: Percentiles::of(acks.latencies_us),
         e2e: Percentiles::of(verdict.e2e_us),
-        errors: acks.errors,
+        errors: acks.errors.clone(),
         graph_calls: mock.stats.calls.load(Ordering::Relaxed),
         graph_faults: mock.stats.faults.load(Ordering::Relaxed),
         graph_fail: args.graph_fail,
         graph_fail_kind: args.graph_fail_kind.name(),
         server,
         bench_cpu_cores: bench_cpu,
+        spike: args.spike_rate.map(|rate| {
+            let stats = &load.spike_stats;
+            let posts = (rate * args.spike_duration / f64::from(args.batch))
+                .round()
+                .max(1.0);
+            let per_second = spike::SpikeReport::per_second(&verdict.reply_at_ms, from_ms as u64);
+            let last_reply_ms = verdict.reply_at_ms.iter().copied().max().unwrap_or(0);
+            let spike_ticks = start_marks
+                .as_ref()
+                .and_then(|start| start.server.as_ref())
+                .zip(replies_end_marks.server.as_ref())
+                .map(|(a, b)| b.total.saturating_sub(a.total));
+            spike::SpikeReport {
+                rate,
+                duration_s: args.spike_duration,
+                returning: args.spike_senders,
+                per_second,
+                drain_s: (f64::from(last_reply_ms) / 1000.0
+                    - send_end.duration_since(started).as_secs_f64())
+                .max(0.0),
+                refused_503: acks.errors.get("http_503").copied().unwrap_or(0),
+                retries: stats.retries.load(Ordering::Relaxed),
+                gave_up: stats.gave_up.load(Ordering::Relaxed),
+                late_ms_mean: stats.late_us_sum.load(Ordering::Relaxed) as f64 / posts / 1000.0,
+                late_ms_max: stats.late_us_max.load(Ordering::Relaxed) as f64 / 1000.0,
+                cpu_us_per_reply: spike_ticks.filter(|_| verdict.replies > 0).map(|ticks| {
+                    ticks as f64 / procfs::TICKS_PER_SECOND * 1e6 / verdict.replies as f64
+                }),
+                max_live_conversations: args
+                    .metrics
+                    .as_ref()
+                    .map(|_| scraped.live_conversations.load(Ordering::Relaxed)),
+                max_pending_events: args
+                    .metrics
+                    .as_ref()
+                    .map(|_| scraped.pending_events.load(Ordering::Relaxed)),
+            }
+        }),
     };
     if !report.correct() {
         shout(&report, &verdict.problems, verdict.problems_dropped);

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::spike::SpikeReport;
+
 /// p50/p90/p99/max of a set of latencies, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Percentiles {
@@ -85,6 +87,7 @@ pub struct Report {
     pub graph_fail_kind: &'static str,
     pub server: Option<ServerUse>,
     pub bench_cpu_cores: Option<f64>,
+    pub spike: Option<SpikeReport>,
 }
 
 impl Report {
@@ -127,6 +130,8 @@ impl Report {
                       "fail": self.graph_fail, "fail_kind": self.graph_fail_kind},
             "server": server,
             "bench_cpu_cores": self.bench_cpu_cores.map(round3),
+            "every_acked_answered": self.missing == 0,
+            "spike": self.spike.as_ref().map(SpikeReport::json),
             "ok": self.ok(),
         })
     }
@@ -134,6 +139,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let load = match (self.rate, self.distinct) {
+            _ if self.spike.is_some() => "spike".to_string(),
             (Some(rate), _) => format!("open loop, {rate} events/s over {} senders", self.senders),
             (None, _) => format!("closed loop, {} virtual users", self.senders),
         };
@@ -212,6 +218,9 @@ impl Report {
         if let Some(cores) = self.bench_cpu_cores {
             let _ = writeln!(out, "  bench      {cores:.2} cores");
         }
+        if let Some(spike) = &self.spike {
+            self.spike_table(&mut out, spike);
+        }
         let verdict = match (self.correct(), self.events) {
             (false, _) => "REPLIES WRONG",
             (true, 0) => "NOTHING ACKNOWLEDGED",
@@ -219,6 +228,46 @@ impl Report {
         };
         let _ = writeln!(out, "  verdict    {verdict}");
         out
+    }
+}
+
+impl Report {
+    fn spike_table(&self, out: &mut String, spike: &SpikeReport) {
+        let users = match spike.returning {
+            Some(n) => format!("{n} returning users"),
+            None => "new users".to_string(),
+        };
+        let (min, median) = spike.during();
+        let _ = writeln!(
+            out,
+            "  spike      {} events/s for {} s from {users}; late POSTs mean {:.1} ms, max {:.1} ms",
+            spike.rate, spike.duration_s, spike.late_ms_mean, spike.late_ms_max
+        );
+        let _ = writeln!(
+            out,
+            "  goodput    during the spike min {min}/s, median {median}/s; last reply {:.1} s after it",
+            spike.drain_s
+        );
+        let seconds: Vec<String> = spike.per_second.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "  per second {}", seconds.join(" "));
+        let _ = writeln!(
+            out,
+            "  refusals   {} answered 503, {} redeliveries, {} POSTs never taken; every acked event answered: {}",
+            spike.refused_503,
+            spike.retries,
+            spike.gave_up,
+            if self.missing == 0 { "yes" } else { "NO" }
+        );
+        if let Some(us) = spike.cpu_us_per_reply {
+            let _ = writeln!(out, "  server CPU {us:.0} µs per reply");
+        }
+        if let Some(live) = spike.max_live_conversations {
+            let _ = writeln!(
+                out,
+                "  gauges     max live conversations {live}, max pending events {}",
+                spike.max_pending_events.unwrap_or(0)
+            );
+        }
     }
 }
 

@@ -79,6 +79,15 @@ pub struct ConversationStopped {
     pub retired: bool,
 }
 
+/// The actor finished one delivered event (committed or failed): its parent counts
+/// what it still has queued, to know which actors are idle and may be retired.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EventHandled {
+    pub key: ConversationKey,
+    pub incarnation: u64,
+}
+
 /// Every event of a shared journal item is committed and the item is being removed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,28 +95,31 @@ pub struct JournalItemDone {
     pub seq: u64,
 }
 
-/// Whoever spawned the conversation, as the three messages it sends up. The actor never
+/// Whoever spawned the conversation, as the four messages it sends up. The actor never
 /// names its parent's type, so this module does not import the supervisor's (which
 /// spawns it): the supervisor's address is turned into these recipients.
 pub struct Parent {
     idle_stop: Recipient<IdleStop>,
     stopped: Recipient<ConversationStopped>,
     journal_done: Recipient<JournalItemDone>,
+    handled: Recipient<EventHandled>,
 }
 
 impl Parent {
-    /// The recipients of an actor that handles all three messages.
+    /// The recipients of an actor that handles all four messages.
     pub fn of<A>(parent: &Addr<A>) -> Self
     where
         A: Actor<Context = Context<A>>
             + Handler<IdleStop>
             + Handler<ConversationStopped>
-            + Handler<JournalItemDone>,
+            + Handler<JournalItemDone>
+            + Handler<EventHandled>,
     {
         Parent {
             idle_stop: parent.clone().recipient(),
             stopped: parent.clone().recipient(),
             journal_done: parent.clone().recipient(),
+            handled: parent.clone().recipient(),
         }
     }
 }
@@ -212,6 +224,10 @@ impl Handler<Deliver> for Conversation {
             move |outcome, act, ctx| {
                 act.handled += 1;
                 act.env.load.events_out(1);
+                act.parent.handled.do_send(EventHandled {
+                    key: act.key.clone(),
+                    incarnation: act.incarnation,
+                });
                 act.last_active = Instant::now();
                 settled.settle(outcome.is_ok());
                 match outcome {

@@ -1,0 +1,181 @@
+//! Overload: the live-actor bound holds when more senders than it write at once, and
+//! admission refuses (503 + `Retry-After`) while the engine is too far behind, then takes
+//! the redelivery once it caught up. Every test waits for outcomes; none asserts a speed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use colloquy::{Flow, FlowError, FlowHandle, Turn};
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::helpers::*;
+
+/// Echoes each message's text once the test lets it through the gate, so the test decides
+/// how long actors stay busy.
+struct GatedEcho(Arc<Semaphore>);
+
+impl Flow for GatedEcho {
+    type State = ();
+
+    async fn handle(
+        &self,
+        event: &colloquy::event::InboundEvent,
+        turn: &mut Turn<()>,
+    ) -> Result<(), FlowError> {
+        let _permit = self
+            .0
+            .acquire()
+            .await
+            .map_err(|e| FlowError::failed(e.to_string()))?;
+        turn.say(event.text().unwrap_or("?"))?;
+        Ok(())
+    }
+}
+
+/// The value of an unlabelled gauge in Prometheus text.
+fn gauge(metrics: &str, name: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Twelve senders, two messages each, against a bound of three live actors that are all
+/// busy (the flow is gated): the other conversations wait for a slot instead of getting
+/// actors of their own. Opening the gate one event at a time, neither the supervisor's
+/// count nor the `colloquy_live_conversations` gauge ever exceeds three, every message is
+/// answered exactly once, and each sender's replies leave in the order it wrote.
+#[actix_web::test]
+async fn more_senders_than_the_live_bound_all_get_their_replies_in_order_and_the_bound_holds() {
+    const BOUND: usize = 3;
+    const SENDERS: usize = 12;
+    let gate = Arc::new(Semaphore::new(0));
+    let app = spawn_app_with(Options {
+        flow: FlowHandle::new(GatedEcho(gate.clone())),
+        max_live_conversations: Some(BOUND),
+        ..Options::default()
+    })
+    .await;
+
+    let writes = (0..SENDERS).map(|s| {
+        let app = &app;
+        async move {
+            let psid = format!("42{s:02}");
+            app.sends_text(&psid, &format!("m.{s}.1"), &format!("{psid} first"), 1_000)
+                .await;
+            app.sends_text(&psid, &format!("m.{s}.2"), &format!("{psid} second"), 1_001)
+                .await;
+        }
+    });
+    join_all(writes).await;
+
+    let mut most_live = 0;
+    let mut most_gauge = 0;
+    for released in 1..=SENDERS * 2 {
+        gate.add_permits(1);
+        // Wait until that event is answered, watching the bound all the while.
+        wait_until(&format!("{released} replies"), || {
+            (app.graph.sends().len() >= released).then_some(())
+        })
+        .await;
+        most_live = most_live.max(app.app.live_conversations().await);
+        let live = gauge(&app.metrics().await, "colloquy_live_conversations").unwrap_or(-1);
+        assert!(live >= 0, "the live-conversation gauge is missing");
+        most_gauge = most_gauge.max(live as usize);
+        assert!(
+            most_live <= BOUND && most_gauge <= BOUND,
+            "live actors {most_live} / gauge {most_gauge} over the bound {BOUND}"
+        );
+    }
+
+    let sends = app.graph.wait_for_sends(SENDERS * 2).await;
+    let mut by_sender: HashMap<String, Vec<String>> = HashMap::new();
+    for send in &sends {
+        let to = send.body["recipient"]["id"].as_str().unwrap().to_string();
+        let text = send.body["message"]["text"].as_str().unwrap().to_string();
+        by_sender.entry(to).or_default().push(text);
+    }
+    assert_eq!(by_sender.len(), SENDERS);
+    for (psid, texts) in &by_sender {
+        assert_eq!(
+            texts,
+            &vec![format!("{psid} first"), format!("{psid} second")],
+            "{psid}'s replies"
+        );
+    }
+    assert!((1..=BOUND).contains(&most_live));
+    assert!(app.app.live_conversations().await <= BOUND);
+}
+
+/// With the only conversation's event held, the oldest waiting event soon exceeds the
+/// queue-delay bound: the webhook then answers 503 with `Retry-After`, stores nothing,
+/// and every POST it did take is still answered. Once the held event is let through the
+/// engine has caught up, so the refused message, redelivered, is taken and answered once.
+#[actix_web::test]
+async fn a_backlog_older_than_the_queue_delay_bound_is_refused_with_retry_after_then_taken_again() {
+    let gate = Arc::new(Semaphore::new(0));
+    let app = spawn_app_with(Options {
+        flow: FlowHandle::new(GatedEcho(gate.clone())),
+        max_queue_delay_ms: Some(100),
+        ..Options::default()
+    })
+    .await;
+    app.sends_text("5000", "m.held", "held", 1_000).await;
+
+    // Keep writing (each from a new sender) until the engine says it is too far behind.
+    let mut taken = vec!["5000".to_string()];
+    let mut n = 0;
+    let (refused_psid, refused) = loop {
+        n += 1;
+        let psid = format!("50{n:02}");
+        let body = text_message(&psid, &format!("m.{n}"), &psid, 1_000 + n);
+        let answer = app.post_signed(&body).await;
+        if answer.status == 503 {
+            break (psid, answer);
+        }
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        taken.push(psid);
+        assert!(
+            n < 1_000,
+            "the webhook never refused while the backlog grew old"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let retry_after: u64 = refused
+        .retry_after
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("a 503 carries Retry-After in seconds");
+    assert!(retry_after >= 1);
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("overloaded"));
+    assert!(
+        app.conversation(&refused_psid).await.is_null(),
+        "a refused POST stored nothing"
+    );
+
+    gate.add_permits(10_000);
+    app.graph.wait_for_sends(taken.len()).await;
+    let body = text_message(&refused_psid, &format!("m.{n}"), &refused_psid, 1_000 + n);
+    let mut status = 503;
+    for _ in 0..500 {
+        status = app.post_signed(&body).await.status;
+        if status != 503 {
+            break;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200, "the engine never took the redelivery");
+
+    let sends = app.graph.wait_for_sends(taken.len() + 1).await;
+    taken.push(refused_psid);
+    for psid in &taken {
+        let replies = sends
+            .iter()
+            .filter(|s| s.body["recipient"]["id"] == psid.as_str())
+            .count();
+        assert_eq!(replies, 1, "{psid} got {replies} replies");
+    }
+}
