@@ -1,7 +1,8 @@
 //! The admin HTTP endpoints `colloquy inspect` uses while the server holds the store.
 //!
-//! `GET /admin/conversations` and `GET /admin/conversations/{psid}[?page=ID]` answer the
-//! same JSON as `inspect --json`. Every request needs `Authorization: Bearer <token>`
+//! `GET /admin/conversations` pages through the conversations, newest activity first,
+//! with filters and an opaque cursor (`{"conversations": [...], "next_cursor": ...}`);
+//! `GET /admin/conversations/{psid}[?page=ID]` answers the same JSON as `inspect --json`. Every request needs `Authorization: Bearer <token>`
 //! (`COLLOQUY_ADMIN_TOKEN`); without a configured token the endpoints answer 404, so an
 //! unconfigured server exposes nothing. Read-only: nothing here writes to the store.
 
@@ -14,7 +15,7 @@ use thiserror::Error;
 use crate::config::Secret;
 use crate::engine::metrics::Metrics;
 use crate::inspect::{self, InspectError};
-use crate::store::Store;
+use crate::store::{ListFilter, Store};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -31,6 +32,8 @@ pub enum AdminError {
     Unauthorized,
     #[error(transparent)]
     Inspect(#[from] InspectError),
+    #[error("bad query: {0}")]
+    BadQuery(String),
 }
 
 impl ResponseError for AdminError {
@@ -41,6 +44,7 @@ impl ResponseError for AdminError {
             AdminError::Inspect(InspectError::NotFound { .. }) => StatusCode::NOT_FOUND,
             AdminError::Inspect(InspectError::Ambiguous { .. }) => StatusCode::CONFLICT,
             AdminError::Inspect(InspectError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::BadQuery(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -79,10 +83,65 @@ pub(crate) fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), Adm
     }
 }
 
+/// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    page: Option<String>,
+    paused: Option<String>,
+    psid_prefix: Option<String>,
+    active_since: Option<String>,
+    active_until: Option<String>,
+}
+
+/// A query parameter parsed as `T`, or an error naming it and what it should be.
+fn parameter<T: std::str::FromStr>(
+    name: &str,
+    value: Option<String>,
+    should_be: &str,
+) -> Result<Option<T>, AdminError> {
+    value
+        .map(|raw| {
+            raw.parse().map_err(|_| {
+                AdminError::BadQuery(format!("{name} must be {should_be}, got {raw:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// A page of conversations when the caller does not say how many.
+const DEFAULT_LIST_LIMIT: usize = 50;
+/// The most one page may hold.
+const MAX_LIST_LIMIT: usize = 1000;
+
 async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
-    let conversations = inspect::list(&state.store).map_err(InspectError::from)?;
-    Ok(HttpResponse::Ok().json(conversations))
+    let query: ListQuery = serde_urlencoded::from_str(req.query_string())
+        .map_err(|error| AdminError::BadQuery(error.to_string()))?;
+    let limit = parameter(
+        "limit",
+        query.limit,
+        &format!("a number from 1 to {MAX_LIST_LIMIT}"),
+    )?
+    .unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(AdminError::BadQuery(format!(
+            "limit must be 1 to {MAX_LIST_LIMIT}, got {limit}"
+        )));
+    }
+    let filter = ListFilter {
+        page_id: query.page,
+        psid_prefix: query.psid_prefix,
+        paused: parameter("paused", query.paused, "true or false")?,
+        active_since: parameter("active_since", query.active_since, "epoch milliseconds")?,
+        active_until: parameter("active_until", query.active_until, "epoch milliseconds")?,
+    };
+    let page = inspect::list_page(&state.store, &filter, query.cursor.as_deref(), limit)
+        .map_err(InspectError::from)?
+        .ok_or_else(|| AdminError::BadQuery("cursor is not one this server gave".into()))?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Deserialize)]

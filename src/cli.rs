@@ -18,7 +18,7 @@ use crate::config::{
 };
 use crate::flow::builtin::resolve_flow;
 use crate::graph::{CallError, GraphClient};
-use crate::inspect::{self, ConversationDocument, ConversationSummary};
+use crate::inspect::{self, ConversationDocument, ConversationListPage, ConversationSummary};
 use crate::store::{Store, StoreError};
 
 /// How long `colloquy subscribe` waits for the Graph API: as long as the sender waits
@@ -217,6 +217,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.wait().await.context("server stopped with an error")
 }
 
+/// Every conversation the running server lists, page after page.
+async fn every_conversation(base: &str, token: &str) -> anyhow::Result<Vec<ConversationSummary>> {
+    let mut all = Vec::new();
+    let mut path = "/admin/conversations?limit=1000".to_string();
+    loop {
+        let page: ConversationListPage =
+            serde_json::from_value(admin_get(base, token, &path).await?)?;
+        all.extend(page.conversations);
+        match page.next_cursor {
+            Some(cursor) => path = format!("/admin/conversations?limit=1000&cursor={cursor}"),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// `colloquy inspect`: prints what it finds, from sled or from the running server.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<String> {
     let source = open_source(&args)?;
@@ -224,9 +239,7 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<String> {
         None => {
             let list: Vec<ConversationSummary> = match &source {
                 Source::Store(store) => inspect::list(store)?,
-                Source::Server { base, token } => {
-                    serde_json::from_value(admin_get(base, token, "/admin/conversations").await?)?
-                }
+                Source::Server { base, token } => every_conversation(base, token).await?,
             };
             Ok(if args.json {
                 serde_json::to_string_pretty(&list)? + "\n"

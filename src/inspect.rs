@@ -13,7 +13,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::store::{
-    ConversationKey, ConversationRecord, Direction, Failure, Status, Store, StoreError,
+    ConversationKey, ConversationRecord, Direction, Failure, ListFilter, Status, Store, StoreError,
 };
 
 #[derive(Debug, Error)]
@@ -37,6 +37,9 @@ pub struct ConversationSummary {
     pub outbound_count: u64,
     pub delivered_watermark: i64,
     pub read_watermark: i64,
+    /// Handed to a human by an operator.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// `colloquy inspect PSID --json`.
@@ -85,7 +88,33 @@ fn summary(record: ConversationRecord) -> ConversationSummary {
         outbound_count: record.outbound_count,
         delivered_watermark: record.delivered_watermark,
         read_watermark: record.read_watermark,
+        paused: record.paused,
     }
+}
+
+/// One page of the admin list: `GET /admin/conversations`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationListPage {
+    pub conversations: Vec<ConversationSummary>,
+    /// Where the next page starts; `None` after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Up to `limit` conversations matching `filter`, most recently active first, from the
+/// activity index; `None` for a cursor this store did not make.
+pub fn list_page(
+    store: &Store,
+    filter: &ListFilter,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Option<ConversationListPage>, StoreError> {
+    let Some(page) = store.list_conversations(filter, cursor, limit)? else {
+        return Ok(None);
+    };
+    Ok(Some(ConversationListPage {
+        conversations: page.conversations.into_iter().map(summary).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Every conversation, most recently active first.

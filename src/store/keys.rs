@@ -20,6 +20,11 @@ pub const OUTBOX: u8 = b'o';
 pub const SENT: u8 = b'x';
 /// Pending timers in due order: `k` + due + page + psid + name.
 pub const TIMER: u8 = b'k';
+/// Conversations by last activity, newest first: `a` + inverted second + page + psid;
+/// the value says whether the conversation is paused. See `store::activity`.
+pub const ACTIVITY: u8 = b'a';
+/// Facts about the store itself: `~` + name.
+pub const META: u8 = b'~';
 
 fn push_component(key: &mut Vec<u8>, component: &str) {
     // Ids longer than u16::MAX are cut by the webhook's body limit long before this;
@@ -70,6 +75,37 @@ pub fn transcript_entry(page_id: &str, psid: &str, seq: u64) -> Vec<u8> {
     let mut key = transcript_prefix(page_id, psid);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The activity-index key of a conversation last active at `second` (epoch seconds):
+/// later seconds sort first.
+pub fn activity(second: u64, page_id: &str, psid: &str) -> Vec<u8> {
+    let mut key = activity_from(second);
+    push_component(&mut key, page_id);
+    push_component(&mut key, psid);
+    key
+}
+
+/// Where the activity index's entries of `second` and earlier begin.
+pub fn activity_from(second: u64) -> Vec<u8> {
+    let mut key = vec![ACTIVITY];
+    key.extend_from_slice(&(u64::MAX - second).to_be_bytes());
+    key
+}
+
+/// The second, page id and psid of an activity-index key.
+pub fn activity_parts(key: &[u8]) -> Option<(u64, String, String)> {
+    let rest = key.strip_prefix(&[ACTIVITY])?;
+    let inverted = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let (page_id, rest) = split_component(&rest[8..])?;
+    let (psid, rest) = split_component(rest)?;
+    rest.is_empty()
+        .then_some((u64::MAX - inverted, page_id, psid))
+}
+
+/// A fact about the store (`~` + name).
+pub fn meta(name: &str) -> Vec<u8> {
+    with_namespace(META, &[name])
 }
 
 pub fn handled(page_id: &str, event_id: &str) -> Vec<u8> {
@@ -124,6 +160,17 @@ pub fn trailing_seq(key: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_activity_index_puts_later_seconds_first_and_splits_back() {
+        assert!(activity(20, "p", "u") < activity(10, "a", "a"));
+        assert!(activity_from(20) < activity(19, "p", "u"));
+        assert_eq!(
+            activity_parts(&activity(7, "page", "user")),
+            Some((7, "page".to_string(), "user".to_string()))
+        );
+        assert_eq!(activity_parts(&conversation("page", "user")), None);
+    }
 
     #[test]
     fn sequence_keys_sort_in_numeric_order() {

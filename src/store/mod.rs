@@ -13,6 +13,7 @@
 //! `impl Store` blocks in their own file: `journal`, `conversations` (reads), `turn`,
 //! `outbox`, `timers`, `pruning`. Nothing outside `store` names a sled type or a key.
 
+mod activity;
 mod codec;
 mod committer;
 mod conversations;
@@ -36,6 +37,7 @@ use serde::de::DeserializeOwned;
 use codec::{decode, sequenced};
 use committer::{Committer, Overlay};
 
+pub use activity::ListFilter;
 pub use committer::CommitStats;
 use error::BackendError;
 pub use error::StoreError;
@@ -103,6 +105,7 @@ impl Store {
             .open()
             .map_err(|source| classify_open_error(shown, source.into()))?;
         let tree = db.open_tree("colloquy")?;
+        Store::build_activity_index_if_missing(&tree)?;
         // sled's log; fdatasync'ed after each durable cycle (see `committer`).
         let log_file = std::fs::File::open(path.join("db")).ok();
         let committer = Committer::start(db.clone(), tree.clone(), log_file)

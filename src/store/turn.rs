@@ -40,6 +40,9 @@ pub struct TurnCommit {
     pub timers_set: Vec<TimerRecord>,
     /// Timers (name, due) of this conversation to remove from the index.
     pub timers_cleared: Vec<TimerEntry>,
+    /// The conversation's last activity (epoch ms) and paused flag as stored before this
+    /// turn, so its activity-index entry moves only when either changed.
+    pub listed_before: Option<(i64, bool)>,
 }
 
 impl Store {
@@ -86,6 +89,7 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     };
     let (page, psid) = (&conversation.page_id, &conversation.psid);
     writes.push((keys::conversation(page, psid), Some(encode(conversation))));
+    writes.extend(activity_writes(conversation, commit.listed_before));
     for (seq, entry) in &commit.new_entries {
         writes.push((
             keys::transcript_entry(page, psid, *seq),
@@ -103,6 +107,42 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         writes.push((key, Some(encode(timer))));
     }
     writes
+}
+
+/// Moves the conversation's activity-index entry when its second of last activity or
+/// its paused flag changed (a chatty user moves it at most once a second).
+fn activity_writes(
+    conversation: &ConversationRecord,
+    before: Option<(i64, bool)>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let (page, psid) = (&conversation.page_id, &conversation.psid);
+    let now = (
+        activity_second(conversation.last_activity),
+        conversation.paused,
+    );
+    let before = before.map(|(at, paused)| (activity_second(at), paused));
+    if before == Some(now) {
+        return Vec::new();
+    }
+    let mut writes = Vec::with_capacity(2);
+    if let Some((second, _)) = before.filter(|(second, _)| *second > 0) {
+        writes.push((keys::activity(second, page, psid), None));
+    }
+    writes.push((
+        keys::activity(now.0, page, psid),
+        Some(activity_value(conversation.paused)),
+    ));
+    writes
+}
+
+/// The second of an activity time, as the index orders by.
+pub(super) fn activity_second(at_ms: i64) -> u64 {
+    u64::try_from(at_ms / 1000).unwrap_or(0)
+}
+
+/// The index entry's value: whether the conversation is paused.
+pub(super) fn activity_value(paused: bool) -> Vec<u8> {
+    vec![u8::from(paused)]
 }
 
 fn entry_change_keys(commit: &TurnCommit) -> Vec<(Vec<u8>, EntryChange)> {

@@ -277,12 +277,18 @@ impl TestApp {
         send(request, Vec::new()).await.body
     }
 
-    /// The admin endpoint's view of every conversation.
+    /// The admin endpoint's list of every conversation (one page: tests keep few).
     pub async fn conversations(&self) -> Value {
         let request = awc::Client::new()
-            .get(format!("{}/admin/conversations", self.admin_url))
+            .get(format!("{}/admin/conversations?limit=1000", self.admin_url))
             .bearer_auth(ADMIN_TOKEN);
-        send(request, Vec::new()).await.json()
+        let mut page = send(request, Vec::new()).await.json();
+        assert_eq!(
+            page["next_cursor"],
+            Value::Null,
+            "more than one page: {page}"
+        );
+        page["conversations"].take()
     }
 
     /// The admin endpoint's document of one conversation (`Null` when unknown).

@@ -9,6 +9,7 @@ mod crash;
 mod flows;
 mod helpers;
 mod hostile;
+mod listing;
 mod observability;
 mod overload;
 mod restarts;

@@ -44,6 +44,7 @@ pub(super) async fn handle_event(
         ..TurnCommit::default()
     };
     let watermarks = (record.delivered_watermark, record.read_watermark);
+    commit.listed_before = Some((record.last_activity, record.paused));
     match &event {
         EngineEvent::Messenger(inbound) => {
             let event_id = dedup_id(inbound);
