@@ -10,8 +10,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use colloquy::event::parse_envelope;
 use colloquy::test_support::{sign_sha256, verify};
 use colloquy::test_support::{
-    ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store, TranscriptEntry,
-    TurnCommit,
+    ConversationKey, ConversationRecord, Direction, JournalRecord, ListFilter, Status, Store,
+    TranscriptEntry, TurnCommit,
 };
 
 const SECRET: &[u8] = b"bench-app-secret";
@@ -119,5 +119,52 @@ fn store_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signature, parsing, store_commit);
+/// The admin list's first page among a million conversations, from the activity index:
+/// all of them, and a filter that matches one in a hundred.
+fn admin_list(c: &mut Criterion) {
+    const CONVERSATIONS: usize = 1_000_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("db")).expect("store opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for chunk in 0..CONVERSATIONS / 10_000 {
+            let commits: Vec<_> = (0..10_000)
+                .map(|i| {
+                    let n = chunk * 10_000 + i;
+                    let key = ConversationKey::new("1000", format!("{}", 10_000_000 + n));
+                    let mut record = ConversationRecord::new(&key);
+                    record.last_activity = 1_700_000_000_000 + n as i64 * 10;
+                    record.paused = n % 100 == 0;
+                    let commit = TurnCommit {
+                        conversation: Some(record),
+                        ..TurnCommit::default()
+                    };
+                    store.commit_turn(commit, false)
+                })
+                .collect();
+            for written in futures_util::future::join_all(commits).await {
+                written.expect("written");
+            }
+        }
+        store.flush().await.expect("flushed");
+    });
+    let mut group = c.benchmark_group("admin list among 1,000,000 conversations");
+    let all = ListFilter::default();
+    group.bench_function("first page of 50", |b| {
+        b.iter(|| store.list_conversations(&all, None, 50).expect("listed"))
+    });
+    let paused = ListFilter {
+        paused: Some(true),
+        ..ListFilter::default()
+    };
+    group.bench_function("first page of 50 paused (1 in 100)", |b| {
+        b.iter(|| store.list_conversations(&paused, None, 50).expect("listed"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, signature, parsing, store_commit, admin_list);
 criterion_main!(benches);

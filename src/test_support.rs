@@ -3,7 +3,7 @@
 
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::store::{
-    keys, ConversationKey, ConversationRecord, Direction, JournalRecord, Status, Store,
+    keys, ConversationKey, ConversationRecord, Direction, JournalRecord, ListFilter, Status, Store,
     TranscriptEntry, TurnCommit,
 };
 pub use crate::webhook::signature::{sign_sha1, sign_sha256, verify, HEADER_SHA256};

@@ -50,11 +50,7 @@ impl Store {
                 }
                 None => return Ok(None),
             },
-            None => keys::activity_from(
-                filter
-                    .active_until
-                    .map_or(u64::MAX, activity_second),
-            ),
+            None => keys::activity_from(filter.active_until.map_or(u64::MAX, activity_second)),
         };
         let oldest_second = filter.active_since.map_or(0, activity_second);
         let mut page = ListPage {
