@@ -1,7 +1,9 @@
 //! The admin API's actions on one conversation: pause and resume it (hand the user to a
-//! human and back), send a text as the page, set or reset the flow's state.
+//! human and back), send a text as the page, retry failed replies, set or reset the
+//! flow's state.
 //!
 //! `POST /admin/conversations/{psid}/pause`, `/resume`, `/send` (`{"text": "..."}`),
+//! `/retry` (`{"seq": N}` for one failed reply, `{}` for all),
 //! `PUT /admin/conversations/{psid}/state` (the state as the body) and `DELETE` of the
 //! same. `?page=ID` picks the conversation when the psid talks to several pages. Each
 //! action is checked here (who asks, which conversation, whether a state fits the flow),
@@ -27,6 +29,7 @@ use crate::engine::supervisor::{Route, Supervisor};
 use crate::flow::{FlowHandle, Reply};
 use crate::inspect;
 use crate::store::journal::AwaitedPost;
+use crate::store::{ConversationRecord, Store};
 
 /// How long an action waits for its conversation's turn before it is given up.
 const ACTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -49,6 +52,8 @@ pub enum ActionError {
     StateDoesNotFit(String),
     #[error("the text cannot be sent: {0}")]
     BadText(String),
+    #[error("nothing to retry: {0}")]
+    NothingToRetry(String),
     #[error("the conversation is busy; the action was not applied, try again")]
     Busy,
     #[error("the action could not be committed; the server log says why")]
@@ -62,6 +67,7 @@ impl ResponseError for ActionError {
             ActionError::BadJson(_) | ActionError::StateDoesNotFit(_) | ActionError::BadText(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ActionError::NothingToRetry(_) => StatusCode::CONFLICT,
             ActionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ActionError::NotCommitted => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +92,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }),
     )
     .route("/admin/conversations/{psid}/send", web::post().to(send))
+    .route("/admin/conversations/{psid}/retry", web::post().to(retry))
     .route(
         "/admin/conversations/{psid}/state",
         web::put().to(set_state),
@@ -98,6 +105,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// What an action is checked against before it is routed.
+struct Target<'a> {
+    flow: &'a FlowHandle,
+    store: &'a Store,
+    record: &'a ConversationRecord,
+}
+
 #[derive(Deserialize)]
 struct PageQuery {
     page: Option<String>,
@@ -106,6 +120,44 @@ struct PageQuery {
 #[derive(Deserialize)]
 struct SendBody {
     text: String,
+}
+
+/// `{"seq": N}` retries the reply of transcript entry N; `{}` every failed reply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryBody {
+    seq: Option<u64>,
+}
+
+async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, move |target| {
+        let body: RetryBody = if body.iter().all(u8::is_ascii_whitespace) {
+            RetryBody { seq: None }
+        } else {
+            serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?
+        };
+        let failed = target
+            .store
+            .failed_replies(&target.record.key())
+            .map_err(|e| AdminError::from(inspect::InspectError::from(e)))?;
+        let retried = failed
+            .iter()
+            .any(|(entry, _)| body.seq.is_none_or(|seq| seq == *entry));
+        if !retried {
+            return Err(ActionError::NothingToRetry(match body.seq {
+                Some(seq) => format!("transcript entry {seq} is not a failed reply"),
+                None => "no reply of this conversation failed".into(),
+            }));
+        }
+        Ok(OperatorAction::Retry { entry: body.seq })
+    })
+    .await
 }
 
 async fn send(
@@ -131,10 +183,12 @@ async fn set_state(
     state: web::Data<ActionState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ActionError> {
-    act(req, path, query, state, move |flow| {
+    act(req, path, query, state, move |target| {
         let value: Value =
             serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?;
-        flow.0
+        target
+            .flow
+            .0
             .check_state(&value)
             .map_err(ActionError::StateDoesNotFit)?;
         Ok(OperatorAction::SetState(value))
@@ -149,13 +203,18 @@ async fn act(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
     state: web::Data<ActionState>,
-    action: impl FnOnce(&FlowHandle) -> Result<OperatorAction, ActionError>,
+    action: impl FnOnce(&Target) -> Result<OperatorAction, ActionError>,
 ) -> Result<HttpResponse, ActionError> {
     authorize(&req, &state.admin)?;
     let psid = path.into_inner();
     let store = &state.admin.store;
     let record = inspect::find(store, &psid, query.page.as_deref()).map_err(AdminError::from)?;
-    let action = action(&state.flow)?;
+    let target = Target {
+        flow: &state.flow,
+        store,
+        record: &record,
+    };
+    let action = action(&target)?;
     let kind = action.kind_name();
     let key = record.key();
     let post = AwaitedPost::new(1);

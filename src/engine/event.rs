@@ -43,6 +43,8 @@ pub enum OperatorAction {
     SetState(serde_json::Value),
     /// Back to the state of a user never seen before.
     ResetState,
+    /// Send failed replies again: the one of this transcript entry, or all of them.
+    Retry { entry: Option<u64> },
 }
 
 impl OperatorAction {
@@ -54,6 +56,7 @@ impl OperatorAction {
             OperatorAction::Send { .. } => "operator_send",
             OperatorAction::SetState(_) => "operator_set_state",
             OperatorAction::ResetState => "operator_reset_state",
+            OperatorAction::Retry { .. } => "operator_retry",
         }
     }
 }

@@ -23,6 +23,8 @@ pub const TIMER: u8 = b'k';
 /// Conversations by last activity, newest first: `a` + inverted second + page + psid;
 /// the value says whether the conversation is paused. See `store::activity`.
 pub const ACTIVITY: u8 = b'a';
+/// Replies that failed, kept so an operator can retry them: `f` + page + psid + entry seq.
+pub const FAILED_REPLY: u8 = b'f';
 /// Facts about the store itself: `~` + name.
 pub const META: u8 = b'~';
 
@@ -101,6 +103,18 @@ pub fn activity_parts(key: &[u8]) -> Option<(u64, String, String)> {
     let (psid, rest) = split_component(rest)?;
     rest.is_empty()
         .then_some((u64::MAX - inverted, page_id, psid))
+}
+
+/// The failed reply of a conversation's transcript entry `entry`.
+pub fn failed_reply(page_id: &str, psid: &str, entry: u64) -> Vec<u8> {
+    let mut key = failed_replies(page_id, psid);
+    key.extend_from_slice(&entry.to_be_bytes());
+    key
+}
+
+/// The prefix of every failed reply of one conversation, in entry order.
+pub fn failed_replies(page_id: &str, psid: &str) -> Vec<u8> {
+    with_namespace(FAILED_REPLY, &[page_id, psid])
 }
 
 /// A fact about the store (`~` + name).

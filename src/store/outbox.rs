@@ -8,7 +8,9 @@
 use std::future::Future;
 
 use super::codec::{decode, encode};
-use super::{keys, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry};
+use super::{
+    keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry,
+};
 
 /// How a send ended, as recorded on its transcript entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +20,23 @@ pub enum SendOutcome {
 }
 
 impl Store {
+    /// The replies of a conversation that failed and were not retried since, by the
+    /// transcript entry they update.
+    pub fn failed_replies(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix(keys::failed_replies(&key.page_id, &key.psid))
+            .map(|item| {
+                let (stored, value) = item?;
+                let entry = keys::trailing_seq(&stored).unwrap_or_default();
+                Ok((entry, decode(&stored, &value)?))
+            })
+            .collect()
+    }
+
     /// Every reply not yet sent or failed, oldest first.
     pub fn pending_outbox(&self) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
         self.scan_sequenced(keys::OUTBOX)
@@ -49,6 +68,7 @@ impl Store {
         outcome: SendOutcome,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
+        let record = record.clone();
         self.submit(true, move |overlay| {
             overlay.remove(keys::outbox(seq));
             let Some(bytes) = overlay.get(&entry_key)? else {
@@ -66,6 +86,11 @@ impl Store {
                 SendOutcome::Failed(failure) => {
                     if entry.advance(Status::Failed) {
                         entry.error = Some(failure);
+                        // Kept whole, so an operator can send it again later.
+                        overlay.insert(
+                            keys::failed_reply(&record.page_id, &record.psid, record.entry),
+                            encode(&record),
+                        );
                     }
                 }
             }

@@ -23,6 +23,9 @@ pub enum EntryChange {
     Advance(Status),
     /// The echo of this page message arrived: remember its mid and Facebook's timestamp.
     LinkEcho { mid: String, timestamp: i64 },
+    /// An operator sends this failed reply again: back to `queued`, its error cleared.
+    /// The only change that lowers a status, and only from `failed`.
+    Requeue,
 }
 
 /// Everything one handled event changes, committed atomically.
@@ -43,6 +46,8 @@ pub struct TurnCommit {
     /// The conversation's last activity (epoch ms) and paused flag as stored before this
     /// turn, so its activity-index entry moves only when either changed.
     pub listed_before: Option<(i64, bool)>,
+    /// Failed replies (by transcript entry) this turn sends again, no longer kept failed.
+    pub failed_retried: Vec<u64>,
 }
 
 impl Store {
@@ -98,6 +103,9 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     }
     for (seq, record) in &commit.outbox {
         writes.push((keys::outbox(*seq), Some(encode(record))));
+    }
+    for entry in &commit.failed_retried {
+        writes.push((keys::failed_reply(page, psid, *entry), None));
     }
     for timer in &commit.timers_cleared {
         writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
@@ -172,6 +180,12 @@ fn apply_entry_change(
     match change {
         EntryChange::Advance(status) => {
             entry.advance(*status);
+        }
+        EntryChange::Requeue => {
+            if entry.status == Status::Failed {
+                entry.status = Status::Queued;
+                entry.error = None;
+            }
         }
         EntryChange::LinkEcho { mid, timestamp } => {
             entry.mid.get_or_insert_with(|| mid.clone());

@@ -2,7 +2,7 @@
 //! with the user's events, durable when answered, recorded as the operator's, and refused
 //! with a clear error when it cannot be applied.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -156,4 +156,53 @@ async fn actions_need_the_token_and_a_known_conversation() {
         .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
     assert_eq!(app.conversation("15004").await["paused"], false);
+}
+
+#[actix_web::test]
+async fn a_failed_reply_is_retried_and_turns_sent_once_and_only_what_failed() {
+    let app = spawn_app().await;
+    app.graph.script([graph_error(
+        400,
+        551,
+        Some(1545041),
+        "(#551) This person isn't available right now.",
+    )]);
+    app.sends_text("15005", "m.15005.0", "hello", 1_000).await;
+    let doc = app.wait_for_first_reply("15005", "failed").await;
+    let failed_seq = outbound(&doc)[0]["seq"].as_u64().unwrap();
+
+    let wrong = app
+        .admin(
+            "POST",
+            "/admin/conversations/15005/retry",
+            &format!(r#"{{"seq": {}}}"#, failed_seq + 100),
+        )
+        .await;
+    assert_eq!(wrong.status, 409, "{}", wrong.body);
+    assert!(wrong.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a failed reply"));
+
+    let retried = app
+        .admin(
+            "POST",
+            "/admin/conversations/15005/retry",
+            &format!(r#"{{"seq": {failed_seq}}}"#),
+        )
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let sends = app.graph.wait_for_sends(1).await;
+    assert_eq!(sends[0].body["recipient"]["id"], "15005");
+    let doc = app.wait_for_first_reply("15005", "sent").await;
+    let entry = &outbound(&doc)[0];
+    assert_eq!(entry["seq"].as_u64(), Some(failed_seq));
+    assert_eq!(entry["error"], Value::Null, "{doc}");
+
+    // Nothing failed any more: a second retry has nothing to do.
+    let again = app
+        .admin("POST", "/admin/conversations/15005/retry", "{}")
+        .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_eq!(app.graph.sends().len(), 1);
 }

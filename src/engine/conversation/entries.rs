@@ -97,6 +97,7 @@ fn inbound_payload(event: &InboundEvent) -> Option<Value> {
 pub(super) fn operator_payload(action: &OperatorAction) -> Option<Value> {
     match action {
         OperatorAction::SetState(state) => Some(json!({ "state": state })),
+        OperatorAction::Retry { entry } => Some(json!({ "entry": entry })),
         OperatorAction::Send { .. }
         | OperatorAction::Pause
         | OperatorAction::Resume

@@ -14,7 +14,7 @@ use super::ConversationEnv;
 use crate::clock::now_ms;
 use crate::engine::event::{EngineEvent, OperatorAction};
 use crate::flow::{MessageTag, Reply};
-use crate::store::{ConversationRecord, Failure, Status, StoreError, TurnCommit};
+use crate::store::{ConversationRecord, EntryChange, Failure, Status, StoreError, TurnCommit};
 
 /// Messenger's standard window: past it, an operator's message needs the HUMAN_AGENT tag.
 const MESSAGING_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -33,8 +33,33 @@ pub(super) fn apply_operator(
         OperatorAction::SetState(state) => record.state = state.clone(),
         OperatorAction::ResetState => record.state = Value::Null,
         OperatorAction::Send { text } => return send_as_page(env, record, event, text, commit),
+        OperatorAction::Retry { entry } => retry_failed(env, record, *entry, commit)?,
     }
     record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
+    Ok(())
+}
+
+/// Puts failed replies (all, or the one of `only`) back in the outbox as they were first
+/// decided, their entries back to `queued`; the sender then tries them afresh.
+fn retry_failed(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    only: Option<u64>,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    for (entry, mut reply) in env.store.failed_replies(&record.key())? {
+        if only.is_some_and(|wanted| wanted != entry) {
+            continue;
+        }
+        reply.attempts = 0;
+        reply.created_at = now;
+        commit.outbox.push((env.store.next_id()?, reply));
+        commit.entry_changes.push((entry, EntryChange::Requeue));
+        commit.failed_retried.push(entry);
+        // Its delivery receipt must still find it.
+        record.undelivered_from = record.undelivered_from.min(entry);
+    }
     Ok(())
 }
 
