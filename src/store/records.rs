@@ -424,7 +424,8 @@ impl TranscriptEntry {
         }
     }
 
-    /// Raises the status; returns whether it changed. `failed` is final.
+    /// Raises the status; returns whether it changed. `failed` is final here: only an
+    /// operator's retry (`EntryChange::Requeue`) takes an entry back to `queued`.
     pub fn advance(&mut self, to: Status) -> bool {
         if self.status == Status::Failed || to.rank() <= self.status.rank() {
             return false;
