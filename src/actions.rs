@@ -97,6 +97,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/admin/conversations/{psid}/state",
         web::put().to(set_state),
     )
+    .route("/admin/conversations/{psid}", web::delete().to(forget))
     .route(
         "/admin/conversations/{psid}/state",
         web::delete().to(|req, path, query, state| {
@@ -196,8 +197,19 @@ async fn set_state(
     .await
 }
 
+/// `DELETE /admin/conversations/{psid}`: forgets the user; answers what was forgotten.
+async fn forget(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, |_| Ok(OperatorAction::Forget)).await
+}
+
 /// Authorizes, finds the conversation, builds the action, routes it and waits for its
-/// turn to be durable; answers the conversation's new document.
+/// turn to be durable; answers the conversation's new document (or, for a forgotten
+/// user, what was forgotten).
 async fn act(
     req: HttpRequest,
     path: web::Path<String>,
@@ -246,6 +258,11 @@ async fn act(
         });
     }
     log::info!("{key}: operator action {kind} applied");
+    if action == OperatorAction::Forget {
+        return Ok(HttpResponse::Ok().json(json!({
+            "forgotten": {"psid": key.psid, "page_id": key.page_id}
+        })));
+    }
     let doc =
         inspect::document(store, &key.psid, Some(&key.page_id), None).map_err(AdminError::from)?;
     Ok(HttpResponse::Ok().json(doc))

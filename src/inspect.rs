@@ -131,9 +131,12 @@ pub fn find(
     page_id: Option<&str>,
 ) -> Result<ConversationRecord, InspectError> {
     let record = match page_id {
-        Some(page) => store.conversation(&ConversationKey::new(page, psid))?,
+        Some(page) => store
+            .conversation(&ConversationKey::new(page, psid))?
+            .filter(|record| !is_tombstone(record)),
         None => {
             let mut matches = store.conversations_of(psid)?;
+            matches.retain(|record| !is_tombstone(record));
             if matches.len() > 1 {
                 let pages: Vec<_> = matches.iter().map(|r| r.page_id.as_str()).collect();
                 return Err(InspectError::Ambiguous {
@@ -145,6 +148,11 @@ pub fn find(
         }
     };
     record.ok_or_else(|| InspectError::NotFound { psid: psid.into() })
+}
+
+/// A conversation an operator forgot and that has had no event since: nothing to show.
+fn is_tombstone(record: &ConversationRecord) -> bool {
+    record.forgotten_at > 0 && record.last_activity <= record.forgotten_at
 }
 
 /// One conversation by psid (and page, when the psid talks to several pages), with its

@@ -338,7 +338,7 @@ impl Flow for Nudge {
     async fn handle(&self, event: &InboundEvent, turn: &mut Turn<()>) -> Result<(), FlowError> {
         if let EventKind::Message(_) = &event.kind {
             turn.say("noted")?;
-            turn.schedule("nudge", Duration::from_millis(200), Value::Null);
+            turn.schedule("nudge", Duration::from_secs(2), Value::Null);
         }
         Ok(())
     }

@@ -45,6 +45,9 @@ pub enum OperatorAction {
     ResetState,
     /// Send failed replies again: the one of this transcript entry, or all of them.
     Retry { entry: Option<u64> },
+    /// Forget the user: transcript, state, index entry, timers and owed replies go; a
+    /// tombstone drops redeliveries of their earlier events.
+    Forget,
 }
 
 impl OperatorAction {
@@ -57,6 +60,7 @@ impl OperatorAction {
             OperatorAction::SetState(_) => "operator_set_state",
             OperatorAction::ResetState => "operator_reset_state",
             OperatorAction::Retry { .. } => "operator_retry",
+            OperatorAction::Forget => "operator_forget",
         }
     }
 }

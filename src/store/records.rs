@@ -200,6 +200,10 @@ pub struct ConversationRecord {
     /// answered by the flow until resumed.
     #[serde(default, rename = "hp", skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// When an operator last forgot this user (local epoch ms; 0 = never): everything
+    /// before is gone, and a redelivery of an event from before is dropped.
+    #[serde(default, rename = "fg", skip_serializing_if = "is_zero")]
+    pub forgotten_at: i64,
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -244,6 +248,7 @@ impl ConversationRecord {
             window_opened_at: 0,
             thread_elsewhere: false,
             paused: false,
+            forgotten_at: 0,
         }
     }
 

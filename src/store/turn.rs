@@ -11,8 +11,8 @@ use std::future::Future;
 use super::codec::{decode, encode};
 use super::committer::Overlay;
 use super::{
-    keys, ConversationRecord, OutboxRecord, Status, Store, StoreError, TimerEntry, TimerRecord,
-    TranscriptEntry,
+    keys, ConversationKey, ConversationRecord, OutboxRecord, Status, Store, StoreError, TimerEntry,
+    TimerRecord, TranscriptEntry,
 };
 use crate::clock::now_ms;
 
@@ -48,6 +48,9 @@ pub struct TurnCommit {
     pub listed_before: Option<(i64, bool)>,
     /// Failed replies (by transcript entry) this turn sends again, no longer kept failed.
     pub failed_retried: Vec<u64>,
+    /// Forget the user: the conversation's transcript, failed replies and outbox items go
+    /// (its record is the tombstone the turn writes, its timers are in `timers_cleared`).
+    pub forget: bool,
 }
 
 impl Store {
@@ -60,7 +63,14 @@ impl Store {
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let writes = turn_writes(&commit);
         let changes = entry_change_keys(&commit);
+        let forgotten = commit
+            .forget
+            .then(|| commit.conversation.as_ref().map(ConversationRecord::key))
+            .flatten();
         self.submit(durable, move |overlay| {
+            if let Some(key) = &forgotten {
+                forget_conversation(overlay, key)?;
+            }
             for (key, value) in writes {
                 match value {
                     Some(value) => overlay.insert(key, value),
@@ -94,7 +104,13 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     };
     let (page, psid) = (&conversation.page_id, &conversation.psid);
     writes.push((keys::conversation(page, psid), Some(encode(conversation))));
-    writes.extend(activity_writes(conversation, commit.listed_before));
+    if commit.forget {
+        if let Some((at, _)) = commit.listed_before {
+            writes.push((keys::activity(activity_second(at), page, psid), None));
+        }
+    } else {
+        writes.extend(activity_writes(conversation, commit.listed_before));
+    }
     for (seq, entry) in &commit.new_entries {
         writes.push((
             keys::transcript_entry(page, psid, *seq),
@@ -115,6 +131,33 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         writes.push((key, Some(encode(timer))));
     }
     writes
+}
+
+/// Removes what a forgotten conversation leaves besides its record and timers: its
+/// transcript, its failed replies and the replies it still owes.
+fn forget_conversation(overlay: &mut Overlay<'_>, key: &ConversationKey) -> Result<(), StoreError> {
+    for prefix in [
+        keys::transcript_prefix(&key.page_id, &key.psid),
+        keys::failed_replies(&key.page_id, &key.psid),
+    ] {
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xFF; 9]); // past every 8-byte sequence number under it
+        let stored: Vec<Vec<u8>> = overlay
+            .range(prefix, end)
+            .map(|item| item.map(|(key, _)| key))
+            .collect::<Result<_, _>>()?;
+        stored.into_iter().for_each(|stored| overlay.remove(stored));
+    }
+    let outbox: Vec<(Vec<u8>, Vec<u8>)> = overlay
+        .range(vec![keys::OUTBOX], vec![keys::OUTBOX + 1])
+        .collect::<Result<_, _>>()?;
+    for (stored, value) in outbox {
+        let item: OutboxRecord = decode(&stored, &value)?;
+        if item.page_id == key.page_id && item.psid == key.psid {
+            overlay.remove(stored);
+        }
+    }
+    Ok(())
 }
 
 /// Moves the conversation's activity-index entry when its second of last activity or

@@ -206,3 +206,53 @@ async fn a_failed_reply_is_retried_and_turns_sent_once_and_only_what_failed() {
     assert_eq!(again.status, 409, "{}", again.body);
     assert_eq!(app.graph.sends().len(), 1);
 }
+
+#[actix_web::test]
+async fn a_forgotten_user_is_gone_and_their_old_events_do_not_bring_them_back() {
+    let app = spawn_app().await;
+    talked_to(&app, "15006").await;
+    // An event from before the forgetting that Facebook delivers late (never handled, so
+    // no dedup mark would stop it): only the tombstone keeps it out.
+    let late = text_message("15006", "m.15006.late", "late one", 1_500);
+
+    let forgotten = app.admin("DELETE", "/admin/conversations/15006", "").await;
+    assert_eq!(forgotten.status, 200, "{}", forgotten.body);
+    assert_eq!(forgotten.json()["forgotten"]["psid"], "15006");
+    assert_eq!(app.conversation("15006").await, Value::Null);
+    let listed = app.conversations().await;
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["psid"] == "15006"),
+        "{listed}"
+    );
+    let again = app.admin("DELETE", "/admin/conversations/15006", "").await;
+    assert_eq!(again.status, 404);
+
+    assert_eq!(app.post_signed(&late).await.status, 200);
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.conversation("15006").await, Value::Null);
+    assert_eq!(app.graph.sends().len(), 1, "no second reply");
+
+    // The user writes again: a new conversation, with nothing of the old one.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    app.sends_text("15006", "m.15006.new", "hi again", now + 1_000)
+        .await;
+    let doc = app.wait_for_first_reply("15006", "sent").await;
+    let texts: Vec<&str> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        !texts.contains(&"hello") && !texts.contains(&"late one"),
+        "{doc}"
+    );
+    assert!(texts.contains(&"hi again"), "{doc}");
+}

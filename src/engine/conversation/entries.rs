@@ -99,6 +99,7 @@ pub(super) fn operator_payload(action: &OperatorAction) -> Option<Value> {
         OperatorAction::SetState(state) => Some(json!({ "state": state })),
         OperatorAction::Retry { entry } => Some(json!({ "entry": entry })),
         OperatorAction::Send { .. }
+        | OperatorAction::Forget
         | OperatorAction::Pause
         | OperatorAction::Resume
         | OperatorAction::ResetState => None,

@@ -13,6 +13,7 @@ use super::entries::{inbound_entry, queue_reply, record_inbound};
 use super::ConversationEnv;
 use crate::clock::now_ms;
 use crate::engine::event::{EngineEvent, OperatorAction};
+use crate::engine::sender::Forget;
 use crate::flow::{MessageTag, Reply};
 use crate::store::{ConversationRecord, EntryChange, Failure, Status, StoreError, TurnCommit};
 
@@ -34,9 +35,27 @@ pub(super) fn apply_operator(
         OperatorAction::ResetState => record.state = Value::Null,
         OperatorAction::Send { text } => return send_as_page(env, record, event, text, commit),
         OperatorAction::Retry { entry } => retry_failed(env, record, *entry, commit)?,
+        OperatorAction::Forget => {
+            forget(env, record, commit);
+            return Ok(());
+        }
     }
     record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
     Ok(())
+}
+
+/// Forgets the user: the record becomes a tombstone (a new user's, with the time of
+/// forgetting), its timers leave the index, and the commit removes the transcript,
+/// failed replies and owed replies; the sender drops what it still queued for them.
+fn forget(env: &ConversationEnv, record: &mut ConversationRecord, commit: &mut TurnCommit) {
+    let key = record.key();
+    commit.timers_cleared.append(&mut record.timers);
+    commit.forget = true;
+    *record = ConversationRecord {
+        forgotten_at: now_ms(),
+        ..ConversationRecord::new(&key)
+    };
+    env.sender.do_send(Forget { key });
 }
 
 /// Puts failed replies (all, or the one of `only`) back in the outbox as they were first

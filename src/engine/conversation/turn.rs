@@ -54,6 +54,14 @@ pub(super) async fn handle_event(
                     return Ok((record, Vec::new()));
                 }
             }
+            if inbound.timestamp <= record.forgotten_at {
+                // An event from before an operator forgot this user: it stays forgotten.
+                log::info!(
+                    "{}: dropping an event from before it was forgotten",
+                    record.key()
+                );
+                return finish_without_change(env, record, commit).await;
+            }
             commit.handled = event_id.map(|id| (inbound.page_id.clone(), id));
             record.last_activity = now_ms();
             apply_messenger_event(env, &mut record, &event, inbound, &mut commit).await?;
@@ -82,6 +90,22 @@ pub(super) async fn handle_event(
     }
     counted();
     Ok((record, outbox))
+}
+
+/// A turn that changes nothing but consumes its journal item, if it has its own.
+async fn finish_without_change(
+    env: &ConversationEnv,
+    record: ConversationRecord,
+    commit: TurnCommit,
+) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
+    if commit.journal_seq.is_some() {
+        let commit = TurnCommit {
+            journal_seq: commit.journal_seq,
+            ..TurnCommit::default()
+        };
+        env.store.commit_turn(commit, false).await?;
+    }
+    Ok((record, Vec::new()))
 }
 
 /// A redelivery of an event already handled: counted, and its journal item removed.

@@ -36,6 +36,14 @@ pub struct Enqueue {
     pub items: Vec<(u64, OutboxRecord)>,
 }
 
+/// An operator forgot this conversation: drop the replies it still owes (its outbox items
+/// are already gone from the store). A send in flight cannot be called back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    pub key: ConversationKey,
+}
+
 /// Stop sending; replies not yet completed stay in the outbox for the next start.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -323,6 +331,24 @@ impl Handler<Enqueue> for OutboundSender {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueue(msg.items, ctx);
+    }
+}
+
+impl Handler<Forget> for OutboundSender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
+        let Some(queue) = self.queues.get_mut(&msg.key) else {
+            return;
+        };
+        let keep = usize::from(self.in_flight.contains(&msg.key));
+        for (seq, _) in queue.drain(keep..) {
+            self.known.remove(&seq);
+            self.load.replies_out(1);
+        }
+        if queue.is_empty() {
+            self.queues.remove(&msg.key);
+        }
     }
 }
 
