@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::store::{
     ConversationKey, ConversationRecord, Direction, Failure, ListFilter, Status, Store, StoreError,
+    TimerEntry,
 };
 
 #[derive(Debug, Error)]
@@ -56,6 +57,9 @@ pub struct ConversationDocument {
     #[serde(default)]
     pub paused: bool,
     pub transcript: Vec<TranscriptLine>,
+    /// Timers the flow set that have not fired yet (name, epoch ms due).
+    #[serde(default)]
+    pub timers: Vec<TimerEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +198,7 @@ pub fn document(
         last_user_message: record.last_user_message,
         paused: record.paused,
         transcript,
+        timers: record.timers,
     })
 }
 
@@ -337,6 +342,7 @@ mod tests {
                 late: false,
                 by_operator: false,
             }],
+            timers: Vec::new(),
         };
         let value = serde_json::to_value(&doc).unwrap();
         for key in [

@@ -73,6 +73,7 @@ mod console;
 mod engine;
 mod graph;
 mod inspect;
+mod inspector;
 mod messenger;
 mod store;
 mod webhook;

@@ -253,6 +253,7 @@ mod tests {
             last_user_message: 0,
             paused: false,
             transcript,
+            timers: Vec::new(),
         }
     }
 

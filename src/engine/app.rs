@@ -23,6 +23,7 @@ use crate::engine::sender::{OutboundSender, Shutdown as SenderShutdown};
 use crate::engine::supervisor::{LiveConversations, Shutdown, Supervisor};
 use crate::engine::timers::{self, TimerWheel};
 use crate::flow::FlowHandle;
+use crate::inspector;
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for actors to let go of the store.
@@ -206,6 +207,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         token: config.admin_token.clone(),
         store: store.clone(),
         metrics,
+        sessions: Default::default(),
     };
     let action_state = ActionState {
         admin: admin_state.clone(),
@@ -276,6 +278,7 @@ fn serve_admin(
             .app_data(web::Data::new(actions.clone()))
             .configure(admin::configure)
             .configure(actions::configure)
+            .configure(inspector::configure)
     })
     .workers(1)
     .disable_signals()

@@ -14,6 +14,7 @@
 //! `outbox`, `timers`, `pruning`. Nothing outside `store` names a sled type or a key.
 
 mod activity;
+pub mod changes;
 mod codec;
 mod committer;
 mod conversations;
@@ -84,6 +85,7 @@ pub struct Store {
 struct Inner {
     db: sled::Db,
     tree: sled::Tree,
+    changes: changes::ChangeFeed,
     // Declared last so it drops last: its drop joins the thread after a final flush.
     committer: Committer,
 }
@@ -114,6 +116,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 tree,
+                changes: changes::ChangeFeed::default(),
                 committer,
             }),
         })
@@ -126,6 +129,27 @@ impl Store {
         write: impl FnOnce(&mut Overlay<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> impl Future<Output = Result<T, StoreError>> + 'static {
         self.inner.committer.submit(durable, write)
+    }
+
+    /// The feed announcing each conversation change once it is applied.
+    pub fn changes(&self) -> changes::ChangeFeed {
+        self.inner.changes.clone()
+    }
+
+    /// Resolves as `write` does, and announces `change` once the write is applied.
+    fn announced<T>(
+        &self,
+        write: impl Future<Output = Result<T, StoreError>> + 'static,
+        change: Option<changes::Announcement>,
+    ) -> impl Future<Output = Result<T, StoreError>> + 'static {
+        let feed = self.inner.changes.clone();
+        async move {
+            let written = write.await?;
+            if let Some(change) = change {
+                feed.announce(change);
+            }
+            Ok(written)
+        }
     }
 
     /// Waits until every write submitted before this call is on disk (shared with other

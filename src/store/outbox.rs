@@ -7,6 +7,7 @@
 
 use std::future::Future;
 
+use super::changes::Announcement;
 use super::codec::{decode, encode};
 use super::{
     keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry,
@@ -68,8 +69,15 @@ impl Store {
         outcome: SendOutcome,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
+        let announcement = Announcement {
+            page_id: record.page_id.clone(),
+            psid: record.psid.clone(),
+            entries: vec![record.entry],
+            record: false,
+            forgotten: false,
+        };
         let record = record.clone();
-        self.submit(true, move |overlay| {
+        let write = self.submit(true, move |overlay| {
             overlay.remove(keys::outbox(seq));
             let Some(bytes) = overlay.get(&entry_key)? else {
                 return Ok(());
@@ -96,7 +104,8 @@ impl Store {
             }
             overlay.insert(entry_key, encode(&entry));
             Ok(())
-        })
+        });
+        self.announced(write, Some(announcement))
     }
 }
 

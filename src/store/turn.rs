@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use super::changes::Announcement;
 use super::codec::{decode, encode};
 use super::committer::Overlay;
 use super::{
@@ -67,7 +68,8 @@ impl Store {
             .forget
             .then(|| commit.conversation.as_ref().map(ConversationRecord::key))
             .flatten();
-        self.submit(durable, move |overlay| {
+        let announcement = announcement(&commit);
+        let write = self.submit(durable, move |overlay| {
             if let Some(key) = &forgotten {
                 forget_conversation(overlay, key)?;
             }
@@ -81,8 +83,27 @@ impl Store {
                 apply_entry_change(overlay, &key, &change)?;
             }
             Ok(())
-        })
+        });
+        self.announced(write, announcement)
     }
+}
+
+/// What the change feed says of a turn: nothing when it touched no conversation.
+fn announcement(commit: &TurnCommit) -> Option<Announcement> {
+    let conversation = commit.conversation.as_ref()?;
+    let entries = commit
+        .new_entries
+        .iter()
+        .map(|(seq, _)| *seq)
+        .chain(commit.entry_changes.iter().map(|(seq, _)| *seq))
+        .collect();
+    Some(Announcement {
+        page_id: conversation.page_id.clone(),
+        psid: conversation.psid.clone(),
+        entries,
+        record: true,
+        forgotten: commit.forget,
+    })
 }
 
 /// The plain writes of a turn, encoded outside the committer thread.

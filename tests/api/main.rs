@@ -3,12 +3,15 @@
 
 mod acks;
 mod actions;
+mod browser;
 mod cli;
 mod conversations;
 mod crash;
+mod events;
 mod flows;
 mod helpers;
 mod hostile;
+mod inspector;
 mod listing;
 mod observability;
 mod overload;

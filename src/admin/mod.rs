@@ -12,6 +12,11 @@ use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
 
+mod events;
+pub mod session;
+
+use std::sync::Arc;
+
 use crate::config::Secret;
 use crate::engine::metrics::Metrics;
 use crate::inspect::{self, InspectError};
@@ -21,7 +26,9 @@ use crate::store::{ListFilter, Store};
 pub struct AdminState {
     pub token: Option<Secret>,
     pub store: Store,
-    pub metrics: std::sync::Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
+    /// Browser logins (the web inspector's), besides the bearer token of scripts.
+    pub sessions: Arc<session::Sessions>,
 }
 
 #[derive(Debug, Error)]
@@ -30,6 +37,8 @@ pub enum AdminError {
     Disabled,
     #[error("missing or wrong admin token (Authorization: Bearer <COLLOQUY_ADMIN_TOKEN>)")]
     Unauthorized,
+    #[error("missing or wrong CSRF token (the {header} header of the page's session)", header = session::CSRF_HEADER)]
+    Csrf,
     #[error(transparent)]
     Inspect(#[from] InspectError),
     #[error("bad query: {0}")]
@@ -41,6 +50,7 @@ impl ResponseError for AdminError {
         match self {
             AdminError::Disabled => StatusCode::NOT_FOUND,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Csrf => StatusCode::FORBIDDEN,
             AdminError::Inspect(InspectError::NotFound { .. }) => StatusCode::NOT_FOUND,
             AdminError::Inspect(InspectError::Ambiguous { .. }) => StatusCode::CONFLICT,
             AdminError::Inspect(InspectError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,6 +66,7 @@ impl ResponseError for AdminError {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/conversations", web::get().to(list))
         .route("/admin/conversations/{psid}", web::get().to(show))
+        .route("/admin/events", web::get().to(events::stream))
         .route("/metrics", web::get().to(metrics));
 }
 
@@ -66,21 +77,45 @@ async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+/// Lets a request through with the admin token as a bearer token (scripts, the CLI), or
+/// with a browser session's cookie; a session's request that changes something must also
+/// carry the session's CSRF token, so another site cannot make the browser act.
 pub(crate) fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
     let Some(token) = &state.token else {
         return Err(AdminError::Disabled);
     };
+    if let Some(presented) = bearer(req) {
+        return match token.matches(presented) {
+            true => Ok(()),
+            false => Err(AdminError::Unauthorized),
+        };
+    }
+    let csrf = session_csrf(req, state).ok_or(AdminError::Unauthorized)?;
+    if req.method().is_safe() {
+        return Ok(());
+    }
     let presented = req
         .headers()
+        .get(session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match session::csrf_matches(&csrf, presented) {
+        true => Ok(()),
+        false => Err(AdminError::Csrf),
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if token.matches(presented) {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized)
-    }
+}
+
+/// The CSRF token of the request's live browser session, if it has one.
+pub(crate) fn session_csrf(req: &HttpRequest, state: &AdminState) -> Option<String> {
+    let cookie = req.cookie(session::SESSION_COOKIE)?;
+    state.sessions.csrf_of(cookie.value())
 }
 
 /// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS`.
