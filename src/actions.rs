@@ -3,7 +3,8 @@
 //! flow's state.
 //!
 //! `POST /admin/conversations/{psid}/pause`, `/resume`, `/send` (`{"text": "..."}`),
-//! `/retry` (`{"seq": N}` for one failed reply, `{}` for all),
+//! `/retry` (`{"seq": N}` for one failed reply, `{}` for all), `/skip` and `/replay`
+//! (`{"seq": N}`: an event the flow failed on),
 //! `PUT /admin/conversations/{psid}/state` (the state as the body) and `DELETE` of the
 //! same. `?page=ID` picks the conversation when the psid talks to several pages. Each
 //! action is checked here (who asks, which conversation, whether a state fits the flow),
@@ -54,6 +55,8 @@ pub enum ActionError {
     BadText(String),
     #[error("nothing to retry: {0}")]
     NothingToRetry(String),
+    #[error("no failed event there: {0}")]
+    NoFailedEvent(String),
     #[error("the conversation is busy; the action was not applied, try again")]
     Busy,
     #[error("the action could not be committed; the server log says why")]
@@ -67,7 +70,7 @@ impl ResponseError for ActionError {
             ActionError::BadJson(_) | ActionError::StateDoesNotFit(_) | ActionError::BadText(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ActionError::NothingToRetry(_) => StatusCode::CONFLICT,
+            ActionError::NothingToRetry(_) | ActionError::NoFailedEvent(_) => StatusCode::CONFLICT,
             ActionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ActionError::NotCommitted => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -93,6 +96,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/admin/conversations/{psid}/send", web::post().to(send))
     .route("/admin/conversations/{psid}/retry", web::post().to(retry))
+    .route(
+        "/admin/conversations/{psid}/skip",
+        web::post().to(|req, path, query, state, body| {
+            on_failed_event(req, path, query, state, body, |entry| {
+                OperatorAction::Skip { entry }
+            })
+        }),
+    )
+    .route(
+        "/admin/conversations/{psid}/replay",
+        web::post().to(|req, path, query, state, body| {
+            on_failed_event(req, path, query, state, body, |entry| {
+                OperatorAction::Replay { entry }
+            })
+        }),
+    )
     .route(
         "/admin/conversations/{psid}/state",
         web::put().to(set_state),
@@ -157,6 +176,42 @@ async fn retry(
             }));
         }
         Ok(OperatorAction::Retry { entry: body.seq })
+    })
+    .await
+}
+
+/// `{"seq": N}`: the transcript entry of a failed event.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedEventBody {
+    seq: u64,
+}
+
+/// `POST .../skip` and `.../replay`: an action on one event the flow failed on, refused
+/// (409) unless that entry is a failed event still kept.
+async fn on_failed_event(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    body: web::Bytes,
+    action: fn(u64) -> OperatorAction,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, move |target| {
+        let body: FailedEventBody =
+            serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?;
+        let kept = target
+            .store
+            .failed_events(&target.record.key())
+            .map_err(|e| AdminError::from(inspect::InspectError::from(e)))?;
+        if !kept.iter().any(|(entry, _)| *entry == body.seq) {
+            return Err(ActionError::NoFailedEvent(format!(
+                "transcript entry {} is not an event the flow failed on (or it was replayed \
+                 or skipped already)",
+                body.seq
+            )));
+        }
+        Ok(action(body.seq))
     })
     .await
 }

@@ -60,6 +60,9 @@ pub struct ConversationDocument {
     /// Timers the flow set that have not fired yet (name, epoch ms due).
     #[serde(default)]
     pub timers: Vec<TimerEntry>,
+    /// Transcript entries of events the flow failed on, kept for a replay or a skip.
+    #[serde(default)]
+    pub failed_events: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +171,11 @@ pub fn document(
     last: Option<usize>,
 ) -> Result<ConversationDocument, InspectError> {
     let record = find(store, psid, page_id)?;
+    let failed_events = store
+        .failed_events(&record.key())?
+        .into_iter()
+        .map(|(entry, _)| entry)
+        .collect();
     let entries = match last {
         Some(n) => store.transcript_tail(&record.key(), n)?,
         None => store.transcript(&record.key())?,
@@ -199,6 +207,7 @@ pub fn document(
         paused: record.paused,
         transcript,
         timers: record.timers,
+        failed_events,
     })
 }
 
@@ -343,6 +352,7 @@ mod tests {
                 by_operator: false,
             }],
             timers: Vec::new(),
+            failed_events: Vec::new(),
         };
         let value = serde_json::to_value(&doc).unwrap();
         for key in [

@@ -254,6 +254,7 @@ mod tests {
             paused: false,
             transcript,
             timers: Vec::new(),
+            failed_events: Vec::new(),
         }
     }
 

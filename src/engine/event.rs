@@ -45,6 +45,10 @@ pub enum OperatorAction {
     ResetState,
     /// Send failed replies again: the one of this transcript entry, or all of them.
     Retry { entry: Option<u64> },
+    /// Leave an event the flow failed on as it is: no longer kept for a replay.
+    Skip { entry: u64 },
+    /// Run the flow again on an event it failed on, as it first arrived.
+    Replay { entry: u64 },
     /// Forget the user: transcript, state, index entry, timers and owed replies go; a
     /// tombstone drops redeliveries of their earlier events.
     Forget,
@@ -61,6 +65,8 @@ impl OperatorAction {
             OperatorAction::ResetState => "operator_reset_state",
             OperatorAction::Retry { .. } => "operator_retry",
             OperatorAction::Forget => "operator_forget",
+            OperatorAction::Skip { .. } => "operator_skip",
+            OperatorAction::Replay { .. } => "operator_replay",
         }
     }
 }

@@ -179,7 +179,7 @@ pub fn live(doc: &ConversationDocument) -> Markup {
         }
         div.columns {
             ol.transcript data-testid="transcript" {
-                @for line in &doc.transcript { (entry(line)) }
+                @for line in &doc.transcript { (entry(line, doc.failed_events.contains(&line.seq))) }
             }
             aside {
                 h2 { "State" }
@@ -198,7 +198,8 @@ pub fn live(doc: &ConversationDocument) -> Markup {
     }
 }
 
-fn entry(line: &TranscriptLine) -> Markup {
+/// One transcript bubble; `replayable` when it is a failed event still kept.
+fn entry(line: &TranscriptLine, replayable: bool) -> Markup {
     let side = match line.direction {
         Direction::In => "in",
         Direction::Out => "out",
@@ -225,6 +226,10 @@ fn entry(line: &TranscriptLine) -> Markup {
                 }
                 @if line.direction == Direction::Out && line.status == Status::Failed {
                     button type="button" data-action="retry" data-seq=(line.seq) data-testid="action-retry" { "Retry" }
+                }
+                @if replayable {
+                    button type="button" data-action="replay" data-seq=(line.seq) data-testid="action-replay" { "Replay" }
+                    button type="button" data-action="skip" data-seq=(line.seq) data-testid="action-skip" { "Skip" }
                 }
             }
         }
@@ -313,6 +318,7 @@ mod tests {
                 by_operator: false,
             }],
             timers: Vec::new(),
+            failed_events: Vec::new(),
         }
     }
 

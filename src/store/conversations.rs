@@ -4,10 +4,29 @@
 //! Reads go straight to the tree and see every write whose operation has been answered.
 //! Nothing here writes: a turn's writes are in `turn`, a send's outcome in `outbox`.
 
-use super::codec::{decode_conversation, sequenced};
-use super::{keys, ConversationKey, ConversationRecord, Store, StoreError, TranscriptEntry};
+use super::codec::{decode, decode_conversation, sequenced};
+use super::{
+    keys, ConversationKey, ConversationRecord, FailedEvent, Store, StoreError, TranscriptEntry,
+};
 
 impl Store {
+    /// The events of a conversation its flow failed on and no operator replayed or
+    /// skipped since, by their transcript entry.
+    pub fn failed_events(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Vec<(u64, FailedEvent)>, StoreError> {
+        self.inner
+            .tree
+            .scan_prefix(keys::failed_events(&key.page_id, &key.psid))
+            .map(|item| {
+                let (stored, value) = item?;
+                let entry = keys::trailing_seq(&stored).unwrap_or_default();
+                Ok((entry, decode(&stored, &value)?))
+            })
+            .collect()
+    }
+
     pub fn conversation(
         &self,
         key: &ConversationKey,

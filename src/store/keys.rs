@@ -25,6 +25,9 @@ pub const TIMER: u8 = b'k';
 pub const ACTIVITY: u8 = b'a';
 /// Replies that failed, kept so an operator can retry them: `f` + page + psid + entry seq.
 pub const FAILED_REPLY: u8 = b'f';
+/// Events a flow failed on, kept whole so an operator can replay or skip them:
+/// `e` + page + psid + entry seq.
+pub const FAILED_EVENT: u8 = b'e';
 /// Facts about the store itself: `~` + name.
 pub const META: u8 = b'~';
 
@@ -115,6 +118,18 @@ pub fn failed_reply(page_id: &str, psid: &str, entry: u64) -> Vec<u8> {
 /// The prefix of every failed reply of one conversation, in entry order.
 pub fn failed_replies(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(FAILED_REPLY, &[page_id, psid])
+}
+
+/// The failed event of a conversation's transcript entry `entry`.
+pub fn failed_event(page_id: &str, psid: &str, entry: u64) -> Vec<u8> {
+    let mut key = failed_events(page_id, psid);
+    key.extend_from_slice(&entry.to_be_bytes());
+    key
+}
+
+/// The prefix of every failed event of one conversation, in entry order.
+pub fn failed_events(page_id: &str, psid: &str) -> Vec<u8> {
+    with_namespace(FAILED_EVENT, &[page_id, psid])
 }
 
 /// A fact about the store (`~` + name).

@@ -45,8 +45,9 @@ pub use error::StoreError;
 pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
 pub use records::{
-    ConversationKey, ConversationRecord, Direction, Failure, JournalItem, JournalRecord,
-    OutboxRecord, Outgoing, PendingItem, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
+    ConversationKey, ConversationRecord, Direction, FailedEvent, Failure, JournalItem,
+    JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status, TimerEntry, TimerRecord,
+    TranscriptEntry,
 };
 pub use turn::{EntryChange, TurnCommit};
 

@@ -445,6 +445,24 @@ impl TranscriptEntry {
     }
 }
 
+/// An event a flow failed on, kept whole until an operator replays or skips it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum FailedEvent {
+    /// A webhook event: its messaging item as Facebook sent it.
+    Messenger {
+        raw: Value,
+        #[serde(default)]
+        standby: bool,
+    },
+    /// A timer of the flow: its name, due time and payload.
+    Timer {
+        name: String,
+        due: i64,
+        payload: Value,
+    },
+}
+
 /// What an outbox item delivers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -12,8 +12,8 @@ use super::changes::Announcement;
 use super::codec::{decode, encode};
 use super::committer::Overlay;
 use super::{
-    keys, ConversationKey, ConversationRecord, OutboxRecord, Status, Store, StoreError, TimerEntry,
-    TimerRecord, TranscriptEntry,
+    keys, ConversationKey, ConversationRecord, FailedEvent, OutboxRecord, Status, Store,
+    StoreError, TimerEntry, TimerRecord, TranscriptEntry,
 };
 use crate::clock::now_ms;
 
@@ -49,6 +49,10 @@ pub struct TurnCommit {
     pub listed_before: Option<(i64, bool)>,
     /// Failed replies (by transcript entry) this turn sends again, no longer kept failed.
     pub failed_retried: Vec<u64>,
+    /// Events the flow failed on in this turn, kept for an operator (by transcript entry).
+    pub failed_events: Vec<(u64, FailedEvent)>,
+    /// Failed events (by transcript entry) an operator replayed or skipped: no longer kept.
+    pub failed_events_resolved: Vec<u64>,
     /// Forget the user: the conversation's transcript, failed replies and outbox items go
     /// (its record is the tombstone the turn writes, its timers are in `timers_cleared`).
     pub forget: bool,
@@ -144,6 +148,12 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     for entry in &commit.failed_retried {
         writes.push((keys::failed_reply(page, psid, *entry), None));
     }
+    for (entry, event) in &commit.failed_events {
+        writes.push((keys::failed_event(page, psid, *entry), Some(encode(event))));
+    }
+    for entry in &commit.failed_events_resolved {
+        writes.push((keys::failed_event(page, psid, *entry), None));
+    }
     for timer in &commit.timers_cleared {
         writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
     }
@@ -159,6 +169,7 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
 fn forget_conversation(overlay: &mut Overlay<'_>, key: &ConversationKey) -> Result<(), StoreError> {
     for prefix in [
         keys::transcript_prefix(&key.page_id, &key.psid),
+        keys::failed_events(&key.page_id, &key.psid),
         keys::failed_replies(&key.page_id, &key.psid),
     ] {
         let mut end = prefix.clone();

@@ -2,6 +2,11 @@
 //! with the user's events, durable when answered, recorded as the operator's, and refused
 //! with a clear error when it cannot be applied.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use colloquy::event::InboundEvent;
+use colloquy::flow::{Flow, FlowError, FlowHandle, Turn};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -255,4 +260,112 @@ async fn a_forgotten_user_is_gone_and_their_old_events_do_not_bring_them_back() 
         "{doc}"
     );
     assert!(texts.contains(&"hi again"), "{doc}");
+}
+
+/// Fails on every message while its switch is on (a bug later fixed), answers otherwise.
+struct Switchable {
+    broken: Arc<AtomicBool>,
+}
+
+impl Flow for Switchable {
+    type State = Vec<String>;
+
+    async fn handle(
+        &self,
+        event: &InboundEvent,
+        turn: &mut Turn<Vec<String>>,
+    ) -> Result<(), FlowError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(FlowError::failed("the menu service is down"));
+        }
+        let text = event.text().unwrap_or_default().to_string();
+        turn.state_mut().push(text.clone());
+        turn.say(format!("got {text}"))?;
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn a_failed_event_is_replayed_as_it_arrived_or_skipped_and_only_once() {
+    let broken = Arc::new(AtomicBool::new(true));
+    let app = spawn_app_with(Options {
+        flow: FlowHandle::new(Switchable {
+            broken: broken.clone(),
+        }),
+        ..Options::default()
+    })
+    .await;
+    app.sends_text("15101", "m.15101.0", "order pizza", 1_000)
+        .await;
+    app.sends_text("15101", "m.15101.1", "with olives", 2_000)
+        .await;
+    let doc = app
+        .wait_for_conversation("15101", |d| {
+            d["transcript"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    assert_eq!(doc["failed_events"], json!([0, 1]), "{doc}");
+
+    // Not a failed event: refused, nothing changes.
+    let wrong = app
+        .admin("POST", "/admin/conversations/15101/replay", r#"{"seq": 7}"#)
+        .await;
+    assert_eq!(wrong.status, 409, "{}", wrong.body);
+    let bad = app
+        .admin("POST", "/admin/conversations/15101/skip", "{}")
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    broken.store(false, Ordering::SeqCst);
+    let replayed = app
+        .admin("POST", "/admin/conversations/15101/replay", r#"{"seq": 0}"#)
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    let doc = replayed.json();
+    assert_eq!(
+        doc["state"],
+        json!(["order pizza"]),
+        "run as it first arrived"
+    );
+    assert_eq!(doc["failed_events"], json!([1]));
+    let kinds: Vec<&str> = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["text", "text", "operator_replay", "text", "text"]);
+    assert_eq!(
+        app.graph.wait_for_sends(1).await[0].body["message"]["text"],
+        "got order pizza"
+    );
+
+    let again = app
+        .admin("POST", "/admin/conversations/15101/replay", r#"{"seq": 0}"#)
+        .await;
+    assert_eq!(again.status, 409, "a replayed event is not replayed twice");
+
+    let skipped = app
+        .admin("POST", "/admin/conversations/15101/skip", r#"{"seq": 1}"#)
+        .await;
+    assert_eq!(skipped.status, 200, "{}", skipped.body);
+    let doc = skipped.json();
+    assert_eq!(doc["failed_events"], json!([]));
+    assert_eq!(
+        doc["state"],
+        json!(["order pizza"]),
+        "a skipped event never runs"
+    );
+    let last = doc["transcript"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["kind"].as_str(), last["by_operator"].as_bool()),
+        (Some("operator_skip"), Some(true))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.graph.sends().len(), 1);
 }

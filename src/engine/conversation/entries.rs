@@ -20,15 +20,16 @@ use crate::store::{
     TurnCommit,
 };
 
-/// Adds the handled event's entry to the transcript.
+/// Adds the handled event's entry to the transcript; returns the entry's number.
 pub(super) fn record_inbound(
     record: &mut ConversationRecord,
     entry: TranscriptEntry,
     commit: &mut TurnCommit,
-) {
+) -> u64 {
     let seq = record.take_entry_seq();
     record.inbound_count += 1;
     commit.new_entries.push((seq, entry));
+    seq
 }
 
 pub(super) fn inbound_entry(
@@ -98,6 +99,9 @@ pub(super) fn operator_payload(action: &OperatorAction) -> Option<Value> {
     match action {
         OperatorAction::SetState(state) => Some(json!({ "state": state })),
         OperatorAction::Retry { entry } => Some(json!({ "entry": entry })),
+        OperatorAction::Skip { entry } | OperatorAction::Replay { entry } => {
+            Some(json!({ "entry": entry }))
+        }
         OperatorAction::Send { .. }
         | OperatorAction::Forget
         | OperatorAction::Pause

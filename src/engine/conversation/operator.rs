@@ -35,6 +35,9 @@ pub(super) fn apply_operator(
         OperatorAction::ResetState => record.state = Value::Null,
         OperatorAction::Send { text } => return send_as_page(env, record, event, text, commit),
         OperatorAction::Retry { entry } => retry_failed(env, record, *entry, commit)?,
+        OperatorAction::Skip { entry } => commit.failed_events_resolved.push(*entry),
+        // Runs the flow, so the turn handles it (`turn::replay`); never reaches here.
+        OperatorAction::Replay { .. } => {}
         OperatorAction::Forget => {
             forget(env, record, commit);
             return Ok(());

@@ -12,13 +12,13 @@ use super::operator::apply_operator;
 use super::receipts::{apply_delivery, apply_echo, apply_read};
 use super::{dedup_id, ConversationEnv};
 use crate::clock::now_ms;
-use crate::engine::event::EngineEvent;
+use crate::engine::event::{EngineEvent, OperatorAction};
 use crate::event::{EventKind, InboundEvent, TimerFired};
 use crate::flow::{ConversationView, FlowInput, TimerOp};
 use crate::store::journal::JournalRef;
 use crate::store::{
-    ConversationRecord, Direction, Failure, OutboxRecord, Status, StoreError, TimerEntry,
-    TimerRecord, TurnCommit,
+    ConversationRecord, Direction, FailedEvent, Failure, OutboxRecord, Status, StoreError,
+    TimerEntry, TimerRecord, TurnCommit,
 };
 
 /// Handles one journalled event; returns the updated record and the replies to send.
@@ -72,7 +72,11 @@ pub(super) async fn handle_event(
         }
         EngineEvent::Operator(operator) => {
             record.last_activity = now_ms();
-            apply_operator(env, &mut record, &event, &operator.action, &mut commit)?;
+            if let OperatorAction::Replay { entry } = operator.action {
+                replay(env, &mut record, &event, entry, &mut commit).await?;
+            } else {
+                apply_operator(env, &mut record, &event, &operator.action, &mut commit)?;
+            }
         }
     }
     commit.conversation = Some(record.clone());
@@ -263,7 +267,10 @@ async fn run_flow(
             );
             let mut entry = inbound_entry(event, Status::Failed, Some(Failure::reason(reason)));
             entry.late = late;
-            record_inbound(record, entry, commit);
+            let seq = record_inbound(record, entry, commit);
+            if let Some(failed) = failed_event(event) {
+                commit.failed_events.push((seq, failed));
+            }
             return Ok(());
         }
     };
@@ -277,6 +284,76 @@ async fn run_flow(
         queue_reply(env, record, reply, now, false, commit)?;
     }
     Ok(())
+}
+
+/// An event as kept for an operator's replay; `None` for an operator's own action.
+fn failed_event(event: &EngineEvent) -> Option<FailedEvent> {
+    match event {
+        EngineEvent::Messenger(inbound) => Some(FailedEvent::Messenger {
+            raw: inbound.raw.clone(),
+            standby: inbound.standby,
+        }),
+        EngineEvent::Timer(fired) => Some(FailedEvent::Timer {
+            name: fired.timer.name.clone(),
+            due: fired.timer.due,
+            payload: fired.timer.payload.clone(),
+        }),
+        EngineEvent::Operator(_) => None,
+    }
+}
+
+/// An operator's replay: the action's own entry, then the flow runs again on the failed
+/// event as it first arrived (recorded as a new entry, kept again if it fails again).
+/// A replay of an event no longer kept (replayed or skipped meanwhile) only records the
+/// action.
+async fn replay(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    event: &EngineEvent,
+    entry: u64,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
+    let kept = env.store.failed_events(&record.key())?;
+    let Some((_, failed)) = kept.into_iter().find(|(seq, _)| *seq == entry) else {
+        log::info!(
+            "{}: entry {entry} is no longer kept for a replay",
+            record.key()
+        );
+        return Ok(());
+    };
+    commit.failed_events_resolved.push(entry);
+    match failed {
+        FailedEvent::Messenger { raw, standby } => {
+            let inbound = InboundEvent::from_raw(&record.page_id, raw, standby);
+            let replayed = EngineEvent::Messenger(inbound.clone());
+            run_flow(
+                env,
+                record,
+                &replayed,
+                FlowInput::Event(&inbound),
+                false,
+                commit,
+            )
+            .await
+        }
+        FailedEvent::Timer { name, due, payload } => {
+            let timer = TimerFired { name, due, payload };
+            let replayed = EngineEvent::Timer(crate::engine::event::FiredTimer {
+                key: record.key(),
+                timer: timer.clone(),
+            });
+            run_flow(
+                env,
+                record,
+                &replayed,
+                FlowInput::Timer(&timer),
+                false,
+                commit,
+            )
+            .await
+        }
+    }
 }
 
 /// Applies the flow's timer changes to the record and the commit.

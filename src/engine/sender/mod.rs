@@ -44,7 +44,9 @@ pub struct Forget {
     pub key: ConversationKey,
 }
 
-/// Stop sending; replies not yet completed stay in the outbox for the next start.
+/// Stop sending: no new call starts, the calls in flight finish (within the request
+/// timeout) and have their outcomes recorded; replies not yet sent stay in the outbox for
+/// the next start. Answered once drained.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -90,6 +92,10 @@ pub struct OutboundSender {
     blocked_pages: HashSet<String>,
     /// Each page's Send API rate (`COLLOQUY_PAGE_SEND_RATE`).
     rates: rate::PageRates,
+    /// Calls and outcome writes under way; shutdown waits for them.
+    calls_in_progress: usize,
+    /// Shut down: no new call starts; told once nothing is under way.
+    draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl OutboundSender {
@@ -110,6 +116,8 @@ impl OutboundSender {
             access_token,
             settings,
             callback_client: None,
+            calls_in_progress: 0,
+            draining: None,
             queues: HashMap::new(),
             in_flight: HashSet::new(),
             known: HashSet::new(),
@@ -142,6 +150,10 @@ impl OutboundSender {
 
     /// Sends the head of a conversation's queue, if any.
     fn send_next(&mut self, key: ConversationKey, ctx: &mut Context<Self>) {
+        if self.draining.is_some() {
+            // Shutting down: what is queued stays in the outbox for the next start.
+            return;
+        }
         let Some((_, record)) = self.queues.get(&key).and_then(|q| q.front()) else {
             self.queues.remove(&key);
             self.in_flight.remove(&key);
@@ -156,10 +168,11 @@ impl OutboundSender {
                     .get_or_insert_with(|| callback_client(&self.settings))
                     .clone();
                 let call = post_callback(client, url.clone(), body.clone());
-                ctx.spawn(
-                    call.into_actor(self)
-                        .map(move |attempt, act, ctx| act.finish(key, attempt, ctx)),
-                );
+                self.calls_in_progress += 1;
+                ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
+                    act.finish(key, attempt, ctx);
+                    act.call_ended();
+                }));
                 return;
             }
         };
@@ -181,10 +194,22 @@ impl OutboundSender {
         let graph = self.graph.clone();
         let token = self.access_token.clone();
         let call = async move { attempt_of(graph.send_message(&token, &request).await) };
-        ctx.spawn(
-            call.into_actor(self)
-                .map(move |attempt, act, ctx| act.finish(key, attempt, ctx)),
-        );
+        self.calls_in_progress += 1;
+        ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
+            // Its outcome write is counted first, so a drain waits for it too.
+            act.finish(key, attempt, ctx);
+            act.call_ended();
+        }));
+    }
+
+    /// One call or outcome write ended; a drain waiting for the last one is told.
+    fn call_ended(&mut self) {
+        self.calls_in_progress = self.calls_in_progress.saturating_sub(1);
+        if self.calls_in_progress == 0 {
+            for waiter in self.draining.iter_mut().flat_map(|w| w.drain(..)) {
+                let _ = waiter.send(());
+            }
+        }
     }
 
     fn finish(&mut self, key: ConversationKey, attempt: Attempt, ctx: &mut Context<Self>) {
@@ -265,7 +290,9 @@ impl OutboundSender {
         self.known.remove(&seq);
         self.load.replies_out(1);
         let waiting = Instant::now();
+        self.calls_in_progress += 1;
         ctx.spawn(recorded.into_actor(self).map(move |recorded, act, ctx| {
+            act.call_ended();
             act.metrics.flush_waited("sender", waiting.elapsed());
             if let Err(error) = recorded {
                 // The item stays in the outbox and is sent again after a restart.
@@ -353,10 +380,23 @@ impl Handler<Forget> for OutboundSender {
 }
 
 impl Handler<Shutdown> for OutboundSender {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let (drained, wait) = tokio::sync::oneshot::channel();
+        self.draining.get_or_insert_with(Vec::new).push(drained);
+        if self.calls_in_progress == 0 {
+            self.call_ended();
+        }
+        // A call ends within the request timeout; its outcome write within a flush.
+        let limit = self.settings.request_timeout + Duration::from_secs(2);
+        Box::pin(
+            async move {
+                let _ = tokio::time::timeout(limit, wait).await;
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
     }
 }
 
