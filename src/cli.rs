@@ -1,4 +1,4 @@
-//! The `colloquy` command line: `serve`, `inspect` and `subscribe`.
+//! The `colloquy` command line: `serve`, `inspect`, `subscribe`, `chat` and `admin`.
 //!
 //! Parses flags (each `serve` setting also read from its environment variable, flags
 //! winning), and runs the command. This is the binary's edge, so it is the one place
@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+use crate::admin_cli::url_component;
 use crate::config::{
     Config, RawConfig, Secret, DEFAULT_ADMIN_BIND, DEFAULT_BIND, DEFAULT_DATA_DIR,
     DEFAULT_GRAPH_URL,
@@ -49,6 +50,8 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// Talk to a flow in the terminal as a Messenger user would (no Facebook app needed).
     Chat(crate::console::ChatArgs),
+    /// Act on a running server's conversations through its admin API.
+    Admin(crate::admin_cli::AdminArgs),
 }
 
 /// Runs one parsed command and returns what it prints.
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Inspect(args) => inspect(args).await,
         Command::Subscribe(args) => subscribe(args).await,
         Command::Chat(args) => crate::console::run(args).await.map(|()| String::new()),
+        Command::Admin(args) => crate::admin_cli::run(args).await,
     }
 }
 
@@ -325,12 +329,6 @@ async fn admin_get(base: &str, token: &str, path: &str) -> anyhow::Result<Value>
         bail!("server answered {}: {message}", response.status());
     }
     Ok(body)
-}
-
-fn url_component(value: &str) -> String {
-    serde_urlencoded::to_string([("", value)])
-        .map(|s| s.trim_start_matches('=').to_string())
-        .unwrap_or_default()
 }
 
 /// `colloquy subscribe [--status]`: the page's webhook subscription.

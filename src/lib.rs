@@ -67,6 +67,7 @@ pub use flow::{Flow, FlowError, FlowHandle, Reply, Turn};
 
 mod actions;
 mod admin;
+mod admin_cli;
 mod cli;
 mod clock;
 mod console;

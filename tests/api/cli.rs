@@ -236,3 +236,71 @@ fn inspect_without_a_data_directory_says_so() {
         stderr(&output)
     );
 }
+
+#[actix_web::test]
+async fn admin_commands_act_through_the_api_and_report_its_errors() {
+    let app = spawn_app().await;
+    app.sends_text("11101", "m.11101.0", "hello", 1_000).await;
+    app.wait_for_first_reply("11101", "sent").await;
+    let envs = [
+        ("COLLOQUY_ADMIN_URL", app.admin_url.as_str()),
+        ("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+
+    let paused = colloquy_beside(&["admin", "pause", "11101"], &envs).await;
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert!(
+        stdout(&paused).contains("paused 11101"),
+        "{}",
+        stdout(&paused)
+    );
+    assert_eq!(app.conversation("11101").await["paused"], true);
+
+    let listed = colloquy_beside(&["admin", "list", "--paused", "true", "--json"], &envs).await;
+    let page: Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(page["conversations"][0]["psid"], "11101");
+
+    let sent = colloquy_beside(&["admin", "send", "11101", "A human here"], &envs).await;
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let sends = app.graph.wait_for_sends(2).await;
+    assert_eq!(sends[1].body["message"]["text"], "A human here");
+
+    let set = colloquy_beside(
+        &["admin", "reset", "11101", "--set", "{\"messages\": 7}"],
+        &envs,
+    )
+    .await;
+    assert!(set.status.success(), "{}", stderr(&set));
+    assert_eq!(app.conversation("11101").await["state"]["messages"], 7);
+    let reset = colloquy_beside(&["admin", "reset", "11101", "--json"], &envs).await;
+    let doc: Value = serde_json::from_str(&stdout(&reset)).unwrap();
+    assert_eq!(doc["state"], Value::Null);
+
+    // The API's refusals, as the API words them, with a failing exit.
+    let nothing = colloquy_beside(&["admin", "retry", "11101"], &envs).await;
+    assert!(!nothing.status.success());
+    assert!(
+        stderr(&nothing).contains("409") && stderr(&nothing).contains("nothing to retry"),
+        "{}",
+        stderr(&nothing)
+    );
+    let unknown = colloquy_beside(&["admin", "resume", "99999"], &envs).await;
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("404"), "{}", stderr(&unknown));
+    let no_token = colloquy_beside(
+        &["admin", "pause", "11101"],
+        &[("COLLOQUY_ADMIN_URL", app.admin_url.as_str())],
+    )
+    .await;
+    assert!(!no_token.status.success());
+    assert!(
+        stderr(&no_token).contains("COLLOQUY_ADMIN_TOKEN"),
+        "{}",
+        stderr(&no_token)
+    );
+
+    let forgotten = colloquy_beside(&["admin", "forget", "11101"], &envs).await;
+    assert!(forgotten.status.success(), "{}", stderr(&forgotten));
+    let gone = app.admin("GET", "/admin/conversations/11101", "").await;
+    assert_eq!(gone.status, 404);
+}
