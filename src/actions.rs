@@ -4,7 +4,7 @@
 //!
 //! `POST /admin/conversations/{psid}/pause`, `/resume`, `/send` (`{"text": "..."}`),
 //! `/retry` (`{"seq": N}` for one failed reply, `{}` for all), `/skip` and `/replay`
-//! (`{"seq": N}`: an event the flow failed on),
+//! (`{"seq": N}`: an event the flow failed on), `/start` (`{"tree": "name"}`),
 //! `PUT /admin/conversations/{psid}/state` (the state as the body) and `DELETE` of the
 //! same. `?page=ID` picks the conversation when the psid talks to several pages. Each
 //! action is checked here (who asks, which conversation, whether a state fits the flow),
@@ -57,6 +57,8 @@ pub enum ActionError {
     NothingToRetry(String),
     #[error("no failed event there: {0}")]
     NoFailedEvent(String),
+    #[error("the flow did not start it: {0}")]
+    NotStarted(String),
     #[error("the conversation is busy; the action was not applied, try again")]
     Busy,
     #[error("the action could not be committed; the server log says why")]
@@ -71,6 +73,7 @@ impl ResponseError for ActionError {
                 StatusCode::BAD_REQUEST
             }
             ActionError::NothingToRetry(_) | ActionError::NoFailedEvent(_) => StatusCode::CONFLICT,
+            ActionError::NotStarted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ActionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ActionError::NotCommitted => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         }),
     )
     .route("/admin/conversations/{psid}/send", web::post().to(send))
+    .route("/admin/conversations/{psid}/start", web::post().to(start))
     .route("/admin/conversations/{psid}/retry", web::post().to(retry))
     .route(
         "/admin/conversations/{psid}/skip",
@@ -216,6 +220,33 @@ async fn on_failed_event(
     .await
 }
 
+/// `{"tree": "name"}`: what the flow should start (an interview tree's name).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    tree: String,
+}
+
+/// `POST .../start`: the flow starts (or restarts) the named interview tree for a user
+/// who has written before; 422 with the flow's reason when it could not.
+async fn start(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+    state: web::Data<ActionState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ActionError> {
+    act(req, path, query, state, move |_| {
+        let body: StartBody =
+            serde_json::from_slice(&body).map_err(|e| ActionError::BadJson(e.to_string()))?;
+        if body.tree.trim().is_empty() {
+            return Err(ActionError::BadJson("tree must name a tree".into()));
+        }
+        Ok(OperatorAction::Start { tree: body.tree })
+    })
+    .await
+}
+
 async fn send(
     req: HttpRequest,
     path: web::Path<String>,
@@ -320,5 +351,27 @@ async fn act(
     }
     let doc =
         inspect::document(store, &key.psid, Some(&key.page_id), None).map_err(AdminError::from)?;
+    if let Some(failure) = failed_start(&action, &doc) {
+        return Err(ActionError::NotStarted(failure));
+    }
     Ok(HttpResponse::Ok().json(doc))
+}
+
+/// Why the flow refused a `start` just applied (its entry is the newest `operator_start`:
+/// a conversation's turns run one at a time).
+fn failed_start(action: &OperatorAction, doc: &inspect::ConversationDocument) -> Option<String> {
+    if !matches!(action, OperatorAction::Start { .. }) {
+        return None;
+    }
+    let entry = doc
+        .transcript
+        .iter()
+        .rev()
+        .find(|line| line.kind == action.kind_name())?;
+    (entry.status == crate::store::Status::Failed).then(|| {
+        entry
+            .error
+            .as_ref()
+            .map_or_else(|| "no reason recorded".into(), |e| e.message.clone())
+    })
 }

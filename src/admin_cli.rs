@@ -118,6 +118,13 @@ pub enum AdminCommand {
         /// The text to send.
         text: String,
     },
+    /// Start (or restart) an interview tree for a user who has written before.
+    Start {
+        #[command(flatten)]
+        target: Target,
+        /// The tree's name.
+        tree: String,
+    },
     /// Write an export: `conversations` (JSON Lines) or `tree NAME` (CSV of answers).
     Export {
         /// `conversations` or `tree`.
@@ -348,6 +355,16 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                     "POST",
                     &conversation_path(target, "send"),
                     Some(json!({ "text": text })),
+                )
+                .await?,
+        ),
+        AdminCommand::Start { target, tree } => (
+            format!("started `{tree}` for {}", target.psid),
+            client
+                .call(
+                    "POST",
+                    &conversation_path(target, "start"),
+                    Some(json!({ "tree": tree })),
                 )
                 .await?,
         ),

@@ -49,6 +49,8 @@ pub enum OperatorAction {
     Skip { entry: u64 },
     /// Run the flow again on an event it failed on, as it first arrived.
     Replay { entry: u64 },
+    /// Start something of the flow's for this user (an interview tree, by name).
+    Start { tree: String },
     /// Forget the user: transcript, state, index entry, timers and owed replies go; a
     /// tombstone drops redeliveries of their earlier events.
     Forget,
@@ -67,6 +69,7 @@ impl OperatorAction {
             OperatorAction::Forget => "operator_forget",
             OperatorAction::Skip { .. } => "operator_skip",
             OperatorAction::Replay { .. } => "operator_replay",
+            OperatorAction::Start { .. } => "operator_start",
         }
     }
 }

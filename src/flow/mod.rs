@@ -83,6 +83,21 @@ pub trait Flow: Send + Sync + 'static {
         let _ = (timer, turn);
         std::future::ready(Ok(()))
     }
+
+    /// An operator starts `what` for this user (the admin API's `start`: for an interview
+    /// tree flow, the tree of that name), as a turn of its own, in order with the user's
+    /// events. The default refuses: a flow with nothing to start says so, and the
+    /// operator's action is recorded `failed` with that reason.
+    fn on_start(
+        &self,
+        what: &str,
+        turn: &mut Turn<Self::State>,
+    ) -> impl Future<Output = Result<(), FlowError>> {
+        let _ = turn;
+        std::future::ready(Err(FlowError::Failed(format!(
+            "this flow has nothing to start (asked for `{what}`)"
+        ))))
+    }
 }
 
 /// Why a flow could not handle an event.
@@ -263,6 +278,8 @@ pub(crate) struct TurnOutput {
 pub(crate) enum FlowInput<'a> {
     Event(&'a InboundEvent),
     Timer(&'a TimerFired),
+    /// An operator's `start` of this name.
+    Start(&'a str),
 }
 
 /// The flow with its state type erased to JSON, so the engine holds any flow behind one type.
@@ -302,6 +319,7 @@ impl<F: Flow> ErasedFlow for F {
             match input {
                 FlowInput::Event(event) => self.handle(event, &mut turn).await?,
                 FlowInput::Timer(timer) => self.on_timer(timer, &mut turn).await?,
+                FlowInput::Start(what) => self.on_start(what, &mut turn).await?,
             }
             let state =
                 serde_json::to_value(&turn.state).map_err(|e| FlowError::State(e.to_string()))?;

@@ -369,3 +369,71 @@ async fn a_failed_event_is_replayed_as_it_arrived_or_skipped_and_only_once() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(app.graph.sends().len(), 1);
 }
+
+#[actix_web::test]
+async fn an_operator_starts_an_interview_for_a_user_who_wrote_before_and_an_unknown_tree_is_refused(
+) {
+    let trees = format!("{}/data/flows", env!("CARGO_MANIFEST_DIR"));
+    let flow = colloquy::flow::tree::TreeFlow::load(&trees)
+        .unwrap()
+        .into_handle();
+    let app = spawn_app_with(Options {
+        flow,
+        ..Options::default()
+    })
+    .await;
+    // They wrote before and were started on the default tree.
+    app.sends_text("15201", "m.15201.0", "hi", 1_000).await;
+    app.graph.wait_for_sends(2).await;
+
+    let started = app
+        .admin(
+            "POST",
+            "/admin/conversations/15201/start",
+            r#"{"tree": "satisfaction"}"#,
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let doc = started.json();
+    assert_eq!(doc["state"]["tree"], "satisfaction");
+    assert_eq!(doc["state"]["stage"]["status"], "asking");
+    let sends = app.graph.wait_for_sends(4).await;
+    assert_eq!(
+        sends[3].body["message"]["text"],
+        "How would you rate our service, from 1 to 5?"
+    );
+
+    let unknown = app
+        .admin(
+            "POST",
+            "/admin/conversations/15201/start",
+            r#"{"tree": "nope"}"#,
+        )
+        .await;
+    assert_eq!(unknown.status, 422, "{}", unknown.body);
+    assert!(unknown.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("no interview tree named `nope`"));
+    let doc = app.conversation("15201").await;
+    assert_eq!(
+        doc["state"]["tree"], "satisfaction",
+        "a refused start changes nothing"
+    );
+    let bad = app
+        .admin(
+            "POST",
+            "/admin/conversations/15201/start",
+            r#"{"name": "x"}"#,
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let stranger = app
+        .admin(
+            "POST",
+            "/admin/conversations/404404/start",
+            r#"{"tree": "satisfaction"}"#,
+        )
+        .await;
+    assert_eq!(stranger.status, 404, "only a user who has written before");
+}

@@ -102,6 +102,7 @@ pub(super) fn operator_payload(action: &OperatorAction) -> Option<Value> {
         OperatorAction::Skip { entry } | OperatorAction::Replay { entry } => {
             Some(json!({ "entry": entry }))
         }
+        OperatorAction::Start { tree } => Some(json!({ "tree": tree })),
         OperatorAction::Send { .. }
         | OperatorAction::Forget
         | OperatorAction::Pause

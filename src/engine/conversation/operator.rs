@@ -36,8 +36,8 @@ pub(super) fn apply_operator(
         OperatorAction::Send { text } => return send_as_page(env, record, event, text, commit),
         OperatorAction::Retry { entry } => retry_failed(env, record, *entry, commit)?,
         OperatorAction::Skip { entry } => commit.failed_events_resolved.push(*entry),
-        // Runs the flow, so the turn handles it (`turn::replay`); never reaches here.
-        OperatorAction::Replay { .. } => {}
+        // These run the flow, so the turn handles them (`turn.rs`); never reach here.
+        OperatorAction::Replay { .. } | OperatorAction::Start { .. } => {}
         OperatorAction::Forget => {
             forget(env, record, commit);
             return Ok(());

@@ -72,10 +72,15 @@ pub(super) async fn handle_event(
         }
         EngineEvent::Operator(operator) => {
             record.last_activity = now_ms();
-            if let OperatorAction::Replay { entry } = operator.action {
-                replay(env, &mut record, &event, entry, &mut commit).await?;
-            } else {
-                apply_operator(env, &mut record, &event, &operator.action, &mut commit)?;
+            match &operator.action {
+                OperatorAction::Replay { entry } => {
+                    replay(env, &mut record, &event, *entry, &mut commit).await?
+                }
+                OperatorAction::Start { tree } => {
+                    let input = FlowInput::Start(tree);
+                    run_flow(env, &mut record, &event, input, false, &mut commit).await?
+                }
+                action => apply_operator(env, &mut record, &event, action, &mut commit)?,
             }
         }
     }

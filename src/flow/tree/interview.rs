@@ -40,6 +40,16 @@ impl Flow for TreeFlow {
             None => Ok(()),
         }
     }
+
+    /// An operator starts (or restarts) the tree `name` for this user: the greeting and
+    /// the first question, whatever stage they were at (a finished or stopped interview
+    /// stays in `earlier`).
+    async fn on_start(&self, name: &str, turn: &mut Turn<InterviewState>) -> Result<(), FlowError> {
+        let tree = self
+            .tree(name)
+            .ok_or_else(|| FlowError::failed(format!("no interview tree named `{name}`")))?;
+        self.start(tree, turn)
+    }
 }
 
 impl TreeFlow {
