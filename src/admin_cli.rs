@@ -62,6 +62,18 @@ pub enum AdminCommand {
         paused: Option<bool>,
         #[arg(long)]
         psid_prefix: Option<String>,
+        /// Only conversations with (true) or without (false) failed replies.
+        #[arg(long)]
+        failed: Option<bool>,
+        /// Only conversations with (true) or without (false) events the flow failed on.
+        #[arg(long)]
+        stuck: Option<bool>,
+        /// Only conversations in this interview tree.
+        #[arg(long)]
+        tree: Option<String>,
+        /// in_progress, completed, cancelled or not_started.
+        #[arg(long)]
+        tree_status: Option<String>,
         /// Conversations per page (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -276,6 +288,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
             page,
             paused,
             psid_prefix,
+            failed,
+            stuck,
+            tree,
+            tree_status,
             limit,
             cursor,
             all,
@@ -285,6 +301,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<String> {
                 ("page", page.clone()),
                 ("paused", paused.map(|p| p.to_string())),
                 ("psid_prefix", psid_prefix.clone()),
+                ("failed", failed.map(|p| p.to_string())),
+                ("stuck", stuck.map(|p| p.to_string())),
+                ("tree", tree.clone()),
+                ("tree_status", tree_status.clone()),
             ];
             return list(&client, &filters, cursor.clone(), *all, args.json).await;
         }

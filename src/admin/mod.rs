@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::config::Secret;
 use crate::engine::metrics::Metrics;
 use crate::inspect::{self, InspectError};
-use crate::store::{ListFilter, Store};
+use crate::store::{ListFilter, Store, TreeStatus};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -118,7 +118,7 @@ pub(crate) fn session_csrf(req: &HttpRequest, state: &AdminState) -> Option<Stri
     state.sessions.csrf_of(cookie.value())
 }
 
-/// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS`.
+/// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS&failed=true|false&stuck=true|false&tree=NAME&tree_status=in_progress|completed|cancelled|not_started`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -129,6 +129,10 @@ struct ListQuery {
     psid_prefix: Option<String>,
     active_since: Option<String>,
     active_until: Option<String>,
+    failed: Option<String>,
+    stuck: Option<String>,
+    tree: Option<String>,
+    tree_status: Option<String>,
 }
 
 /// A query parameter parsed as `T`, or an error naming it and what it should be.
@@ -172,6 +176,19 @@ async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResp
         paused: parameter("paused", query.paused, "true or false")?,
         active_since: parameter("active_since", query.active_since, "epoch milliseconds")?,
         active_until: parameter("active_until", query.active_until, "epoch milliseconds")?,
+        failed_replies: parameter("failed", query.failed, "true or false")?,
+        stuck: parameter("stuck", query.stuck, "true or false")?,
+        tree: query.tree,
+        tree_status: query
+            .tree_status
+            .map(|raw| {
+                TreeStatus::parse(&raw).ok_or_else(|| {
+                    AdminError::BadQuery(format!(
+                        "tree_status must be in_progress, completed, cancelled or not_started, got {raw:?}"
+                    ))
+                })
+            })
+            .transpose()?,
     };
     let page = inspect::list_page(&state.store, &filter, query.cursor.as_deref(), limit)
         .map_err(InspectError::from)?

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::admin::session::{LoginError, SESSION_COOKIE, SESSION_LIFETIME};
 use crate::admin::{session_csrf, AdminError, AdminState};
 use crate::inspect::{self, InspectError};
-use crate::store::ListFilter;
+use crate::store::{ListFilter, TreeStatus};
 
 /// Rows on one page of the list.
 const ROWS_PER_PAGE: usize = 50;
@@ -81,7 +81,27 @@ struct ListQuery {
     psid_prefix: String,
     #[serde(default)]
     paused: String,
+    #[serde(default)]
+    failed: String,
+    #[serde(default)]
+    stuck: String,
+    #[serde(default)]
+    tree: String,
+    #[serde(default)]
+    tree_status: String,
     cursor: Option<String>,
+}
+
+/// An optional yes/no filter of the list form: "" (any), "true" or "false".
+fn yes_no(name: &str, value: &str) -> Result<Option<bool>, AdminError> {
+    match value {
+        "" => Ok(None),
+        "true" => Ok(Some(true)),
+        "false" => Ok(Some(false)),
+        other => Err(AdminError::BadQuery(format!(
+            "{name} must be true or false, got {other:?}"
+        ))),
+    }
 }
 
 /// `GET /admin/`: the list, or the login form for a browser without a session.
@@ -91,20 +111,21 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
     };
     let query: ListQuery = serde_urlencoded::from_str(req.query_string())
         .map_err(|error| AdminError::BadQuery(error.to_string()))?;
-    let paused = match query.paused.as_str() {
+    let tree_status = match query.tree_status.as_str() {
         "" => None,
-        "true" => Some(true),
-        "false" => Some(false),
-        other => {
-            return Err(AdminError::BadQuery(format!(
-                "paused must be true or false, got {other:?}"
-            )))
-        }
+        raw => Some(
+            TreeStatus::parse(raw)
+                .ok_or_else(|| AdminError::BadQuery(format!("unknown tree status {raw:?}")))?,
+        ),
     };
     let filter = ListFilter {
         page_id: Some(query.page.clone()).filter(|p| !p.is_empty()),
         psid_prefix: Some(query.psid_prefix.clone()).filter(|p| !p.is_empty()),
-        paused,
+        paused: yes_no("paused", &query.paused)?,
+        failed_replies: yes_no("failed", &query.failed)?,
+        stuck: yes_no("stuck", &query.stuck)?,
+        tree: Some(query.tree.clone()).filter(|t| !t.is_empty()),
+        tree_status,
         ..ListFilter::default()
     };
     let listed = inspect::list_page(
@@ -132,12 +153,20 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
         page: query.page,
         psid_prefix: query.psid_prefix,
         paused: query.paused,
+        failed: query.failed,
+        stuck: query.stuck,
+        tree: query.tree,
+        tree_status: query.tree_status,
     };
     let next = listed.next_cursor.map(|cursor| {
         let query = serde_urlencoded::to_string([
             ("page", form.page.as_str()),
             ("psid_prefix", form.psid_prefix.as_str()),
             ("paused", form.paused.as_str()),
+            ("failed", form.failed.as_str()),
+            ("stuck", form.stuck.as_str()),
+            ("tree", form.tree.as_str()),
+            ("tree_status", form.tree_status.as_str()),
             ("cursor", cursor.as_str()),
         ])
         .unwrap_or_default();

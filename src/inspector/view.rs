@@ -23,8 +23,23 @@ pub struct Row {
 pub struct ListForm {
     pub page: String,
     pub psid_prefix: String,
-    /// "", "true" or "false".
+    /// "", "true" or "false" (so are `failed` and `stuck`).
     pub paused: String,
+    pub failed: String,
+    pub stuck: String,
+    pub tree: String,
+    pub tree_status: String,
+}
+
+/// A select of any / yes / no for a flag filter.
+fn yes_no_select(name: &str, testid: &str, current: &str, yes: &str, no: &str) -> Markup {
+    html! {
+        select name=(name) data-testid=(testid) {
+            option value="" selected[current.is_empty()] { "any" }
+            option value="true" selected[current == "true"] { (yes) }
+            option value="false" selected[current == "false"] { (no) }
+        }
+    }
 }
 
 fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
@@ -92,11 +107,15 @@ pub fn list(csrf: &str, form: &ListForm, rows: &[Row], next: Option<String>) -> 
             form.filters method="get" action="/admin/" data-testid="list-filters" {
                 label { "Page " input name="page" value=(form.page) data-testid="filter-page"; }
                 label { "PSID starts with " input name="psid_prefix" value=(form.psid_prefix) data-testid="filter-psid"; }
-                label { "Paused "
-                    select name="paused" data-testid="filter-paused" {
-                        option value="" selected[form.paused.is_empty()] { "any" }
-                        option value="true" selected[form.paused == "true"] { "paused" }
-                        option value="false" selected[form.paused == "false"] { "not paused" }
+                label { "Paused " (yes_no_select("paused", "filter-paused", &form.paused, "paused", "not paused")) }
+                label { "Failed replies " (yes_no_select("failed", "filter-failed", &form.failed, "some", "none")) }
+                label { "Stuck events " (yes_no_select("stuck", "filter-stuck", &form.stuck, "some", "none")) }
+                label { "Tree " input name="tree" value=(form.tree) data-testid="filter-tree"; }
+                label { "Tree status "
+                    select name="tree_status" data-testid="filter-tree-status" {
+                        @for (value, shown) in [("", "any"), ("in_progress", "in progress"), ("completed", "completed"), ("cancelled", "cancelled"), ("not_started", "not started")] {
+                            option value=(value) selected[form.tree_status == value] { (shown) }
+                        }
                     }
                 }
                 button type="submit" data-testid="filter-submit" { "Filter" }

@@ -1,13 +1,16 @@
 //! The activity index: one entry per conversation, ordered by its last activity (to the
-//! second, newest first), holding whether it is paused. The admin list pages through it
+//! second, newest first), holding what the list filters by (`listing`: paused, failed
+//! replies, failed events, interview tree and status). The admin list pages through it
 //! with an opaque cursor instead of scanning every conversation.
 //!
-//! Entries are moved by `turn`, in the same operation as the conversation record; here
-//! they are read, and built once for a store written before the index existed. Must not:
-//! write an entry on its own (it would drift from the record).
+//! Entries are moved by `turn`, in the same operation as the conversation record (and
+//! flagged by `outbox` when a reply fails); here they are read, and built once for a
+//! store written before the index (or this version of it) existed. Must not: write an
+//! entry on its own while the store runs (it would drift from the record).
 
 use super::codec::decode_conversation;
-use super::turn::{activity_second, activity_value};
+use super::listing::{tree_has_any, Listing, TreeStatus};
+use super::turn::activity_second;
 use super::{keys, ConversationRecord, Store, StoreError};
 
 /// Which conversations a list wants; every field narrows it.
@@ -20,6 +23,13 @@ pub struct ListFilter {
     pub active_since: Option<i64>,
     /// Last activity before this time (epoch ms).
     pub active_until: Option<i64>,
+    /// Has (true) or has no (false) failed replies kept for a retry.
+    pub failed_replies: Option<bool>,
+    /// Has (true) or has no (false) events the flow failed on, kept for a replay.
+    pub stuck: Option<bool>,
+    /// In (or last in) this interview tree.
+    pub tree: Option<String>,
+    pub tree_status: Option<TreeStatus>,
 }
 
 /// One page of a list, and where the next one starts (`None` after the last).
@@ -30,7 +40,7 @@ pub struct ListPage {
 }
 
 /// Marks a store whose activity index is complete.
-const INDEX_BUILT: &str = "activity_index_v1";
+const INDEX_BUILT: &str = "activity_index_v2";
 
 impl Store {
     /// Up to `limit` conversations matching `filter`, newest activity first, after the
@@ -65,7 +75,7 @@ impl Store {
             if second < oldest_second {
                 break;
             }
-            if !filter.matches_entry(&page_id, &psid, value.first() == Some(&1)) {
+            if !filter.matches_entry(&page_id, &psid, &Listing::decode(&value)) {
                 continue;
             }
             let record_key = keys::conversation(&page_id, &psid);
@@ -107,12 +117,17 @@ impl Store {
             };
             // An unreadable record is listed as long inactive rather than stopping the
             // start: its conversation fails on its own (see docs/guarantees.md).
-            let (last_activity, paused) = decode_conversation(&key, &value)
-                .map(|record| (record.last_activity, record.paused))
-                .unwrap_or_default();
+            let record = decode_conversation(&key, &value).unwrap_or_else(|_| {
+                ConversationRecord::new(&super::ConversationKey::new(&page_id, &psid))
+            });
+            let listing = Listing::of(
+                &record,
+                tree_has_any(tree, keys::failed_replies(&page_id, &psid))?,
+                tree_has_any(tree, keys::failed_events(&page_id, &psid))?,
+            );
             batch.insert(
-                keys::activity(activity_second(last_activity), &page_id, &psid),
-                activity_value(paused),
+                keys::activity(activity_second(record.last_activity), &page_id, &psid),
+                listing.encode(),
             );
             built += 1;
         }
@@ -127,13 +142,26 @@ impl Store {
 }
 
 impl ListFilter {
-    fn matches_entry(&self, page_id: &str, psid: &str, paused: bool) -> bool {
+    fn matches_entry(&self, page_id: &str, psid: &str, listing: &Listing) -> bool {
         self.page_id.as_deref().is_none_or(|page| page == page_id)
             && self
                 .psid_prefix
                 .as_deref()
                 .is_none_or(|prefix| psid.starts_with(prefix))
-            && self.paused.is_none_or(|wanted| wanted == paused)
+            && self.paused.is_none_or(|wanted| wanted == listing.paused)
+            && self
+                .failed_replies
+                .is_none_or(|wanted| wanted == listing.failed_reply)
+            && self
+                .stuck
+                .is_none_or(|wanted| wanted == listing.failed_event)
+            && self
+                .tree
+                .as_deref()
+                .is_none_or(|tree| listing.tree.as_deref() == Some(tree))
+            && self
+                .tree_status
+                .is_none_or(|status| listing.tree_status == Some(status))
     }
 
     fn matches_activity(&self, last_activity: i64) -> bool {

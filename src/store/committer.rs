@@ -71,6 +71,29 @@ impl Overlay<'_> {
         self.staged.insert(key.into(), None);
     }
 
+    /// Whether any key starting with `prefix` exists, counting the writes of this cycle
+    /// and of this operation.
+    pub fn any_with_prefix(&self, prefix: &[u8]) -> Result<bool, BackendError> {
+        let written = |key: &[u8]| self.staged.get(key).or_else(|| self.cycle.get(key));
+        for map in [&self.staged, self.cycle] {
+            let under = map
+                .range(prefix.to_vec()..)
+                .take_while(|(key, _)| key.starts_with(prefix));
+            for (key, _) in under {
+                if written(key).is_some_and(Option::is_some) {
+                    return Ok(true);
+                }
+            }
+        }
+        for item in self.tree.scan_prefix(prefix) {
+            let (key, _) = item?;
+            if !matches!(written(&key), Some(None)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The stored keys from `start` up to (not including) `end`, in order, with their
     /// values. A scan of the tree: it does not see this cycle's writes.
     pub fn range(

@@ -21,6 +21,7 @@ mod conversations;
 mod error;
 pub mod journal;
 pub mod keys;
+mod listing;
 mod outbox;
 mod pruning;
 pub mod records;
@@ -42,6 +43,7 @@ pub use activity::ListFilter;
 pub use committer::CommitStats;
 use error::BackendError;
 pub use error::StoreError;
+pub use listing::TreeStatus;
 pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
 pub use records::{

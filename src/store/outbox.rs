@@ -8,7 +8,10 @@
 use std::future::Future;
 
 use super::changes::Announcement;
-use super::codec::{decode, encode};
+use super::codec::{decode, decode_conversation, encode};
+use super::committer::Overlay;
+use super::listing::Listing;
+use super::turn::activity_second;
 use super::{
     keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry,
 };
@@ -99,6 +102,7 @@ impl Store {
                             keys::failed_reply(&record.page_id, &record.psid, record.entry),
                             encode(&record),
                         );
+                        flag_failed_reply(overlay, &record.page_id, &record.psid)?;
                     }
                 }
             }
@@ -107,6 +111,29 @@ impl Store {
         });
         self.announced(write, Some(announcement))
     }
+}
+
+/// Marks the conversation's activity-index entry as having a failed reply, so the list's
+/// `failed` filter finds it without a scan (its entry is where its stored record says).
+fn flag_failed_reply(overlay: &mut Overlay<'_>, page: &str, psid: &str) -> Result<(), StoreError> {
+    let record_key = keys::conversation(page, psid);
+    let Some(bytes) = overlay.get(&record_key)? else {
+        return Ok(());
+    };
+    let Ok(record) = decode_conversation(&record_key, &bytes) else {
+        // An unreadable record is listed without flags; the send's outcome still counts.
+        return Ok(());
+    };
+    let entry = keys::activity(activity_second(record.last_activity), page, psid);
+    let Some(value) = overlay.get(&entry)? else {
+        return Ok(());
+    };
+    let mut listing = Listing::decode(&value);
+    if !listing.failed_reply {
+        listing.failed_reply = true;
+        overlay.insert(entry, listing.encode());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

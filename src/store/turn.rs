@@ -11,6 +11,7 @@ use std::future::Future;
 use super::changes::Announcement;
 use super::codec::{decode, encode};
 use super::committer::Overlay;
+use super::listing::Listing;
 use super::{
     keys, ConversationKey, ConversationRecord, FailedEvent, OutboxRecord, Status, Store,
     StoreError, TimerEntry, TimerRecord, TranscriptEntry,
@@ -73,6 +74,7 @@ impl Store {
             .then(|| commit.conversation.as_ref().map(ConversationRecord::key))
             .flatten();
         let announcement = announcement(&commit);
+        let listing = listing_update(&commit);
         let write = self.submit(durable, move |overlay| {
             if let Some(key) = &forgotten {
                 forget_conversation(overlay, key)?;
@@ -85,6 +87,9 @@ impl Store {
             }
             for (key, change) in changes {
                 apply_entry_change(overlay, &key, &change)?;
+            }
+            if let Some(listing) = &listing {
+                listing.apply(overlay)?;
             }
             Ok(())
         });
@@ -133,8 +138,6 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         if let Some((at, _)) = commit.listed_before {
             writes.push((keys::activity(activity_second(at), page, psid), None));
         }
-    } else {
-        writes.extend(activity_writes(conversation, commit.listed_before));
     }
     for (seq, entry) in &commit.new_entries {
         writes.push((
@@ -192,40 +195,63 @@ fn forget_conversation(overlay: &mut Overlay<'_>, key: &ConversationKey) -> Resu
     Ok(())
 }
 
-/// Moves the conversation's activity-index entry when its second of last activity or
-/// its paused flag changed (a chatty user moves it at most once a second).
-fn activity_writes(
-    conversation: &ConversationRecord,
-    before: Option<(i64, bool)>,
-) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let (page, psid) = (&conversation.page_id, &conversation.psid);
-    let now = (
-        activity_second(conversation.last_activity),
-        conversation.paused,
-    );
-    let before = before.map(|(at, paused)| (activity_second(at), paused));
-    if before == Some(now) {
-        return Vec::new();
+/// How a turn moves its conversation's activity-index entry (see `listing`).
+struct ListingUpdate {
+    record: ConversationRecord,
+    /// When it was last active before this turn (its entry's second).
+    before: Option<i64>,
+    /// Whether this turn added or removed failed replies or events (else the flags
+    /// carry over from the entry as it was).
+    failures_changed: bool,
+}
+
+fn listing_update(commit: &TurnCommit) -> Option<ListingUpdate> {
+    let record = commit.conversation.clone().filter(|_| !commit.forget)?;
+    Some(ListingUpdate {
+        record,
+        before: commit.listed_before.map(|(at, _)| at),
+        failures_changed: !commit.failed_retried.is_empty()
+            || !commit.failed_events.is_empty()
+            || !commit.failed_events_resolved.is_empty(),
+    })
+}
+
+impl ListingUpdate {
+    /// Writes the entry where its activity second puts it, with what it says now; writes
+    /// nothing when neither moved.
+    fn apply(&self, overlay: &mut Overlay<'_>) -> Result<(), StoreError> {
+        let (page, psid) = (&self.record.page_id, &self.record.psid);
+        let now_key = keys::activity(activity_second(self.record.last_activity), page, psid);
+        let old_key = self
+            .before
+            .map(|at| keys::activity(activity_second(at), page, psid));
+        let old_value = match &old_key {
+            Some(key) => overlay.get(key)?,
+            None => None,
+        };
+        let listing = match (&old_value, self.failures_changed) {
+            (Some(old), false) => {
+                let old = Listing::decode(old);
+                Listing::of(&self.record, old.failed_reply, old.failed_event)
+            }
+            _ => Listing::read(overlay, &self.record)?,
+        };
+        let value = listing.encode();
+        if let Some(old_key) = old_key.filter(|key| *key != now_key) {
+            if old_value.is_some() {
+                overlay.remove(old_key);
+            }
+        } else if old_value.as_deref() == Some(&value[..]) {
+            return Ok(());
+        }
+        overlay.insert(now_key, value);
+        Ok(())
     }
-    let mut writes = Vec::with_capacity(2);
-    if let Some((second, _)) = before.filter(|(second, _)| *second > 0) {
-        writes.push((keys::activity(second, page, psid), None));
-    }
-    writes.push((
-        keys::activity(now.0, page, psid),
-        Some(activity_value(conversation.paused)),
-    ));
-    writes
 }
 
 /// The second of an activity time, as the index orders by.
 pub(super) fn activity_second(at_ms: i64) -> u64 {
     u64::try_from(at_ms / 1000).unwrap_or(0)
-}
-
-/// The index entry's value: whether the conversation is paused.
-pub(super) fn activity_value(paused: bool) -> Vec<u8> {
-    vec![u8::from(paused)]
 }
 
 fn entry_change_keys(commit: &TurnCommit) -> Vec<(Vec<u8>, EntryChange)> {

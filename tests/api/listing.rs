@@ -99,3 +99,104 @@ async fn a_bad_list_query_is_refused_with_what_is_wrong() {
         assert!(error.contains(says), "{query}: {error}");
     }
 }
+
+fn psids(answer: &Answer) -> Vec<String> {
+    let mut psids: Vec<String> = answer.json()["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["psid"].as_str().unwrap().to_string())
+        .collect();
+    psids.sort();
+    psids
+}
+
+/// A flow that fails on "boom" and starts an interview-shaped state otherwise.
+struct Interviewish;
+
+impl colloquy::flow::Flow for Interviewish {
+    type State = Value;
+
+    async fn handle(
+        &self,
+        event: &colloquy::event::InboundEvent,
+        turn: &mut colloquy::flow::Turn<Value>,
+    ) -> Result<(), colloquy::flow::FlowError> {
+        match event.text() {
+            Some("boom") => Err(colloquy::flow::FlowError::failed("broken")),
+            Some(text) => {
+                let status = if text == "done" {
+                    "completed"
+                } else {
+                    "asking"
+                };
+                *turn.state_mut() = serde_json::json!({
+                    "tree": "intake", "stage": {"status": status, "question": "q"}
+                });
+                turn.say("ok")?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_list_filters_failed_replies_stuck_events_and_interview_tree_and_status() {
+    let app = spawn_app_with(Options {
+        flow: colloquy::flow::FlowHandle::new(Interviewish),
+        ..Options::default()
+    })
+    .await;
+    app.sends_text("18001", "m.18001", "hello", 1_000).await;
+    app.wait_for_first_reply("18001", "sent").await;
+    app.sends_text("18002", "m.18002", "done", 1_000).await;
+    app.wait_for_first_reply("18002", "sent").await;
+    app.sends_text("18003", "m.18003", "boom", 1_000).await;
+    app.wait_for_conversation("18003", |d| d["failed_events"] == serde_json::json!([0]))
+        .await;
+    app.graph
+        .script([graph_error(400, 551, None, "(#551) unavailable")]);
+    app.sends_text("18004", "m.18004", "hello", 1_000).await;
+    app.wait_for_first_reply("18004", "failed").await;
+
+    assert_eq!(psids(&list(&app, "failed=true").await), ["18004"]);
+    assert_eq!(psids(&list(&app, "stuck=true").await), ["18003"]);
+    assert_eq!(
+        psids(&list(&app, "tree=intake").await),
+        ["18001", "18002", "18004"]
+    );
+    assert_eq!(
+        psids(&list(&app, "tree=intake&tree_status=in_progress").await),
+        ["18001", "18004"]
+    );
+    assert_eq!(psids(&list(&app, "tree_status=completed").await), ["18002"]);
+    assert_eq!(
+        psids(&list(&app, "failed=false&stuck=false&tree=intake").await),
+        ["18001", "18002"]
+    );
+
+    // Retried and sent: no longer listed as failed. Skipped: no longer stuck.
+    let seq = outbound(&app.conversation("18004").await)[0]["seq"]
+        .as_u64()
+        .unwrap();
+    let retried = app
+        .admin(
+            "POST",
+            "/admin/conversations/18004/retry",
+            &format!(r#"{{"seq": {seq}}}"#),
+        )
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    app.wait_for_first_reply("18004", "sent").await;
+    assert!(psids(&list(&app, "failed=true").await).is_empty());
+    let skipped = app
+        .admin("POST", "/admin/conversations/18003/skip", r#"{"seq": 0}"#)
+        .await;
+    assert_eq!(skipped.status, 200, "{}", skipped.body);
+    assert!(psids(&list(&app, "stuck=true").await).is_empty());
+
+    let bad = list(&app, "tree_status=stuck").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("tree_status"), "{}", bad.body);
+}
