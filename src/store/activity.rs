@@ -127,6 +127,13 @@ impl Store {
 }
 
 impl ListFilter {
+    /// Whether a conversation record passes every field of the filter (for walks that
+    /// read records rather than the index, like the export).
+    pub fn matches(&self, record: &ConversationRecord) -> bool {
+        self.matches_entry(&record.page_id, &record.psid, record.paused)
+            && self.matches_activity(record.last_activity)
+    }
+
     fn matches_entry(&self, page_id: &str, psid: &str, paused: bool) -> bool {
         self.page_id.as_deref().is_none_or(|page| page == page_id)
             && self

@@ -61,6 +61,11 @@ pub fn conversation(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(CONVERSATION, &[page_id, psid])
 }
 
+/// The prefix of every conversation record of one page.
+pub fn conversations_of_page(page_id: &str) -> Vec<u8> {
+    with_namespace(CONVERSATION, &[page_id])
+}
+
 /// How every conversation key of `psid` ends (whatever the page).
 pub fn conversation_suffix(psid: &str) -> Vec<u8> {
     let mut suffix = Vec::with_capacity(psid.len() + 2);
@@ -206,6 +211,14 @@ mod tests {
         assert!(transcript_entry("page", "42", 7).starts_with(&prefix));
         assert!(!transcript_entry("page", "421", 7).starts_with(&prefix));
         assert!(!transcript_entry("page2", "42", 7).starts_with(&prefix));
+    }
+
+    #[test]
+    fn a_pages_conversations_share_its_prefix_and_no_other_pages_do() {
+        let prefix = conversations_of_page("page");
+        assert!(conversation("page", "42").starts_with(&prefix));
+        assert!(!conversation("page2", "42").starts_with(&prefix));
+        assert!(!conversation("pag", "e42").starts_with(&prefix));
     }
 
     #[test]

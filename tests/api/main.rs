@@ -8,6 +8,7 @@ mod cli;
 mod conversations;
 mod crash;
 mod events;
+mod export;
 mod flows;
 mod helpers;
 mod hostile;
