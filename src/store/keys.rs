@@ -25,6 +25,8 @@ pub const TIMER: u8 = b'k';
 pub const ACTIVITY: u8 = b'a';
 /// Replies that failed, kept so an operator can retry them: `f` + page + psid + entry seq.
 pub const FAILED_REPLY: u8 = b'f';
+/// Data-deletion requests from Meta: `d` + confirmation code.
+pub const DELETION_REQUEST: u8 = b'd';
 /// Facts about the store itself: `~` + name.
 pub const META: u8 = b'~';
 
@@ -120,6 +122,11 @@ pub fn failed_reply(page_id: &str, psid: &str, entry: u64) -> Vec<u8> {
 /// The prefix of every failed reply of one conversation, in entry order.
 pub fn failed_replies(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(FAILED_REPLY, &[page_id, psid])
+}
+
+/// A data-deletion request by its confirmation code.
+pub fn deletion_request(code: &str) -> Vec<u8> {
+    with_namespace(DELETION_REQUEST, &[code])
 }
 
 /// A fact about the store (`~` + name).
@@ -234,6 +241,26 @@ mod tests {
         assert_eq!(parts("", "\u{0}x"), Some((String::new(), "\u{0}x".into())));
         assert_eq!(conversation_parts(&transcript_entry("page", "42", 1)), None);
         assert_eq!(conversation_parts(&conversation("page", "42")[..6]), None);
+    }
+
+    #[test]
+    fn deletion_requests_have_a_namespace_of_their_own() {
+        let key = deletion_request("00ff");
+        assert_eq!(key[0], DELETION_REQUEST);
+        let others = [
+            JOURNAL,
+            CONVERSATION,
+            TRANSCRIPT,
+            HANDLED,
+            OUTBOX,
+            SENT,
+            TIMER,
+            ACTIVITY,
+            FAILED_REPLY,
+            META,
+        ];
+        assert!(!others.contains(&DELETION_REQUEST));
+        assert_ne!(deletion_request("00ff"), deletion_request("00fe"));
     }
 
     #[test]

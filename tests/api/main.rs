@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod conversations;
 mod crash;
+mod deletion;
 mod events;
 mod export;
 mod flows;
