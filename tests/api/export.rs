@@ -250,6 +250,7 @@ async fn a_trees_answers_are_one_csv_row_per_user_quoted_and_safe_for_spreadshee
         "{}",
         interview.content_type
     );
+    assert_eq!(interview.content_length, None, "streamed, not built whole");
     assert!(
         !interview.body.contains("secret"),
         "a forgotten user's answers"
