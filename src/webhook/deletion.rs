@@ -50,6 +50,8 @@ pub enum DeletionError {
     Store(#[from] StoreError),
     #[error("no deletion request has this confirmation code")]
     UnknownCode,
+    #[error("the conversations could not be read: {0}")]
+    Reader(String),
 }
 
 impl ResponseError for DeletionError {
@@ -58,9 +60,9 @@ impl ResponseError for DeletionError {
             DeletionError::Malformed(_) => StatusCode::BAD_REQUEST,
             DeletionError::Signature => StatusCode::FORBIDDEN,
             DeletionError::NotApplied(NotApplied::Busy) => StatusCode::SERVICE_UNAVAILABLE,
-            DeletionError::NotApplied(NotApplied::NotCommitted) | DeletionError::Store(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            DeletionError::NotApplied(NotApplied::NotCommitted)
+            | DeletionError::Store(_)
+            | DeletionError::Reader(_) => StatusCode::INTERNAL_SERVER_ERROR,
             DeletionError::UnknownCode => StatusCode::NOT_FOUND,
         }
     }
@@ -215,7 +217,11 @@ async fn request(
 /// Forgets every conversation of `user_id` on every page, each in its own actor's turn;
 /// answers how many there were.
 async fn forget_everywhere(state: &WebhookState, user_id: &str) -> Result<u64, DeletionError> {
-    let mut conversations = state.store.conversations_of(user_id)?;
+    // A scan of every conversation key: on the blocking pool, not the webhook's workers.
+    let (store, id) = (state.store.clone(), user_id.to_string());
+    let mut conversations = web::block(move || store.conversations_of(&id))
+        .await
+        .map_err(|error| DeletionError::Reader(error.to_string()))??;
     conversations.retain(|record| !is_tombstone(record));
     let forgets =
         conversations.iter().map(|record| {
