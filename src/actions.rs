@@ -10,8 +10,9 @@
 //! action is checked here (who asks, which conversation, whether a state fits the flow),
 //! then routed as an [`EngineEvent::Operator`] to the conversation's actor, which handles
 //! it in order with the user's own events; the answer waits until that turn is committed
-//! on disk and is the conversation's new document. Must not: change a conversation
-//! itself, or answer before the action is durable.
+//! on disk and is the conversation's new document. `route_action` is that routing on its
+//! own, which Meta's data-deletion callback (`webhook/deletion.rs`) uses to forget a user.
+//! Must not: change a conversation itself, or answer before the action is durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use crate::engine::supervisor::{Route, Supervisor};
 use crate::flow::{FlowHandle, Reply};
 use crate::inspect;
 use crate::store::journal::AwaitedPost;
-use crate::store::{ConversationRecord, Store};
+use crate::store::{ConversationKey, ConversationRecord, Store};
 
 /// How long an action waits for its conversation's turn before it is given up.
 const ACTION_DEADLINE: Duration = Duration::from_secs(10);
@@ -59,6 +60,13 @@ pub enum ActionError {
     NoFailedEvent(String),
     #[error("the flow did not start it: {0}")]
     NotStarted(String),
+    #[error(transparent)]
+    NotApplied(#[from] NotApplied),
+}
+
+/// Why a routed action was not applied (`route_action`).
+#[derive(Debug, Error)]
+pub enum NotApplied {
     #[error("the conversation is busy; the action was not applied, try again")]
     Busy,
     #[error("the action could not be committed; the server log says why")]
@@ -74,8 +82,8 @@ impl ResponseError for ActionError {
             }
             ActionError::NothingToRetry(_) | ActionError::NoFailedEvent(_) => StatusCode::CONFLICT,
             ActionError::NotStarted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ActionError::Busy => StatusCode::SERVICE_UNAVAILABLE,
-            ActionError::NotCommitted => StatusCode::INTERNAL_SERVER_ERROR,
+            ActionError::NotApplied(NotApplied::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ActionError::NotApplied(NotApplied::NotCommitted) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -313,8 +321,32 @@ async fn act(
         record: &record,
     };
     let action = action(&target)?;
-    let kind = action.kind_name();
+    let forgetting = action == OperatorAction::Forget;
     let key = record.key();
+    route_action(&state.supervisor, &state.load, &key, action.clone()).await?;
+    if forgetting {
+        return Ok(HttpResponse::Ok().json(json!({
+            "forgotten": {"psid": key.psid, "page_id": key.page_id}
+        })));
+    }
+    let doc =
+        inspect::document(store, &key.psid, Some(&key.page_id), None).map_err(AdminError::from)?;
+    if let Some(failure) = failed_start(&action, &doc) {
+        return Err(ActionError::NotStarted(failure));
+    }
+    Ok(HttpResponse::Ok().json(doc))
+}
+
+/// Routes `action` to the conversation of `key` as an operator's event, in order with the
+/// user's own events, and waits until its turn is durable (at most `ACTION_DEADLINE`):
+/// how the admin API and Meta's data-deletion callback act on a conversation.
+pub(crate) async fn route_action(
+    supervisor: &Addr<Supervisor>,
+    load: &Load,
+    key: &ConversationKey,
+    action: OperatorAction,
+) -> Result<(), NotApplied> {
+    let kind = action.kind_name();
     let post = AwaitedPost::new(1);
     let events = post
         .refs()
@@ -329,8 +361,8 @@ async fn act(
             )
         })
         .collect();
-    state.load.events_in(1);
-    state.supervisor.do_send(Route { events });
+    load.events_in(1);
+    supervisor.do_send(Route { events });
     post.wait(tokio::time::Instant::now() + ACTION_DEADLINE)
         .await;
     if !post.all_committed() {
@@ -338,23 +370,13 @@ async fn act(
         log::warn!("{key}: operator action {kind} not committed");
         // Given up before its turn began, it never will be applied: safe to try again.
         return Err(if post.is_moved(0) {
-            ActionError::Busy
+            NotApplied::Busy
         } else {
-            ActionError::NotCommitted
+            NotApplied::NotCommitted
         });
     }
     log::info!("{key}: operator action {kind} applied");
-    if action == OperatorAction::Forget {
-        return Ok(HttpResponse::Ok().json(json!({
-            "forgotten": {"psid": key.psid, "page_id": key.page_id}
-        })));
-    }
-    let doc =
-        inspect::document(store, &key.psid, Some(&key.page_id), None).map_err(AdminError::from)?;
-    if let Some(failure) = failed_start(&action, &doc) {
-        return Err(ActionError::NotStarted(failure));
-    }
-    Ok(HttpResponse::Ok().json(doc))
+    Ok(())
 }
 
 /// Why the flow refused a `start` just applied (its entry is the newest `operator_start`:

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Bearer token of the /admin endpoints; unset disables them.
     #[arg(long, env = "COLLOQUY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Public base URL of the webhook listener (https://host), for the data-deletion
+    /// status URL; unset: taken from each request's Host and scheme.
+    #[arg(long, env = "COLLOQUY_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Largest webhook body accepted, in bytes.
     #[arg(long, env = "COLLOQUY_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -195,6 +199,7 @@ impl ServeArgs {
             data_dir: Some(self.data_dir.clone()),
             webhook_path: Some(self.webhook_path.clone()),
             admin_token: self.admin_token.clone(),
+            public_url: self.public_url.clone(),
             max_body_bytes: self.max_body_bytes,
             idle_timeout_secs: self.idle_timeout_secs,
             workers: self.workers,

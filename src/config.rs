@@ -84,6 +84,8 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     pub webhook_path: Option<String>,
     pub admin_token: Option<String>,
+    /// `COLLOQUY_PUBLIC_URL`.
+    pub public_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub idle_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
@@ -126,6 +128,7 @@ impl RawConfig {
             data_dir: var("COLLOQUY_DATA").map(PathBuf::from),
             webhook_path: var("COLLOQUY_WEBHOOK_PATH"),
             admin_token: var("COLLOQUY_ADMIN_TOKEN"),
+            public_url: var("COLLOQUY_PUBLIC_URL"),
             max_body_bytes: number("COLLOQUY_MAX_BODY_BYTES")?,
             idle_timeout_secs: number("COLLOQUY_IDLE_TIMEOUT_SECS")?,
             workers: number("COLLOQUY_WORKERS")?,
@@ -162,6 +165,10 @@ pub struct Config {
     pub webhook_path: String,
     /// Bearer token of the `/admin` endpoints; `None` disables them.
     pub admin_token: Option<Secret>,
+    /// Where the public listener is reached from outside (scheme, host, any path prefix;
+    /// no trailing slash), for the data-deletion status URL; `None` derives it from each
+    /// request's Host and scheme.
+    pub public_url: Option<String>,
     /// Larger webhook bodies are refused with 413 before they are read to the end.
     pub max_body_bytes: usize,
     /// A conversation actor with nothing to do for this long is stopped; its state is in sled.
@@ -270,12 +277,27 @@ fn parse_graph_url(url: Option<String>) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+fn parse_public_url(url: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            variable: "COLLOQUY_PUBLIC_URL",
+            reason: format!("`{url}` must start with http:// or https://"),
+        });
+    }
+    Ok(Some(url.trim_end_matches('/').to_string()))
+}
+
 fn parse_webhook_path(path: Option<String>) -> Result<String, ConfigError> {
     let path = path.unwrap_or_else(|| DEFAULT_WEBHOOK_PATH.to_string());
-    if !path.starts_with('/') || path.starts_with("/admin") {
+    if !path.starts_with('/') || path.starts_with("/admin") || path.starts_with("/data-deletion") {
         return Err(ConfigError::Invalid {
             variable: "COLLOQUY_WEBHOOK_PATH",
-            reason: format!("`{path}` must start with / and must not be under /admin"),
+            reason: format!(
+                "`{path}` must start with / and must not be under /admin or /data-deletion"
+            ),
         });
     }
     Ok(path)
@@ -306,6 +328,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             webhook_path: parse_webhook_path(raw.webhook_path)?,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+            public_url: parse_public_url(raw.public_url)?,
             max_body_bytes,
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
             sender: SenderSettings {
@@ -460,6 +483,22 @@ mod tests {
             "/chat/webhook/"
         );
         raw.webhook_path = Some("/admin/x".into());
+        assert!(Config::from_raw(raw.clone()).is_err());
+        raw.webhook_path = Some("/data-deletion".into());
         assert!(Config::from_raw(raw).is_err());
+    }
+
+    #[test]
+    fn the_public_url_is_optional_must_be_http_and_loses_its_trailing_slash() {
+        let mut raw = complete();
+        assert_eq!(Config::from_raw(raw.clone()).unwrap().public_url, None);
+        raw.public_url = Some("https://bot.example.com/".into());
+        assert_eq!(
+            Config::from_raw(raw.clone()).unwrap().public_url.as_deref(),
+            Some("https://bot.example.com")
+        );
+        raw.public_url = Some("bot.example.com".into());
+        let error = Config::from_raw(raw).unwrap_err().to_string();
+        assert!(error.contains("COLLOQUY_PUBLIC_URL"), "{error}");
     }
 }

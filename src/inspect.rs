@@ -158,7 +158,7 @@ pub fn find(
 }
 
 /// A conversation an operator forgot and that has had no event since: nothing to show.
-fn is_tombstone(record: &ConversationRecord) -> bool {
+pub(crate) fn is_tombstone(record: &ConversationRecord) -> bool {
     record.forgotten_at > 0 && record.last_activity <= record.forgotten_at
 }
 
@@ -171,6 +171,16 @@ pub fn document(
     last: Option<usize>,
 ) -> Result<ConversationDocument, InspectError> {
     let record = find(store, psid, page_id)?;
+    Ok(document_of(store, record, last)?)
+}
+
+/// The document of a conversation whose record is in hand (with its whole transcript, or
+/// only the `last` entries): what `document` answers, without finding the record again.
+pub fn document_of(
+    store: &Store,
+    record: ConversationRecord,
+    last: Option<usize>,
+) -> Result<ConversationDocument, StoreError> {
     let failed_events = store
         .failed_events(&record.key())?
         .into_iter()

@@ -6,4 +6,5 @@ pub use crate::store::{
     keys, ConversationKey, ConversationRecord, Direction, JournalRecord, ListFilter, Status, Store,
     TranscriptEntry, TurnCommit,
 };
+pub use crate::webhook::deletion::sign_request as sign_deletion_request;
 pub use crate::webhook::signature::{sign_sha1, sign_sha256, verify, HEADER_SHA256};

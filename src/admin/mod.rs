@@ -4,7 +4,8 @@
 //! with filters and an opaque cursor (`{"conversations": [...], "next_cursor": ...}`);
 //! `GET /admin/conversations/{psid}[?page=ID]` answers the same JSON as `inspect --json`. Every request needs `Authorization: Bearer <token>`
 //! (`COLLOQUY_ADMIN_TOKEN`); without a configured token the endpoints answer 404, so an
-//! unconfigured server exposes nothing. Read-only: nothing here writes to the store.
+//! unconfigured server exposes nothing. `export.rs` streams every conversation as JSON
+//! Lines and an interview tree's answers as CSV. Read-only: nothing here writes to the store.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -13,6 +14,7 @@ use serde_json::json;
 use thiserror::Error;
 
 mod events;
+mod export;
 pub mod session;
 
 use std::sync::Arc;
@@ -67,7 +69,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/conversations", web::get().to(list))
         .route("/admin/conversations/{psid}", web::get().to(show))
         .route("/admin/events", web::get().to(events::stream))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .configure(export::configure);
 }
 
 /// `GET /metrics`: Prometheus text format, for a scraper on the admin (loopback) listener.

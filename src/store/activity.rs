@@ -142,6 +142,16 @@ impl Store {
 }
 
 impl ListFilter {
+    /// Whether a conversation record passes every field of the filter (for walks that
+    /// read records rather than the index, like the export).
+    pub fn matches(&self, record: &ConversationRecord) -> bool {
+        self.matches_entry(
+            &record.page_id,
+            &record.psid,
+            &Listing::of(record, false, false),
+        ) && self.matches_activity(record.last_activity)
+    }
+
     fn matches_entry(&self, page_id: &str, psid: &str, listing: &Listing) -> bool {
         self.page_id.as_deref().is_none_or(|page| page == page_id)
             && self

@@ -50,6 +50,45 @@ impl Store {
             .collect()
     }
 
+    /// Up to `limit` conversation records in key order (page, then psid), of one page or
+    /// of all, starting just after `after` (a walk in batches: keys never move, so a
+    /// walk sees each conversation that exists throughout it exactly once). A record
+    /// that does not decode is skipped with a warning, as the list does.
+    pub fn conversations_after(
+        &self,
+        page_id: Option<&str>,
+        after: Option<&ConversationKey>,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let prefix = match page_id {
+            Some(page) => keys::conversations_of_page(page),
+            None => vec![keys::CONVERSATION],
+        };
+        let start = match after {
+            Some(key) => {
+                let mut start = keys::conversation(&key.page_id, &key.psid);
+                start.push(0); // just past it
+                start
+            }
+            None => prefix.clone(),
+        };
+        let mut records = Vec::with_capacity(limit.min(1024));
+        for item in self.inner.tree.range(start..) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            match decode_conversation(&key, &value) {
+                Ok(record) => records.push(record),
+                Err(error) => log::warn!("a walk of the conversations skips one: {error}"),
+            }
+            if records.len() >= limit.max(1) {
+                break;
+            }
+        }
+        Ok(records)
+    }
+
     /// The conversations of one user, on any page. Only the matching records are
     /// decoded: the psid is the key's last component, so it is compared on the key.
     pub fn conversations_of(&self, psid: &str) -> Result<Vec<ConversationRecord>, StoreError> {
@@ -131,6 +170,44 @@ mod tests {
     use super::super::testing::{key, open, out_entry, Blocking};
     use super::super::TurnCommit;
     use super::*;
+
+    #[test]
+    fn a_walk_in_batches_sees_every_conversation_once_in_key_order() {
+        let (_dir, store) = open();
+        for (page, psid) in [
+            ("p1", "a"),
+            ("p1", "b"),
+            ("p2", "a"),
+            ("p2", "c"),
+            ("p1", "c"),
+        ] {
+            let record = ConversationRecord::new(&ConversationKey::new(page, psid));
+            store
+                .commit_turn(
+                    TurnCommit {
+                        conversation: Some(record),
+                        ..TurnCommit::default()
+                    },
+                    false,
+                )
+                .into_blocking()
+                .unwrap();
+        }
+        let walk = |page: Option<&str>| {
+            let mut seen = Vec::new();
+            let mut after: Option<ConversationKey> = None;
+            loop {
+                let batch = store.conversations_after(page, after.as_ref(), 2).unwrap();
+                let Some(last) = batch.last() else { break };
+                after = Some(last.key());
+                seen.extend(batch.iter().map(|r| format!("{}/{}", r.page_id, r.psid)));
+            }
+            seen
+        };
+        assert_eq!(walk(None), ["p1/a", "p1/b", "p1/c", "p2/a", "p2/c"]);
+        assert_eq!(walk(Some("p2")), ["p2/a", "p2/c"]);
+        assert!(walk(Some("p3")).is_empty());
+    }
 
     #[test]
     fn the_transcript_tail_is_the_last_entries_in_order() {

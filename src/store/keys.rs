@@ -28,6 +28,8 @@ pub const FAILED_REPLY: u8 = b'f';
 /// Events a flow failed on, kept whole so an operator can replay or skip them:
 /// `e` + page + psid + entry seq.
 pub const FAILED_EVENT: u8 = b'e';
+/// Data-deletion requests from Meta: `d` + confirmation code.
+pub const DELETION_REQUEST: u8 = b'd';
 /// Facts about the store itself: `~` + name.
 pub const META: u8 = b'~';
 
@@ -62,6 +64,11 @@ pub fn outbox(seq: u64) -> Vec<u8> {
 
 pub fn conversation(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(CONVERSATION, &[page_id, psid])
+}
+
+/// The prefix of every conversation record of one page.
+pub fn conversations_of_page(page_id: &str) -> Vec<u8> {
+    with_namespace(CONVERSATION, &[page_id])
 }
 
 /// How every conversation key of `psid` ends (whatever the page).
@@ -130,6 +137,11 @@ pub fn failed_event(page_id: &str, psid: &str, entry: u64) -> Vec<u8> {
 /// The prefix of every failed event of one conversation, in entry order.
 pub fn failed_events(page_id: &str, psid: &str) -> Vec<u8> {
     with_namespace(FAILED_EVENT, &[page_id, psid])
+}
+
+/// A data-deletion request by its confirmation code.
+pub fn deletion_request(code: &str) -> Vec<u8> {
+    with_namespace(DELETION_REQUEST, &[code])
 }
 
 /// A fact about the store (`~` + name).
@@ -224,6 +236,14 @@ mod tests {
     }
 
     #[test]
+    fn a_pages_conversations_share_its_prefix_and_no_other_pages_do() {
+        let prefix = conversations_of_page("page");
+        assert!(conversation("page", "42").starts_with(&prefix));
+        assert!(!conversation("page2", "42").starts_with(&prefix));
+        assert!(!conversation("pag", "e42").starts_with(&prefix));
+    }
+
+    #[test]
     fn a_conversation_key_ends_with_its_psid_suffix() {
         assert!(conversation("page", "42").ends_with(&conversation_suffix("42")));
         assert!(!conversation("page", "142").ends_with(&conversation_suffix("42")));
@@ -236,6 +256,26 @@ mod tests {
         assert_eq!(parts("", "\u{0}x"), Some((String::new(), "\u{0}x".into())));
         assert_eq!(conversation_parts(&transcript_entry("page", "42", 1)), None);
         assert_eq!(conversation_parts(&conversation("page", "42")[..6]), None);
+    }
+
+    #[test]
+    fn deletion_requests_have_a_namespace_of_their_own() {
+        let key = deletion_request("00ff");
+        assert_eq!(key[0], DELETION_REQUEST);
+        let others = [
+            JOURNAL,
+            CONVERSATION,
+            TRANSCRIPT,
+            HANDLED,
+            OUTBOX,
+            SENT,
+            TIMER,
+            ACTIVITY,
+            FAILED_REPLY,
+            META,
+        ];
+        assert!(!others.contains(&DELETION_REQUEST));
+        assert_ne!(deletion_request("00ff"), deletion_request("00fe"));
     }
 
     #[test]

@@ -11,13 +11,14 @@
 //! This file holds the `Store` handle: opening, flushing, ids, and what the engine
 //! watches (release, disk size, commit counters). Each concern's reads and writes are
 //! `impl Store` blocks in their own file: `journal`, `conversations` (reads), `turn`,
-//! `outbox`, `timers`, `pruning`. Nothing outside `store` names a sled type or a key.
+//! `outbox`, `timers`, `pruning`, `deletions`. Nothing outside `store` names a sled type or a key.
 
 mod activity;
 pub mod changes;
 mod codec;
 mod committer;
 mod conversations;
+mod deletions;
 mod error;
 pub mod journal;
 pub mod keys;
@@ -47,9 +48,9 @@ pub use listing::TreeStatus;
 pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
 pub use records::{
-    ConversationKey, ConversationRecord, Direction, FailedEvent, Failure, JournalItem,
-    JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status, TimerEntry, TimerRecord,
-    TranscriptEntry,
+    ConversationKey, ConversationRecord, DeletionRequest, DeletionStatus, Direction, FailedEvent,
+    Failure, JournalItem, JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status,
+    TimerEntry, TimerRecord, TranscriptEntry,
 };
 pub use turn::{EntryChange, TurnCommit};
 

@@ -505,6 +505,38 @@ pub struct SentRef {
     pub at: i64,
 }
 
+/// A data-deletion request from Meta, under its confirmation code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionRequest {
+    /// The random confirmation code (32 hex digits) the request was answered with.
+    pub code: String,
+    /// The id Meta named; the conversations whose psid it is are forgotten.
+    pub user_id: String,
+    /// Local time (epoch ms) it arrived.
+    pub requested_at: i64,
+    pub status: DeletionStatus,
+    /// How many conversations (one per page) were forgotten for it.
+    #[serde(default)]
+    pub conversations_forgotten: u64,
+    /// Local time (epoch ms) its status last changed.
+    #[serde(default)]
+    pub updated_at: i64,
+}
+
+/// What became of a deletion request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionStatus {
+    /// Recorded, its conversations not forgotten yet (or the process stopped meanwhile).
+    Pending,
+    /// Every conversation of the user was forgotten.
+    Completed,
+    /// No conversation had that id: nothing was stored under it.
+    NoData,
+    /// A conversation could not be forgotten in time; Meta was answered with an error.
+    Failed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

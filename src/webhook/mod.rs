@@ -3,9 +3,10 @@
 //! A POST is read up to a size limit, its signature checked over the raw bytes, parsed
 //! into typed events, appended to the journal and flushed (group commit) before the 200
 //! goes back: an acknowledged event survives a crash. Only then are the events handed to
-//! the supervisor. Nothing of a rejected request is stored. This module never runs flows
-//! and never talks to the Graph API.
+//! the supervisor. Nothing of a rejected request is stored. Meta's data-deletion callback
+//! is `deletion.rs`. This module never runs flows and never talks to the Graph API.
 
+pub mod deletion;
 pub mod signature;
 
 use actix::Addr;
@@ -99,7 +100,8 @@ pub fn configure(path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
                 .route(web::post().to(receive_events)),
         )
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .configure(deletion::configure);
     }
 }
 

@@ -304,3 +304,45 @@ async fn admin_commands_act_through_the_api_and_report_its_errors() {
     let gone = app.admin("GET", "/admin/conversations/11101", "").await;
     assert_eq!(gone.status, 404);
 }
+
+#[actix_web::test]
+async fn admin_export_writes_the_conversations_and_names_a_bad_export() {
+    let app = spawn_app().await;
+    for psid in ["11201", "11202"] {
+        app.sends_text(psid, &format!("m.{psid}"), "hello", 1_000)
+            .await;
+        app.wait_for_first_reply(psid, "sent").await;
+    }
+    let envs = [
+        ("COLLOQUY_ADMIN_URL", app.admin_url.as_str()),
+        ("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let written = colloquy_beside(
+        &["admin", "export", "conversations", "--out", &out_arg],
+        &envs,
+    )
+    .await;
+    assert!(written.status.success(), "{}", stderr(&written));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut psids: Vec<String> = text
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["psid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    psids.sort();
+    assert_eq!(psids, ["11201", "11202"]);
+
+    let unknown = colloquy_beside(&["admin", "export", "tree", "nope"], &envs).await;
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("404"), "{}", stderr(&unknown));
+    let bad = colloquy_beside(&["admin", "export", "everything"], &envs).await;
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("unknown export"), "{}", stderr(&bad));
+}

@@ -66,6 +66,8 @@ pub struct Options {
     pub request_timeout: Option<Duration>,
     /// How long a POST waits for its events' turns (the server's default when `None`).
     pub ack_deadline: Option<Duration>,
+    /// `COLLOQUY_PUBLIC_URL`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             max_live_conversations: None,
             request_timeout: None,
             ack_deadline: None,
+            public_url: None,
         }
     }
 }
@@ -107,6 +110,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         max_queue_delay_ms: options.max_queue_delay_ms.or(Some(30_000)),
         page_send_rate: options.page_send_rate,
         max_live_conversations: options.max_live_conversations,
+        public_url: options.public_url.clone(),
         ..RawConfig::default()
     })
     .expect("test config is valid");
