@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// status URL; unset: taken from each request's Host and scheme.
     #[arg(long, env = "COLLOQUY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// App the bot passes a paused user's thread to (handover protocol) and takes it back
+    /// from on resume; the Page Inbox is 263902037430900. Unset: no handover.
+    #[arg(long, env = "COLLOQUY_HANDOVER_APP_ID")]
+    pub handover_app_id: Option<String>,
     /// Largest webhook body accepted, in bytes.
     #[arg(long, env = "COLLOQUY_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -200,6 +204,7 @@ impl ServeArgs {
             webhook_path: Some(self.webhook_path.clone()),
             admin_token: self.admin_token.clone(),
             public_url: self.public_url.clone(),
+            handover_app_id: self.handover_app_id.clone(),
             max_body_bytes: self.max_body_bytes,
             idle_timeout_secs: self.idle_timeout_secs,
             workers: self.workers,

@@ -86,6 +86,8 @@ pub struct RawConfig {
     pub admin_token: Option<String>,
     /// `COLLOQUY_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `COLLOQUY_HANDOVER_APP_ID`.
+    pub handover_app_id: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub idle_timeout_secs: Option<u64>,
     pub workers: Option<usize>,
@@ -129,6 +131,7 @@ impl RawConfig {
             webhook_path: var("COLLOQUY_WEBHOOK_PATH"),
             admin_token: var("COLLOQUY_ADMIN_TOKEN"),
             public_url: var("COLLOQUY_PUBLIC_URL"),
+            handover_app_id: var("COLLOQUY_HANDOVER_APP_ID"),
             max_body_bytes: number("COLLOQUY_MAX_BODY_BYTES")?,
             idle_timeout_secs: number("COLLOQUY_IDLE_TIMEOUT_SECS")?,
             workers: number("COLLOQUY_WORKERS")?,
@@ -169,6 +172,9 @@ pub struct Config {
     /// no trailing slash), for the data-deletion status URL; `None` derives it from each
     /// request's Host and scheme.
     pub public_url: Option<String>,
+    /// The app an operator's pause passes the thread to (handover protocol), and a resume
+    /// takes it back from; the Page Inbox is 263902037430900. `None`: no handover.
+    pub handover_app_id: Option<String>,
     /// Larger webhook bodies are refused with 413 before they are read to the end.
     pub max_body_bytes: usize,
     /// A conversation actor with nothing to do for this long is stopped; its state is in sled.
@@ -277,6 +283,20 @@ fn parse_graph_url(url: Option<String>) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// An app id is digits (Meta's ids are numbers); anything else is a typo to refuse.
+fn parse_app_id(id: Option<String>) -> Result<Option<String>, ConfigError> {
+    match id
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
+    {
+        Some(id) if !id.bytes().all(|b| b.is_ascii_digit()) => Err(ConfigError::Invalid {
+            variable: "COLLOQUY_HANDOVER_APP_ID",
+            reason: format!("`{id}` is not an app id (digits; the Page Inbox is 263902037430900)"),
+        }),
+        id => Ok(id),
+    }
+}
+
 fn parse_public_url(url: Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(url) = url.filter(|u| !u.is_empty()) else {
         return Ok(None);
@@ -329,6 +349,7 @@ impl Config {
             webhook_path: parse_webhook_path(raw.webhook_path)?,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
             public_url: parse_public_url(raw.public_url)?,
+            handover_app_id: parse_app_id(raw.handover_app_id)?,
             max_body_bytes,
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
             sender: SenderSettings {

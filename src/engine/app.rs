@@ -192,6 +192,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         sender: sender.clone(),
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
+        handover_app_id: config.handover_app_id.clone(),
     });
     let supervisor = Supervisor::new(env, config.max_live_conversations).start();
     let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone()).start();

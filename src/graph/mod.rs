@@ -84,6 +84,43 @@ impl GraphClient {
         Ok(serde_json::from_slice(&body).unwrap_or_default())
     }
 
+    /// The handover protocol: `POST /me/pass_thread_control` to `target_app_id` (the Page
+    /// Inbox is 263902037430900), or with `None` `POST /me/take_thread_control` to take the
+    /// thread back. Meta answers `{"success":true}`.
+    pub(crate) async fn thread_control(
+        &self,
+        token: &Secret,
+        psid: &str,
+        target_app_id: Option<&str>,
+    ) -> Result<(), CallError> {
+        let (path, body) = match target_app_id {
+            Some(app) => (
+                "/me/pass_thread_control",
+                serde_json::json!({
+                    "recipient": {"id": psid},
+                    "target_app_id": app,
+                    "metadata": "colloquy: paused by an operator",
+                }),
+            ),
+            None => (
+                "/me/take_thread_control",
+                serde_json::json!({
+                    "recipient": {"id": psid},
+                    "metadata": "colloquy: resumed by an operator",
+                }),
+            ),
+        };
+        let json = serde_json::to_vec(&body)
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let call = Call {
+            method: Method::POST,
+            path,
+            query: &[],
+            json: Some(json),
+        };
+        self.call(call, token).await.map(drop)
+    }
+
     /// `GET /me/subscribed_apps`: the apps the page's webhook events go to, with their
     /// fields (`{"data":[{"name","id","subscribed_fields"}]}`).
     pub(crate) async fn subscribed_apps(&self, token: &Secret) -> Result<Value, CallError> {

@@ -471,6 +471,12 @@ pub enum Outgoing {
     Send(SendRequest),
     /// A JSON POST to a URL the flow chose (an interview's results, a CRM hook...).
     Callback { url: String, body: Value },
+    /// A handover protocol call for the conversation's user: pass the thread to
+    /// `target_app_id`, or (`None`) take it back.
+    ThreadControl {
+        psid: String,
+        target_app_id: Option<String>,
+    },
 }
 
 /// A reply committed by a conversation and owed to the Send API (or a callback URL).

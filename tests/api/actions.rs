@@ -437,3 +437,66 @@ async fn an_operator_starts_an_interview_for_a_user_who_wrote_before_and_an_unkn
         .await;
     assert_eq!(stranger.status, 404, "only a user who has written before");
 }
+
+#[actix_web::test]
+async fn with_handover_a_pause_passes_the_thread_to_the_inbox_and_a_resume_takes_it_back() {
+    let app = spawn_app_with(Options {
+        handover_app_id: Some("263902037430900".into()),
+        ..Options::default()
+    })
+    .await;
+    talked_to(&app, "15301").await;
+
+    let paused = app
+        .admin("POST", "/admin/conversations/15301/pause", "")
+        .await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let handovers = |graph: &MockGraph| -> Vec<(String, serde_json::Value)> {
+        graph
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("_thread_control"))
+            .map(|r| (r.path.clone(), r.body.clone()))
+            .collect()
+    };
+    let passed = wait_until("the pass_thread_control call", || {
+        let found = handovers(&app.graph);
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    assert!(
+        passed[0].0.ends_with("/me/pass_thread_control"),
+        "{passed:?}"
+    );
+    assert_eq!(passed[0].1["recipient"]["id"], "15301");
+    assert_eq!(passed[0].1["target_app_id"], "263902037430900");
+    let doc = app
+        .wait_for_conversation("15301", |d| {
+            d["transcript"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|e| e["kind"] == "pass_thread_control" && e["status"] == "sent")
+            })
+        })
+        .await;
+    assert!(doc["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "pass_thread_control" && e["by_operator"] == true));
+
+    // Pausing again changes nothing, so nothing is passed again.
+    app.admin("POST", "/admin/conversations/15301/pause", "")
+        .await;
+    let resumed = app
+        .admin("POST", "/admin/conversations/15301/resume", "")
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    let both = wait_until("the take_thread_control call", || {
+        let found = handovers(&app.graph);
+        (found.len() >= 2).then_some(found)
+    })
+    .await;
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(both[1].0.ends_with("/me/take_thread_control"), "{both:?}");
+    assert_eq!(both[1].1["recipient"]["id"], "15301");
+}

@@ -159,13 +159,19 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// The texts of every element with this `data-testid`, in page order.
+    /// The texts of every element with this `data-testid`, in page order, read in one
+    /// script run (the live part of a page may be re-rendered between WebDriver calls).
     pub async fn texts(&self, id: &str) -> Vec<String> {
-        let mut texts = Vec::new();
-        for element in self.all_by_testid(id).await {
-            texts.push(element.text().await.unwrap_or_default());
-        }
-        texts
+        let script = format!(
+            "return Array.from(document.querySelectorAll('[data-testid=\"{id}\"]'))\
+             .map(e => e.innerText)"
+        );
+        let texts = self
+            .client
+            .execute(&script, vec![])
+            .await
+            .unwrap_or_default();
+        serde_json::from_value(texts).unwrap_or_default()
     }
 
     /// Polls `probe` until it gives something, or fails the test naming `what`.

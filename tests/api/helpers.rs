@@ -68,6 +68,8 @@ pub struct Options {
     pub ack_deadline: Option<Duration>,
     /// `COLLOQUY_PUBLIC_URL`.
     pub public_url: Option<String>,
+    /// `COLLOQUY_HANDOVER_APP_ID`.
+    pub handover_app_id: Option<String>,
 }
 
 impl Default for Options {
@@ -85,6 +87,7 @@ impl Default for Options {
             request_timeout: None,
             ack_deadline: None,
             public_url: None,
+            handover_app_id: None,
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         page_send_rate: options.page_send_rate,
         max_live_conversations: options.max_live_conversations,
         public_url: options.public_url.clone(),
+        handover_app_id: options.handover_app_id.clone(),
         ..RawConfig::default()
     })
     .expect("test config is valid");

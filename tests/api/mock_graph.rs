@@ -196,6 +196,9 @@ fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value)
                               "subscribed_fields": ["messages", "message_reads"]}]}),
         );
     }
+    if path.ends_with("/me/pass_thread_control") || path.ends_with("/me/take_thread_control") {
+        return (200, json!({"success": true}));
+    }
     if path.ends_with("/hook") {
         return (200, json!({"ok": true}));
     }

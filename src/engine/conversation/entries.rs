@@ -16,8 +16,8 @@ use crate::engine::event::{EngineEvent, OperatorAction};
 use crate::event::{EventKind, InboundEvent};
 use crate::flow::Reply;
 use crate::store::{
-    ConversationRecord, Direction, Failure, OutboxRecord, Status, StoreError, TranscriptEntry,
-    TurnCommit,
+    ConversationRecord, Direction, Failure, OutboxRecord, Outgoing, Status, StoreError,
+    TranscriptEntry, TurnCommit,
 };
 
 /// Adds the handled event's entry to the transcript; returns the entry's number.
@@ -109,6 +109,42 @@ pub(super) fn operator_payload(action: &OperatorAction) -> Option<Value> {
         | OperatorAction::Resume
         | OperatorAction::ResetState => None,
     }
+}
+
+/// Records a handover call (pass the thread to `target_app_id`, or take it back) as the
+/// operator's outbound entry and puts it in the outbox. Not a message: no messaging
+/// window applies.
+pub(super) fn queue_thread_control(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    target_app_id: Option<String>,
+    now: i64,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let seq = record.take_entry_seq();
+    let kind = match target_app_id {
+        Some(_) => "pass_thread_control",
+        None => "take_thread_control",
+    };
+    let mut entry = TranscriptEntry::queued_out(kind, None, now);
+    entry.by_operator = true;
+    entry.payload = target_app_id
+        .as_ref()
+        .map(|app| json!({ "target_app_id": app }));
+    let outbox = OutboxRecord {
+        page_id: record.page_id.clone(),
+        psid: record.psid.clone(),
+        entry: seq,
+        outgoing: Outgoing::ThreadControl {
+            psid: record.psid.clone(),
+            target_app_id,
+        },
+        attempts: 0,
+        created_at: now,
+    };
+    commit.new_entries.push((seq, entry));
+    commit.outbox.push((env.store.next_id()?, outbox));
+    Ok(())
 }
 
 /// Records a reply in the transcript and puts it in the outbox, or records it failed

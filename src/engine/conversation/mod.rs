@@ -45,6 +45,8 @@ pub struct ConversationEnv {
     pub sender: Addr<OutboundSender>,
     pub flow_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Where a pause passes the thread (handover protocol); `None`: no handover.
+    pub handover_app_id: Option<String>,
 }
 
 /// One acknowledged event for this conversation, with where it waits in the journal.

@@ -1,6 +1,7 @@
 //! An operator's action on a conversation, as one turn: pause and resume (hand the user to
 //! a human and back), a message sent as the page, and setting or resetting the flow's
-//! state. Each is recorded in the transcript as the operator's, in order with the user's
+//! state (with handover configured, a pause also passes the thread to the Page Inbox and a
+//! resume takes it back). Each is recorded in the transcript as the operator's, in order with the user's
 //! own events, and committed like any turn.
 //!
 //! Must not: check who the operator is or whether a state fits the flow (the admin API
@@ -9,7 +10,7 @@
 
 use serde_json::Value;
 
-use super::entries::{inbound_entry, queue_reply, record_inbound};
+use super::entries::{inbound_entry, queue_reply, queue_thread_control, record_inbound};
 use super::ConversationEnv;
 use crate::clock::now_ms;
 use crate::engine::event::{EngineEvent, OperatorAction};
@@ -28,6 +29,7 @@ pub(super) fn apply_operator(
     action: &OperatorAction,
     commit: &mut TurnCommit,
 ) -> Result<(), StoreError> {
+    let was_paused = record.paused;
     match action {
         OperatorAction::Pause => record.paused = true,
         OperatorAction::Resume => record.paused = false,
@@ -44,7 +46,25 @@ pub(super) fn apply_operator(
         }
     }
     record_inbound(record, inbound_entry(event, Status::Handled, None), commit);
+    if record.paused != was_paused {
+        hand_over(env, record, commit)?;
+    }
     Ok(())
+}
+
+/// With handover configured, a pause passes the thread to the configured app (the Page
+/// Inbox, where a human answers) and a resume takes it back, through the outbox so the
+/// call is made even after a crash; the transcript shows it as the operator's.
+fn hand_over(
+    env: &ConversationEnv,
+    record: &mut ConversationRecord,
+    commit: &mut TurnCommit,
+) -> Result<(), StoreError> {
+    let Some(app) = &env.handover_app_id else {
+        return Ok(());
+    };
+    let target = record.paused.then(|| app.clone());
+    queue_thread_control(env, record, target, now_ms(), commit)
 }
 
 /// Forgets the user: the record becomes a tombstone (a new user's, with the time of

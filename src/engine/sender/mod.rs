@@ -161,7 +161,14 @@ impl OutboundSender {
         };
         self.in_flight.insert(key.clone());
         let request = match &record.outgoing {
-            Outgoing::Send(request) => request.clone(),
+            Outgoing::Send(request) => GraphRequest::Send(request.clone()),
+            Outgoing::ThreadControl {
+                psid,
+                target_app_id,
+            } => GraphRequest::ThreadControl {
+                psid: psid.clone(),
+                target_app_id: target_app_id.clone(),
+            },
             Outgoing::Callback { url, body } => {
                 let client = self
                     .callback_client
@@ -193,7 +200,7 @@ impl OutboundSender {
         }
         let graph = self.graph.clone();
         let token = self.access_token.clone();
-        let call = async move { attempt_of(graph.send_message(&token, &request).await) };
+        let call = async move { attempt_of(request.call(&graph, &token).await) };
         self.calls_in_progress += 1;
         ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
             // Its outcome write is counted first, so a drain waits for it too.
@@ -300,6 +307,30 @@ impl OutboundSender {
             }
             act.send_next(key, ctx);
         }));
+    }
+}
+
+/// A Graph call the outbox owes a user: a Send API message, or a handover call.
+enum GraphRequest {
+    Send(crate::messenger::outbound::SendRequest),
+    ThreadControl {
+        psid: String,
+        target_app_id: Option<String>,
+    },
+}
+
+impl GraphRequest {
+    async fn call(&self, graph: &GraphClient, token: &Secret) -> Result<SendResponse, CallError> {
+        match self {
+            GraphRequest::Send(request) => graph.send_message(token, request).await,
+            GraphRequest::ThreadControl {
+                psid,
+                target_app_id,
+            } => graph
+                .thread_control(token, psid, target_app_id.as_deref())
+                .await
+                .map(|()| SendResponse::default()),
+        }
     }
 }
 
