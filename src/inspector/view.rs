@@ -176,6 +176,26 @@ pub fn conversation(csrf: &str, doc: &ConversationDocument) -> Markup {
                 textarea #send-text name="text" rows="2" required data-testid="send-text" {}
                 button type="submit" data-testid="action-send" { "Send" }
             }
+            section.operator {
+                h2 { "Operator" }
+                form.inline data-action="start" {
+                    label for="start-tree" { "Start interview tree " }
+                    input #start-tree name="tree" required data-testid="start-tree";
+                    button type="submit" data-testid="action-start" { "Start" }
+                }
+                form.send data-action="set-state" {
+                    label for="state-editor" { "Set the state (JSON; it must fit the flow's state type)" }
+                    textarea #state-editor name="state" rows="4" required data-testid="state-editor" { (pretty(&doc.state)) }
+                    div.buttons {
+                        button type="submit" data-testid="action-set-state" { "Set state" }
+                        button type="button" data-action="reset" data-testid="action-reset" { "Reset to a new user's state" }
+                    }
+                }
+                button.danger type="button" data-action="forget" data-testid="action-forget"
+                    data-confirm="Forget this user? Their transcript, state, timers and owed replies are deleted." {
+                    "Forget this user"
+                }
+            }
         },
     )
 }

@@ -26,7 +26,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start_server(port: u16, data: &Path, graph: &MockGraph) -> Child {
+fn start_server(port: u16, admin_port: u16, data: &Path, graph: &MockGraph) -> Child {
     Command::new(env!("CARGO_BIN_EXE_colloquy"))
         .args(["serve", "--flow", "echo"])
         .env("MESSENGER_VERIFY_TOKEN", VERIFY_TOKEN)
@@ -34,7 +34,8 @@ fn start_server(port: u16, data: &Path, graph: &MockGraph) -> Child {
         .env("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN)
         .env("MESSENGER_GRAPH_URL", &graph.url)
         .env("COLLOQUY_BIND", format!("127.0.0.1:{port}"))
-        .env("COLLOQUY_ADMIN_BIND", "127.0.0.1:0")
+        .env("COLLOQUY_ADMIN_BIND", format!("127.0.0.1:{admin_port}"))
+        .env("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("COLLOQUY_DATA", data)
         .env("COLLOQUY_WORKERS", "2")
         .env("RUST_LOG", "warn")
@@ -42,6 +43,33 @@ fn start_server(port: u16, data: &Path, graph: &MockGraph) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("the server starts")
+}
+
+/// Polls the admin listener's `/metrics` until no reply is pending.
+async fn wait_until_nothing_is_owed(admin_port: u16) {
+    let started = Instant::now();
+    loop {
+        let response = awc::Client::new()
+            .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+            .send()
+            .await;
+        if let Ok(mut response) = response {
+            let body = response.body().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            let pending = text
+                .lines()
+                .find_map(|line| line.strip_prefix("colloquy_pending_replies "))
+                .and_then(|value| value.trim().parse::<f64>().ok());
+            if pending == Some(0.0) {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "replies still pending after 30 s"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_ready(port: u16) {
@@ -133,7 +161,7 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
     actix_rt::System::new().block_on(async {
         for round in 0..KILLS {
             let port = free_port();
-            let mut server = start_server(port, &data, &graph);
+            let mut server = start_server(port, free_port(), &data, &graph);
             wait_ready(port).await;
             let drivers: Vec<_> = (0..SENDERS)
                 .map(|sender| actix_rt::spawn(drive(port, sender, round, acked.clone())))
@@ -148,7 +176,8 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
 
         // A last start recovers everything; then a graceful stop.
         let port = free_port();
-        let mut server = start_server(port, &data, &graph);
+        let admin_port = free_port();
+        let mut server = start_server(port, admin_port, &data, &graph);
         wait_ready(port).await;
         let acked: Vec<(String, String)> = acked.lock().unwrap().clone();
         assert!(acked.len() > SENDERS * KILLS, "the load was too light to mean anything: {}", acked.len());
@@ -157,6 +186,9 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
             acked.iter().all(|key| sends.contains_key(key)).then_some(())
         })
         .await;
+        // A reply sent before a kill may still be owed in the outbox (its outcome was not
+        // recorded), to be sent again: wait until the server owes nothing.
+        wait_until_nothing_is_owed(admin_port).await;
         let status = Command::new("kill")
             .args(["-TERM", &server.id().to_string()])
             .status()

@@ -275,3 +275,80 @@ async fn a_wrong_token_is_refused_and_an_action_without_the_csrf_token_is_refuse
     assert_eq!(doc["paused"], false, "a refused action changed nothing");
     browser.close().await;
 }
+
+/// The flash line's text once it says something about `action`.
+async fn flash_about(browser: &Browser, action: &str) -> String {
+    browser
+        .wait_for(&format!("the outcome of {action}"), || async {
+            let flash = browser.texts("flash").await.concat();
+            flash.starts_with(action).then_some(flash)
+        })
+        .await
+}
+
+#[actix_web::test]
+async fn state_start_and_forget_work_from_the_page_and_refusals_are_shown() {
+    let app = spawn_app().await;
+    talked_to(&app, "16008", "hi").await;
+    let browser = Browser::start().await;
+    browser.log_in_as_admin(&app).await;
+    open_from_list(&browser, "16008").await;
+
+    let editor = browser.by_testid("state-editor").await;
+    editor.clear().await.unwrap();
+    editor.send_keys(r#"{"messages": "many"}"#).await.unwrap();
+    browser.click("action-set-state").await;
+    let refused = flash_about(&browser, "set-state failed").await;
+    assert!(refused.contains("does not fit"), "{refused}");
+    assert_eq!(app.conversation("16008").await["state"]["messages"], 1);
+
+    editor.clear().await.unwrap();
+    editor.send_keys(r#"{"messages": 41}"#).await.unwrap();
+    browser.click("action-set-state").await;
+    flash_about(&browser, "set-state: done").await;
+    browser
+        .wait_for("the new state on the page", || async {
+            browser
+                .texts("state")
+                .await
+                .concat()
+                .contains("41")
+                .then_some(())
+        })
+        .await;
+
+    browser.click("action-reset").await;
+    flash_about(&browser, "reset: done").await;
+    assert_eq!(
+        app.conversation("16008").await["state"],
+        serde_json::Value::Null
+    );
+
+    // The built-in thanks flow has no trees: the flow's refusal reaches the operator.
+    browser
+        .by_testid("start-tree")
+        .await
+        .send_keys("intake")
+        .await
+        .unwrap();
+    browser.click("action-start").await;
+    let not_started = flash_about(&browser, "start failed").await;
+    assert!(not_started.contains("nothing to start"), "{not_started}");
+
+    browser.click("action-forget").await;
+    browser.client.accept_alert().await.unwrap();
+    browser
+        .wait_for("the list after forgetting", || async {
+            let url = browser.client.current_url().await.ok()?;
+            (url.path() == "/admin/").then_some(())
+        })
+        .await;
+    assert!(browser.all_by_testid("conversation-row").await.is_empty());
+    assert_eq!(
+        app.admin("GET", "/admin/conversations/16008", "")
+            .await
+            .status,
+        404
+    );
+    browser.close().await;
+}

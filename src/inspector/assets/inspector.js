@@ -60,15 +60,30 @@
     });
   }
 
+  // Each action: the HTTP method and the admin API route under the conversation.
+  const ROUTES = {
+    pause: ["POST", "/pause"],
+    resume: ["POST", "/resume"],
+    retry: ["POST", "/retry"],
+    replay: ["POST", "/replay"],
+    skip: ["POST", "/skip"],
+    send: ["POST", "/send"],
+    start: ["POST", "/start"],
+    "set-state": ["PUT", "/state"],
+    reset: ["DELETE", "/state"],
+    forget: ["DELETE", ""],
+  };
+
   async function act(name, body) {
+    const [method, route] = ROUTES[name];
     const path =
-      "/admin/conversations/" + encodeURIComponent(live.dataset.psid) + "/" + name +
+      "/admin/conversations/" + encodeURIComponent(live.dataset.psid) + route +
       "?page=" + encodeURIComponent(live.dataset.page);
     const response = await fetch(path, {
-      method: "POST",
+      method: method,
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
-      body: JSON.stringify(body || {}),
+      body: method === "DELETE" ? undefined : JSON.stringify(body === undefined ? {} : body),
     });
     if (!response.ok) {
       let message = response.status + " " + response.statusText;
@@ -80,6 +95,10 @@
       say(name + " failed: " + message, true);
       return false;
     }
+    if (name === "forget") {
+      window.location.assign("/admin/");
+      return true;
+    }
     say(name + ": done");
     await refresh();
     return true;
@@ -87,8 +106,9 @@
 
   document.addEventListener("click", function (event) {
     const button = event.target.closest("button[data-action]");
-    if (!button || !live.contains(button)) return;
+    if (!button) return;
     event.preventDefault();
+    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
     button.disabled = true;
     const body = button.dataset.seq ? { seq: Number(button.dataset.seq) } : {};
     act(button.dataset.action, body).finally(function () {
@@ -96,14 +116,27 @@
     });
   });
 
-  const sendForm = document.querySelector('form[data-action="send"]');
-  if (sendForm) {
-    sendForm.addEventListener("submit", async function (event) {
+  // What each form sends, from its fields.
+  const FORM_BODIES = {
+    send: (form) => ({ text: form.elements.text.value }),
+    start: (form) => ({ tree: form.elements.tree.value }),
+    "set-state": (form) => JSON.parse(form.elements.state.value),
+  };
+
+  document.querySelectorAll("form[data-action]").forEach(function (form) {
+    form.addEventListener("submit", async function (event) {
       event.preventDefault();
-      const text = sendForm.elements.text;
-      if (await act("send", { text: text.value })) text.value = "";
+      let body;
+      try {
+        body = FORM_BODIES[form.dataset.action](form);
+      } catch (error) {
+        say(form.dataset.action + " failed: not JSON: " + error.message, true);
+        return;
+      }
+      const done = await act(form.dataset.action, body);
+      if (done && form.dataset.action === "send") form.elements.text.value = "";
     });
-  }
+  });
 
   follow();
 })();
