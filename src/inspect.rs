@@ -181,15 +181,38 @@ pub fn document_of(
     record: ConversationRecord,
     last: Option<usize>,
 ) -> Result<ConversationDocument, StoreError> {
+    let entries = match last {
+        Some(n) => store.transcript_tail(&record.key(), n)?,
+        None => store.transcript(&record.key())?,
+    };
+    assemble(store, record, entries)
+}
+
+/// One conversation with the `last` transcript entries numbered below `before`: the page
+/// of its transcript before one already shown, for paging back from the newest entry.
+pub fn document_before(
+    store: &Store,
+    psid: &str,
+    page_id: Option<&str>,
+    before: u64,
+    last: usize,
+) -> Result<ConversationDocument, InspectError> {
+    let record = find(store, psid, page_id)?;
+    let from = before.saturating_sub(last as u64);
+    let entries = store.transcript_range(&record.key(), from, before)?;
+    Ok(assemble(store, record, entries)?)
+}
+
+fn assemble(
+    store: &Store,
+    record: ConversationRecord,
+    entries: Vec<(u64, crate::store::TranscriptEntry)>,
+) -> Result<ConversationDocument, StoreError> {
     let failed_events = store
         .failed_events(&record.key())?
         .into_iter()
         .map(|(entry, _)| entry)
         .collect();
-    let entries = match last {
-        Some(n) => store.transcript_tail(&record.key(), n)?,
-        None => store.transcript(&record.key())?,
-    };
     let transcript = entries
         .into_iter()
         .map(|(seq, e)| TranscriptLine {

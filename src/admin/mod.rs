@@ -2,7 +2,9 @@
 //!
 //! `GET /admin/conversations` pages through the conversations, newest activity first,
 //! with filters and an opaque cursor (`{"conversations": [...], "next_cursor": ...}`);
-//! `GET /admin/conversations/{psid}[?page=ID]` answers the same JSON as `inspect --json`. Every request needs `Authorization: Bearer <token>`
+//! `GET /admin/conversations/{psid}[?page=ID]` answers the same JSON as `inspect --json`;
+//! `?last=N` keeps the newest N transcript entries and `?before=SEQ&last=N` the N before
+//! entry SEQ, to page back through a long transcript. Every request needs `Authorization: Bearer <token>`
 //! (`COLLOQUY_ADMIN_TOKEN`); without a configured token the endpoints answer 404, so an
 //! unconfigured server exposes nothing. `export.rs` streams every conversation as JSON
 //! Lines and an interview tree's answers as CSV. Read-only: nothing here writes to the store.
@@ -204,6 +206,8 @@ struct PageQuery {
     page: Option<String>,
     /// Only the last N transcript entries.
     last: Option<usize>,
+    /// With `last`: the N entries numbered below this one (the page before it).
+    before: Option<u64>,
 }
 
 async fn show(
@@ -213,6 +217,21 @@ async fn show(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
-    let doc = inspect::document(&state.store, &path, query.page.as_deref(), query.last)?;
+    let page = query.page.as_deref();
+    let doc = match query.before {
+        Some(before) => {
+            let last = query.last.unwrap_or(DEFAULT_TRANSCRIPT_PAGE);
+            if !(1..=MAX_LIST_LIMIT).contains(&last) {
+                return Err(AdminError::BadQuery(format!(
+                    "last must be 1 to {MAX_LIST_LIMIT}, got {last}"
+                )));
+            }
+            inspect::document_before(&state.store, &path, page, before, last)?
+        }
+        None => inspect::document(&state.store, &path, page, query.last)?,
+    };
     Ok(HttpResponse::Ok().json(doc))
 }
+
+/// Transcript entries a page of `?before=` holds when `last` is not given.
+const DEFAULT_TRANSCRIPT_PAGE: usize = 50;

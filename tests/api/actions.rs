@@ -500,3 +500,46 @@ async fn with_handover_a_pause_passes_the_thread_to_the_inbox_and_a_resume_takes
     assert!(both[1].0.ends_with("/me/take_thread_control"), "{both:?}");
     assert_eq!(both[1].1["recipient"]["id"], "15301");
 }
+
+#[actix_web::test]
+async fn a_long_transcript_pages_back_from_the_newest_entry() {
+    let app = spawn_app().await;
+    for n in 0..6 {
+        app.sends_text(
+            "15401",
+            &format!("m.15401.{n}"),
+            &format!("message {n}"),
+            1_000 + n,
+        )
+        .await;
+    }
+    // Six messages and six replies: entries 0..12.
+    app.wait_for_conversation("15401", |d| {
+        d["transcript"].as_array().is_some_and(|t| t.len() == 12)
+    })
+    .await;
+    let seqs = |answer: &Answer| -> Vec<u64> {
+        answer.json()["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let newest = app
+        .admin("GET", "/admin/conversations/15401?last=4", "")
+        .await;
+    assert_eq!(seqs(&newest), [8, 9, 10, 11]);
+    let before = app
+        .admin("GET", "/admin/conversations/15401?last=4&before=8", "")
+        .await;
+    assert_eq!(seqs(&before), [4, 5, 6, 7]);
+    let first = app
+        .admin("GET", "/admin/conversations/15401?last=4&before=2", "")
+        .await;
+    assert_eq!(seqs(&first), [0, 1]);
+    let bad = app
+        .admin("GET", "/admin/conversations/15401?last=0&before=2", "")
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
