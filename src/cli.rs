@@ -184,6 +184,9 @@ pub struct SubscribeArgs {
     /// Page access token.
     #[arg(long, env = "MESSENGER_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: Option<String>,
+    /// App secret: when given, the calls carry `appsecret_proof`.
+    #[arg(long, env = "MESSENGER_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
     #[arg(long, env = "MESSENGER_GRAPH_URL", default_value = DEFAULT_GRAPH_URL)]
     pub graph_url: String,
     /// Comma-separated webhook fields to subscribe.
@@ -347,7 +350,8 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
         anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)")
     })?;
     let token = Secret::new(token);
-    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT);
+    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT)
+        .with_app_secret(args.app_secret.map(Secret::new));
     if args.status {
         let apps = graph.subscribed_apps(&token).await;
         return Ok(describe_subscriptions(

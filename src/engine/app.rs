@@ -181,6 +181,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         metrics.clone(),
         &config.graph_url,
         config.access_token.clone(),
+        config.app_secret.clone(),
         config.sender.clone(),
     )
     .start();

@@ -3,8 +3,10 @@
 //! `/me/subscribed_apps`).
 //!
 //! Owns the base URL with its version (`MESSENGER_GRAPH_URL`), the HTTP client and its
-//! timeout, how the access token travels (the `access_token` query parameter, given per
-//! call), and turning every answer into a typed result ([`CallError`] sorts failures
+//! timeout, how the access token travels (an `Authorization: Bearer` header, given per
+//! call, never in a URL; with the app secret known, every call also carries
+//! `appsecret_proof`, the HMAC-SHA256 of the token keyed by the secret, so a leaked token
+//! is useless without the secret), and turning every answer into a typed result ([`CallError`] sorts failures
 //! into what the caller should do). A new Graph call is one small method here.
 //!
 //! Must not: retry, wait or pause (callers decide from [`CallError`]), know about the
@@ -38,10 +40,12 @@ pub(crate) struct GraphClient {
     base: Rc<str>,
     http: awc::Client,
     timeout: Duration,
+    /// The app secret, for `appsecret_proof`; `None` sends no proof.
+    app_secret: Option<Secret>,
 }
 
 /// One Graph API call: method, path under the versioned base, query parameters (the
-/// token is added to them) and an optional JSON body.
+/// proof is added to them; the token goes in a header) and an optional JSON body.
 struct Call<'a> {
     method: Method,
     path: &'a str,
@@ -52,7 +56,7 @@ struct Call<'a> {
 impl GraphClient {
     /// A client for `base_url` (with its version, e.g. `https://graph.facebook.com/v21.0`)
     /// whose calls give up after `timeout`. Redirects are not followed: the token is in
-    /// the URL, and the Graph API never redirects an API call.
+    /// a header, and the Graph API never redirects an API call.
     pub(crate) fn new(base_url: &str, timeout: Duration) -> GraphClient {
         let http = awc::Client::builder()
             .timeout(timeout)
@@ -62,7 +66,14 @@ impl GraphClient {
             base: base_url.trim_end_matches('/').into(),
             http,
             timeout,
+            app_secret: None,
         }
+    }
+
+    /// The same client, proving every call with `appsecret_proof` from `app_secret`.
+    pub(crate) fn with_app_secret(mut self, app_secret: Option<Secret>) -> GraphClient {
+        self.app_secret = app_secret.filter(|secret| !secret.expose().is_empty());
+        self
     }
 
     /// `POST /me/messages`: one Send API request, answered with the message id (none for
@@ -153,10 +164,17 @@ impl GraphClient {
     /// a [`CallError`].
     async fn call(&self, call: Call<'_>, token: &Secret) -> Result<Vec<u8>, CallError> {
         let mut query = call.query.to_vec();
-        query.push(("access_token", token.expose()));
+        let proof = self
+            .app_secret
+            .as_ref()
+            .map(|secret| appsecret_proof(secret, token));
+        if let Some(proof) = &proof {
+            query.push(("appsecret_proof", proof));
+        }
         let request = self
             .http
             .request(call.method, format!("{}{}", self.base, call.path))
+            .bearer_auth(token.expose())
             .query(&query)
             .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
         let sent = match call.json {
@@ -193,6 +211,15 @@ impl GraphClient {
             other => CallError::Network(redacted(other.to_string(), token)),
         }
     }
+}
+
+/// Meta's `appsecret_proof`: hex HMAC-SHA256 of the access token, keyed by the app secret.
+pub(crate) fn appsecret_proof(app_secret: &Secret, token: &Secret) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(app_secret.expose().as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(token.expose().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// An answer's JSON, or `null` when it is not JSON (the caller shows what came).

@@ -39,6 +39,7 @@ struct Seen {
     path: String,
     query: Vec<(String, String)>,
     content_type: Option<String>,
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
@@ -57,6 +58,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, stand_in: web::Data<StandIn>
         content_type: req
             .headers()
             .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorization: req
+            .headers()
+            .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: body.to_vec(),
@@ -109,7 +115,7 @@ fn hello(psid: &str) -> SendRequest {
 }
 
 #[actix_web::test]
-async fn a_message_is_posted_as_json_with_the_token_in_the_query_and_its_id_returned() {
+async fn a_message_is_posted_as_json_with_the_token_in_a_header_and_its_id_returned() {
     let (stand_in, url) = stand_in(Script::json(
         200,
         json!({"recipient_id": "42", "message_id": "m_1"}),
@@ -124,10 +130,12 @@ async fn a_message_is_posted_as_json_with_the_token_in_the_query_and_its_id_retu
         (seen.method.as_str(), seen.path.as_str()),
         ("POST", "/v21.0/me/messages")
     );
-    assert_eq!(
-        seen.query,
-        vec![("access_token".to_string(), TOKEN.to_string())]
+    assert!(
+        seen.query.is_empty(),
+        "no token in the URL: {:?}",
+        seen.query
     );
+    assert_eq!(seen.authorization, Some(format!("Bearer {TOKEN}")));
     assert_eq!(seen.content_type.as_deref(), Some("application/json"));
     let body: SendRequest = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(body, hello("42"));
@@ -152,15 +160,33 @@ async fn subscribing_sends_the_fields_before_the_token_and_status_is_a_get() {
     );
     assert_eq!(
         seen[0].query,
-        vec![
-            (
-                "subscribed_fields".to_string(),
-                "messages,message_reads".to_string()
-            ),
-            ("access_token".to_string(), TOKEN.to_string())
-        ]
+        vec![(
+            "subscribed_fields".to_string(),
+            "messages,message_reads".to_string()
+        )]
     );
-    assert_eq!((seen[1].method.as_str(), seen[1].query.len()), ("GET", 1));
+    assert_eq!(seen[0].authorization, Some(format!("Bearer {TOKEN}")));
+    assert_eq!((seen[1].method.as_str(), seen[1].query.len()), ("GET", 0));
+}
+
+#[actix_web::test]
+async fn with_the_app_secret_every_call_carries_its_appsecret_proof() {
+    let (stand_in, url) = stand_in(Script::json(200, json!({"success": true})));
+    let client = GraphClient::new(&url, Duration::from_secs(5))
+        .with_app_secret(Some(Secret::new("app-secret")));
+
+    client.subscribed_apps(&token()).await.unwrap();
+
+    let seen = stand_in.seen.lock().unwrap()[0].clone();
+    // HMAC-SHA256("app-secret", TOKEN), computed independently of `appsecret_proof`.
+    let expected = crate::webhook::signature::sign_sha256(b"app-secret", TOKEN.as_bytes());
+    assert_eq!(
+        seen.query,
+        vec![(
+            "appsecret_proof".to_string(),
+            expected.trim_start_matches("sha256=").to_string()
+        )]
+    );
 }
 
 #[actix_web::test]

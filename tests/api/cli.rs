@@ -49,6 +49,7 @@ fn subscribe_posts_the_handled_fields_with_the_page_token_and_reports_success() 
         &["subscribe"],
         &[
             ("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN),
+            ("MESSENGER_APP_SECRET", APP_SECRET),
             ("MESSENGER_GRAPH_URL", &graph.url),
         ],
     );
@@ -61,7 +62,11 @@ fn subscribe_posts_the_handled_fields_with_the_page_token_and_reports_success() 
         (request.method.as_str(), request.path.as_str()),
         ("POST", "/v21.0/me/subscribed_apps")
     );
-    assert_eq!(request.query_value("access_token"), Some(ACCESS_TOKEN));
+    assert!(
+        request.is_authorized_by(ACCESS_TOKEN, APP_SECRET),
+        "{:?}",
+        request.query
+    );
     let fields = request.query_value("subscribed_fields").unwrap();
     for field in [
         "messages",

@@ -19,7 +19,12 @@ async fn a_signed_message_gets_exactly_one_thank_you_reply_to_its_sender() {
     );
     let sends = app.graph.wait_for_sends(1).await;
     let send = &sends[0];
-    assert_eq!(send.query_value("access_token"), Some(ACCESS_TOKEN));
+    assert!(
+        send.is_authorized_by(ACCESS_TOKEN, APP_SECRET),
+        "token in the Authorization header, appsecret_proof in the query: {:?} {:?}",
+        send.authorization,
+        send.query
+    );
     assert_eq!(send.body["recipient"]["id"], "2001");
     assert_eq!(send.body["messaging_type"], "RESPONSE");
     assert_eq!(send.body["message"]["text"], THANKS);

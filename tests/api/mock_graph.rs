@@ -17,6 +17,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// The `Authorization` header as sent.
+    pub authorization: Option<String>,
     pub body: Value,
     pub status: u16,
     /// When the mock received it.
@@ -29,6 +31,15 @@ impl Recorded {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the call carried `token` as its bearer token and a correct
+    /// `appsecret_proof` for it (HMAC-SHA256 keyed by `app_secret`), and no token in its URL.
+    pub fn is_authorized_by(&self, token: &str, app_secret: &str) -> bool {
+        let proof = colloquy::test_support::sign_sha256(app_secret.as_bytes(), token.as_bytes());
+        self.authorization.as_deref() == Some(&format!("Bearer {token}"))
+            && self.query_value("appsecret_proof") == proof.strip_prefix("sha256=")
+            && self.query_value("access_token").is_none()
     }
 
     pub fn is_message_send(&self) -> bool {
@@ -147,6 +158,11 @@ async fn answer(
 ) -> HttpResponse {
     let query: Vec<(String, String)> =
         serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let stall = state.lock().unwrap().stalls.pop_front();
     if let Some(stall) = stall {
@@ -155,6 +171,7 @@ async fn answer(
             method: req.method().to_string(),
             path: req.path().to_string(),
             query,
+            authorization: authorization.clone(),
             body: json,
             status: STALLED,
             at: Instant::now(),
@@ -170,6 +187,7 @@ async fn answer(
         method: req.method().to_string(),
         path: req.path().to_string(),
         query,
+        authorization,
         body: json,
         status,
         at: Instant::now(),

@@ -243,8 +243,11 @@ async fn a_callback_is_posted_durably_with_retries_and_recorded() {
         json!({"psid": "10401", "text": "results please"})
     );
     assert_eq!(
-        posts[1].query_value("access_token"),
-        None,
+        (
+            posts[1].query_value("access_token"),
+            posts[1].authorization.as_deref()
+        ),
+        (None, None),
         "the page token never goes to a callback"
     );
 }

@@ -105,6 +105,7 @@ impl OutboundSender {
         metrics: std::sync::Arc<Metrics>,
         graph_url: &str,
         access_token: Secret,
+        app_secret: Secret,
         settings: SenderSettings,
     ) -> Self {
         let rates = rate::PageRates::new(settings.page_send_rate);
@@ -112,7 +113,8 @@ impl OutboundSender {
             store,
             load,
             metrics,
-            graph: GraphClient::new(graph_url, settings.request_timeout),
+            graph: GraphClient::new(graph_url, settings.request_timeout)
+                .with_app_secret(Some(app_secret)),
             access_token,
             settings,
             callback_client: None,
