@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use super::{authorize, parameter, AdminError, AdminState};
+use super::{authorize, record_filter, AdminError, AdminState};
 use crate::flow::tree::{InterviewState, Outcome, Stage};
 use crate::inspect::{self, is_tombstone};
 use crate::store::{ConversationKey, ConversationRecord, ListFilter, Store, StoreError};
@@ -144,14 +144,13 @@ async fn conversations(
     authorize(&req, &state)?;
     let query: ExportQuery = serde_urlencoded::from_str(req.query_string())
         .map_err(|error| AdminError::BadQuery(error.to_string()))?;
-    let filter = ListFilter {
-        page_id: query.page,
-        psid_prefix: query.psid_prefix,
-        paused: parameter("paused", query.paused, "true or false")?,
-        active_since: parameter("active_since", query.active_since, "epoch milliseconds")?,
-        active_until: parameter("active_until", query.active_until, "epoch milliseconds")?,
-        ..ListFilter::default()
-    };
+    let filter = record_filter(
+        query.page,
+        query.psid_prefix,
+        query.paused,
+        query.active_since,
+        query.active_until,
+    )?;
     let page_id = filter.page_id.clone();
     let walk = Walk::new(state.store.clone(), filter, page_id);
     let lines = stream::try_unfold(walk, |walk| walk.next_chunk(jsonl_lines));

@@ -155,6 +155,24 @@ fn parameter<T: std::str::FromStr>(
         .transpose()
 }
 
+/// The filters the list and the export share, parsed from their query parameters.
+pub(crate) fn record_filter(
+    page: Option<String>,
+    psid_prefix: Option<String>,
+    paused: Option<String>,
+    active_since: Option<String>,
+    active_until: Option<String>,
+) -> Result<ListFilter, AdminError> {
+    Ok(ListFilter {
+        page_id: page,
+        psid_prefix,
+        paused: parameter("paused", paused, "true or false")?,
+        active_since: parameter("active_since", active_since, "epoch milliseconds")?,
+        active_until: parameter("active_until", active_until, "epoch milliseconds")?,
+        ..ListFilter::default()
+    })
+}
+
 /// A page of conversations when the caller does not say how many.
 const DEFAULT_LIST_LIMIT: usize = 50;
 /// The most one page may hold.
@@ -176,11 +194,6 @@ async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResp
         )));
     }
     let filter = ListFilter {
-        page_id: query.page,
-        psid_prefix: query.psid_prefix,
-        paused: parameter("paused", query.paused, "true or false")?,
-        active_since: parameter("active_since", query.active_since, "epoch milliseconds")?,
-        active_until: parameter("active_until", query.active_until, "epoch milliseconds")?,
         failed_replies: parameter("failed", query.failed, "true or false")?,
         stuck: parameter("stuck", query.stuck, "true or false")?,
         tree: query.tree,
@@ -194,6 +207,13 @@ async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResp
                 })
             })
             .transpose()?,
+        ..record_filter(
+            query.page,
+            query.psid_prefix,
+            query.paused,
+            query.active_since,
+            query.active_until,
+        )?
     };
     let page = inspect::list_page(&state.store, &filter, query.cursor.as_deref(), limit)
         .map_err(InspectError::from)?
