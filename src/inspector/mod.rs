@@ -268,7 +268,12 @@ async fn conversation(
     let Some(csrf) = session(&req, &state)? else {
         return Ok(redirect("/admin/"));
     };
-    match inspect::document(&state.store, &query.psid, query.page.as_deref(), None) {
+    match inspect::document(
+        &state.store,
+        &query.psid,
+        query.page.as_deref(),
+        Some(view::SHOWN_ENTRIES),
+    ) {
         Ok(doc) => Ok(page(view::conversation(&csrf, &doc))),
         Err(error @ (InspectError::NotFound { .. } | InspectError::Ambiguous { .. })) => {
             Ok(page_with(
@@ -288,7 +293,12 @@ async fn live(
     query: web::Query<ConversationQuery>,
 ) -> Result<HttpResponse, AdminError> {
     session(&req, &state)?.ok_or(AdminError::Unauthorized)?;
-    let doc = inspect::document(&state.store, &query.psid, query.page.as_deref(), None)?;
+    let doc = inspect::document(
+        &state.store,
+        &query.psid,
+        query.page.as_deref(),
+        Some(view::SHOWN_ENTRIES),
+    )?;
     Ok(page(view::live(&doc)))
 }
 

@@ -12,6 +12,10 @@ use serde_json::Value;
 use crate::inspect::{format_ms, ConversationDocument, ConversationSummary, TranscriptLine};
 use crate::store::{Direction, Status};
 
+/// Transcript entries a conversation page shows, newest last: a page (and each live
+/// refresh) stays small however long the conversation; older entries are in the API.
+pub const SHOWN_ENTRIES: usize = 200;
+
 /// A list row: the summary and whether any of its replies failed.
 pub struct Row {
     pub summary: ConversationSummary,
@@ -217,6 +221,12 @@ pub fn live(doc: &ConversationDocument) -> Markup {
             dt { "Last user message" } dd { (format_ms(doc.last_user_message)) }
         }
         div.columns {
+            @if let Some(oldest) = doc.transcript.first().filter(|line| line.seq > 0) {
+                p.older data-testid="older-entries" {
+                    "Showing the newest " (doc.transcript.len()) " entries; older ones: "
+                    code { "GET /admin/conversations/" (doc.psid) "?page=" (doc.page_id) "&last=200&before=" (oldest.seq) }
+                }
+            }
             ol.transcript data-testid="transcript" {
                 @for line in &doc.transcript { (entry(line, doc.failed_events.contains(&line.seq))) }
             }
@@ -369,5 +379,15 @@ mod tests {
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(!page.contains("<script>alert"));
         assert!(!page.contains("<b>psid</b>"));
+    }
+
+    #[test]
+    fn a_page_that_does_not_start_at_the_first_entry_says_where_older_ones_are() {
+        let mut doc = doc_with_text("hello");
+        assert!(!live(&doc).into_string().contains("older-entries"));
+        doc.transcript[0].seq = 1200;
+        let page = live(&doc).into_string();
+        assert!(page.contains("data-testid=\"older-entries\""), "{page}");
+        assert!(page.contains("&amp;last=200&amp;before=1200"), "{page}");
     }
 }
