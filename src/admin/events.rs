@@ -96,7 +96,7 @@ pub(super) async fn stream(
         ready: Some(opening),
     };
     let body = stream::unfold(cursor, |mut cursor| async move {
-        let chunk = next_chunk(&mut cursor).await;
+        let chunk = next_chunk(&mut cursor).await?;
         Some((Ok::<_, actix_web::Error>(Bytes::from(chunk)), cursor))
     });
     Ok(HttpResponse::Ok()
@@ -108,20 +108,24 @@ pub(super) async fn stream(
 }
 
 /// What the stream sends next: what is ready, else the changes after the cursor, else a
-/// keep-alive once `KEEP_ALIVE` passes with nothing new.
-async fn next_chunk(cursor: &mut Cursor) -> String {
+/// keep-alive once `KEEP_ALIVE` passes with nothing new; `None` ends the stream (the
+/// server is shutting down; the browser reconnects to the next one).
+async fn next_chunk(cursor: &mut Cursor) -> Option<String> {
     if let Some(ready) = cursor.ready.take() {
-        return ready;
+        return Some(ready);
     }
     loop {
         let (chunk, seen) = catch_up(&cursor.feed, &cursor.filter, cursor.seen);
         cursor.seen = seen;
         if !chunk.is_empty() {
-            return chunk;
+            return Some(chunk);
+        }
+        if cursor.feed.is_closed() {
+            return None;
         }
         let woken = tokio::time::timeout(KEEP_ALIVE, cursor.feed.changed_after(seen)).await;
         if woken.is_err() {
-            return ": keep-alive\n\n".into();
+            return Some(": keep-alive\n\n".into());
         }
     }
 }

@@ -81,6 +81,8 @@ impl RunningApp {
     /// the store and waits until its files are released.
     pub async fn stop(self) -> std::io::Result<()> {
         self.load.begin_shutdown();
+        // Event streams end now, or they would hold the admin listener's stop.
+        self.store.changes().close();
         self.handle.stop(true).await;
         self.admin_handle.stop(true).await;
         self.finish().await

@@ -46,6 +46,8 @@ pub enum Since {
 pub struct ChangeFeed {
     inner: Arc<Mutex<Retained>>,
     latest: watch::Sender<u64>,
+    /// Set when the server shuts down: readers end their streams.
+    closed: watch::Sender<bool>,
 }
 
 struct Retained {
@@ -73,7 +75,9 @@ impl Default for ChangeFeed {
 impl ChangeFeed {
     fn starting_at(first_id: u64) -> ChangeFeed {
         let (latest, _) = watch::channel(first_id.saturating_sub(1));
+        let (closed, _) = watch::channel(false);
         ChangeFeed {
+            closed,
             inner: Arc::new(Mutex::new(Retained {
                 next_id: first_id,
                 first_id,
@@ -133,11 +137,25 @@ impl ChangeFeed {
         *self.latest.borrow()
     }
 
-    /// Resolves when an id above `seen` has been given.
+    /// Resolves when an id above `seen` has been given, or the feed is closed.
     pub async fn changed_after(&self, seen: u64) {
         let mut watcher = self.latest.subscribe();
+        let mut closed = self.closed.subscribe();
         // `wait_for` checks the current value first, so nothing given since is missed.
-        let _ = watcher.wait_for(|latest| *latest > seen).await;
+        tokio::select! {
+            _ = watcher.wait_for(|latest| *latest > seen) => {}
+            _ = closed.wait_for(|closed| *closed) => {}
+        }
+    }
+
+    /// Ends every reader's wait: the server is shutting down, and a stream left open
+    /// would hold the admin listener's graceful stop for its whole timeout.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
     }
 }
 

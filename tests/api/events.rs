@@ -178,3 +178,33 @@ async fn an_id_the_server_no_longer_has_asks_the_client_to_resync() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[actix_web::test]
+async fn a_shutdown_ends_open_streams_instead_of_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = MockGraph::start();
+    let data_dir = dir.path().join("db");
+    init_logging();
+    let mut config = test_config(&graph, &data_dir, &Options::default());
+    // A graceful stop would wait this long for a stream nobody ends.
+    config.shutdown_timeout = Duration::from_secs(600);
+    let running = colloquy::start(config, Options::default().flow)
+        .await
+        .unwrap();
+    let admin_url = format!("http://{}", running.admin_addr());
+    let mut request = awc::Client::new()
+        .get(format!("{admin_url}/admin/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .unwrap();
+    let first = request.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains(": connected"));
+
+    tokio::time::timeout(Duration::from_secs(120), running.stop())
+        .await
+        .expect("the stop does not wait out the 600 s graceful timeout for the stream")
+        .unwrap();
+    assert!(request.next().await.is_none(), "the stream ended");
+}
