@@ -63,6 +63,19 @@ pub struct ConversationDocument {
     /// Transcript entries of events the flow failed on, kept for a replay or a skip.
     #[serde(default)]
     pub failed_events: Vec<u64>,
+    /// Replies still in the outbox (being sent or retried), oldest first. Given for one
+    /// conversation's document; empty in an export (where it would cost a scan each).
+    #[serde(default)]
+    pub owed: Vec<OwedReply>,
+}
+
+/// A reply the outbox still owes: its transcript entry, the attempts it has had, and
+/// when it was decided (epoch ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwedReply {
+    pub entry: u64,
+    pub attempts: u32,
+    pub queued_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,7 +184,24 @@ pub fn document(
     last: Option<usize>,
 ) -> Result<ConversationDocument, InspectError> {
     let record = find(store, psid, page_id)?;
-    Ok(document_of(store, record, last)?)
+    let owed = owed_replies(store, &record)?;
+    let mut doc = document_of(store, record, last)?;
+    doc.owed = owed;
+    Ok(doc)
+}
+
+/// The outbox items of one conversation (the outbox is small: only what is unsent).
+fn owed_replies(store: &Store, record: &ConversationRecord) -> Result<Vec<OwedReply>, StoreError> {
+    Ok(store
+        .pending_outbox()?
+        .into_iter()
+        .filter(|(_, item)| item.page_id == record.page_id && item.psid == record.psid)
+        .map(|(_, item)| OwedReply {
+            entry: item.entry,
+            attempts: item.attempts,
+            queued_at: item.created_at,
+        })
+        .collect())
 }
 
 /// The document of a conversation whose record is in hand (with its whole transcript, or
@@ -200,7 +230,10 @@ pub fn document_before(
     let record = find(store, psid, page_id)?;
     let from = before.saturating_sub(last as u64);
     let entries = store.transcript_range(&record.key(), from, before)?;
-    Ok(assemble(store, record, entries)?)
+    let owed = owed_replies(store, &record)?;
+    let mut doc = assemble(store, record, entries)?;
+    doc.owed = owed;
+    Ok(doc)
 }
 
 fn assemble(
@@ -241,6 +274,7 @@ fn assemble(
         transcript,
         timers: record.timers,
         failed_events,
+        owed: Vec::new(),
     })
 }
 
@@ -386,6 +420,7 @@ mod tests {
             }],
             timers: Vec::new(),
             failed_events: Vec::new(),
+            owed: Vec::new(),
         };
         let value = serde_json::to_value(&doc).unwrap();
         for key in [

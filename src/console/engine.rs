@@ -255,6 +255,7 @@ mod tests {
             transcript,
             timers: Vec::new(),
             failed_events: Vec::new(),
+            owed: Vec::new(),
         }
     }
 

@@ -368,6 +368,7 @@ mod tests {
             }],
             timers: Vec::new(),
             failed_events: Vec::new(),
+            owed: Vec::new(),
         }
     }
 

@@ -543,3 +543,24 @@ async fn a_long_transcript_pages_back_from_the_newest_entry() {
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
 }
+
+#[actix_web::test]
+async fn a_conversation_shows_the_replies_its_outbox_still_owes() {
+    let app = spawn_app().await;
+    // The first send hangs, then fails with a 500: the reply stays owed and is retried.
+    app.graph.stall(1, std::time::Duration::from_millis(1500));
+    app.sends_text("15501", "m.15501.0", "hello", 1_000).await;
+    let owing = app
+        .wait_for_conversation("15501", |d| {
+            d["owed"].as_array().is_some_and(|o| !o.is_empty())
+        })
+        .await;
+    assert_eq!(owing["owed"][0]["entry"], 1, "{owing}");
+    let sent = app
+        .wait_for_conversation("15501", |d| {
+            outbound(d).first().is_some_and(|e| e["status"] == "sent")
+                && d["owed"].as_array().is_some_and(|o| o.is_empty())
+        })
+        .await;
+    assert_eq!(sent["owed"], json!([]));
+}
