@@ -79,6 +79,24 @@ async fn an_operator_logs_in_filters_the_list_and_opens_a_conversation() {
     let state = browser.texts("state").await.concat();
     assert!(state.contains("\"messages\": 1"), "{state}");
     browser.screenshot("inspector-conversation").await;
+
+    // At phone width nothing runs off the side of the page.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    let widths = browser
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+    assert!(inner < 600, "the window did not shrink: {inner}");
+    assert!(
+        scroll <= inner,
+        "the page is {scroll} px wide in a {inner} px window"
+    );
+    browser.screenshot("inspector-phone").await;
     browser.close().await;
 }
 
