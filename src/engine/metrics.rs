@@ -152,8 +152,8 @@ impl Metrics {
             replies: counter_vec(
                 &registry,
                 "replies_total",
-                "Send API outcomes: sent, retried or failed, with the Graph error code",
-                &["outcome", "code"],
+                "Send API outcomes by page: sent, retried or failed, with the Graph error code",
+                &["outcome", "code", "page"],
             ),
             watermark_updates: counter_vec(
                 &registry,
@@ -232,9 +232,13 @@ impl Metrics {
     }
 
     /// `outcome` is `sent`, `retried` or `failed`; `code` the Graph code or `none`.
-    pub fn reply(&self, outcome: &str, code: Option<i64>) {
+    /// One Send API outcome of `page` (a page id is not a secret, and a deployment has
+    /// few pages, so the label stays small).
+    pub fn reply(&self, page: &str, outcome: &str, code: Option<i64>) {
         let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
-        self.replies.with_label_values(&[outcome, &code]).inc();
+        self.replies
+            .with_label_values(&[outcome, &code, page])
+            .inc();
     }
 
     pub fn watermark_moved(&self, kind: &str) {
@@ -324,7 +328,7 @@ mod tests {
         let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
-        metrics.reply("failed", Some(551));
+        metrics.reply("1000", "failed", Some(551));
         metrics.event("text", "handled");
         let text = metrics.render();
         assert!(
@@ -333,7 +337,7 @@ mod tests {
         );
         assert!(text.contains("colloquy_events_acked_total 2"), "{text}");
         assert!(
-            text.contains(r#"colloquy_replies_total{code="551",outcome="failed"} 1"#),
+            text.contains(r#"colloquy_replies_total{code="551",outcome="failed",page="1000"} 1"#),
             "{text}"
         );
         assert!(text.contains("colloquy_pending_events 3"), "{text}");

@@ -40,7 +40,7 @@ async fn metrics_count_requests_events_replies_and_latencies() {
         "colloquy_events_acked_total 1",
         r#"colloquy_events_total{kind="text",outcome="handled"} 1"#,
         r#"colloquy_flow_runs_total{outcome="ok"} 1"#,
-        r#"colloquy_replies_total{code="none",outcome="sent"} 1"#,
+        r#"colloquy_replies_total{code="none",outcome="sent",page="128922990987384"} 1"#,
         "colloquy_live_conversations 1",
         "colloquy_webhook_ack_seconds_count 1",
         // The POST waited for the turn's durable commit, not for a journal item.
@@ -80,9 +80,9 @@ async fn a_permanent_graph_error_is_counted_by_its_code() {
     let body = text_message("13002", "m.metrics2", "hello", 1_000);
     assert_eq!(app.post_signed(&body).await.status, 200);
     app.wait_for_first_reply("13002", "failed").await;
-    assert!(metrics(&app)
-        .await
-        .contains(r#"colloquy_replies_total{code="551",outcome="failed"} 1"#));
+    assert!(metrics(&app).await.contains(
+        r#"colloquy_replies_total{code="551",outcome="failed",page="128922990987384"} 1"#
+    ));
 }
 
 #[actix_web::test]

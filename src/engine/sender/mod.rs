@@ -229,7 +229,7 @@ impl OutboundSender {
         record.attempts += 1;
         let outcome = match attempt {
             Attempt::Sent { message_id } => {
-                self.metrics.reply("sent", None);
+                self.metrics.reply(&key.page_id, "sent", None);
                 SendOutcome::Sent {
                     message_id,
                     at: now_ms(),
@@ -270,7 +270,7 @@ impl OutboundSender {
                         "{key}: reply {seq} attempt {} failed ({reason}); retrying in {delay:?}",
                         record.attempts
                     );
-                    self.metrics.reply("retried", None);
+                    self.metrics.reply(&key.page_id, "retried", None);
                     // Queued at once; losing it only means more attempts after a crash.
                     drop(self.store.record_attempts(seq, record));
                     ctx.run_later(delay, move |act, ctx| act.send_next(key, ctx));
@@ -282,7 +282,7 @@ impl OutboundSender {
                     format!("gave up after {} attempts", record.attempts)
                 };
                 log::warn!("{key}: reply {seq} failed: {why}: {reason}");
-                self.metrics.reply("failed", None);
+                self.metrics.reply(&key.page_id, "failed", None);
                 SendOutcome::Failed(Failure {
                     fbtrace_id,
                     ..Failure::reason(format!("{why}: {reason}"))
@@ -343,7 +343,7 @@ fn failed_permanently(
     seq: u64,
     failure: Failure,
 ) -> SendOutcome {
-    metrics.reply("failed", failure.code);
+    metrics.reply(&key.page_id, "failed", failure.code);
     match &failure.fbtrace_id {
         Some(trace) => log::warn!(
             "{key}: reply {seq} failed permanently: {} (fbtrace_id {trace})",
