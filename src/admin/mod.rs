@@ -71,8 +71,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/conversations", web::get().to(list))
         .route("/admin/conversations/{psid}", web::get().to(show))
         .route("/admin/events", web::get().to(events::stream))
+        .route("/admin/deletion-requests", web::get().to(deletion_requests))
         .route("/metrics", web::get().to(metrics))
         .configure(export::configure);
+}
+
+/// `GET /admin/deletion-requests`: Meta's data-deletion requests, newest first, with
+/// their codes, the id Meta named, status and how many conversations they forgot.
+async fn deletion_requests(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    authorize(&req, &state)?;
+    let requests = state
+        .store
+        .deletion_requests()
+        .map_err(InspectError::from)?;
+    let listed: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            json!({
+                "confirmation_code": request.code,
+                "user_id": request.user_id,
+                "status": request.status,
+                "requested_at": request.requested_at,
+                "updated_at": request.updated_at,
+                "conversations_forgotten": request.conversations_forgotten,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "deletion_requests": listed })))
 }
 
 /// `GET /metrics`: Prometheus text format, for a scraper on the admin (loopback) listener.

@@ -1,13 +1,13 @@
 //! Deletion requests (Meta's data-deletion callback): each one recorded under its
 //! confirmation code, written durably through the committer, and read back by code for
-//! its status page.
+//! its status page (and all of them, newest first, for operators).
 //!
 //! Must not: decide what a deletion forgets (the conversation actors do, as for an
 //! operator's forget), or keep more of the user than the id Meta named.
 
 use std::future::Future;
 
-use super::codec::encode;
+use super::codec::{decode, encode};
 use super::{keys, DeletionRequest, Store, StoreError};
 
 impl Store {
@@ -21,6 +21,21 @@ impl Store {
             overlay.insert(keys::deletion_request(&request.code), encode(&request));
             Ok(())
         })
+    }
+
+    /// Every deletion request, newest first (one per request Meta made: a short list).
+    pub fn deletion_requests(&self) -> Result<Vec<DeletionRequest>, StoreError> {
+        let mut requests = self
+            .inner
+            .tree
+            .scan_prefix([keys::DELETION_REQUEST])
+            .map(|item| {
+                let (key, value) = item?;
+                decode(&key, &value)
+            })
+            .collect::<Result<Vec<DeletionRequest>, StoreError>>()?;
+        requests.sort_by_key(|request| std::cmp::Reverse(request.requested_at));
+        Ok(requests)
     }
 
     /// The deletion request with this confirmation code, if there is one.

@@ -217,3 +217,44 @@ async fn the_status_url_starts_with_the_configured_public_url() {
         )
     );
 }
+
+#[actix_web::test]
+async fn operators_list_the_deletion_requests_newest_first() {
+    let app = spawn_app().await;
+    talked_to(&app, "18200").await;
+    let first = request_deletion(&app, APP_SECRET, "18200").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = request_deletion(&app, APP_SECRET, "18201").await;
+    assert_eq!(second.status, 200, "{}", second.body);
+
+    let listed = app.admin("GET", "/admin/deletion-requests", "").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let requests = listed.json()["deletion_requests"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let seen: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r["user_id"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "{requests:?}");
+    assert!(seen.contains(&("18200", "completed")), "{seen:?}");
+    assert!(seen.contains(&("18201", "no_data")), "{seen:?}");
+    assert!(requests[0]["requested_at"].as_i64() >= requests[1]["requested_at"].as_i64());
+    assert_eq!(
+        requests.iter().find(|r| r["user_id"] == "18200").unwrap()["confirmation_code"],
+        first.json()["confirmation_code"]
+    );
+
+    let anonymous = awc::Client::new()
+        .get(format!("{}/admin/deletion-requests", app.admin_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
