@@ -41,6 +41,9 @@ pub struct ConversationSummary {
     /// Handed to a human by an operator.
     #[serde(default)]
     pub paused: bool,
+    /// Keeps replies that failed, for an operator's retry.
+    #[serde(default)]
+    pub failed_replies: bool,
 }
 
 /// `colloquy inspect PSID --json`.
@@ -99,7 +102,7 @@ pub struct TranscriptLine {
     pub by_operator: bool,
 }
 
-fn summary(record: ConversationRecord) -> ConversationSummary {
+fn summary(record: ConversationRecord, failed_replies: bool) -> ConversationSummary {
     ConversationSummary {
         psid: record.psid,
         page_id: record.page_id,
@@ -109,6 +112,7 @@ fn summary(record: ConversationRecord) -> ConversationSummary {
         delivered_watermark: record.delivered_watermark,
         read_watermark: record.read_watermark,
         paused: record.paused,
+        failed_replies,
     }
 }
 
@@ -132,14 +136,23 @@ pub fn list_page(
         return Ok(None);
     };
     Ok(Some(ConversationListPage {
-        conversations: page.conversations.into_iter().map(summary).collect(),
+        conversations: page
+            .conversations
+            .into_iter()
+            .zip(page.failed_replies)
+            .map(|(record, failed)| summary(record, failed))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
 
 /// Every conversation, most recently active first.
 pub fn list(store: &Store) -> Result<Vec<ConversationSummary>, StoreError> {
-    let mut all: Vec<_> = store.conversations()?.into_iter().map(summary).collect();
+    let mut all = Vec::new();
+    for record in store.conversations()? {
+        let failed = !store.failed_replies(&record.key())?.is_empty();
+        all.push(summary(record, failed));
+    }
     all.sort_by_key(|c| std::cmp::Reverse(c.last_activity));
     Ok(all)
 }

@@ -136,19 +136,6 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
     )
     .map_err(InspectError::from)?
     .ok_or_else(|| AdminError::BadQuery("cursor is not one this server gave".into()))?;
-    let mut rows = Vec::with_capacity(listed.conversations.len());
-    for summary in listed.conversations {
-        let key = crate::store::ConversationKey::new(&summary.page_id, &summary.psid);
-        let has_failed_replies = !state
-            .store
-            .failed_replies(&key)
-            .map_err(InspectError::from)?
-            .is_empty();
-        rows.push(view::Row {
-            summary,
-            has_failed_replies,
-        });
-    }
     let form = view::ListForm {
         page: query.page,
         psid_prefix: query.psid_prefix,
@@ -172,7 +159,7 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
         .unwrap_or_default();
         format!("/admin/?{query}")
     });
-    Ok(page(view::list(&csrf, &form, &rows, next)))
+    Ok(page(view::list(&csrf, &form, &listed.conversations, next)))
 }
 
 #[derive(Deserialize)]

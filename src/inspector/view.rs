@@ -16,12 +16,6 @@ use crate::store::{Direction, Status};
 /// refresh) stays small however long the conversation; older entries are in the API.
 pub const SHOWN_ENTRIES: usize = 200;
 
-/// A list row: the summary and whether any of its replies failed.
-pub struct Row {
-    pub summary: ConversationSummary,
-    pub has_failed_replies: bool,
-}
-
 /// The list's filters as the form shows them (and the URL keeps them).
 #[derive(Default)]
 pub struct ListForm {
@@ -102,7 +96,12 @@ pub fn conversation_href(page_id: &str, psid: &str) -> String {
     format!("/admin/conversation?{query}")
 }
 
-pub fn list(csrf: &str, form: &ListForm, rows: &[Row], next: Option<String>) -> Markup {
+pub fn list(
+    csrf: &str,
+    form: &ListForm,
+    rows: &[ConversationSummary],
+    next: Option<String>,
+) -> Markup {
     layout(
         "Conversations",
         Some(csrf),
@@ -141,8 +140,7 @@ pub fn list(csrf: &str, form: &ListForm, rows: &[Row], next: Option<String>) -> 
     )
 }
 
-fn list_row(row: &Row) -> Markup {
-    let c = &row.summary;
+fn list_row(c: &ConversationSummary) -> Markup {
     html! {
         tr data-testid="conversation-row" data-psid=(c.psid) data-page=(c.page_id) {
             td { a href=(conversation_href(&c.page_id, &c.psid)) { (c.psid) } }
@@ -151,8 +149,8 @@ fn list_row(row: &Row) -> Markup {
             td { (c.inbound_count) " / " (c.outbound_count) }
             td {
                 @if c.paused { span.badge.paused data-testid="badge" { "paused" } }
-                @if row.has_failed_replies { span.badge.failed data-testid="badge" { "failed reply" } }
-                @if !c.paused && !row.has_failed_replies { span.badge.ok data-testid="badge" { "bot" } }
+                @if c.failed_replies { span.badge.failed data-testid="badge" { "failed reply" } }
+                @if !c.paused && !c.failed_replies { span.badge.ok data-testid="badge" { "bot" } }
             }
         }
     }

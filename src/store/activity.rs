@@ -36,6 +36,8 @@ pub struct ListFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListPage {
     pub conversations: Vec<ConversationRecord>,
+    /// Whether each conversation (same order) keeps failed replies, as its index entry says.
+    pub failed_replies: Vec<bool>,
     pub next_cursor: Option<String>,
 }
 
@@ -65,6 +67,7 @@ impl Store {
         let oldest_second = filter.active_since.map_or(0, activity_second);
         let mut page = ListPage {
             conversations: Vec::new(),
+            failed_replies: Vec::new(),
             next_cursor: None,
         };
         for item in self.inner.tree.range(start..vec![keys::ACTIVITY + 1]) {
@@ -75,7 +78,8 @@ impl Store {
             if second < oldest_second {
                 break;
             }
-            if !filter.matches_entry(&page_id, &psid, &Listing::decode(&value)) {
+            let listing = Listing::decode(&value);
+            if !filter.matches_entry(&page_id, &psid, &listing) {
                 continue;
             }
             let record_key = keys::conversation(&page_id, &psid);
@@ -94,6 +98,7 @@ impl Store {
                 continue;
             }
             page.conversations.push(record);
+            page.failed_replies.push(listing.failed_reply);
             if page.conversations.len() >= limit.max(1) {
                 page.next_cursor = Some(hex::encode(&key));
                 break;
