@@ -93,6 +93,7 @@ fn store_commit(c: &mut Criterion) {
         .expect("runtime");
     let record = JournalRecord {
         page_id: "1000".into(),
+        channel: Default::default(),
         standby: false,
         event: serde_json::json!({"sender": {"id": "20000"}, "message": {"mid": "m", "text": "hello"}}),
     };

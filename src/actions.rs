@@ -30,6 +30,7 @@ use crate::engine::load::Load;
 use crate::engine::supervisor::{Route, Supervisor};
 use crate::flow::{FlowHandle, Reply};
 use crate::inspect;
+use crate::pages::Pages;
 use crate::store::journal::AwaitedPost;
 use crate::store::{ConversationKey, ConversationRecord, Store};
 
@@ -40,7 +41,8 @@ const ACTION_DEADLINE: Duration = Duration::from_secs(10);
 pub struct ActionState {
     pub admin: AdminState,
     pub supervisor: Addr<Supervisor>,
-    pub flow: FlowHandle,
+    /// The pages served: the flow of each (a state is checked against its page's flow).
+    pub pages: Pages,
     pub load: Arc<Load>,
 }
 
@@ -315,8 +317,9 @@ async fn act(
     let psid = path.into_inner();
     let store = &state.admin.store;
     let record = inspect::find(store, &psid, query.page.as_deref()).map_err(AdminError::from)?;
+    let flow = state.pages.current().flow_for(&record.page_id).clone();
     let target = Target {
-        flow: &state.flow,
+        flow: &flow,
         store,
         record: &record,
     };

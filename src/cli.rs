@@ -18,7 +18,7 @@ use crate::config::{
     DEFAULT_GRAPH_URL,
 };
 use crate::flow::builtin::resolve_flow;
-use crate::graph::{CallError, GraphClient};
+use crate::graph::{CallError, GraphClient, PageAuth};
 use crate::inspect::{self, ConversationDocument, ConversationListPage, ConversationSummary};
 use crate::store::{Store, StoreError};
 
@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// interview tree in a JSON file (or a directory of them, chosen by m.me `ref`).
     #[arg(long, default_value = "thanks")]
     pub flow: String,
+    /// The pages file (TOML): apps with their secrets, pages with their tokens, channels,
+    /// flows and send rates. With it, the three MESSENGER_* secrets are not needed.
+    #[arg(long, env = "COLLOQUY_PAGES")]
+    pub pages: Option<PathBuf>,
     /// Token Facebook sends in the subscription handshake.
     #[arg(long, env = "MESSENGER_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
@@ -221,6 +225,7 @@ impl ServeArgs {
             max_live_conversations: self.max_live_conversations,
             cache_mb: self.cache_mb,
             dedup_retention_hours: self.dedup_retention_hours,
+            pages_file: self.pages.clone(),
         })
     }
 }
@@ -349,9 +354,8 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
     let token = args.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
         anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)")
     })?;
-    let token = Secret::new(token);
-    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT)
-        .with_app_secret(args.app_secret.map(Secret::new));
+    let token = PageAuth::me(Secret::new(token), args.app_secret.map(Secret::new));
+    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT);
     if args.status {
         let apps = graph.subscribed_apps(&token).await;
         return Ok(describe_subscriptions(

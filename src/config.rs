@@ -101,6 +101,8 @@ pub struct RawConfig {
     pub max_live_conversations: Option<usize>,
     pub cache_mb: Option<u64>,
     pub dedup_retention_hours: Option<u64>,
+    /// `COLLOQUY_PAGES`: the pages file; with it the `MESSENGER_*` secrets are not needed.
+    pub pages_file: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -145,6 +147,7 @@ impl RawConfig {
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
             dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
+            pages_file: var("COLLOQUY_PAGES").map(PathBuf::from),
         })
     }
 }
@@ -152,12 +155,16 @@ impl RawConfig {
 /// Everything the engine needs to run, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Compared with `hub.verify_token` in the subscription handshake.
-    pub verify_token: Secret,
-    /// HMAC key of `X-Hub-Signature-256`; required: unsigned POSTs are never accepted.
-    pub app_secret: Secret,
-    /// Page access token for the Send API.
-    pub access_token: Secret,
+    /// Compared with `hub.verify_token` in the subscription handshake (single page; with a
+    /// pages file each app has its own).
+    pub verify_token: Option<Secret>,
+    /// HMAC key of `X-Hub-Signature-256` (single page): unsigned POSTs are never accepted.
+    pub app_secret: Option<Secret>,
+    /// Page access token for the Send API (single page).
+    pub access_token: Option<Secret>,
+    /// The pages file (`COLLOQUY_PAGES`): apps, pages, tokens, flows; read at start and
+    /// on every reload. Without it the three secrets above serve one page.
+    pub pages_file: Option<PathBuf>,
     /// Base URL of the Graph API including the version, without a trailing slash.
     pub graph_url: String,
     pub bind: SocketAddr,
@@ -326,9 +333,14 @@ fn parse_webhook_path(path: Option<String>) -> Result<String, ConfigError> {
 impl Config {
     /// Validates raw settings. The first problem found is returned, naming its variable.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let verify_token = required(raw.verify_token, "MESSENGER_VERIFY_TOKEN", "--verify-token")?;
-        let app_secret = required(raw.app_secret, "MESSENGER_APP_SECRET", "--app-secret")?;
-        let access_token = required(raw.access_token, "MESSENGER_ACCESS_TOKEN", "--access-token")?;
+        let pages_file = raw.pages_file.filter(|path| !path.as_os_str().is_empty());
+        let secret = |value: Option<String>, variable, flag| match &pages_file {
+            Some(_) => Ok(value.filter(|v| !v.is_empty()).map(Secret::new)),
+            None => required(value, variable, flag).map(Some),
+        };
+        let verify_token = secret(raw.verify_token, "MESSENGER_VERIFY_TOKEN", "--verify-token")?;
+        let app_secret = secret(raw.app_secret, "MESSENGER_APP_SECRET", "--app-secret")?;
+        let access_token = secret(raw.access_token, "MESSENGER_ACCESS_TOKEN", "--access-token")?;
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
@@ -340,6 +352,7 @@ impl Config {
             verify_token,
             app_secret,
             access_token,
+            pages_file,
             graph_url: parse_graph_url(raw.graph_url)?,
             bind: parse_bind(raw.bind, DEFAULT_BIND, "COLLOQUY_BIND")?,
             admin_bind: parse_bind(raw.admin_bind, DEFAULT_ADMIN_BIND, "COLLOQUY_ADMIN_BIND")?,
@@ -453,6 +466,17 @@ mod tests {
             );
         }
         assert!(shown.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn with_a_pages_file_the_single_page_secrets_are_optional() {
+        let raw = RawConfig {
+            pages_file: Some(PathBuf::from("pages.toml")),
+            ..RawConfig::default()
+        };
+        let config = Config::from_raw(raw).unwrap();
+        assert_eq!(config.pages_file, Some(PathBuf::from("pages.toml")));
+        assert!(config.app_secret.is_none());
     }
 
     #[test]

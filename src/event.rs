@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::messenger::inbound::{
-    parse_envelope, AccountLinking, Attachment, Delivery, Echo, EventKind, InboundEvent, Message,
-    MessageEdit, Optin, ParseError, PolicyEnforcement, Postback, QuickReplyAnswer, Reaction, Read,
-    Referral, ReplyTo, ThreadControl,
+    parse_envelope, AccountLinking, Attachment, Channel, Delivery, Echo, EventKind, InboundEvent,
+    Message, MessageEdit, Optin, ParseError, PolicyEnforcement, Postback, QuickReplyAnswer,
+    Reaction, Read, Referral, ReplyTo, ThreadControl,
 };
 
 /// A timer the flow scheduled with [`crate::flow::Turn::schedule`] has fired: the name

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::event::Channel;
+
 use crate::store::{
     ConversationKey, ConversationRecord, Direction, Failure, ListFilter, Status, Store, StoreError,
     TimerEntry,
@@ -32,6 +34,9 @@ pub enum InspectError {
 pub struct ConversationSummary {
     pub psid: String,
     pub page_id: String,
+    /// `messenger` or `instagram`.
+    #[serde(default)]
+    pub channel: Channel,
     /// Local time (epoch ms) of the last event handled.
     pub last_activity: i64,
     pub inbound_count: u64,
@@ -51,6 +56,9 @@ pub struct ConversationSummary {
 pub struct ConversationDocument {
     pub psid: String,
     pub page_id: String,
+    /// `messenger` or `instagram`.
+    #[serde(default)]
+    pub channel: Channel,
     pub state: Value,
     pub delivered_watermark: i64,
     pub read_watermark: i64,
@@ -106,6 +114,7 @@ fn summary(record: ConversationRecord, failed_replies: bool) -> ConversationSumm
     ConversationSummary {
         psid: record.psid,
         page_id: record.page_id,
+        channel: record.channel,
         last_activity: record.last_activity,
         inbound_count: record.inbound_count,
         outbound_count: record.outbound_count,
@@ -278,6 +287,7 @@ fn assemble(
     Ok(ConversationDocument {
         psid: record.psid,
         page_id: record.page_id,
+        channel: record.channel,
         state: record.state,
         delivered_watermark: record.delivered_watermark,
         read_watermark: record.read_watermark,
@@ -412,6 +422,7 @@ mod tests {
         let doc = ConversationDocument {
             psid: "1".into(),
             page_id: "2".into(),
+            channel: Default::default(),
             state: Value::Null,
             delivered_watermark: 3,
             read_watermark: 4,

@@ -76,6 +76,7 @@ mod graph;
 mod inspect;
 mod inspector;
 mod messenger;
+mod pages;
 mod store;
 mod webhook;
 

@@ -17,6 +17,7 @@ use thiserror::Error;
 
 mod events;
 mod export;
+mod pages;
 pub mod session;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Browser logins (the web inspector's), besides the bearer token of scripts.
     pub sessions: Arc<session::Sessions>,
+    /// The pages served (`/admin/pages`, and their reload).
+    pub pages: crate::pages::Pages,
 }
 
 #[derive(Debug, Error)]
@@ -73,7 +76,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/events", web::get().to(events::stream))
         .route("/admin/deletion-requests", web::get().to(deletion_requests))
         .route("/metrics", web::get().to(metrics))
-        .configure(export::configure);
+        .configure(export::configure)
+        .configure(pages::configure);
 }
 
 /// `GET /admin/deletion-requests`: Meta's data-deletion requests, newest first, with

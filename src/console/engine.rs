@@ -246,6 +246,7 @@ mod tests {
         ConversationDocument {
             psid: "user".into(),
             page_id: "page".into(),
+            channel: Default::default(),
             state: Value::Null,
             delivered_watermark: 0,
             read_watermark: 0,

@@ -24,6 +24,7 @@ use crate::engine::supervisor::{LiveConversations, Shutdown, Supervisor};
 use crate::engine::timers::{self, TimerWheel};
 use crate::flow::FlowHandle;
 use crate::inspector;
+use crate::pages::{PageTable, Pages, PagesError};
 use crate::store::{Store, StoreError};
 
 /// How long shutdown waits for actors to let go of the store.
@@ -34,6 +35,10 @@ use crate::webhook::{self, WebhookState};
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Pages(#[from] PagesError),
+    #[error("no pages to serve: set COLLOQUY_PAGES, or MESSENGER_APP_SECRET, MESSENGER_VERIFY_TOKEN and MESSENGER_ACCESS_TOKEN")]
+    NoPages,
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -168,6 +173,8 @@ async fn shutdown_signal() {
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
     let config = Arc::new(config);
+    // A broken pages file stops the start before anything is opened.
+    let pages = pages_of(&config, &flow)?;
     let store = Store::open_with_cache(&config.data_dir, config.cache_bytes)?;
     let load = Arc::new(
         Load::new(config.max_pending_events, config.max_pending_replies)
@@ -182,8 +189,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         load.clone(),
         metrics.clone(),
         &config.graph_url,
-        config.access_token.clone(),
-        config.app_secret.clone(),
+        pages.clone(),
         config.sender.clone(),
     )
     .start();
@@ -191,7 +197,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         store: store.clone(),
         load: load.clone(),
         metrics: metrics.clone(),
-        flow: flow.clone(),
+        pages: pages.clone(),
         sender: sender.clone(),
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
@@ -206,19 +212,25 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         supervisor: supervisor.clone(),
         load: load.clone(),
         metrics: metrics.clone(),
+        pages: pages.clone(),
+        unknown_pages: Default::default(),
     };
     let admin_state = AdminState {
         token: config.admin_token.clone(),
         store: store.clone(),
         metrics,
         sessions: Default::default(),
+        pages: pages.clone(),
     };
     let action_state = ActionState {
         admin: admin_state.clone(),
         supervisor: supervisor.clone(),
-        flow,
+        pages: pages.clone(),
         load: load.clone(),
     };
+    if config.pages_file.is_some() {
+        actix_rt::spawn(reload_on_sighup(pages));
+    }
     let (addr, handle, server) = serve_webhook(&config, webhook_state)?;
     let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state, action_state)?;
     log::info!(
@@ -240,6 +252,60 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         sweeper,
         load,
     })
+}
+
+/// The pages of the pages file, or the one page of the `MESSENGER_*` settings.
+fn pages_of(config: &Config, flow: &FlowHandle) -> Result<Pages, StartError> {
+    if let Some(path) = &config.pages_file {
+        let pages = Pages::load(path, flow.clone())?;
+        log::info!(
+            "serving {} page(s) of {}",
+            pages.current().pages().len(),
+            path.display()
+        );
+        return Ok(pages);
+    }
+    match (
+        &config.app_secret,
+        &config.verify_token,
+        &config.access_token,
+    ) {
+        (Some(secret), Some(verify), Some(token)) => Ok(Pages::fixed(PageTable::single(
+            secret.clone(),
+            verify.clone(),
+            token.clone(),
+            flow.clone(),
+        ))),
+        _ => Err(StartError::NoPages),
+    }
+}
+
+/// `SIGHUP` re-reads the pages file, as `POST /admin/pages/reload` does.
+async fn reload_on_sighup(pages: Pages) {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            log::warn!("cannot listen for SIGHUP; reload the pages file through the admin API");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match pages.reload() {
+                Ok(summary) => log::info!(
+                    "SIGHUP: pages file reloaded: {} page(s), added {:?}, removed {:?}, changed {:?}",
+                    summary.pages.len(),
+                    summary.added,
+                    summary.removed,
+                    summary.changed
+                ),
+                Err(error) => log::error!(
+                    "SIGHUP: pages file not reloaded; the running configuration is kept: {error}"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(pages);
 }
 
 type Served = (SocketAddr, ServerHandle, actix_web::dev::Server);

@@ -121,11 +121,10 @@ impl EngineEvent {
             PendingItem::Events(records) => records
                 .into_iter()
                 .map(|record| {
-                    EngineEvent::Messenger(InboundEvent::from_raw(
-                        &record.page_id,
-                        record.event,
-                        record.standby,
-                    ))
+                    EngineEvent::Messenger(
+                        InboundEvent::from_raw(&record.page_id, record.event, record.standby)
+                            .on(record.channel),
+                    )
                 })
                 .collect(),
             PendingItem::Timer(record) => vec![EngineEvent::from_timer(record)],
@@ -143,6 +142,7 @@ mod tests {
     fn a_replayed_webhook_event_belongs_to_its_sender_and_an_echo_to_its_recipient() {
         let record = |event| JournalRecord {
             page_id: "page".into(),
+            channel: Default::default(),
             standby: false,
             event,
         };

@@ -36,6 +36,7 @@ pub struct Metrics {
     flow_runs: IntCounterVec,
     replies: IntCounterVec,
     watermark_updates: IntCounterVec,
+    events_unknown_page: IntCounterVec,
     ack_latency: Histogram,
     flush_latency: HistogramVec,
     pending_events: IntGauge,
@@ -161,6 +162,12 @@ impl Metrics {
                 "Delivery and read watermarks that moved forward",
                 &["kind"],
             ),
+            events_unknown_page: counter_vec(
+                &registry,
+                "events_unknown_page_total",
+                "Events of pages missing from the pages file: acknowledged, never handled",
+                &["page"],
+            ),
             pending_events: gauge(
                 &registry,
                 "pending_events",
@@ -239,6 +246,12 @@ impl Metrics {
         self.replies
             .with_label_values(&[outcome, &code, page])
             .inc();
+    }
+
+    /// One event of a page the pages file does not list (signed by a configured app, so
+    /// the label's values are pages still subscribed to it: few).
+    pub fn event_of_unknown_page(&self, page: &str) {
+        self.events_unknown_page.with_label_values(&[page]).inc();
     }
 
     pub fn watermark_moved(&self, kind: &str) {
@@ -389,6 +402,7 @@ mod tests {
         let store = crate::store::Store::open(dir.path()).unwrap();
         let record = crate::store::JournalRecord {
             page_id: "page".into(),
+            channel: Default::default(),
             standby: false,
             event: serde_json::json!({"sender": {"id": "user"}, "message": {"mid": "m.1"}}),
         };

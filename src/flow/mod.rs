@@ -49,7 +49,7 @@ use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::event::{InboundEvent, TimerFired};
+use crate::event::{Channel, InboundEvent, TimerFired};
 pub use input::Input;
 pub(crate) use reply::Body;
 pub use reply::{quick_reply, AttachmentKind, MessageTag, Reply, ReplyError};
@@ -124,6 +124,8 @@ impl FlowError {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConversationView {
     pub page_id: String,
+    /// Messenger or Instagram: the Send API rules its replies must keep.
+    pub channel: Channel,
     pub psid: String,
     /// Every page message at or before this time (epoch ms) was delivered.
     pub delivered_watermark: i64,
@@ -187,6 +189,11 @@ impl<S> Turn<S> {
         &self.view.page_id
     }
 
+    /// Messenger or Instagram.
+    pub fn channel(&self) -> Channel {
+        self.view.channel
+    }
+
     pub fn conversation(&self) -> &ConversationView {
         &self.view
     }
@@ -208,10 +215,18 @@ impl<S> Turn<S> {
         self.replies.push(reply);
     }
 
+    /// Queues `reply` if the conversation's channel takes it (an Instagram conversation
+    /// takes no button template, and text of at most 1,000 characters). A reply queued
+    /// with [`Turn::reply`] that breaks its channel's rules is recorded failed, never sent.
+    pub fn try_reply(&mut self, reply: Reply) -> Result<(), ReplyError> {
+        reply.check_for(self.view.channel)?;
+        self.replies.push(reply);
+        Ok(())
+    }
+
     /// Queues a text reply, checking the Send API's limits.
     pub fn say(&mut self, text: impl Into<String>) -> Result<(), ReplyError> {
-        self.reply(Reply::text(text)?);
-        Ok(())
+        self.try_reply(Reply::text(text)?)
     }
 
     /// The replies queued so far.

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use thiserror::Error;
 
+use crate::event::Channel;
 use crate::messenger::outbound::{OutAttachment, OutMessage, QuickReply, SenderAction};
 
 /// Send API: `message.text` is at most 2000 characters.
@@ -18,6 +19,8 @@ pub const MAX_QUICK_REPLIES: usize = 13;
 pub const MAX_QUICK_REPLY_TITLE_CHARS: usize = 20;
 /// Send API: quick-reply payloads are at most 1000 characters.
 pub const MAX_PAYLOAD_CHARS: usize = 1000;
+/// Instagram Direct's longest text message (Messenger allows [`MAX_TEXT_CHARS`]).
+pub const INSTAGRAM_MAX_TEXT_CHARS: usize = 1000;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ReplyError {
@@ -47,6 +50,17 @@ pub enum ReplyError {
         count: usize,
         min: usize,
         max: usize,
+    },
+    #[error("text has {chars} characters; {channel} allows at most {max}")]
+    ChannelText {
+        channel: &'static str,
+        chars: usize,
+        max: usize,
+    },
+    #[error("{channel} has no {what}")]
+    NotOnChannel {
+        channel: &'static str,
+        what: &'static str,
     },
 }
 
@@ -294,6 +308,39 @@ impl Reply {
 
     pub fn tag(&self) -> Option<MessageTag> {
         self.tag
+    }
+
+    /// Checks this reply against the rules of `channel` beyond the Messenger rules every
+    /// builder already checked: Instagram allows text of at most 1,000 characters and no
+    /// button template (quick replies: 13, as on Messenger).
+    pub fn check_for(&self, channel: Channel) -> Result<(), ReplyError> {
+        let Channel::Instagram = channel else {
+            return Ok(());
+        };
+        let Body::Message(message) = &self.body else {
+            return Ok(());
+        };
+        let chars = message
+            .text
+            .as_deref()
+            .map_or(0, |text| text.chars().count());
+        if chars > INSTAGRAM_MAX_TEXT_CHARS {
+            return Err(ReplyError::ChannelText {
+                channel: "Instagram",
+                chars,
+                max: INSTAGRAM_MAX_TEXT_CHARS,
+            });
+        }
+        let button_template = message.attachment.as_ref().is_some_and(|attachment| {
+            attachment.kind == "template" && attachment.payload["template_type"] == "button"
+        });
+        if button_template {
+            return Err(ReplyError::NotOnChannel {
+                channel: "Instagram",
+                what: "button template",
+            });
+        }
+        Ok(())
     }
 
     /// Whether this reply is a message the user receives (and so gets receipts).

@@ -1,6 +1,6 @@
 //! The one Graph API client: every call colloquy makes to `graph.facebook.com` goes
-//! through [`GraphClient`] (the sender's `POST /me/messages`, `colloquy subscribe`'s
-//! `/me/subscribed_apps`).
+//! through [`GraphClient`] (the sender's `POST /{page}/messages`, `colloquy subscribe`'s
+//! `/{page}/subscribed_apps`), made as one page ([`PageAuth`]: node, token, app secret).
 //!
 //! Owns the base URL with its version (`MESSENGER_GRAPH_URL`), the HTTP client and its
 //! timeout, how the access token travels (an `Authorization: Bearer` header, given per
@@ -40,8 +40,35 @@ pub(crate) struct GraphClient {
     base: Rc<str>,
     http: awc::Client,
     timeout: Duration,
-    /// The app secret, for `appsecret_proof`; `None` sends no proof.
-    app_secret: Option<Secret>,
+}
+
+/// Who a call is made as: the page node (`me`, or the page or Instagram account id) and
+/// its token, with the app secret that proves it (`appsecret_proof`; `None` sends none).
+#[derive(Clone, Debug)]
+pub(crate) struct PageAuth {
+    pub node: String,
+    pub token: Secret,
+    pub app_secret: Option<Secret>,
+}
+
+impl PageAuth {
+    /// Calls as the page the token belongs to (`/me/...`).
+    pub(crate) fn me(token: Secret, app_secret: Option<Secret>) -> PageAuth {
+        PageAuth::of("me", token, app_secret)
+    }
+
+    /// Calls on `node` (a page id, or an Instagram account id) with its page's token.
+    pub(crate) fn of(node: &str, token: Secret, app_secret: Option<Secret>) -> PageAuth {
+        PageAuth {
+            node: node.to_string(),
+            token,
+            app_secret: app_secret.filter(|secret| !secret.expose().is_empty()),
+        }
+    }
+
+    fn path(&self, edge: &str) -> String {
+        format!("/{}/{edge}", self.node)
+    }
 }
 
 /// One Graph API call: method, path under the versioned base, query parameters (the
@@ -66,47 +93,40 @@ impl GraphClient {
             base: base_url.trim_end_matches('/').into(),
             http,
             timeout,
-            app_secret: None,
         }
     }
 
-    /// The same client, proving every call with `appsecret_proof` from `app_secret`.
-    pub(crate) fn with_app_secret(mut self, app_secret: Option<Secret>) -> GraphClient {
-        self.app_secret = app_secret.filter(|secret| !secret.expose().is_empty());
-        self
-    }
-
-    /// `POST /me/messages`: one Send API request, answered with the message id (none for
-    /// sender actions). A success whose body does not parse still counts as sent.
+    /// `POST /{node}/messages`: one Send API request, answered with the message id (none
+    /// for sender actions). A success whose body does not parse still counts as sent.
     pub(crate) async fn send_message(
         &self,
-        token: &Secret,
+        auth: &PageAuth,
         request: &SendRequest,
     ) -> Result<SendResponse, CallError> {
         let json = serde_json::to_vec(request)
             .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
         let call = Call {
             method: Method::POST,
-            path: "/me/messages",
+            path: &auth.path("messages"),
             query: &[],
             json: Some(json),
         };
-        let body = self.call(call, token).await?;
+        let body = self.call(call, auth).await?;
         Ok(serde_json::from_slice(&body).unwrap_or_default())
     }
 
-    /// The handover protocol: `POST /me/pass_thread_control` to `target_app_id` (the Page
-    /// Inbox is 263902037430900), or with `None` `POST /me/take_thread_control` to take the
-    /// thread back. Meta answers `{"success":true}`.
+    /// The handover protocol: `POST /{node}/pass_thread_control` to `target_app_id` (the
+    /// Page Inbox is 263902037430900), or with `None` `POST /{node}/take_thread_control` to
+    /// take the thread back. Meta answers `{"success":true}`.
     pub(crate) async fn thread_control(
         &self,
-        token: &Secret,
+        auth: &PageAuth,
         psid: &str,
         target_app_id: Option<&str>,
     ) -> Result<(), CallError> {
         let (path, body) = match target_app_id {
             Some(app) => (
-                "/me/pass_thread_control",
+                "pass_thread_control",
                 serde_json::json!({
                     "recipient": {"id": psid},
                     "target_app_id": app,
@@ -114,7 +134,7 @@ impl GraphClient {
                 }),
             ),
             None => (
-                "/me/take_thread_control",
+                "take_thread_control",
                 serde_json::json!({
                     "recipient": {"id": psid},
                     "metadata": "colloquy: resumed by an operator",
@@ -125,46 +145,47 @@ impl GraphClient {
             .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
         let call = Call {
             method: Method::POST,
-            path,
+            path: &auth.path(path),
             query: &[],
             json: Some(json),
         };
-        self.call(call, token).await.map(drop)
+        self.call(call, auth).await.map(drop)
     }
 
-    /// `GET /me/subscribed_apps`: the apps the page's webhook events go to, with their
+    /// `GET /{node}/subscribed_apps`: the apps the page's webhook events go to, with their
     /// fields (`{"data":[{"name","id","subscribed_fields"}]}`).
-    pub(crate) async fn subscribed_apps(&self, token: &Secret) -> Result<Value, CallError> {
+    pub(crate) async fn subscribed_apps(&self, auth: &PageAuth) -> Result<Value, CallError> {
         let call = Call {
             method: Method::GET,
-            path: "/me/subscribed_apps",
+            path: &auth.path("subscribed_apps"),
             query: &[],
             json: None,
         };
-        Ok(json_or_null(&self.call(call, token).await?))
+        Ok(json_or_null(&self.call(call, auth).await?))
     }
 
-    /// `POST /me/subscribed_apps?subscribed_fields=…`: subscribes the page to this app's
-    /// webhook `fields` (comma-separated); Meta answers `{"success":true}`.
+    /// `POST /{node}/subscribed_apps?subscribed_fields=…`: subscribes the page to this
+    /// app's webhook `fields` (comma-separated); Meta answers `{"success":true}`.
     pub(crate) async fn subscribe_app(
         &self,
-        token: &Secret,
+        auth: &PageAuth,
         fields: &str,
     ) -> Result<Value, CallError> {
         let call = Call {
             method: Method::POST,
-            path: "/me/subscribed_apps",
+            path: &auth.path("subscribed_apps"),
             query: &[("subscribed_fields", fields)],
             json: None,
         };
-        Ok(json_or_null(&self.call(call, token).await?))
+        Ok(json_or_null(&self.call(call, auth).await?))
     }
 
     /// Makes one call and returns the body of a 2xx answer; anything else is sorted into
     /// a [`CallError`].
-    async fn call(&self, call: Call<'_>, token: &Secret) -> Result<Vec<u8>, CallError> {
+    async fn call(&self, call: Call<'_>, auth: &PageAuth) -> Result<Vec<u8>, CallError> {
+        let token = &auth.token;
         let mut query = call.query.to_vec();
-        let proof = self
+        let proof = auth
             .app_secret
             .as_ref()
             .map(|secret| appsecret_proof(secret, token));

@@ -97,8 +97,8 @@ fn stand_in(script: Script) -> (StandIn, String) {
     (stand_in, format!("http://{addr}/v21.0"))
 }
 
-fn token() -> Secret {
-    Secret::new(TOKEN)
+fn auth() -> PageAuth {
+    PageAuth::me(Secret::new(TOKEN), None)
 }
 
 fn hello(psid: &str) -> SendRequest {
@@ -122,7 +122,7 @@ async fn a_message_is_posted_as_json_with_the_token_in_a_header_and_its_id_retur
     ));
     let client = GraphClient::new(&format!("{url}/"), Duration::from_secs(5));
 
-    let answer = client.send_message(&token(), &hello("42")).await.unwrap();
+    let answer = client.send_message(&auth(), &hello("42")).await.unwrap();
 
     assert_eq!(answer.message_id.as_deref(), Some("m_1"));
     let seen = stand_in.seen.lock().unwrap()[0].clone();
@@ -147,9 +147,9 @@ async fn subscribing_sends_the_fields_before_the_token_and_status_is_a_get() {
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
     let subscribed = client
-        .subscribe_app(&token(), "messages,message_reads")
+        .subscribe_app(&auth(), "messages,message_reads")
         .await;
-    let status = client.subscribed_apps(&token()).await;
+    let status = client.subscribed_apps(&auth()).await;
 
     assert_eq!(subscribed, Ok(json!({"success": true})));
     assert!(status.is_ok());
@@ -172,12 +172,17 @@ async fn subscribing_sends_the_fields_before_the_token_and_status_is_a_get() {
 #[actix_web::test]
 async fn with_the_app_secret_every_call_carries_its_appsecret_proof() {
     let (stand_in, url) = stand_in(Script::json(200, json!({"success": true})));
-    let client = GraphClient::new(&url, Duration::from_secs(5))
-        .with_app_secret(Some(Secret::new("app-secret")));
+    let client = GraphClient::new(&url, Duration::from_secs(5));
+    let auth = PageAuth::of("1234", Secret::new(TOKEN), Some(Secret::new("app-secret")));
 
-    client.subscribed_apps(&token()).await.unwrap();
+    client.subscribed_apps(&auth).await.unwrap();
 
     let seen = stand_in.seen.lock().unwrap()[0].clone();
+    assert!(
+        seen.path.ends_with("/1234/subscribed_apps"),
+        "{}",
+        seen.path
+    );
     // HMAC-SHA256("app-secret", TOKEN), computed independently of `appsecret_proof`.
     let expected = crate::webhook::signature::sign_sha256(b"app-secret", TOKEN.as_bytes());
     assert_eq!(
@@ -204,7 +209,7 @@ async fn a_throttled_answer_carries_the_wait_from_the_business_use_case_header()
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
     let error = client
-        .send_message(&token(), &hello("42"))
+        .send_message(&auth(), &hello("42"))
         .await
         .unwrap_err();
 
@@ -227,7 +232,7 @@ async fn a_graph_error_comes_back_typed_with_its_trace_id() {
     ));
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
-    let error = client.subscribed_apps(&token()).await.unwrap_err();
+    let error = client.subscribed_apps(&auth()).await.unwrap_err();
 
     assert!(matches!(&error, CallError::TokenRevoked(_)), "{error:?}");
     assert_eq!(
@@ -244,7 +249,7 @@ async fn a_slow_answer_is_a_timeout() {
     let client = GraphClient::new(&url, Duration::from_millis(200));
 
     let error = client
-        .send_message(&token(), &hello("42"))
+        .send_message(&auth(), &hello("42"))
         .await
         .unwrap_err();
 
@@ -260,7 +265,7 @@ async fn an_oversized_answer_is_unreadable_and_retried() {
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
     let error = client
-        .send_message(&token(), &hello("42"))
+        .send_message(&auth(), &hello("42"))
         .await
         .unwrap_err();
 
@@ -279,7 +284,7 @@ async fn an_unreachable_graph_api_is_a_network_error_that_never_shows_the_token(
     );
 
     let error = client
-        .send_message(&token(), &hello("42"))
+        .send_message(&auth(), &hello("42"))
         .await
         .unwrap_err();
 
@@ -293,7 +298,7 @@ async fn an_unreachable_graph_api_is_a_network_error_that_never_shows_the_token(
 fn the_token_is_masked_in_any_text_that_carries_it() {
     let text = format!("cannot reach http://x/me/messages?access_token={TOKEN}");
     assert_eq!(
-        redacted(text, &token()),
+        redacted(text, &Secret::new(TOKEN)),
         "cannot reach http://x/me/messages?access_token=***"
     );
     assert_eq!(

@@ -345,6 +345,7 @@ mod tests {
         ConversationDocument {
             psid: "<b>psid</b>".into(),
             page_id: "p".into(),
+            channel: Default::default(),
             state: serde_json::json!({"note": "<script>alert(1)</script>"}),
             delivered_watermark: 0,
             read_watermark: 0,

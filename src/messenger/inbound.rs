@@ -50,11 +50,46 @@ pub enum ParseError {
     },
 }
 
+/// The Meta messaging product an event came through: the envelope's `object` (`page` for
+/// Messenger, `instagram` for Instagram Direct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    #[default]
+    Messenger,
+    Instagram,
+}
+
+impl Channel {
+    /// `messenger` or `instagram`, as configuration files, metrics and the admin API say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Messenger => "messenger",
+            Channel::Instagram => "instagram",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Channel> {
+        match name {
+            "messenger" => Some(Channel::Messenger),
+            "instagram" => Some(Channel::Instagram),
+            _ => None,
+        }
+    }
+
+    pub fn is_messenger(&self) -> bool {
+        *self == Channel::Messenger
+    }
+}
+
 /// One messaging item from the webhook, with the envelope context it came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InboundEvent {
     /// `entry[].id`: the Page (or Instagram professional account) id.
     pub page_id: String,
+    /// Messenger or Instagram, from the envelope's `object`.
+    #[serde(default, skip_serializing_if = "Channel::is_messenger")]
+    pub channel: Channel,
     /// `sender.id` (string or number in JSON).
     pub sender_id: Option<String>,
     /// `recipient.id`.
@@ -93,7 +128,10 @@ impl InboundEvent {
                 }
             });
         let timestamp = raw.get("timestamp").and_then(lenient_int).unwrap_or(0);
-        let kind = classify(&raw);
+        let kind = match classify(&raw) {
+            EventKind::Unknown => seen_on_instagram(&raw, timestamp).unwrap_or(EventKind::Unknown),
+            kind => kind,
+        };
         let kind = if sender_id.as_deref() == Some(page_id) {
             as_sent_by_page(kind, &raw)
         } else {
@@ -101,6 +139,7 @@ impl InboundEvent {
         };
         InboundEvent {
             page_id: page_id.to_owned(),
+            channel: Channel::Messenger,
             sender_id,
             recipient_id,
             user_ref,
@@ -109,6 +148,12 @@ impl InboundEvent {
             kind,
             raw,
         }
+    }
+
+    /// The same event, as having come through `channel`.
+    pub fn on(mut self, channel: Channel) -> InboundEvent {
+        self.channel = channel;
+        self
     }
 
     /// The non-page party: recipient_id for echoes, else sender_id, else user_ref, else "".
@@ -295,9 +340,18 @@ pub struct Delivery {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Read {
-    /// Everything the Page sent at or before this epoch-ms watermark is read.
+    /// Everything the Page sent at or before this epoch-ms watermark is read. Instagram's
+    /// `messaging_seen` names the message seen instead: its watermark is the time it was
+    /// seen (the item's `timestamp`), which covers that message and everything before it.
     #[serde(deserialize_with = "de_int")]
     pub watermark: i64,
+    /// The message Instagram says was seen (`messaging_seen`).
+    #[serde(
+        default,
+        deserialize_with = "de_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +447,10 @@ pub fn parse_envelope(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         Some(Value::String(s)) => return Err(ParseError::WrongObject(truncate(s, 64))),
         Some(_) => return Err(wrong_type("object".to_owned(), "a string")),
     }
+    let channel = match root.get("object").and_then(Value::as_str) {
+        Some("instagram") => Channel::Instagram,
+        _ => Channel::Messenger,
+    };
     let entries = match root.remove("entry") {
         None => return Err(ParseError::MissingField("entry".to_owned())),
         Some(Value::Array(entries)) => entries,
@@ -418,12 +476,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
         events.extend(
             messaging
                 .into_iter()
-                .map(|raw| InboundEvent::from_raw(&page_id, raw, false)),
+                .map(|raw| InboundEvent::from_raw(&page_id, raw, false).on(channel)),
         );
         events.extend(
             standby
                 .into_iter()
-                .map(|raw| InboundEvent::from_raw(&page_id, raw, true)),
+                .map(|raw| InboundEvent::from_raw(&page_id, raw, true).on(channel)),
         );
     }
     Ok(events)
@@ -502,6 +560,17 @@ fn classify(raw: &Value) -> EventKind {
         .find_map(|(key, decode)| obj.get(*key).map(*decode))
         .flatten()
         .unwrap_or(EventKind::Unknown)
+}
+
+/// Instagram's `messaging_seen` item: `"read": {"mid": …}` without a watermark. The
+/// item's own time is when the user saw the thread, so it is the read watermark.
+fn seen_on_instagram(raw: &Value, timestamp: i64) -> Option<EventKind> {
+    let read = raw.get("read")?;
+    let mid = read.get("mid").and_then(id_string)?;
+    (read.get("watermark").is_none() && timestamp > 0).then_some(EventKind::Read(Read {
+        watermark: timestamp,
+        mid: Some(mid),
+    }))
 }
 
 /// What the page itself sent is never a user's message: a `message` from it is an echo

@@ -338,6 +338,7 @@ mod tests {
         let (_dir, store) = open();
         let event = |mid: &str| JournalRecord {
             page_id: "page".into(),
+            channel: Default::default(),
             standby: false,
             event: json!({"sender": {"id": "user"}, "message": {"mid": mid}}),
         };

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::messenger::inbound::Channel;
 use crate::messenger::outbound::SendRequest;
 
 /// Which conversation an event or reply belongs to: the page and the non-page party.
@@ -36,6 +37,9 @@ impl std::fmt::Display for ConversationKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalRecord {
     pub page_id: String,
+    /// Messenger or Instagram; absent (Messenger) in items written before channels.
+    #[serde(default, skip_serializing_if = "Channel::is_messenger")]
+    pub channel: Channel,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub standby: bool,
     /// The `messaging[]`/`standby[]` item, byte-for-byte meaning preserved.
@@ -204,6 +208,9 @@ pub struct ConversationRecord {
     /// before is gone, and a redelivery of an event from before is dropped.
     #[serde(default, rename = "fg", skip_serializing_if = "is_zero")]
     pub forgotten_at: i64,
+    /// Messenger or Instagram: the channel of the events it has had.
+    #[serde(default, rename = "ch", skip_serializing_if = "Channel::is_messenger")]
+    pub channel: Channel,
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -249,6 +256,7 @@ impl ConversationRecord {
             thread_elsewhere: false,
             paused: false,
             forgotten_at: 0,
+            channel: Channel::Messenger,
         }
     }
 

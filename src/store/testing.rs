@@ -85,6 +85,7 @@ pub fn commit_reply(store: &Store, journal_seq: u64) -> u64 {
 pub fn journal_one(store: &Store) -> u64 {
     let record = JournalRecord {
         page_id: "page".into(),
+        channel: Default::default(),
         standby: false,
         event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
     };

@@ -110,6 +110,7 @@ mod tests {
         // Exactly what fire_due_timers wrote before timers had journal items of their own.
         let old = JournalRecord {
             page_id: "page".into(),
+            channel: Default::default(),
             standby: false,
             event: json!({
                 "sender": {"id": "user"},

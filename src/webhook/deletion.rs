@@ -94,6 +94,23 @@ struct RawPayload {
 /// Checks a `signed_request` against the app secret, then reads its payload. A missing or
 /// wrong signature is `Signature`, whatever the payload holds; a payload that is not what
 /// Meta sends is `Malformed`.
+/// The payload of a `signed_request` signed by any configured app: each app of the pages
+/// file has its own secret. A malformed request is refused as such, whatever the app.
+fn verified_by_any_app(
+    state: &WebhookState,
+    signed_request: &str,
+) -> Result<DeletionPayload, DeletionError> {
+    let table = state.pages.current();
+    let mut outcome = Err(DeletionError::Signature);
+    for app in table.apps() {
+        outcome = verify_signed_request(app.secret.expose().as_bytes(), signed_request);
+        if !matches!(outcome, Err(DeletionError::Signature)) {
+            break;
+        }
+    }
+    outcome
+}
+
 pub fn verify_signed_request(
     secret: &[u8],
     signed_request: &str,
@@ -168,8 +185,7 @@ async fn request(
         .into_iter()
         .find_map(|(name, value)| (name == "signed_request").then_some(value))
         .ok_or_else(|| DeletionError::Malformed("the form has no signed_request".into()))?;
-    let secret = state.config.app_secret.expose().as_bytes();
-    let payload = verify_signed_request(secret, &signed_request)
+    let payload = verified_by_any_app(&state, &signed_request)
         .inspect_err(|error| log::warn!("data-deletion request refused: {error}"))?;
     let now = now_ms();
     let mut record = DeletionRequest {

@@ -23,6 +23,7 @@ use crate::engine::load::{Load, Refusal};
 use crate::engine::metrics::Metrics;
 use crate::engine::supervisor::{Route, Supervisor};
 use crate::messenger::inbound::{parse_envelope, InboundEvent, ParseError};
+use crate::pages::{Admission, App, PageTable, Pages};
 use crate::store::journal::{AwaitedPost, JournalRef};
 use crate::store::{JournalRecord, Store, StoreError};
 use signature::SignatureError;
@@ -35,7 +36,14 @@ pub struct WebhookState {
     pub supervisor: Addr<Supervisor>,
     pub load: std::sync::Arc<Load>,
     pub metrics: std::sync::Arc<Metrics>,
+    pub pages: Pages,
+    /// Pages missing from the pages file whose events came, each logged once.
+    pub unknown_pages: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// At most this many unknown pages are remembered as logged (each is a page still
+/// subscribed to a configured app, so there are few).
+const UNKNOWN_PAGES_LOGGED: usize = 1_000;
 
 /// Why a webhook request was refused; `status_code` is the one place mapping it to HTTP.
 #[derive(Debug, Error)]
@@ -50,6 +58,8 @@ pub enum WebhookError {
     Body(String),
     #[error("{0}")]
     Parse(#[from] ParseError),
+    #[error("page {page} belongs to another app than the one whose secret signed the body")]
+    ForeignPage { page: String },
     #[error("the events could not be stored; Facebook will redeliver them")]
     Store(#[from] StoreError),
     #[error("{}", describe_refusal(*.0))]
@@ -74,7 +84,9 @@ const RETRY_AFTER_SECS: &str = "5";
 impl ResponseError for WebhookError {
     fn status_code(&self) -> StatusCode {
         match self {
-            WebhookError::VerificationFailed | WebhookError::Signature(_) => StatusCode::FORBIDDEN,
+            WebhookError::VerificationFailed
+            | WebhookError::Signature(_)
+            | WebhookError::ForeignPage { .. } => StatusCode::FORBIDDEN,
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Body(_) | WebhookError::Parse(_) => StatusCode::BAD_REQUEST,
             WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,8 +146,8 @@ fn check_subscription(
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     };
-    let token_matches =
-        param("hub.verify_token").is_some_and(|token| state.config.verify_token.matches(token));
+    let token_matches = param("hub.verify_token")
+        .is_some_and(|token| state.pages.current().verify_token_matches(token));
     match (param("hub.mode"), param("hub.challenge")) {
         (Some("subscribe"), Some(challenge)) if token_matches => {
             log::info!("webhook subscription verified");
@@ -191,19 +203,19 @@ async fn accept_events(
     }
     let body = read_limited(req, payload, state.config.max_body_bytes).await?;
     let headers = req.headers();
-    let verified = signature::verify(
-        state.config.app_secret.expose().as_bytes(),
+    // One table for the whole request: a reload meanwhile never mixes two configurations.
+    let table = state.pages.current();
+    let app = signing_app(
+        &table,
         &body,
         headers.get(signature::HEADER_SHA256).map(|v| v.as_bytes()),
         headers.get(signature::HEADER_SHA1).map(|v| v.as_bytes()),
-    );
-    if let Err(error) = verified {
-        log::warn!("webhook POST refused: {error}");
-        return Err(error.into());
-    }
-    let events = parse_in_order(&body).inspect_err(|error| {
+    )
+    .inspect_err(|error| log::warn!("webhook POST refused: {error}"))?;
+    let (events, unknown) = served_events(&table, app, &body).inspect_err(|error| {
         log::warn!("webhook POST refused: {error}");
     })?;
+    note_unknown_pages(state, unknown);
     let count = events.len();
     if count == 0 {
         return Ok(0);
@@ -212,19 +224,78 @@ async fn accept_events(
         let routed = journal_durably(state, events).await?;
         route(state, routed);
     } else {
-        acknowledge_by_turns(state, &body, events).await?;
+        acknowledge_by_turns(state, (&table, app), &body, events).await?;
     }
     log::debug!("webhook POST accepted with {count} event(s)");
     Ok(count)
 }
 
-/// The events of a body, in the order Facebook stamped them: batches may list a sender's
-/// events out of order (stable, so equal stamps keep their order, and parsing the same
-/// body twice gives the same order).
-fn parse_in_order(body: &[u8]) -> Result<Vec<InboundEvent>, ParseError> {
+/// The events of a body that this process serves, in the order Facebook stamped them:
+/// batches may list a sender's events out of order (stable, so equal stamps keep their
+/// order, and parsing the same body twice with the same table gives the same events).
+/// Events of pages missing from the pages file are left out (their ids are returned, one
+/// per event); a page of another app than the one that signed refuses the whole body.
+fn served_events(
+    table: &PageTable,
+    app: &App,
+    body: &[u8],
+) -> Result<(Vec<InboundEvent>, Vec<String>), WebhookError> {
     let mut events = parse_envelope(body)?;
+    let mut unknown = Vec::new();
+    let mut refused = None;
+    events.retain(|event| match table.admission(app, &event.page_id) {
+        Admission::Serve => true,
+        Admission::Unknown => {
+            unknown.push(event.page_id.clone());
+            false
+        }
+        Admission::OtherApp => {
+            refused.get_or_insert_with(|| event.page_id.clone());
+            false
+        }
+    });
+    if let Some(page) = refused {
+        return Err(WebhookError::ForeignPage { page });
+    }
     events.sort_by_key(|event| event.timestamp);
-    Ok(events)
+    Ok((events, unknown))
+}
+
+/// The app whose secret signed `body`, by its headers (`sha256` preferred). When no app
+/// did, the first app's check says why.
+fn signing_app<'t>(
+    table: &'t PageTable,
+    body: &[u8],
+    sha256: Option<&[u8]>,
+    sha1: Option<&[u8]>,
+) -> Result<&'t App, SignatureError> {
+    let mut first_error = None;
+    for app in table.apps() {
+        match signature::verify(app.secret.expose().as_bytes(), body, sha256, sha1) {
+            Ok(()) => return Ok(app),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    Err(first_error.unwrap_or(SignatureError::Missing))
+}
+
+/// Counts the events of unknown pages, and logs each such page the first time.
+fn note_unknown_pages(state: &WebhookState, unknown: Vec<String>) {
+    for page in unknown {
+        state.metrics.event_of_unknown_page(&page);
+        let mut logged = state
+            .unknown_pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logged.len() < UNKNOWN_PAGES_LOGGED && logged.insert(page.clone()) {
+            log::warn!(
+                "events for page {page}, which the pages file does not list, are acknowledged \
+                 and dropped (unsubscribe the page, or add it to the file)"
+            );
+        }
+    }
 }
 
 fn route(state: &WebhookState, routed: Vec<(JournalRef, EngineEvent)>) {
@@ -238,6 +309,7 @@ fn route(state: &WebhookState, routed: Vec<(JournalRef, EngineEvent)>) {
 /// again as ordinary journalled events, so the answer never waits long.
 async fn acknowledge_by_turns(
     state: &WebhookState,
+    (table, app): (&PageTable, &App),
     body: &[u8],
     events: Vec<InboundEvent>,
 ) -> Result<(), WebhookError> {
@@ -258,8 +330,11 @@ async fn acknowledge_by_turns(
     state.metrics.events_journalled_late(unfinished.len());
     // The same body parses to the same events in the same order: parsing again here
     // spares the common path a copy of every event.
-    let mut events: Vec<Option<InboundEvent>> =
-        parse_in_order(body)?.into_iter().map(Some).collect();
+    let mut events: Vec<Option<InboundEvent>> = served_events(table, app, body)?
+        .0
+        .into_iter()
+        .map(Some)
+        .collect();
     let late: Vec<InboundEvent> = unfinished
         .into_iter()
         .filter_map(|index| events.get_mut(index).and_then(Option::take))
@@ -305,6 +380,7 @@ async fn journal_durably(
         .iter()
         .map(|event| JournalRecord {
             page_id: event.page_id.clone(),
+            channel: event.channel,
             standby: event.standby,
             event: event.raw.clone(),
         })

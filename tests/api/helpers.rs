@@ -70,6 +70,8 @@ pub struct Options {
     pub public_url: Option<String>,
     /// `COLLOQUY_HANDOVER_APP_ID`.
     pub handover_app_id: Option<String>,
+    /// `COLLOQUY_PAGES`.
+    pub pages_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -88,6 +90,7 @@ impl Default for Options {
             ack_deadline: None,
             public_url: None,
             handover_app_id: None,
+            pages_file: None,
         }
     }
 }
@@ -115,6 +118,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         max_live_conversations: options.max_live_conversations,
         public_url: options.public_url.clone(),
         handover_app_id: options.handover_app_id.clone(),
+        pages_file: options.pages_file.clone(),
         ..RawConfig::default()
     })
     .expect("test config is valid");

@@ -17,6 +17,7 @@ mod inspector;
 mod listing;
 mod observability;
 mod overload;
+mod pages;
 mod restarts;
 mod sending;
 mod supervision;

@@ -43,7 +43,7 @@ impl Recorded {
     }
 
     pub fn is_message_send(&self) -> bool {
-        self.method == "POST" && self.path.ends_with("/me/messages")
+        self.method == "POST" && self.path.ends_with("/messages")
     }
 }
 
@@ -64,6 +64,8 @@ struct MockState {
     requests: Vec<Recorded>,
     script: VecDeque<Scripted>,
     next_message: u64,
+    /// Tokens the mock answers every call of with error 190 (revoked).
+    revoked: std::collections::HashSet<String>,
 }
 
 /// A mock Graph API on its own thread and actix system, so it outlives app restarts.
@@ -110,6 +112,11 @@ impl MockGraph {
     }
 
     /// The next requests get these answers, in order; after that, the default success.
+    /// Every later call made with `token` is answered with error 190 (a revoked token).
+    pub fn revoke(&self, token: &str) {
+        self.state.lock().unwrap().revoked.insert(token.to_string());
+    }
+
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.state.lock().unwrap().script.extend(answers);
     }
@@ -179,7 +186,15 @@ async fn answer(
         return HttpResponse::InternalServerError().finish();
     }
     let mut state = state.lock().unwrap();
+    let revoked = authorization
+        .as_deref()
+        .and_then(|header| header.strip_prefix("Bearer "))
+        .is_some_and(|token| state.revoked.contains(token));
     let (status, reply) = match state.script.pop_front() {
+        _ if revoked => {
+            let answer = graph_error(401, 190, Some(460), "Error validating access token");
+            (answer.status, answer.body)
+        }
         Some(scripted) => (scripted.status, scripted.body),
         None => default_answer(&mut state, req.method().as_str(), req.path(), &json),
     };
@@ -196,7 +211,7 @@ async fn answer(
 }
 
 fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    if path.ends_with("/me/messages") {
+    if path.ends_with("/messages") {
         state.next_message += 1;
         let message_id = format!("m_mock_{}", state.next_message);
         return (
@@ -204,17 +219,17 @@ fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value)
             json!({"recipient_id": body["recipient"]["id"], "message_id": message_id}),
         );
     }
-    if path.ends_with("/me/subscribed_apps") && method == "POST" {
+    if path.ends_with("/subscribed_apps") && method == "POST" {
         return (200, json!({"success": true}));
     }
-    if path.ends_with("/me/subscribed_apps") {
+    if path.ends_with("/subscribed_apps") {
         return (
             200,
             json!({"data": [{"name": "colloquy-test", "id": "1377689312323892",
                               "subscribed_fields": ["messages", "message_reads"]}]}),
         );
     }
-    if path.ends_with("/me/pass_thread_control") || path.ends_with("/me/take_thread_control") {
+    if path.ends_with("/pass_thread_control") || path.ends_with("/take_thread_control") {
         return (200, json!({"success": true}));
     }
     if path.ends_with("/hook") {

@@ -103,6 +103,7 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
             let store = Store::open(&data_dir).unwrap();
             let record = |psid: &str, mid: &str| JournalRecord {
                 page_id: PAGE_ID.into(),
+                channel: Default::default(),
                 standby: false,
                 event: message_event(psid, mid, "hello", 5),
             };

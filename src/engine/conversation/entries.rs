@@ -165,7 +165,14 @@ pub(super) fn queue_reply(
     );
     entry.by_operator = by_operator;
     record.outbound_count += 1;
-    if let Some(refusal) = policy_refusal(record, &reply, now) {
+    let refusal = policy_refusal(record, &reply, now).or_else(|| {
+        let channel = record.channel;
+        reply
+            .check_for(channel)
+            .err()
+            .map(|error| error.to_string())
+    });
+    if let Some(refusal) = refusal {
         // Refused here, before the Graph API could refuse it (and count it against us).
         log::warn!("{}: reply not sent: {refusal}", record.key());
         entry.status = Status::Failed;

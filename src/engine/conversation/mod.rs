@@ -28,8 +28,8 @@ use crate::engine::event::EngineEvent;
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
 use crate::engine::sender::{Enqueue, OutboundSender};
-use crate::flow::FlowHandle;
 use crate::messenger::inbound::{EventKind, InboundEvent};
+use crate::pages::Pages;
 use crate::store::journal::JournalRef;
 use crate::store::{ConversationKey, ConversationRecord, Store, StoreError};
 use turn::handle_event;
@@ -41,7 +41,8 @@ pub struct ConversationEnv {
     pub store: Store,
     pub load: Arc<Load>,
     pub metrics: Arc<Metrics>,
-    pub flow: FlowHandle,
+    /// The pages served: which flow serves each page's conversations.
+    pub pages: Pages,
     pub sender: Addr<OutboundSender>,
     pub flow_timeout: Duration,
     pub idle_timeout: Duration,

@@ -44,6 +44,9 @@ pub(super) async fn handle_event(
         ..TurnCommit::default()
     };
     let watermarks = (record.delivered_watermark, record.read_watermark);
+    if let Some(channel) = env.pages.current().channel_of(&record.page_id) {
+        record.channel = channel;
+    }
     commit.listed_before = Some((record.last_activity, record.paused));
     match &event {
         EngineEvent::Messenger(inbound) => {
@@ -64,6 +67,7 @@ pub(super) async fn handle_event(
             }
             commit.handled = event_id.map(|id| (inbound.page_id.clone(), id));
             record.last_activity = now_ms();
+            record.channel = inbound.channel;
             apply_messenger_event(env, &mut record, &event, inbound, &mut commit).await?;
         }
         EngineEvent::Timer(fired) => {
@@ -241,6 +245,7 @@ async fn run_flow(
 ) -> Result<(), StoreError> {
     let view = ConversationView {
         page_id: record.page_id.clone(),
+        channel: record.channel,
         psid: record.psid.clone(),
         delivered_watermark: record.delivered_watermark,
         read_watermark: record.read_watermark,
@@ -251,7 +256,8 @@ async fn run_flow(
             .map(|t| (t.name.clone(), t.due))
             .collect(),
     };
-    let run = AssertUnwindSafe(env.flow.0.run(input, view, record.state.clone())).catch_unwind();
+    let flow = env.pages.current().flow_for(&record.page_id).clone();
+    let run = AssertUnwindSafe(flow.0.run(input, view, record.state.clone())).catch_unwind();
     let outcome = match actix_rt::time::timeout(env.flow_timeout, run).await {
         Err(_) => Err(format!(
             "flow did not finish within {} s",
@@ -330,7 +336,7 @@ async fn replay(
     commit.failed_events_resolved.push(entry);
     match failed {
         FailedEvent::Messenger { raw, standby } => {
-            let inbound = InboundEvent::from_raw(&record.page_id, raw, standby);
+            let inbound = InboundEvent::from_raw(&record.page_id, raw, standby).on(record.channel);
             let replayed = EngineEvent::Messenger(inbound.clone());
             run_flow(
                 env,

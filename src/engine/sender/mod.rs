@@ -22,8 +22,9 @@ use crate::clock::now_ms;
 use crate::config::{Secret, SenderSettings};
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
-use crate::graph::{ApiError, CallError, GraphClient};
+use crate::graph::{ApiError, CallError, GraphClient, PageAuth};
 use crate::messenger::outbound::SendResponse;
+use crate::pages::Pages;
 use crate::store::{ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, Store};
 
 /// Throttled pages are given at least this long before the next attempt.
@@ -67,16 +68,22 @@ pub enum Attempt {
     },
     Permanent(Failure),
     /// The Graph API rejected the page token (code 190): this reply fails, and nothing
-    /// more is sent for the page until a restart.
+    /// more is sent for the page until its token changes.
     TokenRevoked(Failure),
 }
+
+/// The pages file was reloaded: stalled pages may have a new token.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PagesReloaded;
 
 pub struct OutboundSender {
     store: Store,
     load: std::sync::Arc<Load>,
     metrics: std::sync::Arc<Metrics>,
     graph: GraphClient,
-    access_token: Secret,
+    /// Each page's node, token, app secret and rate, read afresh for every send.
+    pages: Pages,
     settings: SenderSettings,
     /// For durable callbacks (not Graph calls); made on first use.
     callback_client: Option<awc::Client>,
@@ -87,9 +94,11 @@ pub struct OutboundSender {
     /// Pages throttled by the Graph API, with when sending may resume: every
     /// conversation of the page waits, since calling while throttled extends the penalty.
     paused_pages: HashMap<String, Instant>,
-    /// Pages whose token the Graph API rejected (code 190): nothing more is sent for
-    /// them until a restart with a valid token; their replies stay in the outbox.
-    blocked_pages: HashSet<String>,
+    /// Pages whose token the Graph API rejected (code 190), with that token: nothing more
+    /// is sent for them until their token changes; their replies stay in the outbox.
+    blocked_pages: HashMap<String, Secret>,
+    /// Conversations whose next send waits for a blocked page's new token.
+    stalled: HashSet<ConversationKey>,
     /// Each page's Send API rate (`COLLOQUY_PAGE_SEND_RATE`).
     rates: rate::PageRates,
     /// Calls and outcome writes under way; shutdown waits for them.
@@ -104,8 +113,7 @@ impl OutboundSender {
         load: std::sync::Arc<Load>,
         metrics: std::sync::Arc<Metrics>,
         graph_url: &str,
-        access_token: Secret,
-        app_secret: Secret,
+        pages: Pages,
         settings: SenderSettings,
     ) -> Self {
         let rates = rate::PageRates::new(settings.page_send_rate);
@@ -113,9 +121,8 @@ impl OutboundSender {
             store,
             load,
             metrics,
-            graph: GraphClient::new(graph_url, settings.request_timeout)
-                .with_app_secret(Some(app_secret)),
-            access_token,
+            graph: GraphClient::new(graph_url, settings.request_timeout),
+            pages,
             settings,
             callback_client: None,
             calls_in_progress: 0,
@@ -124,7 +131,8 @@ impl OutboundSender {
             in_flight: HashSet::new(),
             known: HashSet::new(),
             paused_pages: HashMap::new(),
-            blocked_pages: HashSet::new(),
+            blocked_pages: HashMap::new(),
+            stalled: HashSet::new(),
             rates,
         }
     }
@@ -185,9 +193,22 @@ impl OutboundSender {
                 return;
             }
         };
-        if self.blocked_pages.contains(&key.page_id) {
-            // Stays queued (and in the outbox) until a restart with a valid token.
+        let Some(target) = self.pages.current().send_target(&key.page_id) else {
+            let reason = format!(
+                "page {} is not in the pages file: nothing is sent for it",
+                key.page_id
+            );
+            self.finish(key, Attempt::Permanent(Failure::reason(reason)), ctx);
             return;
+        };
+        if let Some(rejected) = self.blocked_pages.get(&key.page_id) {
+            if *rejected == target.token {
+                // Stays queued (and in the outbox) until the page's token changes.
+                self.stalled.insert(key);
+                return;
+            }
+            log::info!("page {}: its token changed; sending resumes", key.page_id);
+            self.blocked_pages.remove(&key.page_id);
         }
         if let Some(resume) = self.paused_pages.get(&key.page_id) {
             let wait = resume.saturating_duration_since(Instant::now());
@@ -196,13 +217,16 @@ impl OutboundSender {
                 return;
             }
         }
-        if let Err(wait) = self.rates.take(&key.page_id, Instant::now()) {
+        let taken = self
+            .rates
+            .take_at(&key.page_id, target.send_rate, Instant::now());
+        if let Err(wait) = taken {
             ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
             return;
         }
         let graph = self.graph.clone();
-        let token = self.access_token.clone();
-        let call = async move { attempt_of(request.call(&graph, &token).await) };
+        let auth = PageAuth::of(&target.node, target.token, Some(target.app_secret));
+        let call = async move { attempt_of(request.call(&graph, &auth).await) };
         self.calls_in_progress += 1;
         ctx.spawn(call.into_actor(self).map(move |attempt, act, ctx| {
             // Its outcome write is counted first, so a drain waits for it too.
@@ -239,11 +263,14 @@ impl OutboundSender {
             Attempt::TokenRevoked(failure) => {
                 log::error!(
                     "page {}: the Graph API rejected the page access token (code 190); \
-                     sending for this page is stopped until colloquy restarts with a valid \
-                     MESSENGER_ACCESS_TOKEN. Unsent replies stay in the outbox.",
+                     sending for this page is stopped until its token changes (a new token \
+                     in the pages file and a reload, or a restart with a valid \
+                     MESSENGER_ACCESS_TOKEN). Unsent replies stay in the outbox.",
                     key.page_id
                 );
-                self.blocked_pages.insert(key.page_id.clone());
+                if let Some(target) = self.pages.current().send_target(&key.page_id) {
+                    self.blocked_pages.insert(key.page_id.clone(), target.token);
+                }
                 failed_permanently(&self.metrics, &key, seq, failure)
             }
             Attempt::Retry {
@@ -322,14 +349,14 @@ enum GraphRequest {
 }
 
 impl GraphRequest {
-    async fn call(&self, graph: &GraphClient, token: &Secret) -> Result<SendResponse, CallError> {
+    async fn call(&self, graph: &GraphClient, auth: &PageAuth) -> Result<SendResponse, CallError> {
         match self {
-            GraphRequest::Send(request) => graph.send_message(token, request).await,
+            GraphRequest::Send(request) => graph.send_message(auth, request).await,
             GraphRequest::ThreadControl {
                 psid,
                 target_app_id,
             } => graph
-                .thread_control(token, psid, target_app_id.as_deref())
+                .thread_control(auth, psid, target_app_id.as_deref())
                 .await
                 .map(|()| SendResponse::default()),
         }
@@ -371,6 +398,11 @@ impl Actor for OutboundSender {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let reloads = futures_util::stream::unfold(self.pages.watch(), |mut watch| async move {
+            watch.changed().await.ok()?;
+            Some((PagesReloaded, watch))
+        });
+        ctx.add_stream(reloads);
         // Replies committed before a crash or stop and never completed.
         match self.store.pending_outbox() {
             Ok(pending) if !pending.is_empty() => {
@@ -391,6 +423,19 @@ impl Handler<Enqueue> for OutboundSender {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         self.enqueue(msg.items, ctx);
+    }
+}
+
+impl StreamHandler<PagesReloaded> for OutboundSender {
+    fn handle(&mut self, _: PagesReloaded, ctx: &mut Context<Self>) {
+        // A page blocked by error 190 resumes if the reload gave it a new token.
+        for key in std::mem::take(&mut self.stalled) {
+            self.send_next(key, ctx);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The pages handle lives as long as the engine: nothing to do when it goes.
     }
 }
 

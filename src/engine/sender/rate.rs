@@ -13,7 +13,8 @@ struct Bucket {
     refilled: Instant,
 }
 
-/// One bucket per page; `rate == 0` means no limit.
+/// One bucket per page; `rate == 0` means no limit. A page may have its own rate (the
+/// pages file's `send_rate`), which can change between two sends (a reload).
 #[derive(Debug)]
 pub struct PageRates {
     rate: f64,
@@ -29,11 +30,17 @@ impl PageRates {
     }
 
     /// Takes a token for `page` at `now`, or says how long until one is available.
+    #[cfg(test)]
     pub fn take(&mut self, page: &str, now: Instant) -> Result<(), Duration> {
-        if self.rate <= 0.0 {
+        self.take_at(page, None, now)
+    }
+
+    /// Takes a token for `page` at its own `rate` (`None`: the default rate).
+    pub fn take_at(&mut self, page: &str, rate: Option<u32>, now: Instant) -> Result<(), Duration> {
+        let rate = rate.map_or(self.rate, f64::from);
+        if rate <= 0.0 {
             return Ok(());
         }
-        let rate = self.rate;
         let bucket = self.buckets.entry(page.to_string()).or_insert(Bucket {
             tokens: rate,
             refilled: now,
@@ -85,6 +92,17 @@ mod tests {
         for _ in 0..10_000 {
             assert_eq!(rates.take("p", now), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_page_with_its_own_rate_keeps_to_it() {
+        let mut rates = PageRates::new(100);
+        let now = Instant::now();
+        let granted = (0..20)
+            .filter(|_| rates.take_at("slow", Some(3), now).is_ok())
+            .count();
+        assert_eq!(granted, 3);
+        assert_eq!(rates.take_at("free", Some(0), now), Ok(()));
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn seed_delivery_parses_with_mids_and_watermark() {
         e.kind,
         EventKind::Delivery(Delivery {
             mids: vec!["mid.$cAAAvslv3zhdjvrteA1djXYVnmSlN".into()],
-            watermark: 1501316912643
+            watermark: 1501316912643,
         })
     );
 }
@@ -105,7 +105,8 @@ fn seed_read_parses_with_watermark() {
     assert_eq!(
         e.kind,
         EventKind::Read(Read {
-            watermark: 1501316912643
+            watermark: 1501316912643,
+            mid: None,
         })
     );
     assert_eq!(e.kind_name(), "read");
@@ -698,7 +699,8 @@ fn string_timestamps_and_watermarks_are_parsed() {
     assert_eq!(
         e.kind,
         EventKind::Read(Read {
-            watermark: 1767000000500
+            watermark: 1767000000500,
+            mid: None,
         })
     );
 }
@@ -727,7 +729,7 @@ fn delivery_without_mids_has_empty_mids() {
         e.kind,
         EventKind::Delivery(Delivery {
             mids: vec![],
-            watermark: 1767000000500
+            watermark: 1767000000500,
         })
     );
 }
@@ -920,4 +922,38 @@ fn wrong_types_are_named_with_their_path_and_expectation() {
             .to_string(),
         "field `entry[2].messaging` must be an array"
     );
+}
+
+#[test]
+fn an_instagram_envelope_marks_its_events_instagram_and_a_page_envelope_messenger() {
+    let item = json!({"sender": {"id": "IGSID"}, "recipient": {"id": "17841"},
+                      "timestamp": 1767000000000_i64, "message": {"mid": "ig_m1", "text": "hi"}});
+    let instagram = parse(
+        json!({"object": "instagram", "entry": [{"id": "17841", "messaging": [item.clone()]}]}),
+    );
+    assert_eq!(instagram[0].channel, Channel::Instagram);
+    assert!(instagram[0].is_user_input());
+    let page = parse(json!({"object": "page", "entry": [{"id": "17841", "messaging": [item]}]}));
+    assert_eq!(page[0].channel, Channel::Messenger);
+}
+
+#[test]
+fn instagram_messaging_seen_is_a_read_at_the_time_it_was_seen() {
+    let seen = json!({"sender": {"id": "IGSID"}, "recipient": {"id": "17841"},
+                      "timestamp": 1767000000900_i64, "read": {"mid": "ig_sent_1"}});
+    let events =
+        parse(json!({"object": "instagram", "entry": [{"id": "17841", "messaging": [seen]}]}));
+    assert_eq!(
+        events[0].kind,
+        EventKind::Read(Read {
+            watermark: 1767000000900,
+            mid: Some("ig_sent_1".into()),
+        })
+    );
+    assert_eq!(events[0].kind_name(), "read");
+    // Without a time there is no watermark to move: the item stays unknown.
+    let timeless = json!({"sender": {"id": "IGSID"}, "read": {"mid": "ig_sent_1"}});
+    let events =
+        parse(json!({"object": "instagram", "entry": [{"id": "17841", "messaging": [timeless]}]}));
+    assert_eq!(events[0].kind, EventKind::Unknown);
 }
