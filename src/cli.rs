@@ -157,7 +157,8 @@ pub struct ServeArgs {
 pub struct InspectArgs {
     /// The user's page-scoped id; without it, list all conversations.
     pub psid: Option<String>,
-    /// The page, when the psid talks to several pages.
+    /// The page: of the conversation, when the psid talks to several pages; without a
+    /// psid, list only this page's conversations.
     #[arg(long)]
     pub page: Option<String>,
     /// Print JSON instead of a table.
@@ -240,15 +241,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Every conversation the running server lists, page after page.
-async fn every_conversation(base: &str, token: &str) -> anyhow::Result<Vec<ConversationSummary>> {
+async fn every_conversation(
+    base: &str,
+    token: &str,
+    page: Option<&str>,
+) -> anyhow::Result<Vec<ConversationSummary>> {
     let mut all = Vec::new();
-    let mut path = "/admin/conversations?limit=1000".to_string();
+    let first = match page {
+        Some(page) => format!(
+            "/admin/conversations?limit=1000&page={}",
+            url_component(page)
+        ),
+        None => "/admin/conversations?limit=1000".to_string(),
+    };
+    let mut path = first.clone();
     loop {
         let page: ConversationListPage =
             serde_json::from_value(admin_get(base, token, &path).await?)?;
         all.extend(page.conversations);
         match page.next_cursor {
-            Some(cursor) => path = format!("/admin/conversations?limit=1000&cursor={cursor}"),
+            Some(cursor) => path = format!("{first}&cursor={cursor}"),
             None => return Ok(all),
         }
     }
@@ -259,9 +271,13 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<String> {
     let source = open_source(&args)?;
     match &args.psid {
         None => {
+            let page = args.page.as_deref();
             let list: Vec<ConversationSummary> = match &source {
-                Source::Store(store) => inspect::list(store)?,
-                Source::Server { base, token } => every_conversation(base, token).await?,
+                Source::Store(store) => inspect::list(store)?
+                    .into_iter()
+                    .filter(|c| page.is_none_or(|page| c.page_id == page))
+                    .collect(),
+                Source::Server { base, token } => every_conversation(base, token, page).await?,
             };
             Ok(if args.json {
                 serde_json::to_string_pretty(&list)? + "\n"

@@ -69,6 +69,7 @@ pub async fn serve_or_chat(flow: FlowHandle, name: &str) -> Result<(), LaunchErr
             flow: name.to_string(),
             data_dir,
             psid: DEFAULT_PSID.into(),
+            ..ChatArgs::default()
         };
         let stdout = std::io::stdout();
         let colours = stdout.is_terminal();

@@ -33,8 +33,14 @@ struct Console {
 
 impl Console {
     fn start(data_dir: &Path, flow: &str) -> Console {
+        Console::start_with(data_dir, &["--flow", flow])
+    }
+
+    fn start_with(data_dir: &Path, args: &[&str]) -> Console {
         let mut child = Command::new(env!("CARGO_BIN_EXE_colloquy"))
-            .args(["chat", "--flow", flow, "--data"])
+            .arg("chat")
+            .args(args)
+            .arg("--data")
             .arg(data_dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -165,6 +171,56 @@ fn the_echo_flow_answers_what_is_typed_and_quit_exits_cleanly() {
     let (status, stderr) = console.exit();
     assert!(status.success(), "{status}; stderr:\n{stderr}");
     assert_eq!(stderr, "", "engine logs stay off without RUST_LOG");
+}
+
+/// `--page` talks to that page of the pages file: its own flow (echo here, where the
+/// default flow thanks), on its channel (Instagram's 1,000-character text limit).
+#[test]
+fn chat_page_runs_that_pages_flow_on_its_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("pages.toml");
+    std::fs::write(
+        &pages,
+        r#"
+[apps.main]
+secret = "s"
+verify_token = "v"
+
+[[pages]]
+id = "1001"
+app = "main"
+access_token = "t1"
+
+[[pages]]
+id = "1784"
+app = "main"
+access_token = "t2"
+channel = "instagram"
+flow = "echo"
+"#,
+    )
+    .unwrap();
+    let pages = pages.to_str().unwrap();
+    let mut console = Console::start_with(
+        &dir.path().join("chat"),
+        &["--pages", pages, "--page", "1784"],
+    );
+    console.expect("flow `echo` on instagram page 1784");
+    console.expect("you> ");
+    console.say("hello instagram", "hello instagram");
+    console.type_line(&"y".repeat(1_200));
+    console.expect("Instagram allows at most 1000");
+    console.type_line("/quit");
+    assert!(console.exit().0.success());
+
+    let mut console = Console::start_with(
+        &dir.path().join("chat2"),
+        &["--pages", pages, "--page", "1001"],
+    );
+    console.expect("you> ");
+    console.say("hello page", THANKS);
+    console.type_line("/quit");
+    assert!(console.exit().0.success());
 }
 
 /// The seed's flow answers a message with its one sentence.
@@ -391,6 +447,7 @@ impl InProcess {
             flow: "menu".into(),
             data_dir: dir.path().join("chat"),
             psid: "console-user".into(),
+            ..ChatArgs::default()
         };
         let (typed, lines) = unbounded_channel();
         let printed = Printed::default();

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use crate::config::Secret;
 use crate::engine::metrics::Metrics;
+use crate::event::Channel;
 use crate::inspect::{self, InspectError};
 use crate::store::{ListFilter, Store, TreeStatus};
 
@@ -155,7 +156,7 @@ pub(crate) fn session_csrf(req: &HttpRequest, state: &AdminState) -> Option<Stri
     state.sessions.csrf_of(cookie.value())
 }
 
-/// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS&failed=true|false&stuck=true|false&tree=NAME&tree_status=in_progress|completed|cancelled|not_started`.
+/// `GET /admin/conversations?limit=N&cursor=C&page=ID&paused=true|false&psid_prefix=P&active_since=MS&active_until=MS&failed=true|false&stuck=true|false&tree=NAME&tree_status=in_progress|completed|cancelled|not_started&channel=messenger|instagram`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -170,6 +171,7 @@ struct ListQuery {
     stuck: Option<String>,
     tree: Option<String>,
     tree_status: Option<String>,
+    channel: Option<String>,
 }
 
 /// A query parameter parsed as `T`, or an error naming it and what it should be.
@@ -235,6 +237,16 @@ async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResp
                 TreeStatus::parse(&raw).ok_or_else(|| {
                     AdminError::BadQuery(format!(
                         "tree_status must be in_progress, completed, cancelled or not_started, got {raw:?}"
+                    ))
+                })
+            })
+            .transpose()?,
+        channel: query
+            .channel
+            .map(|raw| {
+                Channel::from_name(&raw).ok_or_else(|| {
+                    AdminError::BadQuery(format!(
+                        "channel must be messenger or instagram, got {raw:?}"
                     ))
                 })
             })

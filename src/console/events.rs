@@ -6,6 +6,7 @@
 
 use serde_json::{json, Value};
 
+use crate::event::Channel;
 use crate::messenger::outbound::SendRequest;
 
 /// What the user does in one step of the conversation.
@@ -24,6 +25,8 @@ pub enum UserAction {
 pub struct Parties {
     pub page_id: String,
     pub psid: String,
+    /// The envelope's `object`: `page`, or `instagram` for an Instagram account.
+    pub channel: Channel,
 }
 
 impl Parties {
@@ -89,8 +92,12 @@ impl Parties {
 
     /// The webhook body carrying `items`, as one page entry.
     pub fn envelope(&self, items: Vec<Value>, time: i64) -> String {
+        let object = match self.channel {
+            Channel::Messenger => "page",
+            Channel::Instagram => "instagram",
+        };
         json!({
-            "object": "page",
+            "object": object,
             "entry": [{"id": self.page_id, "time": time, "messaging": items}]
         })
         .to_string()
@@ -104,6 +111,7 @@ mod tests {
 
     fn parties() -> Parties {
         Parties {
+            channel: Channel::Messenger,
             page_id: "page".into(),
             psid: "user".into(),
         }

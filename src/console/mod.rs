@@ -45,6 +45,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::clock::now_ms;
 use crate::config::{Config, ConfigError, RawConfig};
+use crate::event::Channel;
 use crate::flow::builtin::resolve_flow;
 use crate::{FlowHandle, StartError};
 use engine::{EngineLink, SessionSecrets};
@@ -79,6 +80,30 @@ pub struct ChatArgs {
     /// Your page-scoped id as the bot sees it (letters, digits, `-`, `_`, `.`).
     #[arg(long, default_value = DEFAULT_PSID, value_parser = parse_psid)]
     pub psid: String,
+    /// Talk to this page of the pages file (`--pages`): its flow, on its channel.
+    #[arg(long, requires = "pages")]
+    pub page: Option<String>,
+    /// The pages file `colloquy serve` runs with.
+    #[arg(long, env = "COLLOQUY_PAGES")]
+    pub pages: Option<PathBuf>,
+    /// Messenger, or Instagram for an Instagram page (set from the page, not a flag).
+    #[arg(skip)]
+    pub channel: Channel,
+}
+
+impl Default for ChatArgs {
+    /// What `colloquy chat` runs with no flag: the thanks flow, `data/chat`, the console
+    /// user, the console's own page.
+    fn default() -> Self {
+        ChatArgs {
+            flow: "thanks".into(),
+            data_dir: PathBuf::from(DEFAULT_CHAT_DATA_DIR),
+            psid: DEFAULT_PSID.into(),
+            page: None,
+            pages: None,
+            channel: Channel::Messenger,
+        }
+    }
 }
 
 fn parse_psid(value: &str) -> Result<String, String> {
@@ -109,10 +134,22 @@ pub enum ChatError {
     Stop(#[source] io::Error),
 }
 
-/// `colloquy chat`: the flow named by `--flow`, typed on stdin, printed on stdout.
-pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+/// `colloquy chat`: the flow named by `--flow` (or the flow of `--page` in the pages
+/// file), typed on stdin, printed on stdout.
+pub async fn run(mut args: ChatArgs) -> anyhow::Result<()> {
     silence_logs_unless_asked();
-    let flow = resolve_flow(&args.flow)?;
+    let mut flow = resolve_flow(&args.flow)?;
+    if let (Some(id), Some(path)) = (&args.page, &args.pages) {
+        let table = crate::pages::file::load(path, &flow)?;
+        let page = table.page(id).ok_or_else(|| {
+            anyhow::anyhow!("page {id} is not in the pages file {}", path.display())
+        })?;
+        flow = page.flow.clone();
+        args.channel = page.channel;
+        if let Some(spec) = &page.flow_spec {
+            args.flow = spec.clone();
+        }
+    }
     let stdout = std::io::stdout();
     let colours = stdout.is_terminal();
     let terminal = Terminal::new(Box::new(stdout), colours);
@@ -143,8 +180,9 @@ pub async fn chat(
         }
     };
     let parties = Parties {
-        page_id: CONSOLE_PAGE_ID.into(),
+        page_id: args.page.clone().unwrap_or_else(|| CONSOLE_PAGE_ID.into()),
         psid: args.psid.clone(),
+        channel: args.channel,
     };
     let engine = EngineLink::new(&app, &webhook_path, &secrets, parties, &session_id);
     let chatted = match output.note(&banner(args)) {
@@ -158,8 +196,12 @@ pub async fn chat(
 }
 
 fn banner(args: &ChatArgs) -> String {
+    let page = match &args.page {
+        Some(page) => format!(" on {} page {page}", args.channel.name()),
+        None => String::new(),
+    };
     format!(
-        "colloquy chat: flow `{}`, you are `{}`, state in {}. /help lists commands, /quit ends.",
+        "colloquy chat: flow `{}`{page}, you are `{}`, state in {}. /help lists commands, /quit ends.",
         args.flow,
         args.psid,
         args.data_dir.display()
@@ -240,6 +282,9 @@ mod tests {
             flow: "echo".into(),
             data_dir: "x".into(),
             psid: DEFAULT_PSID.into(),
+            page: None,
+            pages: None,
+            channel: Channel::Messenger,
         };
         let secrets = SessionSecrets::generate();
         let config = console_config(&args, "http://127.0.0.1:9/v21.0", &secrets).unwrap();

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::admin::session::{LoginError, SESSION_COOKIE, SESSION_LIFETIME};
 use crate::admin::{session_csrf, AdminError, AdminState};
+use crate::event::Channel;
 use crate::inspect::{self, InspectError};
 use crate::store::{ListFilter, TreeStatus};
 
@@ -89,6 +90,8 @@ struct ListQuery {
     tree: String,
     #[serde(default)]
     tree_status: String,
+    #[serde(default)]
+    channel: String,
     cursor: Option<String>,
 }
 
@@ -118,8 +121,16 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
                 .ok_or_else(|| AdminError::BadQuery(format!("unknown tree status {raw:?}")))?,
         ),
     };
+    let channel = match query.channel.as_str() {
+        "" => None,
+        raw => Some(
+            Channel::from_name(raw)
+                .ok_or_else(|| AdminError::BadQuery(format!("unknown channel {raw:?}")))?,
+        ),
+    };
     let filter = ListFilter {
         page_id: Some(query.page.clone()).filter(|p| !p.is_empty()),
+        channel,
         psid_prefix: Some(query.psid_prefix.clone()).filter(|p| !p.is_empty()),
         paused: yes_no("paused", &query.paused)?,
         failed_replies: yes_no("failed", &query.failed)?,
@@ -144,6 +155,7 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
         stuck: query.stuck,
         tree: query.tree,
         tree_status: query.tree_status,
+        channel: query.channel,
     };
     let next = listed.next_cursor.map(|cursor| {
         let query = serde_urlencoded::to_string([
@@ -154,6 +166,7 @@ async fn index(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpRes
             ("stuck", form.stuck.as_str()),
             ("tree", form.tree.as_str()),
             ("tree_status", form.tree_status.as_str()),
+            ("channel", form.channel.as_str()),
             ("cursor", cursor.as_str()),
         ])
         .unwrap_or_default();

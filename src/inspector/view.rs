@@ -27,6 +27,8 @@ pub struct ListForm {
     pub stuck: String,
     pub tree: String,
     pub tree_status: String,
+    /// "", "messenger" or "instagram".
+    pub channel: String,
 }
 
 /// A select of any / yes / no for a flag filter.
@@ -109,6 +111,13 @@ pub fn list(
             h1 { "Conversations" }
             form.filters method="get" action="/admin/" data-testid="list-filters" {
                 label { "Page " input name="page" value=(form.page) data-testid="filter-page"; }
+                label { "Channel "
+                    select name="channel" data-testid="filter-channel" {
+                        @for (value, shown) in [("", "any"), ("messenger", "Messenger"), ("instagram", "Instagram")] {
+                            option value=(value) selected[form.channel == value] { (shown) }
+                        }
+                    }
+                }
                 label { "PSID starts with " input name="psid_prefix" value=(form.psid_prefix) data-testid="filter-psid"; }
                 label { "Paused " (yes_no_select("paused", "filter-paused", &form.paused, "paused", "not paused")) }
                 label { "Failed replies " (yes_no_select("failed", "filter-failed", &form.failed, "some", "none")) }
@@ -144,7 +153,10 @@ fn list_row(c: &ConversationSummary) -> Markup {
     html! {
         tr data-testid="conversation-row" data-psid=(c.psid) data-page=(c.page_id) {
             td { a href=(conversation_href(&c.page_id, &c.psid)) { (c.psid) } }
-            td { (c.page_id) }
+            td {
+                (c.page_id)
+                @if !c.channel.is_messenger() { " " span.badge.channel data-testid="channel" { (c.channel.name()) } }
+            }
             td { (format_ms(c.last_activity)) }
             td { (c.inbound_count) " / " (c.outbound_count) }
             td {
@@ -165,7 +177,7 @@ pub fn conversation(csrf: &str, doc: &ConversationDocument) -> Markup {
         Some(csrf),
         html! {
             p.crumbs { a href="/admin/" { "← Conversations" } }
-            h1 { "User " (doc.psid) span.page { " on page " (doc.page_id) } }
+            h1 { "User " (doc.psid) span.page { " on " (doc.channel.name()) " page " (doc.page_id) } }
             p.flash role="status" data-testid="flash" {}
             section #live
                 data-live-url=(format!("/admin/conversation/live?{events}"))

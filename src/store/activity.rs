@@ -12,6 +12,7 @@ use super::codec::decode_conversation;
 use super::listing::{tree_has_any, Listing, TreeStatus};
 use super::turn::activity_second;
 use super::{keys, ConversationRecord, Store, StoreError};
+use crate::messenger::inbound::Channel;
 
 /// Which conversations a list wants; every field narrows it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,6 +31,8 @@ pub struct ListFilter {
     /// In (or last in) this interview tree.
     pub tree: Option<String>,
     pub tree_status: Option<TreeStatus>,
+    /// Only Messenger, or only Instagram, conversations.
+    pub channel: Option<Channel>,
 }
 
 /// One page of a list, and where the next one starts (`None` after the last).
@@ -170,6 +173,9 @@ impl ListFilter {
             && self
                 .stuck
                 .is_none_or(|wanted| wanted == listing.failed_event)
+            && self
+                .channel
+                .is_none_or(|wanted| (wanted == Channel::Instagram) == listing.instagram)
             && self
                 .tree
                 .as_deref()

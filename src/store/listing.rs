@@ -1,6 +1,6 @@
 //! What the activity index says of a conversation, so the admin list filters without
-//! reading records: paused, has failed replies, has failed events (stuck), and the
-//! interview it is in (tree name and status).
+//! reading records: paused, has failed replies, has failed events (stuck), Instagram or
+//! Messenger, and the interview it is in (tree name and status).
 //!
 //! The value is `[flags, tree status, tree name...]`; a one-byte value (earlier builds)
 //! is just the paused flag. The tree comes from two conventional fields of the flow's
@@ -11,10 +11,13 @@ use serde_json::Value;
 
 use super::committer::Overlay;
 use super::{keys, ConversationRecord, StoreError};
+use crate::messenger::inbound::Channel;
 
 const PAUSED: u8 = 1;
 const FAILED_REPLY: u8 = 2;
 const FAILED_EVENT: u8 = 4;
+/// An Instagram conversation (unset: Messenger, as every conversation before channels).
+const INSTAGRAM: u8 = 8;
 
 /// Where an interview stands, as the list filters it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,7 @@ pub struct Listing {
     pub paused: bool,
     pub failed_reply: bool,
     pub failed_event: bool,
+    pub instagram: bool,
     pub tree: Option<String>,
     pub tree_status: Option<TreeStatus>,
 }
@@ -82,6 +86,7 @@ impl Listing {
             paused: record.paused,
             failed_reply,
             failed_event,
+            instagram: record.channel == Channel::Instagram,
             tree: tree.map(str::to_string),
             tree_status: tree.and(status),
         }
@@ -103,7 +108,8 @@ impl Listing {
         let flag = |set: bool, bit: u8| if set { bit } else { 0 };
         let flags = flag(self.paused, PAUSED)
             | flag(self.failed_reply, FAILED_REPLY)
-            | flag(self.failed_event, FAILED_EVENT);
+            | flag(self.failed_event, FAILED_EVENT)
+            | flag(self.instagram, INSTAGRAM);
         let mut value = vec![flags];
         if let Some(tree) = &self.tree {
             value.push(self.tree_status.map_or(0, TreeStatus::code));
@@ -122,6 +128,7 @@ impl Listing {
             paused: flags & PAUSED != 0,
             failed_reply: flags & FAILED_REPLY != 0,
             failed_event: flags & FAILED_EVENT != 0,
+            instagram: flags & INSTAGRAM != 0,
             tree_status: tree.as_ref().and_then(|_| TreeStatus::from_code(value[1])),
             tree,
         }
@@ -144,6 +151,7 @@ mod tests {
             paused: true,
             failed_reply: false,
             failed_event: true,
+            instagram: true,
             tree: Some("satisfaction".into()),
             tree_status: Some(TreeStatus::Completed),
         };

@@ -172,6 +172,11 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
         "{}",
         stdout(&list_output)
     );
+    // `--page` narrows the list to one page's conversations.
+    let own_page = colloquy_beside(&["inspect", "--page", PAGE_ID], &envs).await;
+    assert!(stdout(&own_page).contains("11001"), "{}", stdout(&own_page));
+    let other_page = colloquy_beside(&["inspect", "--page", "42", "--json"], &envs).await;
+    assert_eq!(stdout(&other_page).trim(), "[]", "{}", stderr(&other_page));
     let tail_output = colloquy_beside(&["inspect", "11001", "--json", "--last", "1"], &envs).await;
     let tail: Value = serde_json::from_str(&stdout(&tail_output)).unwrap();
     assert_eq!(
@@ -193,6 +198,12 @@ async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_dire
         "{text}"
     );
     assert!(text.contains(" sent "), "{text}");
+    let other_page = colloquy_beside(
+        &["inspect", "--page", "42", "--json"],
+        &[("COLLOQUY_DATA", data.as_str())],
+    )
+    .await;
+    assert_eq!(stdout(&other_page).trim(), "[]");
 }
 
 #[actix_web::test]

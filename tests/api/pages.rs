@@ -150,6 +150,34 @@ async fn each_reply_goes_to_its_own_pages_endpoint_with_its_token_and_proof() {
     assert_eq!(doc["channel"], "instagram", "{doc}");
     let doc = app.conversation("u-a").await;
     assert_eq!(doc["channel"], "messenger", "{doc}");
+
+    // The list filters by channel, and by page.
+    let psids = |answer: Answer| -> Vec<String> {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let mut psids: Vec<String> = answer.json()["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["psid"].as_str().unwrap().to_string())
+            .collect();
+        psids.sort();
+        psids
+    };
+    let list = |query: &'static str| app.admin("GET", query, "");
+    assert_eq!(
+        psids(list("/admin/conversations?channel=instagram").await),
+        ["ig-u"]
+    );
+    assert_eq!(
+        psids(list("/admin/conversations?channel=messenger").await),
+        ["u-a", "u-b"]
+    );
+    assert_eq!(psids(list("/admin/conversations?page=1002").await), ["u-b"]);
+    let refused = list("/admin/conversations?channel=fax").await;
+    assert_eq!(refused.status, 400);
+    assert!(refused
+        .body
+        .contains("channel must be messenger or instagram"));
 }
 
 #[actix_web::test]
