@@ -501,3 +501,60 @@ fn now_ms() -> i64 {
         .unwrap();
     i64::try_from(since_epoch.as_millis()).unwrap()
 }
+
+/// Replies with a text too long for Instagram through `Turn::reply`, which does not check
+/// the channel: the engine records it failed instead of sending it.
+struct LongWinded;
+
+impl colloquy::Flow for LongWinded {
+    type State = ();
+
+    async fn handle(
+        &self,
+        _: &colloquy::event::InboundEvent,
+        turn: &mut colloquy::Turn<()>,
+    ) -> Result<(), colloquy::FlowError> {
+        turn.reply(colloquy::Reply::text("z".repeat(1_200)).unwrap());
+        turn.reply(colloquy::Reply::text("short").unwrap());
+        Ok(())
+    }
+}
+
+#[actix_web::test]
+async fn a_reply_queued_without_the_channel_check_is_recorded_failed_not_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages = dir.path().join("pages.toml");
+    std::fs::write(
+        &pages,
+        format!(
+            "[apps.main]\nsecret = \"{MAIN_SECRET}\"\nverify_token = \"v\"\n\n\
+             [[pages]]\nid = \"{INSTAGRAM}\"\napp = \"main\"\naccess_token = \"t\"\n\
+             channel = \"instagram\"\n"
+        ),
+    )
+    .unwrap();
+    let app = spawn_app_on(
+        MockGraph::start(),
+        &dir.path().join("db"),
+        Options {
+            pages_file: Some(pages),
+            flow: colloquy::FlowHandle::new(LongWinded),
+            ..Options::default()
+        },
+    )
+    .await;
+    let hello = message_to("instagram", INSTAGRAM, "ig-lw", "m.lw", "hi", 1_000);
+    assert_eq!(post_signed_by(&app, MAIN_SECRET, &hello).await.status, 200);
+    let doc = app
+        .wait_for_conversation("ig-lw", |doc| {
+            outbound(doc).len() == 2 && outbound(doc)[1]["status"] == "sent"
+        })
+        .await;
+    let replies = outbound(&doc);
+    assert_eq!(replies[0]["status"], "failed");
+    let error = replies[0]["error"]["message"].to_string();
+    assert!(error.contains("Instagram allows at most 1000"), "{error}");
+    let sends = sends_to(&app, INSTAGRAM);
+    assert_eq!(sends.len(), 1);
+    assert_eq!(sends[0].body["message"]["text"], "short");
+}

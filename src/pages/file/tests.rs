@@ -185,3 +185,43 @@ fn the_debug_output_of_a_table_shows_no_secret() {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
 }
+
+#[test]
+fn the_shipped_example_file_loads_with_its_secrets_in_place() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pages.example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pages.toml");
+    std::fs::copy(&example, &copy).unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    for (file, value) in [
+        ("agency-app-secret", "agency-secret\n"),
+        ("agency-page-token", "agency-token\n"),
+    ] {
+        std::fs::write(dir.path().join("secrets").join(file), value).unwrap();
+    }
+    for variable in [
+        "BRAND_APP_SECRET",
+        "BRAND_VERIFY_TOKEN",
+        "AGENCY_VERIFY_TOKEN",
+        "BRAND_EU_PAGE_TOKEN",
+        "BRAND_US_PAGE_TOKEN",
+    ] {
+        std::env::set_var(variable, format!("{variable}-value"));
+    }
+    let table = load(&copy, &default_flow()).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(table.apps().len(), 2);
+    let ids: Vec<&str> = table.pages().iter().map(|page| page.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["104000000000001", "104000000000002", "17841400000000003"]
+    );
+    let instagram = table.page("17841400000000003").unwrap();
+    assert_eq!(instagram.channel, Channel::Instagram);
+    assert_eq!(instagram.access_token.expose(), "agency-token");
+    assert!(instagram.profile.as_ref().unwrap()["ice_breakers"].is_array());
+    let first = table.page("104000000000001").unwrap();
+    assert_eq!(
+        first.profile.as_ref().unwrap()["greeting"][1]["locale"],
+        "fr_FR"
+    );
+}
