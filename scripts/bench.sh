@@ -13,6 +13,10 @@
 # SERVER=path/to/colloquy runs that server with BINDIR's bench (to compare servers with
 # one load generator). The bench reads the server's /metrics during the run.
 #
+# PAGES=N serves N pages (ids 1000, 1001, ...) of one app from a pages file, and the
+# bench spreads its senders over them (docs/performance.md, "Many pages"):
+#   PAGES=3 scripts/bench.sh -- --senders 64 --duration 10
+#
 # The overload spike (docs/performance.md, "Overload"): 5,000 new users/s for 20 s,
 # refused POSTs redelivered after their Retry-After:
 #   scripts/bench.sh -- --spike-rate 5000 --spike-duration 20 --grace 60
@@ -27,6 +31,18 @@ port=${PORT:-8180}; admin=$((port + 1)); graph=${GRAPH_PORT:-9999}
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 export MESSENGER_APP_SECRET=bench-secret
+page_args=()
+if [ -n "${PAGES:-}" ]; then
+  printf '[apps.bench]\nsecret = "bench-secret"\nverify_token = "bench"\n' >"$data/pages.toml"
+  ids=()
+  for i in $(seq 0 $((PAGES - 1))); do
+    ids+=($((1000 + i)))
+    printf '\n[[pages]]\nid = "%s"\napp = "bench"\naccess_token = "bench-%s"\n' \
+      $((1000 + i)) "$i" >>"$data/pages.toml"
+  done
+  export COLLOQUY_PAGES=$data/pages.toml
+  page_args=(--page-id "$(IFS=,; echo "${ids[*]}")")
+fi
 MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench \
   MESSENGER_GRAPH_URL=http://127.0.0.1:$graph/v21.0 \
   COLLOQUY_PAGE_SEND_RATE=${COLLOQUY_PAGE_SEND_RATE:-0} COLLOQUY_DATA=$data/db \
@@ -41,7 +57,8 @@ done
 
 status=0
 "$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
-  --flow "$flow" --pid "$server" --metrics "http://127.0.0.1:$admin/metrics" --json "$@" || status=$?
+  --flow "$flow" --pid "$server" --metrics "http://127.0.0.1:$admin/metrics" --json \
+  "${page_args[@]}" "$@" || status=$?
 curl -s "http://127.0.0.1:$admin/metrics" | grep '^colloquy_store_commit' || true
 kill "$server"
 wait "$server" || true

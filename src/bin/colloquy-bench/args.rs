@@ -15,7 +15,9 @@ pub struct Args {
     /// App secret the server verifies `X-Hub-Signature-256` with.
     #[arg(long, env = "MESSENGER_APP_SECRET", hide_env_values = true)]
     pub app_secret: String,
-    /// Page id put in every entry (`entry[].id`, `recipient.id`).
+    /// Page id put in every entry (`entry[].id`, `recipient.id`); several, comma-separated,
+    /// spread the senders over that many pages (each sender always writes to one; run the
+    /// server with a pages file listing them; use --receipts with one page only).
     #[arg(long, default_value = "1000")]
     pub page_id: String,
     /// Where the mock Graph API listens; run the server with

@@ -34,8 +34,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 pub struct Plan {
     pub target: Uri,
     pub secret: Vec<u8>,
-    /// The page id as a JSON string literal.
-    pub page: String,
+    /// The page ids as JSON string literals; a sender always writes to the same one.
+    pub pages: Vec<String>,
     pub run: String,
     pub senders: u32,
     pub batch: u32,
@@ -127,7 +127,7 @@ impl Load {
     pub fn body(&self, messages: &[Registered], receipts: &[(Arc<str>, String)]) -> String {
         let ts = now_ms();
         let mut events: Vec<String> = Vec::with_capacity(messages.len() + 2 * receipts.len());
-        let page = &self.plan.page;
+        let page = self.page_of(messages);
         for m in messages {
             events.push(format!(
                 r#"{{"sender":{{"id":"{}"}},"recipient":{{"id":{page}}},"timestamp":{ts},"message":{{"mid":"m_{}_{}","text":"{}"}}}}"#,
@@ -146,6 +146,18 @@ impl Load {
             r#"{{"object":"page","entry":[{{"id":{page},"time":{ts},"messaging":[{}]}}]}}"#,
             events.join(",")
         )
+    }
+
+    /// The page a POST goes to: the first sender's, by a hash of its id, so each sender
+    /// keeps talking to one page and the pages share the senders evenly.
+    fn page_of(&self, messages: &[Registered]) -> &str {
+        let pages = &self.plan.pages;
+        let index = messages.first().map_or(0, |m| {
+            m.psid
+                .bytes()
+                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+        });
+        &pages[index % pages.len()]
     }
 
     /// Signs and POSTs a body; what came back. The same body may be sent again (a

@@ -135,7 +135,11 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         Plan {
             target,
             secret: args.app_secret.clone().into_bytes(),
-            page: serde_json::to_string(&args.page_id)?,
+            pages: args
+                .page_id
+                .split(',')
+                .map(|id| serde_json::to_string(id.trim()))
+                .collect::<Result<_, _>>()?,
             run: run_id,
             senders: args.senders,
             batch: args.batch,

@@ -1,6 +1,6 @@
 //! The mock Graph API the server under test sends its replies to.
 //!
-//! Answers `POST <any prefix>/me/messages` like the Send API
+//! Answers `POST <any prefix>/{page or me}/messages` like the Send API
 //! (`{"recipient_id":..,"message_id":"m_bench_N"}`), hands each delivered message to the
 //! [`Tracker`] with its arrival time, and, when asked, injects faults into a share of
 //! the calls. A faulted call delivers nothing: after a 500, a 613 or a stall the reply
@@ -109,12 +109,12 @@ struct Message {
 async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<MockState>) -> HttpResponse {
     let at = Instant::now();
     let stats = &state.stats;
-    if req.method() != Method::POST || !req.path().ends_with("/me/messages") {
+    if req.method() != Method::POST || !req.path().ends_with("/messages") {
         stats.other.fetch_add(1, Ordering::Relaxed);
         return graph_error(
             StatusCode::NOT_FOUND,
             100,
-            "the bench mocks only /me/messages",
+            "the bench mocks only /{page}/messages",
         );
     }
     stats.calls.fetch_add(1, Ordering::Relaxed);
