@@ -52,6 +52,9 @@ pub enum Command {
     Chat(crate::console::ChatArgs),
     /// Act on a running server's conversations through its admin API.
     Admin(crate::admin_cli::AdminArgs),
+    /// Messenger Profile as code: compare each page's live profile with the pages file
+    /// (`diff`), or make it match (`apply`).
+    Profile(ProfileArgs),
 }
 
 /// Runs one parsed command and returns what it prints.
@@ -62,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Subscribe(args) => subscribe(args).await,
         Command::Chat(args) => crate::console::run(args).await.map(|()| String::new()),
         Command::Admin(args) => crate::admin_cli::run(args).await,
+        Command::Profile(args) => profile(args).await,
     }
 }
 
@@ -194,9 +198,38 @@ pub struct SubscribeArgs {
     pub app_secret: Option<String>,
     #[arg(long, env = "MESSENGER_GRAPH_URL", default_value = DEFAULT_GRAPH_URL)]
     pub graph_url: String,
-    /// Comma-separated webhook fields to subscribe.
-    #[arg(long, default_value = SUBSCRIBED_FIELDS)]
-    pub fields: String,
+    /// Comma-separated webhook fields to subscribe [default: every field colloquy
+    /// handles on the page's channel].
+    #[arg(long)]
+    pub fields: Option<String>,
+    /// The pages file: subscribe each of its pages (or only --page) as itself.
+    #[arg(long, env = "COLLOQUY_PAGES")]
+    pub pages: Option<PathBuf>,
+    /// Only this page of the pages file.
+    #[arg(long, requires = "pages")]
+    pub page: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub action: ProfileAction,
+    /// The pages file declaring each page's `[pages.profile]`.
+    #[arg(long, env = "COLLOQUY_PAGES", global = true)]
+    pub pages: Option<PathBuf>,
+    /// Only this page of the pages file.
+    #[arg(long, global = true)]
+    pub page: Option<String>,
+    #[arg(long, env = "MESSENGER_GRAPH_URL", default_value = DEFAULT_GRAPH_URL, global = true)]
+    pub graph_url: String,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ProfileAction {
+    /// Print what differs between the file and each page's live profile.
+    Diff,
+    /// Set what differs, and delete what the file no longer declares.
+    Apply,
 }
 
 impl ServeArgs {
@@ -365,8 +398,71 @@ async fn admin_get(base: &str, token: &str, path: &str) -> anyhow::Result<Value>
     Ok(body)
 }
 
-/// `colloquy subscribe [--status]`: the page's webhook subscription.
+/// The webhook fields an Instagram account is subscribed to: Instagram's singular names,
+/// `messaging_seen` for reads, echoes within `messages`.
+pub const INSTAGRAM_SUBSCRIBED_FIELDS: &str =
+    "messages,messaging_postbacks,messaging_seen,messaging_referral,messaging_handover,message_reactions";
+
+/// The pages file at `path`, checked (its flows too, as `serve` would).
+fn load_pages(path: &std::path::Path) -> anyhow::Result<crate::pages::PageTable> {
+    let default_flow = crate::flow::builtin::by_name("thanks").expect("built in");
+    Ok(crate::pages::file::load(path, &default_flow)?)
+}
+
+/// Runs `work` for each page, printing each page's section as it comes; a failure on
+/// one page does not stop the others, and fails the command at the end naming them.
+async fn for_each_page<'t, F, Fut>(
+    pages: Vec<&'t crate::pages::Page>,
+    mut work: F,
+) -> anyhow::Result<String>
+where
+    F: FnMut(&'t crate::pages::Page) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut failed = Vec::new();
+    for page in pages {
+        match work(page).await {
+            Ok(section) => print!("{section}"),
+            Err(error) => {
+                println!("page {}: failed: {error:#}", page.id);
+                failed.push(page.id.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(String::new())
+    } else {
+        bail!("failed for page(s) {}", failed.join(", "))
+    }
+}
+
+/// `colloquy profile diff|apply [--page ID]`.
+pub async fn profile(args: ProfileArgs) -> anyhow::Result<String> {
+    let path = args.pages.as_deref().ok_or_else(|| {
+        anyhow!("missing required setting COLLOQUY_PAGES (or the flag --pages): the pages file declaring the profiles")
+    })?;
+    let table = load_pages(path)?;
+    let pages = crate::profile::pages_of(&table, args.page.as_deref())?;
+    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT);
+    let apply = matches!(args.action, ProfileAction::Apply);
+    let (graph, table) = (&graph, &table);
+    for_each_page(pages, |page| async move {
+        let outcome = crate::profile::run(graph, table, page, apply).await?;
+        Ok(crate::profile::describe(page, &outcome, apply))
+    })
+    .await
+}
+
+/// `colloquy subscribe [--status]`: the page's webhook subscription; with a pages file,
+/// each page's (or `--page`'s), made as that page.
 pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.pages {
+        return subscribe_pages(&args, path).await;
+    }
+    let fields = args
+        .fields
+        .clone()
+        .unwrap_or_else(|| SUBSCRIBED_FIELDS.to_string());
     let token = args.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
         anyhow!("missing required setting MESSENGER_ACCESS_TOKEN (or the flag --access-token)")
     })?;
@@ -379,14 +475,48 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<String> {
         ));
     }
     let answer = graph
-        .subscribe_app(&token, &args.fields)
+        .subscribe_app(&token, &fields)
         .await
         .map_err(|e| graph_failure(&args.graph_url, e))?;
-    Ok(if answer["success"] == Value::Bool(true) {
-        format!("subscribed the page to: {}\n", args.fields)
+    Ok(subscribed(&answer, &fields))
+}
+
+fn subscribed(answer: &Value, fields: &str) -> String {
+    if answer["success"] == Value::Bool(true) {
+        format!("subscribed the page to: {fields}\n")
     } else {
         format!("Graph API answered: {answer}\n")
+    }
+}
+
+/// `subscribe --pages FILE [--page ID] [--status]`: every page as itself, with its
+/// channel's fields.
+async fn subscribe_pages(args: &SubscribeArgs, path: &std::path::Path) -> anyhow::Result<String> {
+    let table = load_pages(path)?;
+    let pages = crate::profile::pages_of(&table, args.page.as_deref())?;
+    let graph = GraphClient::new(&args.graph_url, SUBSCRIBE_TIMEOUT);
+    let (graph, table) = (&graph, &table);
+    for_each_page(pages, |page| async move {
+        let auth = PageAuth::of(
+            &page.id,
+            page.access_token.clone(),
+            table.app(&page.app).map(|app| app.secret.clone()),
+        );
+        let heading = format!("page {} ({}):\n", page.id, page.channel.name());
+        if args.status {
+            let apps = graph.subscribed_apps(&auth).await;
+            let apps = apps.map_err(|e| graph_failure(&args.graph_url, e))?;
+            return Ok(heading + &describe_subscriptions(&apps));
+        }
+        let fields = args.fields.clone().unwrap_or_else(|| match page.channel {
+            crate::event::Channel::Messenger => SUBSCRIBED_FIELDS.to_string(),
+            crate::event::Channel::Instagram => INSTAGRAM_SUBSCRIBED_FIELDS.to_string(),
+        });
+        let answer = graph.subscribe_app(&auth, &fields).await;
+        let answer = answer.map_err(|e| graph_failure(&args.graph_url, e))?;
+        Ok(heading + &subscribed(&answer, &fields))
     })
+    .await
 }
 
 /// A failed Graph call as an operator reads it: Meta's own error when it sent one.

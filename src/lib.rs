@@ -77,6 +77,7 @@ mod inspect;
 mod inspector;
 mod messenger;
 mod pages;
+mod profile;
 mod store;
 mod webhook;
 

@@ -180,6 +180,76 @@ impl GraphClient {
         Ok(json_or_null(&self.call(call, auth).await?))
     }
 
+    /// `GET /{node}/messenger_profile?fields=…`: the page's live Messenger Profile, the
+    /// properties set among `fields` (`{}` when none is). `platform` is `instagram` for an
+    /// Instagram account.
+    pub(crate) async fn messenger_profile(
+        &self,
+        auth: &PageAuth,
+        fields: &[&str],
+        platform: Option<&str>,
+    ) -> Result<Value, CallError> {
+        let fields = fields.join(",");
+        let mut query = vec![("fields", fields.as_str())];
+        query.extend(platform.map(|platform| ("platform", platform)));
+        let call = Call {
+            method: Method::GET,
+            path: &auth.path("messenger_profile"),
+            query: &query,
+            json: None,
+        };
+        let answer = json_or_null(&self.call(call, auth).await?);
+        Ok(answer["data"]
+            .get(0)
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default())))
+    }
+
+    /// `POST /{node}/messenger_profile`: sets the properties of `profile` (a JSON object),
+    /// leaving the others as they are.
+    pub(crate) async fn set_messenger_profile(
+        &self,
+        auth: &PageAuth,
+        profile: &Value,
+        platform: Option<&str>,
+    ) -> Result<(), CallError> {
+        let json = serde_json::to_vec(profile)
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let query: Vec<_> = platform
+            .map(|platform| ("platform", platform))
+            .into_iter()
+            .collect();
+        let call = Call {
+            method: Method::POST,
+            path: &auth.path("messenger_profile"),
+            query: &query,
+            json: Some(json),
+        };
+        self.call(call, auth).await.map(drop)
+    }
+
+    /// `DELETE /{node}/messenger_profile` with `{"fields": [...]}`: removes those properties.
+    pub(crate) async fn delete_messenger_profile(
+        &self,
+        auth: &PageAuth,
+        fields: &[&str],
+        platform: Option<&str>,
+    ) -> Result<(), CallError> {
+        let json = serde_json::to_vec(&serde_json::json!({ "fields": fields }))
+            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let query: Vec<_> = platform
+            .map(|platform| ("platform", platform))
+            .into_iter()
+            .collect();
+        let call = Call {
+            method: Method::DELETE,
+            path: &auth.path("messenger_profile"),
+            query: &query,
+            json: Some(json),
+        };
+        self.call(call, auth).await.map(drop)
+    }
+
     /// Makes one call and returns the body of a 2xx answer; anything else is sorted into
     /// a [`CallError`].
     async fn call(&self, call: Call<'_>, auth: &PageAuth) -> Result<Vec<u8>, CallError> {

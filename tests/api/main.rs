@@ -18,6 +18,7 @@ mod listing;
 mod observability;
 mod overload;
 mod pages;
+mod profile;
 mod restarts;
 mod sending;
 mod supervision;

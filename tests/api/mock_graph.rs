@@ -66,6 +66,8 @@ struct MockState {
     next_message: u64,
     /// Tokens the mock answers every call of with error 190 (revoked).
     revoked: std::collections::HashSet<String>,
+    /// Each page's Messenger Profile, by the page id in the path.
+    profiles: std::collections::HashMap<String, serde_json::Map<String, Value>>,
 }
 
 /// A mock Graph API on its own thread and actix system, so it outlives app restarts.
@@ -112,6 +114,22 @@ impl MockGraph {
     }
 
     /// The next requests get these answers, in order; after that, the default success.
+    /// Sets a page's live Messenger Profile, as if set earlier.
+    pub fn preset_profile(&self, page: &str, profile: Value) {
+        let profile = profile.as_object().cloned().unwrap_or_default();
+        self.state
+            .lock()
+            .unwrap()
+            .profiles
+            .insert(page.to_string(), profile);
+    }
+
+    /// A page's live Messenger Profile.
+    pub fn profile(&self, page: &str) -> Value {
+        let state = self.state.lock().unwrap();
+        Value::Object(state.profiles.get(page).cloned().unwrap_or_default())
+    }
+
     /// Every later call made with `token` is answered with error 190 (a revoked token).
     pub fn revoke(&self, token: &str) {
         self.state.lock().unwrap().revoked.insert(token.to_string());
@@ -196,6 +214,13 @@ async fn answer(
             (answer.status, answer.body)
         }
         Some(scripted) => (scripted.status, scripted.body),
+        None if req.path().ends_with("/messenger_profile") => {
+            let fields = query
+                .iter()
+                .find(|(name, _)| name == "fields")
+                .map(|(_, value)| value.clone());
+            profile_answer(&mut state, req.method().as_str(), req.path(), fields, &json)
+        }
         None => default_answer(&mut state, req.method().as_str(), req.path(), &json),
     };
     state.requests.push(Recorded {
@@ -239,6 +264,52 @@ fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value)
         404,
         json!({"error": {"message": "unknown path", "code": 100}}),
     )
+}
+
+/// The Messenger Profile API on the page of `path`: GET the `fields` set, POST merges
+/// the body's properties, DELETE removes `{"fields": [...]}`.
+fn profile_answer(
+    state: &mut MockState,
+    method: &str,
+    path: &str,
+    fields: Option<String>,
+    body: &Value,
+) -> (u16, Value) {
+    let page = path.rsplit('/').nth(1).unwrap_or_default().to_string();
+    let profile = state.profiles.entry(page).or_default();
+    match method {
+        "GET" => {
+            let wanted: Vec<String> = fields
+                .unwrap_or_default()
+                .split(',')
+                .map(str::to_string)
+                .collect();
+            let set: serde_json::Map<String, Value> = profile
+                .iter()
+                .filter(|(field, _)| wanted.contains(field))
+                .map(|(field, value)| (field.clone(), value.clone()))
+                .collect();
+            let data = if set.is_empty() {
+                json!([])
+            } else {
+                json!([set])
+            };
+            (200, json!({ "data": data }))
+        }
+        "POST" => {
+            for (field, value) in body.as_object().cloned().unwrap_or_default() {
+                profile.insert(field, value);
+            }
+            (200, json!({"result": "success"}))
+        }
+        "DELETE" => {
+            for field in body["fields"].as_array().cloned().unwrap_or_default() {
+                profile.remove(field.as_str().unwrap_or_default());
+            }
+            (200, json!({"result": "success"}))
+        }
+        _ => (405, json!({"error": {"message": "method", "code": 100}})),
+    }
 }
 
 /// A Graph API error body.

@@ -153,9 +153,9 @@ impl Load {
     fn page_of(&self, messages: &[Registered]) -> &str {
         let pages = &self.plan.pages;
         let index = messages.first().map_or(0, |m| {
-            m.psid
-                .bytes()
-                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
+            m.psid.bytes().fold(0usize, |h, b| {
+                h.wrapping_mul(31).wrapping_add(usize::from(b))
+            })
         });
         &pages[index % pages.len()]
     }
