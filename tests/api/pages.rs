@@ -481,6 +481,24 @@ async fn instagram_takes_no_text_over_1000_characters_and_its_seen_moves_the_rea
     let hello = message_to("instagram", INSTAGRAM, "ig-seen", "m.igs", "hi", 2_000);
     assert_eq!(post_signed_by(&app, OTHER_SECRET, &hello).await.status, 200);
     app.wait_for_first_reply("ig-seen", "sent").await;
+    // Instagram folds echoes into `messages`: the echo links to its reply by metadata.
+    let sent = &sends_to(&app, INSTAGRAM)[0];
+    let echo =
+        json!({"object": "instagram", "entry": [{"id": INSTAGRAM, "time": 3_000, "messaging": [{
+            "sender": {"id": INSTAGRAM}, "recipient": {"id": "ig-seen"}, "timestamp": 3_000,
+            "message": {"mid": "ig_echo_1", "is_echo": true, "text": "hi",
+                        "metadata": sent.body["message"]["metadata"]}
+        }]}]})
+        .to_string();
+    assert_eq!(post_signed_by(&app, OTHER_SECRET, &echo).await.status, 200);
+    let doc = app
+        .wait_for_conversation("ig-seen", |doc| outbound(doc)[0]["timestamp"] == 3_000)
+        .await;
+    assert_eq!(
+        outbound(&doc).len(),
+        1,
+        "the echo is its reply, not a new message"
+    );
     let seen_at = now_ms() + 5_000;
     let seen =
         json!({"object": "instagram", "entry": [{"id": INSTAGRAM, "time": seen_at, "messaging": [{
@@ -557,4 +575,105 @@ async fn a_reply_queued_without_the_channel_check_is_recorded_failed_not_sent() 
     let sends = sends_to(&app, INSTAGRAM);
     assert_eq!(sends.len(), 1);
     assert_eq!(sends[0].body["message"]["text"], "short");
+}
+
+/// `SIGHUP` to a running `colloquy serve` re-reads its pages file: a page added to the
+/// file is served without a restart, and a broken file afterwards changes nothing.
+#[test]
+fn sighup_reloads_the_pages_file_of_a_running_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let setup = setup("token-a");
+    let one_page = format!(
+        "[apps.main]\nsecret = \"{MAIN_SECRET}\"\nverify_token = \"v\"\n\n\
+         [[pages]]\nid = \"{PAGE_A}\"\napp = \"main\"\naccess_token = \"token-a\"\n"
+    );
+    rewrite(&setup.pages, &one_page);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_colloquy"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("COLLOQUY_PAGES", &setup.pages)
+        .env("COLLOQUY_DATA", &setup.data_dir)
+        .env("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
+    let admin = loop {
+        let line = log
+            .next()
+            .expect("the server logs where it listens")
+            .unwrap();
+        if let Some((_, rest)) = line.split_once("(admin on ") {
+            break rest.split(',').next().unwrap().to_string();
+        }
+    };
+    let lines = std::thread::spawn(move || log.map_while(Result::ok).collect::<Vec<_>>());
+    let pages_served = || -> usize {
+        use std::io::{Read, Write};
+        let address = admin.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET /admin/pages HTTP/1.0\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let listed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        listed["pages"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(pages_served(), 1);
+    // The shell's own `kill`: no procps needed.
+    let signal = |name: &str, pid: u32| {
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {pid}")])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let hangup = |pid: u32| signal("HUP", pid);
+
+    rewrite(&setup.pages, &pages_toml("token-a"));
+    hangup(server.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pages_served() != 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        pages_served(),
+        3,
+        "the three pages of the new file are served"
+    );
+
+    rewrite(&setup.pages, "not = [toml");
+    hangup(server.id());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        pages_served(),
+        3,
+        "a broken file keeps the running configuration"
+    );
+
+    signal("TERM", server.id());
+    assert!(server.wait().unwrap().success());
+    let log = lines.join().unwrap().join("\n");
+    assert!(
+        log.contains("SIGHUP: pages file reloaded: 3 page(s)"),
+        "{log}"
+    );
+    assert!(log.contains("SIGHUP: pages file not reloaded"), "{log}");
+    for secret in [MAIN_SECRET, OTHER_SECRET, "token-a", "token-b", "token-ig"] {
+        assert!(!log.contains(secret), "{secret} logged");
+    }
 }
