@@ -6,22 +6,47 @@ use crate::helpers::*;
 
 /// Writes garbage where a conversation's record lives, as a disk fault would.
 fn corrupt_conversation(data_dir: &std::path::Path, psid: &str) {
-    let db = sled::open(data_dir).unwrap();
-    let tree = db.open_tree("colloquy").unwrap();
-    tree.insert(
-        colloquy::test_support::keys::conversation(PAGE_ID, psid),
-        &b"\xff not json"[..],
-    )
-    .unwrap();
-    db.flush().unwrap();
+    with_raw_tree(data_dir, |tree| {
+        tree.insert(
+            colloquy::test_support::keys::conversation(PAGE_ID, psid),
+            &b"\xff not json"[..],
+        )
+        .unwrap();
+    });
 }
 
 fn repair_conversation(data_dir: &std::path::Path, psid: &str) {
+    with_raw_tree(data_dir, |tree| {
+        tree.remove(colloquy::test_support::keys::conversation(PAGE_ID, psid))
+            .unwrap();
+    });
+}
+
+/// Changes the store's tree behind the engine's back, then waits until sled has let go
+/// of the directory: its threads release the lock a moment after the last handle drops,
+/// and on a loaded machine the next start could otherwise find it still locked.
+fn with_raw_tree(data_dir: &std::path::Path, change: impl FnOnce(&sled::Tree)) {
     let db = sled::open(data_dir).unwrap();
-    let tree = db.open_tree("colloquy").unwrap();
-    tree.remove(colloquy::test_support::keys::conversation(PAGE_ID, psid))
-        .unwrap();
+    change(&db.open_tree("colloquy").unwrap());
     db.flush().unwrap();
+    drop(db);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match colloquy::test_support::Store::open(data_dir) {
+            Ok(store) => {
+                let released = store.release_watch();
+                drop(store);
+                while !released.is_released() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                return;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("the store stays locked: {error}"),
+        }
+    }
 }
 
 #[test]
