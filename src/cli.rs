@@ -55,6 +55,26 @@ pub enum Command {
     /// Messenger Profile as code: compare each page's live profile with the pages file
     /// (`diff`), or make it match (`apply`).
     Profile(ProfileArgs),
+    /// A colloquy cluster on NATS JetStream: `status` shows its partitions and owners.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+    /// The NATS servers, comma-separated (`nats://host:4222,...`).
+    #[arg(long = "cluster", env = "COLLOQUY_NATS_URL", global = true)]
+    pub urls: Option<String>,
+    /// Partitions of the cluster (the same on every node).
+    #[arg(long, env = "COLLOQUY_PARTITIONS", default_value_t = crate::cluster::DEFAULT_PARTITIONS, global = true)]
+    pub partitions: u32,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ClusterAction {
+    /// Each partition and the node holding its lease.
+    Status,
 }
 
 /// Runs one parsed command and returns what it prints.
@@ -66,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<String> {
         Command::Chat(args) => crate::console::run(args).await.map(|()| String::new()),
         Command::Admin(args) => crate::admin_cli::run(args).await,
         Command::Profile(args) => profile(args).await,
+        Command::Cluster(args) => cluster(args).await,
     }
 }
 
@@ -434,6 +455,27 @@ where
     } else {
         bail!("failed for page(s) {}", failed.join(", "))
     }
+}
+
+/// `colloquy cluster status`: each partition's lease holder.
+pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
+    let ClusterAction::Status = args.action;
+    let urls = args.urls.as_deref().ok_or_else(|| {
+        anyhow!("missing required setting COLLOQUY_NATS_URL (or the flag --cluster)")
+    })?;
+    let jetstream = crate::cluster::connect(urls).await?;
+    let stream = crate::cluster::state_stream(&jetstream).await?;
+    let table = crate::cluster::LeaseTable::new(
+        jetstream,
+        stream,
+        "colloquy-cli",
+        std::time::Duration::ZERO,
+    );
+    let holders = crate::cluster::holders(&table, args.partitions).await?;
+    Ok(crate::cluster::describe_holders(
+        &holders,
+        crate::clock::now_ms(),
+    ))
 }
 
 /// `colloquy profile diff|apply [--page ID]`.

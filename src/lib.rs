@@ -70,6 +70,7 @@ mod admin;
 mod admin_cli;
 mod cli;
 mod clock;
+mod cluster;
 mod console;
 mod engine;
 mod graph;

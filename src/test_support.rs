@@ -1,6 +1,9 @@
 //! Reaches into the engine for the crate's own integration tests and benchmarks only
 //! (feature `test-support`). Nothing here is part of the public API.
 
+pub use crate::cluster::{
+    connect as cluster_connect, lease::lease_subject, state_stream, Lease, LeaseError, LeaseTable,
+};
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::store::{
     keys, ConversationKey, ConversationRecord, Direction, JournalRecord, ListFilter, Status, Store,

@@ -192,7 +192,7 @@ async fn accept_events(
         // An overload refuses thousands of POSTs a second: a line each would cost more
         // than the refusal (the count is in `colloquy_webhook_requests_total`).
         let refused = state.load.count_refusal();
-        if refused == 1 || refused % REFUSALS_PER_LOG_LINE == 0 {
+        if refused == 1 || refused.is_multiple_of(REFUSALS_PER_LOG_LINE) {
             log::warn!("webhook POST refused with 503: {refusal:?} ({refused} refused so far)");
         }
         // Read (and drop) the body all the same: a request whose body is left unread

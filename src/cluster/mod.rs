@@ -1,0 +1,117 @@
+//! The cluster backend on NATS JetStream (issue 15): what several colloquy nodes share.
+//!
+//! Built so far: the connection (`connect`), the state stream every node writes to
+//! (`state_stream`, replicated as far as the NATS cluster allows, up to three ways), and
+//! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`.
+//! The design and what is still to come (intake, partition consumers, turns committed
+//! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
+//! use this module. Must not: know the actors or the store.
+
+pub mod lease;
+
+use async_nats::jetstream::{self, context::Context, stream};
+use thiserror::Error;
+
+#[cfg_attr(not(feature = "test-support"), allow(unused_imports))]
+pub use lease::{Holder, Lease, LeaseError, LeaseTable};
+
+/// The stream holding leases (`colloquy.lease.<partition>`) and, as the cluster grows,
+/// each conversation's committed turns (`colloquy.conv.<partition>.<conversation>`).
+pub const STATE_STREAM: &str = "COLLOQUY_STATE";
+
+/// Partitions unless `COLLOQUY_PARTITIONS` says otherwise: enough to spread over a few
+/// nodes evenly, few enough that a node takes its share over in one round of leases.
+pub const DEFAULT_PARTITIONS: u32 = 12;
+
+/// Replicas wanted for the cluster's streams: survives losing any one NATS server.
+const REPLICAS: usize = 3;
+
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("cannot reach NATS at {urls}: {reason}")]
+    Connect { urls: String, reason: String },
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
+
+/// Connects to the NATS servers listed in `urls` (comma-separated `nats://host:port`).
+pub async fn connect(urls: &str) -> Result<Context, ClusterError> {
+    let addresses: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let client = async_nats::ConnectOptions::new()
+        .name("colloquy")
+        .retry_on_initial_connect()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(addresses.as_slice())
+        .await
+        .map_err(|error| ClusterError::Connect {
+            urls: urls.to_string(),
+            reason: error.to_string(),
+        })?;
+    Ok(jetstream::new(client))
+}
+
+/// The state stream, created on first use: three replicas, or one on a NATS server that
+/// is not part of a cluster (a developer's single server).
+pub async fn state_stream(jetstream: &Context) -> Result<stream::Stream, ClusterError> {
+    let config = |replicas| stream::Config {
+        name: STATE_STREAM.to_string(),
+        subjects: vec!["colloquy.lease.*".into(), "colloquy.conv.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        allow_direct: true,
+        ..Default::default()
+    };
+    match jetstream.get_or_create_stream(config(REPLICAS)).await {
+        Ok(stream) => Ok(stream),
+        Err(error) if clustered(jetstream).await == Some(false) => {
+            log::info!("NATS is a single server ({error}); the state stream has one replica");
+            jetstream
+                .get_or_create_stream(config(1))
+                .await
+                .map_err(|error| ClusterError::JetStream(error.to_string()))
+        }
+        Err(error) => Err(ClusterError::JetStream(error.to_string())),
+    }
+}
+
+/// Whether the server this client is connected to belongs to a NATS cluster.
+async fn clustered(jetstream: &Context) -> Option<bool> {
+    let info = jetstream.client().server_info();
+    Some(info.cluster.as_deref().is_some_and(|name| !name.is_empty()))
+}
+
+/// Who holds each of `partitions` partitions, for `colloquy cluster status`.
+pub async fn holders(table: &LeaseTable, partitions: u32) -> Result<Vec<Holder>, LeaseError> {
+    let mut holders = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        holders.push(table.holder(partition).await?);
+    }
+    Ok(holders)
+}
+
+/// The table `colloquy cluster status` prints: one line per partition.
+pub fn describe_holders(holders: &[Holder], now: i64) -> String {
+    let mut out = format!("{:<10} {:<24} {}\n", "partition", "node", "lease");
+    for (partition, holder) in holders.iter().enumerate() {
+        let (node, lease) = match &holder.record {
+            Some(record) if !record.node.is_empty() && record.until > now => (
+                record.node.as_str(),
+                format!(
+                    "held, {:.1} s left (token {})",
+                    (record.until - now) as f64 / 1000.0,
+                    holder.sequence
+                ),
+            ),
+            Some(record) if !record.node.is_empty() => {
+                (record.node.as_str(), "expired: free to take".to_string())
+            }
+            _ => ("-", "free".to_string()),
+        };
+        out.push_str(&format!("{partition:<10} {node:<24} {lease}\n"));
+    }
+    out
+}

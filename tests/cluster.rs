@@ -1,0 +1,164 @@
+//! The cluster backend against real NATS servers: three `nats-server` processes with
+//! JetStream, clustered on loopback (tests/cluster/nats.rs).
+//!
+//! Partition leases: one holder at a time, taken over only once run out, and a node
+//! fenced out by a takeover cannot write under its old lease, even while it still
+//! believes it holds it; the leases survive losing any one NATS server.
+
+#[path = "cluster/nats.rs"]
+mod nats;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use colloquy::test_support::{
+    cluster_connect, lease_subject, state_stream, LeaseError, LeaseTable,
+};
+use nats::NatsCluster;
+
+/// The state stream once the cluster has elected its JetStream leaders (a few seconds
+/// after the servers start, or after one is lost).
+async fn table(cluster: &NatsCluster, node: &str, ttl: Duration) -> LeaseTable {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jetstream = cluster_connect(&cluster.urls()).await.expect("connects");
+        match state_stream(&jetstream).await {
+            Ok(stream) => return LeaseTable::new(jetstream, stream, node, ttl),
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("waiting for JetStream: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => panic!("JetStream never became ready: {error}"),
+        }
+    }
+}
+
+/// Retries `attempt` while the cluster has no leader for the stream (after a server is
+/// killed), up to 30 s.
+async fn patiently<T>(
+    what: &str,
+    mut attempt: impl AsyncFnMut() -> Result<T, LeaseError>,
+) -> Result<T, LeaseError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match attempt().await {
+            Err(LeaseError::Nats(error)) if Instant::now() < deadline => {
+                eprintln!("{what}: {error}; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_partition_has_one_holder_until_its_lease_runs_out() {
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_millis(1_500);
+    let a = table(&cluster, "node-a", ttl).await;
+    let b = table(&cluster, "node-b", ttl).await;
+
+    let lease = a.acquire(3).await.expect("a free partition is taken");
+    match b.acquire(3).await {
+        Err(LeaseError::Held { node, .. }) => assert_eq!(node, "node-a"),
+        other => panic!("b took a held partition: {other:?}"),
+    }
+    // Another partition is independent.
+    b.acquire(4).await.expect("b takes a free partition");
+    // Renewing moves the token forward and keeps b out.
+    let renewed = a.renew(&lease).await.unwrap();
+    assert!(renewed.token > lease.token);
+    assert!(matches!(b.acquire(3).await, Err(LeaseError::Held { .. })));
+
+    // Once a stops renewing and the lease runs out, b takes it over.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let taken = b.acquire(3).await.expect("an expired lease is taken over");
+    assert!(taken.token > renewed.token);
+    assert_eq!(
+        b.holder(3).await.unwrap().record.unwrap().node,
+        "node-b",
+        "the lease message names the new holder"
+    );
+}
+
+#[tokio::test]
+async fn a_node_fenced_out_by_a_takeover_can_neither_renew_nor_write() {
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_millis(800);
+    let old = table(&cluster, "old", ttl).await;
+    let new = table(&cluster, "new", ttl).await;
+    let subject = "colloquy.conv.7.page-user".to_string();
+
+    let lease = old.acquire(7).await.unwrap();
+    old.publish_fenced(&lease, subject.clone(), Bytes::from_static(b"turn 1"))
+        .await
+        .expect("the holder writes under its lease");
+
+    // The old holder stalls (a GC pause, a partition from NATS) past its lease...
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let takeover = new.acquire(7).await.unwrap();
+    // ...and comes back still holding its old lease: the server refuses its writes.
+    let refused = old
+        .publish_fenced(
+            &lease,
+            subject.clone(),
+            Bytes::from_static(b"turn 2 (stale)"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(LeaseError::Fenced { partition: 7 })),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        old.renew(&lease).await,
+        Err(LeaseError::Fenced { .. })
+    ));
+    // The new holder writes; a renewal of its own moves the token, and a write under the
+    // token it held before that is refused too.
+    new.publish_fenced(&takeover, subject.clone(), Bytes::from_static(b"turn 2"))
+        .await
+        .expect("the new holder writes");
+    let renewed = new.renew(&takeover).await.unwrap();
+    assert!(matches!(
+        new.publish_fenced(&takeover, subject.clone(), Bytes::new())
+            .await,
+        Err(LeaseError::Fenced { .. })
+    ));
+    new.publish_fenced(&renewed, subject, Bytes::from_static(b"turn 3"))
+        .await
+        .unwrap();
+    // Giving the lease back frees it at once.
+    new.release(&renewed).await.unwrap();
+    old.acquire(7).await.expect("a released lease is free");
+}
+
+#[tokio::test]
+async fn leases_survive_losing_one_nats_server() {
+    let mut cluster = NatsCluster::start();
+    let ttl = Duration::from_secs(30);
+    let a = table(&cluster, "node-a", ttl).await;
+    let lease = a.acquire(1).await.unwrap();
+    assert_eq!(
+        lease_subject(1),
+        "colloquy.lease.1",
+        "the subject scripts read"
+    );
+
+    cluster.kill_server(0);
+    // Replicated three ways: the two survivors still know who holds the partition, and
+    // the holder keeps renewing through them.
+    let b = table(&cluster, "node-b", ttl).await;
+    let held = patiently("acquire", || b.acquire(1)).await;
+    assert!(
+        matches!(held, Err(LeaseError::Held { ref node, .. }) if node == "node-a"),
+        "{held:?}"
+    );
+    let renewed = patiently("renew", || a.renew(&lease)).await.unwrap();
+    assert!(renewed.token > lease.token);
+
+    cluster.start_server(0);
+    let after = patiently("renew after the restart", || a.renew(&renewed))
+        .await
+        .unwrap();
+    assert!(after.token > renewed.token);
+}
