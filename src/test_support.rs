@@ -2,7 +2,8 @@
 //! (feature `test-support`). Nothing here is part of the public API.
 
 pub use crate::cluster::{
-    connect as cluster_connect, lease::lease_subject, state_stream, Lease, LeaseError, LeaseTable,
+    connect as cluster_connect, lease::lease_subject, ownership::Ownership, state_stream, Lease,
+    LeaseError, LeaseTable,
 };
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::store::{

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use colloquy::test_support::{
-    cluster_connect, lease_subject, state_stream, LeaseError, LeaseTable,
+    cluster_connect, lease_subject, state_stream, LeaseError, LeaseTable, Ownership,
 };
 use nats::NatsCluster;
 
@@ -161,4 +161,105 @@ async fn leases_survive_losing_one_nats_server() {
         .await
         .unwrap();
     assert!(after.token > renewed.token);
+}
+
+/// Every partition's holder, as the lease messages say (`None`: free or run out).
+async fn holders(table: &LeaseTable, partitions: u32) -> Vec<Option<String>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut holders = Vec::new();
+    for partition in 0..partitions {
+        let holder = table.holder(partition).await.unwrap();
+        holders.push(
+            holder
+                .record
+                .filter(|r| !r.node.is_empty() && r.until > now)
+                .map(|r| r.node),
+        );
+    }
+    holders
+}
+
+async fn ownership(cluster: &NatsCluster, node: &str, ttl: Duration) -> Ownership {
+    let table = table(cluster, node, ttl).await;
+    let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+    let stream = state_stream(&jetstream).await.unwrap();
+    Ownership::new(table, stream, PARTITIONS)
+}
+
+const PARTITIONS: u32 = 6;
+
+/// Runs a round on each node until `settled` says the table is as wanted; how long it
+/// took.
+async fn rounds_until(
+    nodes: &mut [&mut Ownership],
+    observer: &LeaseTable,
+    settled: impl Fn(&[Option<String>]) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        for node in nodes.iter_mut() {
+            node.round().await.expect("a round");
+        }
+        let table = holders(observer, PARTITIONS).await;
+        if settled(&table) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never settled: {table:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count(table: &[Option<String>], node: &str) -> usize {
+    table.iter().filter(|h| h.as_deref() == Some(node)).count()
+}
+
+#[tokio::test]
+async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_node_gets_its_share()
+{
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_millis(1_500);
+    let observer = table(&cluster, "observer", ttl).await;
+    let mut a = ownership(&cluster, "a", ttl).await;
+    let mut b = ownership(&cluster, "b", ttl).await;
+    let mut c = ownership(&cluster, "c", ttl).await;
+
+    rounds_until(&mut [&mut a, &mut b, &mut c], &observer, |table| {
+        ["a", "b", "c"].iter().all(|node| count(table, node) == 2)
+    })
+    .await;
+    let mut all: Vec<u32> = [a.held(), b.held(), c.held()].concat();
+    all.sort();
+    assert_eq!(all, (0..PARTITIONS).collect::<Vec<_>>(), "each held once");
+
+    // c dies without a word: once its heartbeat and leases run out, a and b share its
+    // partitions.
+    let c_held = c.held();
+    drop(c);
+    let failover = rounds_until(&mut [&mut a, &mut b], &observer, |table| {
+        count(table, "a") == 3 && count(table, "b") == 3
+    })
+    .await;
+    eprintln!("failover of {c_held:?} took {failover:?} (lease ttl {ttl:?})");
+    assert!(c_held
+        .iter()
+        .all(|p| a.held().contains(p) || b.held().contains(p)));
+
+    // d joins: a and b give back what exceeds the new share, and d takes it.
+    let mut d = ownership(&cluster, "d", ttl).await;
+    rounds_until(&mut [&mut a, &mut b, &mut d], &observer, |table| {
+        ["a", "b", "d"].iter().all(|node| count(table, node) == 2)
+    })
+    .await;
+
+    // A clean stop gives the leases back at once: no waiting for them to run out.
+    d.release_all().await.unwrap();
+    let table = holders(&observer, PARTITIONS).await;
+    assert_eq!(count(&table, "d"), 0);
+    assert_eq!(table.iter().filter(|h| h.is_none()).count(), 2);
 }

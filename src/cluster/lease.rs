@@ -173,7 +173,13 @@ impl LeaseTable {
             .await
     }
 
-    fn expiry(&self) -> i64 {
+    /// The JetStream context the table writes through.
+    pub fn jetstream(&self) -> &Context {
+        &self.jetstream
+    }
+
+    /// When a lease (or heartbeat) written now runs out.
+    pub fn expiry(&self) -> i64 {
         now_ms() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
     }
 

@@ -2,12 +2,14 @@
 //!
 //! Built so far: the connection (`connect`), the state stream every node writes to
 //! (`state_stream`, replicated as far as the NATS cluster allows, up to three ways), and
-//! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`.
+//! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`,
+//! and each node's fair share of the partitions (`ownership.rs`).
 //! The design and what is still to come (intake, partition consumers, turns committed
 //! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
 //! use this module. Must not: know the actors or the store.
 
 pub mod lease;
+pub mod ownership;
 
 use async_nats::jetstream::{self, context::Context, stream};
 use thiserror::Error;
@@ -15,7 +17,8 @@ use thiserror::Error;
 #[cfg_attr(not(feature = "test-support"), allow(unused_imports))]
 pub use lease::{Holder, Lease, LeaseError, LeaseTable};
 
-/// The stream holding leases (`colloquy.lease.<partition>`) and, as the cluster grows,
+/// The stream holding leases (`colloquy.lease.<partition>`), node heartbeats
+/// (`colloquy.node.<name>`) and, as the cluster grows,
 /// each conversation's committed turns (`colloquy.conv.<partition>.<conversation>`).
 pub const STATE_STREAM: &str = "COLLOQUY_STATE";
 
@@ -59,7 +62,11 @@ pub async fn connect(urls: &str) -> Result<Context, ClusterError> {
 pub async fn state_stream(jetstream: &Context) -> Result<stream::Stream, ClusterError> {
     let config = |replicas| stream::Config {
         name: STATE_STREAM.to_string(),
-        subjects: vec!["colloquy.lease.*".into(), "colloquy.conv.>".into()],
+        subjects: vec![
+            "colloquy.lease.*".into(),
+            "colloquy.node.*".into(),
+            "colloquy.conv.>".into(),
+        ],
         storage: stream::StorageType::File,
         num_replicas: replicas,
         allow_direct: true,

@@ -1,0 +1,201 @@
+//! Which partitions this node holds: each round, the node says it is alive, renews its
+//! leases, and moves toward its fair share of the partitions (`ceil(partitions / live
+//! nodes)`): it takes free or run-out partitions while it holds fewer, and gives back
+//! what it holds beyond its share, so a joining node gets partitions without anyone
+//! stopping and a dead node's partitions go to the survivors once its leases run out.
+//!
+//! A node is alive while its heartbeat (`colloquy.node.<name>`, `{until}`) has not run
+//! out. Must not: write anything under a lease (the partition's consumer does, fenced),
+//! or keep a partition whose renewal was fenced out.
+
+// Run by tests/cluster.rs against real NATS servers; `serve --cluster` runs it once the
+// partition consumers land (docs/cluster.md, "Status").
+#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::stream::Stream;
+use futures_util::TryStreamExt;
+
+use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
+use crate::clock::now_ms;
+
+/// The subject of a node's heartbeat.
+pub fn node_subject(node: &str) -> String {
+    format!("colloquy.node.{node}")
+}
+
+/// What one round changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoundChanges {
+    pub taken: Vec<u32>,
+    pub released: Vec<u32>,
+    /// Leases another node took (their renewal was fenced out).
+    pub lost: Vec<u32>,
+}
+
+/// One node's share of the partitions.
+pub struct Ownership {
+    table: LeaseTable,
+    stream: Stream,
+    partitions: u32,
+    held: BTreeMap<u32, Lease>,
+}
+
+impl Ownership {
+    pub fn new(table: LeaseTable, stream: Stream, partitions: u32) -> Ownership {
+        Ownership {
+            table,
+            stream,
+            partitions: partitions.max(1),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// The partitions held after the last round, in order.
+    pub fn held(&self) -> Vec<u32> {
+        self.held.keys().copied().collect()
+    }
+
+    /// The lease of a held partition (its fencing token for writes).
+    pub fn lease(&self, partition: u32) -> Option<&Lease> {
+        self.held.get(&partition)
+    }
+
+    /// Heartbeat, renewals, then toward the fair share.
+    pub async fn round(&mut self) -> Result<RoundChanges, LeaseError> {
+        let mut changes = RoundChanges::default();
+        self.heartbeat().await?;
+        self.renew_all(&mut changes).await?;
+        let live = self.live_nodes().await?;
+        let nodes = u32::try_from(live.len().max(1)).unwrap_or(u32::MAX);
+        let share = usize::try_from(self.partitions.div_ceil(nodes)).unwrap_or(usize::MAX);
+        self.give_back_beyond(share, &mut changes).await?;
+        let position = live.iter().position(|node| node == self.table.node());
+        self.take_up_to(share, position.unwrap_or(0), live.len(), &mut changes)
+            .await?;
+        Ok(changes)
+    }
+
+    /// Gives every lease back (a clean stop): the others need not wait for them to run out.
+    pub async fn release_all(&mut self) -> Result<(), LeaseError> {
+        for (_, lease) in std::mem::take(&mut self.held) {
+            self.table.release(&lease).await?;
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> Result<(), LeaseError> {
+        let record = LeaseRecord {
+            node: self.table.node().to_string(),
+            until: self.table.expiry(),
+        };
+        let payload = serde_json::to_vec(&record).map_err(|e| LeaseError::Nats(e.to_string()))?;
+        self.table
+            .jetstream()
+            .publish(node_subject(self.table.node()), payload.into())
+            .await
+            .map_err(|e| LeaseError::Nats(e.to_string()))?
+            .await
+            .map_err(|e| LeaseError::Nats(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn renew_all(&mut self, changes: &mut RoundChanges) -> Result<(), LeaseError> {
+        let held: Vec<Lease> = self.held.values().cloned().collect();
+        for lease in held {
+            match self.table.renew(&lease).await {
+                Ok(renewed) => {
+                    self.held.insert(lease.partition, renewed);
+                }
+                Err(LeaseError::Fenced { partition }) => {
+                    log::warn!(
+                        "node {}: partition {partition} was taken over; letting it go",
+                        self.table.node()
+                    );
+                    self.held.remove(&partition);
+                    changes.lost.push(partition);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes whose heartbeat has not run out, by name.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, LeaseError> {
+        let nats = |e: &dyn std::fmt::Display| LeaseError::Nats(e.to_string());
+        let mut subjects = self
+            .stream
+            .info_with_subjects("colloquy.node.*")
+            .await
+            .map_err(|e| nats(&e))?;
+        let mut names = Vec::new();
+        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| nats(&e))? {
+            names.push(subject);
+        }
+        let now = now_ms();
+        let mut live = Vec::new();
+        for subject in names {
+            let message = self
+                .stream
+                .get_last_raw_message_by_subject(&subject)
+                .await
+                .map_err(|e| nats(&e))?;
+            if let Ok(record) = serde_json::from_slice::<LeaseRecord>(&message.payload) {
+                if record.until > now {
+                    live.push(record.node);
+                }
+            }
+        }
+        live.sort();
+        live.dedup();
+        Ok(live)
+    }
+
+    async fn give_back_beyond(
+        &mut self,
+        share: usize,
+        changes: &mut RoundChanges,
+    ) -> Result<(), LeaseError> {
+        while self.held.len() > share {
+            let Some((partition, lease)) = self.held.pop_last() else {
+                break;
+            };
+            self.table.release(&lease).await?;
+            changes.released.push(partition);
+        }
+        Ok(())
+    }
+
+    /// Takes free partitions until `share` are held, starting where this node's place
+    /// among the live nodes points, so nodes starting together rarely contend.
+    async fn take_up_to(
+        &mut self,
+        share: usize,
+        position: usize,
+        nodes: usize,
+        changes: &mut RoundChanges,
+    ) -> Result<(), LeaseError> {
+        let partitions = self.partitions as usize;
+        let start = position * partitions / nodes.max(1);
+        for offset in 0..partitions {
+            if self.held.len() >= share {
+                break;
+            }
+            let partition = u32::try_from((start + offset) % partitions).unwrap_or(0);
+            if self.held.contains_key(&partition) {
+                continue;
+            }
+            match self.table.acquire(partition).await {
+                Ok(lease) => {
+                    self.held.insert(partition, lease);
+                    changes.taken.push(partition);
+                }
+                Err(LeaseError::Held { .. } | LeaseError::Fenced { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
