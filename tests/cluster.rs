@@ -263,3 +263,64 @@ async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_n
     assert_eq!(count(&table, "d"), 0);
     assert_eq!(table.iter().filter(|h| h.is_none()).count(), 2);
 }
+
+#[tokio::test]
+async fn intake_stores_each_event_once_on_its_conversations_partition_even_without_a_server() {
+    use colloquy::event::{parse_envelope, Channel};
+    use colloquy::test_support::{events_stream, events_subject, partition_of, publish_events};
+
+    let mut cluster = NatsCluster::start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (jetstream, stream) = loop {
+        let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+        match events_stream(&jetstream).await {
+            Ok(stream) => break (jetstream, stream),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let body = |first: u32| {
+        let items: Vec<serde_json::Value> = (first..first + 10)
+            .map(|i| {
+                serde_json::json!({"sender": {"id": format!("u{}", i % 3)}, "recipient": {"id": "1001"},
+                    "timestamp": 1_000 + i, "message": {"mid": format!("m.{i}"), "text": "hi"}})
+            })
+            .collect();
+        serde_json::json!({"object": "page", "entry": [{"id": "1001", "time": 1, "messaging": items}]})
+            .to_string()
+    };
+    let events = parse_envelope(body(0).as_bytes()).unwrap();
+    assert_eq!(publish_events(&jetstream, &events, 4).await.unwrap(), 10);
+    // Meta redelivers the same POST: the server drops every event of it.
+    assert_eq!(publish_events(&jetstream, &events, 4).await.unwrap(), 0);
+
+    // Each conversation's events are on its own partition's subject, in order.
+    for user in ["u0", "u1", "u2"] {
+        let partition = partition_of(Channel::Messenger, "1001", user, 4);
+        let last = stream
+            .get_last_raw_message_by_subject(&events_subject(partition))
+            .await
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
+        assert_eq!(record["page_id"], "1001");
+    }
+    let mut info = stream.clone();
+    assert_eq!(info.info().await.unwrap().state.messages, 10);
+
+    // With one NATS server gone, the other two still take (and acknowledge) events.
+    cluster.kill_server(2);
+    let more = parse_envelope(body(10).as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match publish_events(&jetstream, &more, 4).await {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    assert_eq!(info.info().await.unwrap().state.messages, 20);
+}

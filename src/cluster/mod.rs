@@ -8,6 +8,7 @@
 //! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
 //! use this module. Must not: know the actors or the store.
 
+pub mod intake;
 pub mod lease;
 pub mod ownership;
 
@@ -72,10 +73,19 @@ pub async fn state_stream(jetstream: &Context) -> Result<stream::Stream, Cluster
         allow_direct: true,
         ..Default::default()
     };
+    create_replicated(jetstream, config).await
+}
+
+/// Gets or creates the stream `config` describes with three replicas, or with one when
+/// the server is not part of a cluster.
+async fn create_replicated(
+    jetstream: &Context,
+    config: impl Fn(usize) -> stream::Config,
+) -> Result<stream::Stream, ClusterError> {
     match jetstream.get_or_create_stream(config(REPLICAS)).await {
         Ok(stream) => Ok(stream),
         Err(error) if clustered(jetstream).await == Some(false) => {
-            log::info!("NATS is a single server ({error}); the state stream has one replica");
+            log::info!("NATS is a single server ({error}); streams have one replica");
             jetstream
                 .get_or_create_stream(config(1))
                 .await
