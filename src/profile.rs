@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::graph::{CallError, GraphClient, PageAuth};
 use crate::messenger::inbound::Channel;
-use crate::pages::file::PROFILE_FIELDS;
+use crate::pages::file::profile_fields;
 use crate::pages::{Page, PageTable};
 
 /// One property to change on the live profile.
@@ -26,9 +26,13 @@ pub enum Change {
 }
 
 /// What the file declares against what is live: the changes that make them equal, in
-/// the order of [`PROFILE_FIELDS`].
-pub fn diff(declared: &Map<String, Value>, live: &Map<String, Value>) -> Vec<Change> {
-    PROFILE_FIELDS
+/// the order of `fields` (the properties the page's channel has).
+pub fn diff(
+    fields: &[&str],
+    declared: &Map<String, Value>,
+    live: &Map<String, Value>,
+) -> Vec<Change> {
+    fields
         .iter()
         .filter_map(|field| match (declared.get(*field), live.get(*field)) {
             (Some(wanted), current) if current != Some(wanted) => Some(Change::Set {
@@ -103,11 +107,12 @@ pub async fn run(
         table.app(&page.app).map(|app| app.secret.clone()),
     );
     let platform = (page.channel == Channel::Instagram).then_some("instagram");
+    let fields = profile_fields(page.channel);
     let live = graph
-        .messenger_profile(&auth, &PROFILE_FIELDS, platform)
+        .messenger_profile(&auth, fields, platform)
         .await
         .map_err(graph_error)?;
-    let changes = diff(declared, live.as_object().unwrap_or(&Map::new()));
+    let changes = diff(fields, declared, live.as_object().unwrap_or(&Map::new()));
     if apply {
         apply_changes(graph, &auth, platform, &changes)
             .await
@@ -192,7 +197,7 @@ mod tests {
             "ice_breakers": [],
         }));
         assert_eq!(
-            diff(&declared, &live),
+            diff(&crate::pages::file::PROFILE_FIELDS, &declared, &live),
             vec![
                 Change::Set {
                     field: "greeting".into(),
@@ -203,14 +208,14 @@ mod tests {
                 },
             ]
         );
-        assert!(diff(&declared, &declared).is_empty());
+        assert!(diff(&crate::pages::file::PROFILE_FIELDS, &declared, &declared).is_empty());
     }
 
     #[test]
     fn an_unset_live_property_is_set() {
         let declared = object(json!({"ice_breakers": [{"locale": "default"}]}));
         assert_eq!(
-            diff(&declared, &Map::new()),
+            diff(&crate::pages::file::PROFILE_FIELDS, &declared, &Map::new()),
             vec![Change::Set {
                 field: "ice_breakers".into(),
                 value: json!([{"locale": "default"}]),

@@ -32,6 +32,18 @@ pub const PROFILE_FIELDS: [&str; 7] = [
     "commands",
 ];
 
+/// What an Instagram account's profile may declare (Messenger API support for
+/// Instagram, `platform=instagram`): no Get Started, greeting or other properties.
+pub const INSTAGRAM_PROFILE_FIELDS: [&str; 2] = ["ice_breakers", "persistent_menu"];
+
+/// The profile properties a page of `channel` may declare.
+pub fn profile_fields(channel: Channel) -> &'static [&'static str] {
+    match channel {
+        Channel::Messenger => &PROFILE_FIELDS,
+        Channel::Instagram => &INSTAGRAM_PROFILE_FIELDS,
+    }
+}
+
 /// One thing wrong with a pages file, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -256,7 +268,7 @@ impl Reader<'_> {
         let channel = self.channel(place, item);
         let (flow, flow_spec) = self.flow(place, item, default_flow);
         let send_rate = self.send_rate(place, item);
-        let profile = self.profile(place, item);
+        let profile = self.profile(place, item, channel.unwrap_or_default());
         Some(Page {
             id: id?,
             app: app?,
@@ -349,7 +361,7 @@ impl Reader<'_> {
         }
     }
 
-    fn profile(&mut self, place: &str, item: &Table) -> Option<Option<Value>> {
+    fn profile(&mut self, place: &str, item: &Table, channel: Channel) -> Option<Option<Value>> {
         let Some(profile) = item.get("profile") else {
             return Some(None);
         };
@@ -360,6 +372,16 @@ impl Reader<'_> {
         };
         let before = self.problems.len();
         self.unknown_keys(&place, table, &PROFILE_FIELDS);
+        if self.problems.len() == before && channel == Channel::Instagram {
+            for key in table.keys() {
+                if !INSTAGRAM_PROFILE_FIELDS.contains(&key.as_str()) {
+                    self.problem(
+                        format!("{place}.{key}"),
+                        "an Instagram account's profile takes only ice_breakers and persistent_menu",
+                    );
+                }
+            }
+        }
         if self.problems.len() > before {
             return None;
         }

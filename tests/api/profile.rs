@@ -153,6 +153,13 @@ fn diff_shows_what_differs_and_apply_makes_the_live_profiles_match() {
         );
         let instagram = call.query_value("platform") == Some("instagram");
         assert_eq!(instagram, page == "2003", "{call:?}");
+        if instagram && call.method == "GET" {
+            // Instagram is asked only for the properties it has.
+            assert_eq!(
+                call.query_value("fields"),
+                Some("ice_breakers,persistent_menu")
+            );
+        }
     }
 
     let again = colloquy(&["profile", "diff"], &graph, &pages);

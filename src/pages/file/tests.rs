@@ -40,8 +40,7 @@ access_token = "token-222"
 channel = "instagram"
 
 [pages.profile]
-get_started = { payload = "START" }
-greeting = [{ locale = "default", text = "Hello!" }]
+ice_breakers = [{ locale = "default", call_to_actions = [{ question = "Hours?", payload = "HOURS" }] }]
 "#;
 
 #[test]
@@ -60,8 +59,8 @@ fn a_sound_file_gives_every_page_its_app_token_channel_flow_and_rate() {
     assert_eq!(second.channel, Channel::Instagram);
     assert_eq!(second.flow_spec, None);
     assert_eq!(
-        second.profile.as_ref().unwrap()["get_started"]["payload"],
-        "START"
+        second.profile.as_ref().unwrap()["ice_breakers"][0]["call_to_actions"][0]["payload"],
+        "HOURS"
     );
     // The secret file's trailing newline is not part of the secret.
     assert_eq!(table.app("other").unwrap().secret.expose(), "other-secret");
@@ -223,5 +222,29 @@ fn the_shipped_example_file_loads_with_its_secrets_in_place() {
     assert_eq!(
         first.profile.as_ref().unwrap()["greeting"][1]["locale"],
         "fr_FR"
+    );
+}
+
+#[test]
+fn an_instagram_profile_takes_only_what_instagram_supports() {
+    let listed = problems(
+        r#"
+[apps.main]
+secret = "s"
+verify_token = "v"
+
+[[pages]]
+id = "1784"
+app = "main"
+access_token = "t"
+channel = "instagram"
+[pages.profile]
+greeting = [{ locale = "default", text = "Hi" }]
+ice_breakers = []
+"#,
+    );
+    assert_eq!(
+        listed,
+        ["pages[0] (id 1784).profile.greeting: an Instagram account's profile takes only ice_breakers and persistent_menu"]
     );
 }
