@@ -4,6 +4,7 @@
 pub use crate::cluster::intake::{
     events_stream, events_subject, partition_of, publish as publish_events,
 };
+pub use crate::cluster::turns::{publish_turn, replay_partition};
 pub use crate::cluster::{
     connect as cluster_connect, lease::lease_subject, ownership::Ownership, state_stream, Lease,
     LeaseError, LeaseTable,

@@ -324,3 +324,65 @@ async fn intake_stores_each_event_once_on_its_conversations_partition_even_witho
     }
     assert_eq!(info.info().await.unwrap().state.messages, 20);
 }
+
+#[tokio::test]
+async fn a_new_owner_replays_a_partitions_turns_and_the_fenced_owner_commits_nothing() {
+    use colloquy::test_support::{
+        publish_turn, replay_partition, ConversationKey, ConversationRecord, Store,
+        TranscriptEntry, TurnCommit,
+    };
+
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_millis(800);
+    let a = table(&cluster, "a", ttl).await;
+    let lease = a.acquire(2).await.unwrap();
+    let key = ConversationKey::new("1001", "u-7");
+    let mut record = ConversationRecord::new(&key);
+    let mut turn = |n: i64| {
+        record.state = serde_json::json!({ "n": n });
+        let seq = record.take_entry_seq();
+        let entry = TranscriptEntry::queued_out("text", Some(format!("reply {n}")), 1_000 + n);
+        TurnCommit {
+            conversation: Some(record.clone()),
+            new_entries: vec![(seq, entry)],
+            ..TurnCommit::default()
+        }
+    };
+    for n in 1..=3 {
+        publish_turn(&a, &lease, &turn(n))
+            .await
+            .expect("a turn under the lease");
+    }
+
+    // a stalls past its lease; b takes the partition over; a's next turn is refused.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let b = table(&cluster, "b", ttl).await;
+    b.acquire(2).await.unwrap();
+    let stale = publish_turn(&a, &lease, &turn(4)).await;
+    assert!(
+        matches!(stale, Err(LeaseError::Fenced { partition: 2 })),
+        "{stale:?}"
+    );
+
+    // b rebuilds the partition in its own store from the stream: the three committed
+    // turns, in order, and nothing of the refused one.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+    let stream = state_stream(&jetstream).await.unwrap();
+    assert_eq!(replay_partition(&stream, 2, &store).await.unwrap(), 3);
+    let replayed = store.conversation(&key).unwrap().expect("the conversation");
+    assert_eq!(replayed.state, serde_json::json!({ "n": 3 }));
+    assert_eq!(replayed.next_entry, 3);
+    let texts: Vec<Option<String>> = store
+        .transcript(&key)
+        .unwrap()
+        .into_iter()
+        .map(|(_, entry)| entry.text)
+        .collect();
+    assert_eq!(
+        texts,
+        ["reply 1", "reply 2", "reply 3"].map(|t| Some(t.to_string()))
+    );
+    assert_eq!(replay_partition(&stream, 5, &store).await.unwrap(), 0);
+}

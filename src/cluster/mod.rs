@@ -3,7 +3,9 @@
 //! Built so far: the connection (`connect`), the state stream every node writes to
 //! (`state_stream`, replicated as far as the NATS cluster allows, up to three ways), and
 //! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`,
-//! and each node's fair share of the partitions (`ownership.rs`).
+//! each node's fair share of the partitions (`ownership.rs`), the events stream
+//! (`intake.rs`), and turns committed under a lease and replayed by a new owner
+//! (`turns.rs`).
 //! The design and what is still to come (intake, partition consumers, turns committed
 //! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
 //! use this module. Must not: know the actors or the store.
@@ -11,6 +13,7 @@
 pub mod intake;
 pub mod lease;
 pub mod ownership;
+pub mod turns;
 
 use async_nats::jetstream::{self, context::Context, stream};
 use thiserror::Error;

@@ -19,7 +19,7 @@ use super::{
 use crate::clock::now_ms;
 
 /// A change to an existing transcript entry, applied against its current stored value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum EntryChange {
     /// Raise the status (never lowers it).
     Advance(Status),
@@ -30,8 +30,9 @@ pub enum EntryChange {
     Requeue,
 }
 
-/// Everything one handled event changes, committed atomically.
-#[derive(Debug, Default)]
+/// Everything one handled event changes, committed atomically. Serializable, so a
+/// cluster node can replicate a turn as one message and another node apply it.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TurnCommit {
     /// The journal item this turn consumes.
     pub journal_seq: Option<u64>,
