@@ -465,6 +465,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
     })?;
     let jetstream = crate::cluster::connect(urls).await?;
     let stream = crate::cluster::state_stream(&jetstream).await?;
+    let beats = crate::cluster::ownership::heartbeats(&stream).await?;
     let table = crate::cluster::LeaseTable::new(
         jetstream,
         stream,
@@ -472,10 +473,10 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
         std::time::Duration::ZERO,
     );
     let holders = crate::cluster::holders(&table, args.partitions).await?;
-    Ok(crate::cluster::describe_holders(
-        &holders,
-        crate::clock::now_ms(),
-    ))
+    let now = crate::clock::now_ms();
+    Ok(crate::cluster::describe_nodes(&beats, now)
+        + "\n"
+        + &crate::cluster::describe_holders(&holders, now))
 }
 
 /// `colloquy profile diff|apply [--page ID]`.

@@ -386,3 +386,51 @@ async fn a_new_owner_replays_a_partitions_turns_and_the_fenced_owner_commits_not
     );
     assert_eq!(replay_partition(&stream, 5, &store).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn cluster_status_shows_the_nodes_and_who_holds_each_partition() {
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_secs(30);
+    let mut a = ownership(&cluster, "node-a", ttl).await;
+    a.round().await.unwrap();
+    assert_eq!(
+        a.held(),
+        (0..PARTITIONS).collect::<Vec<_>>(),
+        "alone, it holds all"
+    );
+
+    let urls = cluster.urls();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args(["cluster", "status", "--cluster", &urls, "--partitions", "8"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.contains("node-a"), "{out}");
+    assert!(out.contains("alive ("), "{out}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<u32>().is_ok())
+        })
+        .collect();
+    assert_eq!(rows.len(), 8, "{out}");
+    for row in &rows[..6] {
+        assert!(row.contains("node-a") && row.contains("held,"), "{row}");
+    }
+    for row in &rows[6..] {
+        assert!(row.ends_with("free"), "{row}");
+    }
+}

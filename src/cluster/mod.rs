@@ -113,6 +113,29 @@ pub async fn holders(table: &LeaseTable, partitions: u32) -> Result<Vec<Holder>,
     Ok(holders)
 }
 
+/// The nodes `colloquy cluster status` prints: each node's last heartbeat.
+pub fn describe_nodes(beats: &[lease::LeaseRecord], now: i64) -> String {
+    if beats.is_empty() {
+        return "no node has joined the cluster\n".to_string();
+    }
+    let mut out = format!("{:<24} {}\n", "node", "state");
+    for beat in beats {
+        let state = if beat.until > now {
+            format!(
+                "alive ({:.1} s to its next heartbeat)",
+                (beat.until - now) as f64 / 1000.0
+            )
+        } else {
+            format!(
+                "gone ({:.1} s since its heartbeat ran out)",
+                (now - beat.until) as f64 / 1000.0
+            )
+        };
+        out.push_str(&format!("{:<24} {state}\n", beat.node));
+    }
+    out
+}
+
 /// The table `colloquy cluster status` prints: one line per partition.
 pub fn describe_holders(holders: &[Holder], now: i64) -> String {
     let mut out = format!("{:<10} {:<24} {}\n", "partition", "node", "lease");

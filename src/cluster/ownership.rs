@@ -124,31 +124,13 @@ impl Ownership {
 
     /// The nodes whose heartbeat has not run out, by name.
     pub async fn live_nodes(&self) -> Result<Vec<String>, LeaseError> {
-        let nats = |e: &dyn std::fmt::Display| LeaseError::Nats(e.to_string());
-        let mut subjects = self
-            .stream
-            .info_with_subjects("colloquy.node.*")
-            .await
-            .map_err(|e| nats(&e))?;
-        let mut names = Vec::new();
-        while let Some((subject, _)) = subjects.try_next().await.map_err(|e| nats(&e))? {
-            names.push(subject);
-        }
         let now = now_ms();
-        let mut live = Vec::new();
-        for subject in names {
-            let message = self
-                .stream
-                .get_last_raw_message_by_subject(&subject)
-                .await
-                .map_err(|e| nats(&e))?;
-            if let Ok(record) = serde_json::from_slice::<LeaseRecord>(&message.payload) {
-                if record.until > now {
-                    live.push(record.node);
-                }
-            }
-        }
-        live.sort();
+        let mut live: Vec<String> = heartbeats(&self.stream)
+            .await?
+            .into_iter()
+            .filter(|beat| beat.until > now)
+            .map(|beat| beat.node)
+            .collect();
         live.dedup();
         Ok(live)
     }
@@ -198,4 +180,29 @@ impl Ownership {
         }
         Ok(())
     }
+}
+
+/// Every node's last heartbeat (run out or not), by the stream's node subjects.
+pub async fn heartbeats(stream: &Stream) -> Result<Vec<LeaseRecord>, LeaseError> {
+    let nats = |e: &dyn std::fmt::Display| LeaseError::Nats(e.to_string());
+    let mut subjects = stream
+        .info_with_subjects("colloquy.node.*")
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut names = Vec::new();
+    while let Some((subject, _)) = subjects.try_next().await.map_err(|e| nats(&e))? {
+        names.push(subject);
+    }
+    let mut beats = Vec::new();
+    for subject in names {
+        let message = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .map_err(|e| nats(&e))?;
+        if let Ok(record) = serde_json::from_slice::<LeaseRecord>(&message.payload) {
+            beats.push(record);
+        }
+    }
+    beats.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(beats)
 }
