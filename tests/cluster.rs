@@ -434,3 +434,75 @@ async fn cluster_status_shows_the_nodes_and_who_holds_each_partition() {
         assert!(row.ends_with("free"), "{row}");
     }
 }
+
+#[tokio::test]
+async fn a_replayed_outbox_owes_only_the_replies_whose_send_never_ended() {
+    use colloquy::test_support::{
+        publish_outcome, publish_turn, replay_partition, ConversationKey, ConversationRecord,
+        OutboxRecord, Outgoing, SendOutcome, Store, TranscriptEntry, TurnCommit,
+    };
+
+    let cluster = NatsCluster::start();
+    let a = table(&cluster, "a", Duration::from_secs(30)).await;
+    let lease = a.acquire(1).await.unwrap();
+    let key = ConversationKey::new("1001", "u-out");
+    let mut record = ConversationRecord::new(&key);
+    let mut turn_with_reply = |text: &str| {
+        let entry = record.take_entry_seq();
+        let item = OutboxRecord {
+            page_id: key.page_id.clone(),
+            psid: key.psid.clone(),
+            entry,
+            outgoing: Outgoing::Callback {
+                url: "http://127.0.0.1:9/hook".into(),
+                body: serde_json::json!({ "text": text }),
+            },
+            attempts: 0,
+            created_at: 1_000,
+        };
+        let commit = TurnCommit {
+            conversation: Some(record.clone()),
+            new_entries: vec![(
+                entry,
+                TranscriptEntry::queued_out("callback", Some(text.into()), 1_000),
+            )],
+            // The owner's local id: replay gives the item one of its own store's.
+            outbox: vec![(900 + entry, item.clone())],
+            ..TurnCommit::default()
+        };
+        (commit, item)
+    };
+    let (first, first_item) = turn_with_reply("first");
+    let (second, _) = turn_with_reply("second");
+    publish_turn(&a, &lease, &first).await.unwrap();
+    let sent = SendOutcome::Sent {
+        message_id: Some("m_sent_1".into()),
+        at: 2_000,
+    };
+    publish_outcome(&a, &lease, &first_item, &sent)
+        .await
+        .unwrap();
+    // The owner dies with the second reply decided but its send never ended.
+    publish_turn(&a, &lease, &second).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+    let stream = state_stream(&jetstream).await.unwrap();
+    assert_eq!(replay_partition(&stream, 1, &store).await.unwrap(), 3);
+
+    let owed = store.pending_outbox().unwrap();
+    assert_eq!(
+        owed.len(),
+        1,
+        "only the reply whose send never ended: {owed:?}"
+    );
+    assert_eq!(owed[0].1.entry, 1);
+    let transcript = store.transcript(&key).unwrap();
+    assert_eq!(transcript[0].1.status, colloquy::test_support::Status::Sent);
+    assert_eq!(transcript[0].1.mid.as_deref(), Some("m_sent_1"));
+    assert_eq!(
+        transcript[1].1.status,
+        colloquy::test_support::Status::Queued
+    );
+}

@@ -1,6 +1,7 @@
-//! A conversation's turns, replicated in the state stream: one fenced message per turn
-//! on `colloquy.conv.<partition>.<conversation>`, and a partition's turns replayed into a
-//! node's own sled store when it takes the partition over.
+//! A conversation's turns and send outcomes, replicated in the state stream: one fenced
+//! message per turn, and one per send outcome, on `colloquy.conv.<partition>.<conversation>`;
+//! a partition's messages replayed into a node's own sled store when it takes the
+//! partition over, so the outbox it resumes owes exactly what was not sent yet.
 //!
 //! A turn's message is the whole `TurnCommit` (record, new and changed transcript
 //! entries, outbox items, timers, dedup mark) and the conversation's key: one message, so
@@ -19,9 +20,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::collections::HashMap;
+
 use super::lease::{Lease, LeaseError, LeaseTable};
 use super::ClusterError;
-use crate::store::{ConversationKey, Store, TurnCommit};
+use crate::store::{ConversationKey, OutboxRecord, SendOutcome, Store, TurnCommit};
 
 /// The subject of one conversation's turns: its partition, then a digest of its key (ids
 /// from the network may hold characters a subject cannot).
@@ -36,13 +39,28 @@ pub fn conversation_subject(partition: u32, key: &ConversationKey) -> String {
     )
 }
 
-/// What a turn's message carries: the conversation's key (its record does not serialize
-/// it) and the commit.
+/// What a conversation's message carries: its key (its record does not serialize it)
+/// and a turn or a send outcome.
 #[derive(Serialize, Deserialize)]
-struct TurnMessage {
+struct ConversationMessage {
     page_id: String,
     psid: String,
-    commit: TurnCommit,
+    #[serde(flatten)]
+    change: Replicated,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Replicated {
+    Turn {
+        commit: Box<TurnCommit>,
+    },
+    /// How the reply of transcript entry `entry` ended.
+    Outcome {
+        entry: u64,
+        attempts: u32,
+        outcome: SendOutcome,
+    },
 }
 
 /// Publishes `commit` as its conversation's next turn under `lease`; the stream
@@ -55,21 +73,47 @@ pub async fn publish_turn(
     let Some(record) = &commit.conversation else {
         return Err(LeaseError::Nats("a turn without its conversation".into()));
     };
-    let key = record.key();
-    let message = TurnMessage {
+    let commit = TurnCommit {
+        // The journal item is this node's own; the stream's consumer acks instead.
+        journal_seq: None,
+        ..commit.clone()
+    };
+    let commit = Box::new(commit);
+    publish(table, lease, &record.key(), Replicated::Turn { commit }).await
+}
+
+/// Publishes how the send of `record` ended, under `lease`.
+pub async fn publish_outcome(
+    table: &LeaseTable,
+    lease: &Lease,
+    record: &OutboxRecord,
+    outcome: &SendOutcome,
+) -> Result<u64, LeaseError> {
+    let key = ConversationKey::new(record.page_id.clone(), record.psid.clone());
+    let change = Replicated::Outcome {
+        entry: record.entry,
+        attempts: record.attempts,
+        outcome: outcome.clone(),
+    };
+    publish(table, lease, &key, change).await
+}
+
+async fn publish(
+    table: &LeaseTable,
+    lease: &Lease,
+    key: &ConversationKey,
+    change: Replicated,
+) -> Result<u64, LeaseError> {
+    let message = ConversationMessage {
         page_id: key.page_id.clone(),
         psid: key.psid.clone(),
-        commit: TurnCommit {
-            // The journal item is this node's own; the stream's consumer acks instead.
-            journal_seq: None,
-            ..commit.clone()
-        },
+        change,
     };
     let payload = serde_json::to_vec(&message).map_err(|e| LeaseError::Nats(e.to_string()))?;
     table
         .publish_fenced(
             lease,
-            conversation_subject(lease.partition, &key),
+            conversation_subject(lease.partition, key),
             payload.into(),
         )
         .await
@@ -95,12 +139,13 @@ pub async fn replay_partition(
         .await
         .map_err(|e| jetstream(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| jetstream(&e))?;
+    let mut owed = Owed::new();
     let mut applied = 0;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| jetstream(&e))?;
-        let turn: TurnMessage = serde_json::from_slice(&message.payload)
+        let change: ConversationMessage = serde_json::from_slice(&message.payload)
             .map_err(|e| ClusterError::JetStream(format!("an unreadable turn: {e}")))?;
-        apply(store, turn).await?;
+        apply(store, change, &mut owed).await?;
         applied += 1;
         let pending = message.info().map_err(|e| jetstream(&e))?.pending;
         if pending == 0 {
@@ -132,20 +177,44 @@ async fn stream_count(stream: &Stream, filter: &str) -> Result<u64, ClusterError
     Ok(count)
 }
 
-/// One replicated turn into the local store.
-async fn apply(store: &Store, turn: TurnMessage) -> Result<(), ClusterError> {
-    let mut commit = turn.commit;
-    if let Some(record) = commit.conversation.as_mut() {
-        record.page_id = turn.page_id;
-        record.psid = turn.psid;
+/// The outbox items replayed so far, by conversation and transcript entry: their local
+/// id, for the outcome that ends them.
+type Owed = HashMap<(ConversationKey, u64), (u64, OutboxRecord)>;
+
+/// One replicated message into the local store.
+async fn apply(
+    store: &Store,
+    message: ConversationMessage,
+    owed: &mut Owed,
+) -> Result<(), ClusterError> {
+    let failed = |e: crate::store::StoreError| ClusterError::JetStream(e.to_string());
+    let key = ConversationKey::new(message.page_id, message.psid);
+    match message.change {
+        Replicated::Turn { mut commit } => {
+            if let Some(record) = commit.conversation.as_mut() {
+                record.page_id = key.page_id.clone();
+                record.psid = key.psid.clone();
+            }
+            for (id, item) in commit.outbox.iter_mut() {
+                *id = store.next_id().map_err(failed)?;
+                owed.insert((key.clone(), item.entry), (*id, item.clone()));
+            }
+            store.commit_turn(*commit, false).await.map_err(failed)
+        }
+        Replicated::Outcome {
+            entry,
+            attempts,
+            outcome,
+        } => {
+            let Some((id, mut item)) = owed.remove(&(key, entry)) else {
+                // Ended before the turns replayed here (or a retry of it is owed again).
+                return Ok(());
+            };
+            item.attempts = attempts;
+            store
+                .complete_send(id, &item, outcome)
+                .await
+                .map_err(failed)
+        }
     }
-    for (id, _) in commit.outbox.iter_mut() {
-        *id = store
-            .next_id()
-            .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    }
-    store
-        .commit_turn(commit, false)
-        .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))
 }

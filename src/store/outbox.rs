@@ -16,8 +16,8 @@ use super::{
     keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry,
 };
 
-/// How a send ended, as recorded on its transcript entry.
-#[derive(Debug, Clone, PartialEq)]
+/// How a send ended, as recorded on its transcript entry (and replicated in a cluster).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SendOutcome {
     Sent { message_id: Option<String>, at: i64 },
     Failed(Failure),
