@@ -506,3 +506,69 @@ async fn a_replayed_outbox_owes_only_the_replies_whose_send_never_ended() {
         colloquy::test_support::Status::Queued
     );
 }
+
+#[tokio::test]
+async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_was_not_acked() {
+    use colloquy::event::parse_envelope;
+    use colloquy::test_support::{events_stream, publish_events, PartitionEvents};
+
+    let cluster = NatsCluster::start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (jetstream, stream) = loop {
+        let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+        match events_stream(&jetstream).await {
+            Ok(stream) => break (jetstream, stream),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let items: Vec<serde_json::Value> = (0..10)
+        .map(|i| {
+            serde_json::json!({"sender": {"id": format!("u{}", i % 3)}, "recipient": {"id": "1001"},
+                "timestamp": 1_000 + i, "message": {"mid": format!("m.c{i}"), "text": format!("n{i}")}})
+        })
+        .collect();
+    let body = serde_json::json!({"object": "page", "entry": [{"id": "1001", "time": 1, "messaging": items}]})
+        .to_string();
+    let events = parse_envelope(body.as_bytes()).unwrap();
+    // One partition: every event on it, in the order published.
+    publish_events(&jetstream, &events, 1).await.unwrap();
+
+    let ack_wait = Duration::from_secs(1);
+    let mut owner = PartitionEvents::open(&stream, 0, ack_wait).await.unwrap();
+    assert_eq!(owner.lag().await.unwrap(), 10);
+    let batch = owner.next_batch(100, Duration::from_secs(2)).await.unwrap();
+    let texts: Vec<&str> = batch.iter().filter_map(|d| d.event.text()).collect();
+    assert_eq!(texts, (0..10).map(|i| format!("n{i}")).collect::<Vec<_>>());
+    assert!(batch.iter().all(|d| !d.redelivered));
+    for delivered in &batch[..6] {
+        delivered.ack().await.unwrap();
+    }
+    // The owner dies with four events unfinished; the next owner opens the same durable
+    // consumer and gets exactly those, once the ack wait ran out.
+    drop(batch);
+    drop(owner);
+    let next = PartitionEvents::open(&stream, 0, ack_wait).await.unwrap();
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while again.len() < 4 && Instant::now() < deadline {
+        again.extend(
+            next.next_batch(100, Duration::from_millis(500))
+                .await
+                .unwrap(),
+        );
+    }
+    let texts: Vec<&str> = again.iter().filter_map(|d| d.event.text()).collect();
+    assert_eq!(texts, ["n6", "n7", "n8", "n9"]);
+    assert!(again.iter().all(|d| d.redelivered));
+    for delivered in &again {
+        delivered.ack().await.unwrap();
+    }
+    let nothing = next
+        .next_batch(100, Duration::from_millis(1_500))
+        .await
+        .unwrap();
+    assert!(nothing.is_empty(), "acknowledged events never come again");
+}

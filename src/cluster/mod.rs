@@ -4,12 +4,13 @@
 //! (`state_stream`, replicated as far as the NATS cluster allows, up to three ways), and
 //! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`,
 //! each node's fair share of the partitions (`ownership.rs`), the events stream
-//! (`intake.rs`), and turns committed under a lease and replayed by a new owner
-//! (`turns.rs`).
+//! (`intake.rs`) and each partition's durable consumer of it (`consumer.rs`), and turns
+//! committed under a lease and replayed by a new owner (`turns.rs`).
 //! The design and what is still to come (intake, partition consumers, turns committed
 //! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
 //! use this module. Must not: know the actors or the store.
 
+pub mod consumer;
 pub mod intake;
 pub mod lease;
 pub mod ownership;

@@ -1,0 +1,132 @@
+//! A partition's events, consumed by the node that holds its lease: a durable pull
+//! consumer per partition (`p<N>`, filter `colloquy.events.<N>`, explicit acks), so a new
+//! owner goes on from the last event acknowledged, and an event whose turn never
+//! committed (its owner died, or was fenced out) comes again after the ack wait.
+//!
+//! Acknowledge an event only once its turn is committed (`Delivered::ack`). Must not:
+//! decide anything about an event, or acknowledge one on its own.
+
+// Run by tests/cluster.rs against real NATS servers; partition owners run it in
+// `serve --cluster` once it is wired (docs/cluster.md, "Status").
+#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::Message;
+use futures_util::StreamExt;
+
+use super::intake::events_subject;
+use super::ClusterError;
+use crate::messenger::inbound::InboundEvent;
+use crate::store::JournalRecord;
+
+/// Events delivered and not yet acknowledged, at most, per partition.
+const MAX_ACK_PENDING: i64 = 1_000;
+
+/// One partition's consumer.
+pub struct PartitionEvents {
+    consumer: PullConsumer,
+    partition: u32,
+}
+
+/// An event as delivered, to acknowledge once its turn committed.
+pub struct Delivered {
+    pub event: InboundEvent,
+    /// Delivered before and not acknowledged (its earlier owner never finished it).
+    pub redelivered: bool,
+    message: Message,
+}
+
+impl Delivered {
+    /// Acknowledges the event: it will not come again.
+    pub async fn ack(&self) -> Result<(), ClusterError> {
+        self.message
+            .ack()
+            .await
+            .map_err(|error| ClusterError::JetStream(error.to_string()))
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> ClusterError {
+    ClusterError::JetStream(error.to_string())
+}
+
+impl PartitionEvents {
+    /// The durable consumer of `partition` in the events stream, created on first use; an
+    /// event not acknowledged within `ack_wait` is delivered again.
+    pub async fn open(
+        stream: &Stream,
+        partition: u32,
+        ack_wait: Duration,
+    ) -> Result<PartitionEvents, ClusterError> {
+        let name = format!("p{partition}");
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: events_subject(partition),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait,
+                    max_ack_pending: MAX_ACK_PENDING,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(failed)?;
+        Ok(PartitionEvents {
+            consumer,
+            partition,
+        })
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Up to `max` events, waiting at most `wait` for the first; in stream order.
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivered>, ClusterError> {
+        let mut messages = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(failed)?;
+        let mut delivered = Vec::new();
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(failed)?;
+            let redelivered = message.info().map_err(failed)?.delivered > 1;
+            let record: JournalRecord = match serde_json::from_slice(&message.payload) {
+                Ok(record) => record,
+                Err(error) => {
+                    // Nothing any node could do with it: acknowledged, so it never blocks
+                    // the partition, and logged.
+                    log::error!("partition {}: an unreadable event: {error}", self.partition);
+                    message.ack().await.map_err(failed)?;
+                    continue;
+                }
+            };
+            let event = InboundEvent::from_raw(&record.page_id, record.event, record.standby)
+                .on(record.channel);
+            delivered.push(Delivered {
+                event,
+                redelivered,
+                message,
+            });
+        }
+        Ok(delivered)
+    }
+
+    /// Events of the partition not yet delivered: the consumer's lag.
+    pub async fn lag(&mut self) -> Result<u64, ClusterError> {
+        Ok(self.consumer.info().await.map_err(failed)?.num_pending)
+    }
+}
