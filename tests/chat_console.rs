@@ -386,7 +386,12 @@ impl Flow for Menu {
 }
 
 /// Answers a message and, a moment later, nudges by a timer: a reply nobody typed for.
-struct Nudge;
+/// Its timer keeps checking every 100 ms, silently, until the test lets it speak: the
+/// idle reply then comes after the prompt whatever the machine's load (a fixed delay
+/// raced the console settling on a loaded CI machine).
+struct Nudge {
+    may_speak: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Flow for Nudge {
     type State = ();
@@ -394,13 +399,17 @@ impl Flow for Nudge {
     async fn handle(&self, event: &InboundEvent, turn: &mut Turn<()>) -> Result<(), FlowError> {
         if let EventKind::Message(_) = &event.kind {
             turn.say("noted")?;
-            turn.schedule("nudge", Duration::from_secs(2), Value::Null);
+            turn.schedule("nudge", Duration::from_millis(100), Value::Null);
         }
         Ok(())
     }
 
     async fn on_timer(&self, _: &TimerFired, turn: &mut Turn<()>) -> Result<(), FlowError> {
-        turn.say("Still there?")?;
+        if self.may_speak.load(std::sync::atomic::Ordering::SeqCst) {
+            turn.say("Still there?")?;
+        } else {
+            turn.schedule("nudge", Duration::from_millis(100), Value::Null);
+        }
         Ok(())
     }
 }
@@ -537,11 +546,15 @@ async fn typing_a_number_picks_the_quick_reply_or_button_shown_with_it() {
 /// once, on its own line after the prompt, and the prompt is given again.
 #[actix_web::test]
 async fn a_reply_sent_while_the_person_is_idle_is_shown_with_a_new_prompt() {
-    let mut console = InProcess::start(FlowHandle::new(Nudge));
+    let may_speak = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut console = InProcess::start(FlowHandle::new(Nudge {
+        may_speak: may_speak.clone(),
+    }));
     console.expect("you> ").await;
 
     console.type_line("hello");
     console.expect("bot> noted\nyou> ").await;
+    may_speak.store(true, std::sync::atomic::Ordering::SeqCst);
 
     console.expect("\nbot> Still there?\nyou> ").await;
     console.finish().await.expect("the session ends cleanly");
