@@ -314,3 +314,75 @@ fn summarize(old: &PageTable, new: &PageTable) -> ReloadSummary {
     }
     summary
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::builtin::by_name;
+
+    fn table(text: &str) -> PageTable {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages.toml");
+        std::fs::write(&path, text).unwrap();
+        file::load(&path, &by_name("thanks").unwrap()).unwrap()
+    }
+
+    const TWO_APPS: &str = r#"
+[apps.a]
+secret = "sa"
+verify_token = "va"
+[apps.b]
+secret = "sb"
+verify_token = "vb"
+[[pages]]
+id = "1"
+app = "a"
+access_token = "t1"
+[[pages]]
+id = "2"
+app = "b"
+access_token = "t2"
+"#;
+
+    #[test]
+    fn a_page_is_served_only_for_its_own_apps_signature() {
+        let table = table(TWO_APPS);
+        let (a, b) = (table.app("a").unwrap(), table.app("b").unwrap());
+        assert_eq!(table.admission(a, "1"), Admission::Serve);
+        assert_eq!(table.admission(b, "1"), Admission::OtherApp);
+        assert_eq!(table.admission(a, "3"), Admission::Unknown);
+        assert!(table.verify_token_matches("vb"));
+        assert!(!table.verify_token_matches("sa"));
+    }
+
+    #[test]
+    fn the_single_page_serves_any_page_through_me() {
+        let flow = by_name("thanks").unwrap();
+        let single = PageTable::single(Secret::new("s"), Secret::new("v"), Secret::new("t"), flow);
+        let app = &single.apps()[0];
+        assert_eq!(single.admission(app, "anything"), Admission::Serve);
+        let target = single.send_target("anything").unwrap();
+        assert_eq!(target.node, "me");
+        assert_eq!(target.token.expose(), "t");
+        assert_eq!(target.app_secret.expose(), "s");
+    }
+
+    #[test]
+    fn a_reload_summary_names_what_was_added_removed_and_changed() {
+        let before = table(TWO_APPS);
+        let after = table(
+            &TWO_APPS
+                .replace("access_token = \"t2\"", "access_token = \"t2-new\"")
+                .replace("id = \"1\"", "id = \"3\""),
+        );
+        let summary = summarize(&before, &after);
+        assert_eq!(summary.added, ["3"]);
+        assert_eq!(summary.removed, ["1"]);
+        assert_eq!(summary.changed, ["2"]);
+        assert_eq!(summary.pages, ["2", "3"]);
+        // A new app secret changes its pages too (their proofs change).
+        let resecret = table(&TWO_APPS.replace("secret = \"sb\"", "secret = \"sb2\""));
+        assert_eq!(summarize(&before, &resecret).changed, ["2"]);
+        assert!(summarize(&before, &before).changed.is_empty());
+    }
+}
