@@ -5,12 +5,14 @@ pub use crate::cluster::consumer::PartitionEvents;
 pub use crate::cluster::intake::{
     events_stream, events_subject, partition_of, publish as publish_events,
 };
+pub use crate::cluster::replication::{HeldLeases, LeaseReplicator};
 pub use crate::cluster::turns::{publish_outcome, publish_turn, replay_partition};
 pub use crate::cluster::{
     connect as cluster_connect, lease::lease_subject, ownership::Ownership, state_stream, Lease,
     LeaseError, LeaseTable,
 };
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
+pub use crate::engine::app::start_replicated;
 pub use crate::store::{
     keys, ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, ListFilter,
     OutboxRecord, Outgoing, SendOutcome, Status, Store, TranscriptEntry, TurnCommit,

@@ -5,6 +5,9 @@
 //! fenced out by a takeover cannot write under its old lease, even while it still
 //! believes it holds it; the leases survive losing any one NATS server.
 
+#[path = "api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
 #[path = "cluster/nats.rs"]
 mod nats;
 
@@ -459,6 +462,7 @@ async fn a_replayed_outbox_owes_only_the_replies_whose_send_never_ended() {
             },
             attempts: 0,
             created_at: 1_000,
+            channel: Default::default(),
         };
         let commit = TurnCommit {
             conversation: Some(record.clone()),
@@ -571,4 +575,125 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
         .await
         .unwrap();
     assert!(nothing.is_empty(), "acknowledged events never come again");
+}
+
+/// The engine with a replicator: every turn and send outcome goes to the cluster under the
+/// partition's lease before the node's sled applies it; another node replays the same
+/// conversation from the stream; once the lease moved on, the node commits nothing.
+#[actix_web::test]
+async fn an_engine_node_replicates_each_turn_and_outcome_and_commits_nothing_once_fenced() {
+    use std::sync::Arc;
+
+    use colloquy::test_support::{
+        partition_of, replay_partition, start_replicated, ConversationKey, HeldLeases,
+        LeaseReplicator, Store,
+    };
+    use helpers::*;
+
+    const NODE_PARTITIONS: u32 = 4;
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_secs(3);
+    let node = table(&cluster, "n1", ttl).await;
+    let leases: HeldLeases = Default::default();
+    for partition in 0..NODE_PARTITIONS {
+        let lease = node.acquire(partition).await.unwrap();
+        leases.write().unwrap().insert(partition, lease);
+    }
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default();
+    let config = test_config(&graph, &dir.path().join("db"), &options);
+    let replicator = LeaseReplicator::new(node.clone(), leases.clone(), NODE_PARTITIONS);
+    let app = start_replicated(config, options.flow, Some(Arc::new(replicator)))
+        .await
+        .expect("the node starts");
+    let base = format!("http://{}", app.addr());
+    let post = |body: String| {
+        let url = format!("{base}/webhook");
+        async move {
+            let signature =
+                colloquy::test_support::sign_sha256(APP_SECRET.as_bytes(), body.as_bytes());
+            awc::Client::new()
+                .post(url)
+                .insert_header(("X-Hub-Signature-256", signature))
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body)
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post(text_message("u-rep", "m.rep1", "hello", 1_000)).await,
+        200
+    );
+    graph.wait_for_sends(1).await;
+    let document = || async {
+        awc::Client::new()
+            .get(format!(
+                "http://{}/admin/conversations/u-rep",
+                app.admin_addr()
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    // The node records the reply sent only once the cluster took the outcome.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while document().await["transcript"][1]["status"] != "sent" {
+        assert!(Instant::now() < deadline, "{}", document().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Another node rebuilds the conversation from the stream alone: the message, the
+    // reply, and the reply's outcome (sent), with nothing left owed.
+    let key = ConversationKey::new(PAGE_ID, "u-rep");
+    let partition = partition_of(
+        colloquy::event::Channel::Messenger,
+        PAGE_ID,
+        "u-rep",
+        NODE_PARTITIONS,
+    );
+    let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+    let stream = state_stream(&jetstream).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let replica = Store::open(&other.path().join("db")).unwrap();
+    assert_eq!(
+        replay_partition(&stream, partition, &replica)
+            .await
+            .unwrap(),
+        2
+    );
+    let transcript = replica.transcript(&key).unwrap();
+    assert_eq!(transcript.len(), 2, "{transcript:?}");
+    assert_eq!(transcript[1].1.status, colloquy::test_support::Status::Sent);
+    assert!(replica.pending_outbox().unwrap().is_empty());
+
+    // The lease runs out and another node takes the partition: this node's next turn for
+    // the conversation is refused by the cluster, so nothing is committed or sent.
+    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    let taker = table(&cluster, "n2", ttl).await;
+    taker.acquire(partition).await.unwrap();
+    assert_eq!(
+        post(text_message("u-rep", "m.rep2", "again", 2_000)).await,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        graph.sends().len(),
+        1,
+        "a fenced-out node sends nothing new"
+    );
+    let doc = document().await;
+    assert_eq!(
+        doc["transcript"].as_array().unwrap().len(),
+        2,
+        "the refused turn is not in the node's store: {doc}"
+    );
+    app.stop().await.unwrap();
 }

@@ -14,6 +14,7 @@ pub mod consumer;
 pub mod intake;
 pub mod lease;
 pub mod ownership;
+pub mod replication;
 pub mod turns;
 
 use async_nats::jetstream::{self, context::Context, stream};

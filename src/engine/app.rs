@@ -172,6 +172,16 @@ async fn shutdown_signal() {
 /// Opens the store, starts the sender and supervisor (which resume unsent replies and
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
+    start_replicated(config, flow, None).await
+}
+
+/// `start`, with every turn and send outcome replicated through `replicator` before the
+/// local store applies it: how a cluster node runs the engine.
+pub async fn start_replicated(
+    config: Config,
+    flow: FlowHandle,
+    replicator: Option<Arc<dyn crate::store::Replicator>>,
+) -> Result<RunningApp, StartError> {
     let config = Arc::new(config);
     // A broken pages file stops the start before anything is opened.
     let pages = pages_of(&config, &flow)?;
@@ -192,6 +202,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         pages.clone(),
         config.sender.clone(),
     )
+    .with_replicator(replicator.clone())
     .start();
     let env = Arc::new(ConversationEnv {
         store: store.clone(),
@@ -202,6 +213,7 @@ pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, Start
         flow_timeout: config.flow_timeout,
         idle_timeout: config.idle_timeout,
         handover_app_id: config.handover_app_id.clone(),
+        replicator: replicator.clone(),
     });
     let supervisor = Supervisor::new(env, config.max_live_conversations).start();
     let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone()).start();

@@ -20,6 +20,10 @@ pub enum StoreError {
     /// The committer could not apply or sync a cycle (or is gone, at shutdown).
     #[error("committing to disk failed: {0}")]
     Commit(String),
+    /// The cluster refused the commit (this node no longer holds the conversation's
+    /// partition, or the cluster is unreachable): nothing was applied.
+    #[error("the cluster refused the commit: {0}")]
+    Replication(String),
     /// A conversation's record was not loaded when an event arrived for it.
     #[error("conversation {key} is not loaded")]
     NotLoaded { key: String },

@@ -26,6 +26,7 @@ mod listing;
 mod outbox;
 mod pruning;
 pub mod records;
+mod replication;
 #[cfg(test)]
 mod testing;
 mod timers;
@@ -52,6 +53,7 @@ pub use records::{
     Failure, JournalItem, JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status,
     TimerEntry, TimerRecord, TranscriptEntry,
 };
+pub use replication::Replicator;
 pub use turn::{EntryChange, TurnCommit};
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone

@@ -499,6 +499,9 @@ pub struct OutboxRecord {
     pub attempts: u32,
     /// Local time (ms) the flow decided it.
     pub created_at: i64,
+    /// The conversation's channel (a cluster partitions by it).
+    #[serde(default, skip_serializing_if = "Channel::is_messenger")]
+    pub channel: Channel,
 }
 
 impl OutboxRecord {

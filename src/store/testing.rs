@@ -56,6 +56,7 @@ pub fn outbox_record(entry: u64) -> OutboxRecord {
         }),
         attempts: 0,
         created_at: 10,
+        channel: Default::default(),
     }
 }
 

@@ -141,6 +141,7 @@ pub(super) fn queue_thread_control(
         },
         attempts: 0,
         created_at: now,
+        channel: record.channel,
     };
     commit.new_entries.push((seq, entry));
     commit.outbox.push((env.store.next_id()?, outbox));
@@ -188,6 +189,7 @@ pub(super) fn queue_reply(
         outgoing,
         attempts: 0,
         created_at: now,
+        channel: record.channel,
     };
     commit.new_entries.push((seq, entry));
     commit.outbox.push((env.store.next_id()?, outbox));

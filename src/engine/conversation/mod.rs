@@ -46,6 +46,9 @@ pub struct ConversationEnv {
     pub sender: Addr<OutboundSender>,
     pub flow_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A cluster node's replication of every commit (fenced by the partition's lease),
+    /// before the local store applies it; `None` on a single node.
+    pub replicator: Option<Arc<dyn crate::store::Replicator>>,
     /// Where a pause passes the thread (handover protocol); `None`: no handover.
     pub handover_app_id: Option<String>,
 }

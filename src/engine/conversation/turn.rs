@@ -97,6 +97,14 @@ pub(super) async fn handle_event(
     let durable = !outbox.is_empty() || journal.needs_durable_turn();
     let waiting = std::time::Instant::now();
     let counted = count_turn_later(env, &event, &commit, watermarks, &record);
+    if let Some(replicator) = &env.replicator {
+        // In a cluster the turn exists once the cluster took it; fenced out, it is not
+        // applied here either, and its event goes to the partition's new owner.
+        replicator
+            .replicate_turn(&commit)
+            .await
+            .map_err(StoreError::Replication)?;
+    }
     store.commit_turn(commit, durable).await?;
     if durable {
         env.metrics.flush_waited("conversation", waiting.elapsed());

@@ -82,6 +82,8 @@ pub struct OutboundSender {
     load: std::sync::Arc<Load>,
     metrics: std::sync::Arc<Metrics>,
     graph: GraphClient,
+    /// A cluster node's replication of each outcome before the store records it.
+    replicator: Option<std::sync::Arc<dyn crate::store::Replicator>>,
     /// Each page's node, token, app secret and rate, read afresh for every send.
     pages: Pages,
     settings: SenderSettings,
@@ -122,6 +124,7 @@ impl OutboundSender {
             load,
             metrics,
             graph: GraphClient::new(graph_url, settings.request_timeout),
+            replicator: None,
             pages,
             settings,
             callback_client: None,
@@ -134,6 +137,38 @@ impl OutboundSender {
             blocked_pages: HashMap::new(),
             stalled: HashSet::new(),
             rates,
+        }
+    }
+
+    /// The same sender, replicating every outcome through `replicator` first.
+    pub fn with_replicator(
+        mut self,
+        replicator: Option<std::sync::Arc<dyn crate::store::Replicator>>,
+    ) -> Self {
+        self.replicator = replicator;
+        self
+    }
+
+    /// Records how a send ended: in the cluster first (when there is one), then here. If
+    /// the cluster refuses it, nothing is recorded, and the reply stays owed.
+    fn record_outcome(
+        &self,
+        seq: u64,
+        record: OutboxRecord,
+        outcome: SendOutcome,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + 'static {
+        let replicated = self
+            .replicator
+            .as_ref()
+            .map(|replicator| replicator.replicate_outcome(&record, &outcome));
+        let store = self.store.clone();
+        async move {
+            if let Some(replicated) = replicated {
+                replicated
+                    .await
+                    .map_err(crate::store::StoreError::Replication)?;
+            }
+            store.complete_send(seq, &record, outcome).await
         }
     }
 
@@ -319,7 +354,8 @@ impl OutboundSender {
         // The next reply of this conversation waits until this outcome is on disk, so a
         // crash can repeat at most the one send per conversation that was in flight.
         // (The flush is shared with every other writer of the same commit cycle.)
-        let recorded = self.store.complete_send(seq, record, outcome);
+        let record = record.clone();
+        let recorded = self.record_outcome(seq, record, outcome);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.pop_front();
         }

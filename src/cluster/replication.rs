@@ -1,0 +1,119 @@
+//! The cluster's side of the commit seam (`store::Replicator`): each turn and each send
+//! outcome published to its conversation's subject under the current lease of its
+//! partition (`turns.rs`), before the node's own store applies it.
+//!
+//! The leases come from the node's ownership loop, which renews them (each renewal is a
+//! new fencing token): a write fenced while the loop holds a newer lease of the same
+//! partition is tried again with it. Must not: apply anything locally, or write for a
+//! partition this node does not hold.
+
+// Run by tests/cluster.rs (an engine replicating through it); `serve --cluster` wires it
+// once partition consumers land (docs/cluster.md, "Status").
+#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures_util::future::LocalBoxFuture;
+
+use super::intake::partition_of;
+use super::lease::{Lease, LeaseError, LeaseTable};
+use super::turns::{publish_outcome, publish_turn};
+use crate::messenger::inbound::Channel;
+use crate::store::{ConversationKey, OutboxRecord, Replicator, SendOutcome, TurnCommit};
+
+/// The leases this node holds now, by partition; kept by the ownership loop.
+pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
+
+/// Tries of a write whose lease was renewed meanwhile.
+const RENEWED_RETRIES: usize = 3;
+
+pub struct LeaseReplicator {
+    table: LeaseTable,
+    leases: HeldLeases,
+    partitions: u32,
+}
+
+impl LeaseReplicator {
+    pub fn new(table: LeaseTable, leases: HeldLeases, partitions: u32) -> Self {
+        LeaseReplicator {
+            table,
+            leases,
+            partitions,
+        }
+    }
+
+    fn partition(&self, channel: Channel, key: &ConversationKey) -> u32 {
+        partition_of(channel, &key.page_id, &key.psid, self.partitions)
+    }
+}
+
+/// The lease held for `partition`, if any.
+fn held(leases: &HeldLeases, partition: u32) -> Option<Lease> {
+    leases
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&partition)
+        .cloned()
+}
+
+/// Runs `write` under the partition's current lease, again under a renewed one if the
+/// first was fenced by this node's own renewal.
+async fn under_lease<F, Fut>(leases: HeldLeases, partition: u32, write: F) -> Result<(), String>
+where
+    F: Fn(Lease) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, LeaseError>>,
+{
+    let mut tried: Option<u64> = None;
+    for _ in 0..RENEWED_RETRIES {
+        let lease = held(&leases, partition)
+            .ok_or_else(|| format!("this node does not hold partition {partition}"))?;
+        if tried == Some(lease.token) {
+            break;
+        }
+        match write(lease.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(LeaseError::Fenced { .. }) => tried = Some(lease.token),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Err(format!(
+        "partition {partition}: fenced out (another node holds its lease)"
+    ))
+}
+
+impl Replicator for LeaseReplicator {
+    fn replicate_turn(&self, commit: &TurnCommit) -> LocalBoxFuture<'static, Result<(), String>> {
+        let Some(record) = &commit.conversation else {
+            // Consumes a journal item only: nothing of the conversation changes.
+            return Box::pin(async { Ok(()) });
+        };
+        let partition = self.partition(record.channel, &record.key());
+        let (table, leases, commit) = (self.table.clone(), self.leases.clone(), commit.clone());
+        Box::pin(async move {
+            under_lease(leases, partition, |lease| {
+                let (table, commit) = (table.clone(), commit.clone());
+                async move { publish_turn(&table, &lease, &commit).await }
+            })
+            .await
+        })
+    }
+
+    fn replicate_outcome(
+        &self,
+        record: &OutboxRecord,
+        outcome: &SendOutcome,
+    ) -> LocalBoxFuture<'static, Result<(), String>> {
+        let key = ConversationKey::new(record.page_id.clone(), record.psid.clone());
+        let partition = self.partition(record.channel, &key);
+        let (table, leases) = (self.table.clone(), self.leases.clone());
+        let (record, outcome) = (record.clone(), outcome.clone());
+        Box::pin(async move {
+            under_lease(leases, partition, |lease| {
+                let (table, record, outcome) = (table.clone(), record.clone(), outcome.clone());
+                async move { publish_outcome(&table, &lease, &record, &outcome).await }
+            })
+            .await
+        })
+    }
+}
