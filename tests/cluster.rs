@@ -239,6 +239,17 @@ async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_n
     let mut all: Vec<u32> = [a.held(), b.held(), c.held()].concat();
     all.sort();
     assert_eq!(all, (0..PARTITIONS).collect::<Vec<_>>(), "each held once");
+    // The node's writers see exactly the leases held, with their current tokens.
+    {
+        let shared = a.shared();
+        let shared = shared.read().unwrap();
+        let mut seen: Vec<u32> = shared.keys().copied().collect();
+        seen.sort();
+        assert_eq!(seen, a.held());
+        for (partition, lease) in shared.iter() {
+            assert_eq!(Some(lease), a.lease(*partition));
+        }
+    }
 
     // c dies without a word: once its heartbeat and leases run out, a and b share its
     // partitions.

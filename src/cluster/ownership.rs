@@ -18,6 +18,7 @@ use async_nats::jetstream::stream::Stream;
 use futures_util::TryStreamExt;
 
 use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
+use super::replication::HeldLeases;
 use crate::clock::now_ms;
 
 /// The subject of a node's heartbeat.
@@ -40,6 +41,8 @@ pub struct Ownership {
     stream: Stream,
     partitions: u32,
     held: BTreeMap<u32, Lease>,
+    /// Where the node's writers (the replicator) read the current leases.
+    shared: HeldLeases,
 }
 
 impl Ownership {
@@ -49,7 +52,23 @@ impl Ownership {
             stream,
             partitions: partitions.max(1),
             held: BTreeMap::new(),
+            shared: HeldLeases::default(),
         }
+    }
+
+    /// The leases as the node's writers see them, kept current after every round (a
+    /// renewal is a new fencing token).
+    pub fn shared(&self) -> HeldLeases {
+        self.shared.clone()
+    }
+
+    fn publish_held(&self) {
+        let mut shared = self
+            .shared
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.clear();
+        shared.extend(self.held.iter().map(|(p, lease)| (*p, lease.clone())));
     }
 
     /// The partitions held after the last round, in order.
@@ -66,20 +85,28 @@ impl Ownership {
     pub async fn round(&mut self) -> Result<RoundChanges, LeaseError> {
         let mut changes = RoundChanges::default();
         self.heartbeat().await?;
-        self.renew_all(&mut changes).await?;
+        let renewed = self.renew_all(&mut changes).await;
+        // Renewed (or lost) leases reach the writers before anything else can fail.
+        self.publish_held();
+        renewed?;
         let live = self.live_nodes().await?;
         let nodes = u32::try_from(live.len().max(1)).unwrap_or(u32::MAX);
         let share = usize::try_from(self.partitions.div_ceil(nodes)).unwrap_or(usize::MAX);
         self.give_back_beyond(share, &mut changes).await?;
         let position = live.iter().position(|node| node == self.table.node());
-        self.take_up_to(share, position.unwrap_or(0), live.len(), &mut changes)
-            .await?;
+        let taken = self
+            .take_up_to(share, position.unwrap_or(0), live.len(), &mut changes)
+            .await;
+        self.publish_held();
+        taken?;
         Ok(changes)
     }
 
     /// Gives every lease back (a clean stop): the others need not wait for them to run out.
     pub async fn release_all(&mut self) -> Result<(), LeaseError> {
-        for (_, lease) in std::mem::take(&mut self.held) {
+        let held = std::mem::take(&mut self.held);
+        self.publish_held();
+        for (_, lease) in held {
             self.table.release(&lease).await?;
         }
         Ok(())
@@ -144,6 +171,8 @@ impl Ownership {
             let Some((partition, lease)) = self.held.pop_last() else {
                 break;
             };
+            // Writers stop using it before it is given back.
+            self.publish_held();
             self.table.release(&lease).await?;
             changes.released.push(partition);
         }
