@@ -36,6 +36,26 @@ async fn table(cluster: &NatsCluster, node: &str, ttl: Duration) -> LeaseTable {
     }
 }
 
+/// The events stream once the cluster has elected its JetStream leaders.
+async fn events(
+    cluster: &NatsCluster,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::stream::Stream,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+        match colloquy::test_support::events_stream(&jetstream).await {
+            Ok(stream) => return (jetstream, stream),
+            Err(error) => {
+                assert!(Instant::now() < deadline, "{error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
 /// Retries `attempt` while the cluster has no leader for the stream (after a server is
 /// killed), up to 30 s.
 async fn patiently<T>(
@@ -281,20 +301,10 @@ async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_n
 #[tokio::test]
 async fn intake_stores_each_event_once_on_its_conversations_partition_even_without_a_server() {
     use colloquy::event::{parse_envelope, Channel};
-    use colloquy::test_support::{events_stream, events_subject, partition_of, publish_events};
+    use colloquy::test_support::{events_subject, partition_of, publish_events};
 
     let mut cluster = NatsCluster::start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (jetstream, stream) = loop {
-        let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
-        match events_stream(&jetstream).await {
-            Ok(stream) => break (jetstream, stream),
-            Err(error) => {
-                assert!(Instant::now() < deadline, "{error}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    };
+    let (jetstream, stream) = events(&cluster).await;
     let body = |first: u32| {
         let items: Vec<serde_json::Value> = (first..first + 10)
             .map(|i| {
@@ -525,20 +535,10 @@ async fn a_replayed_outbox_owes_only_the_replies_whose_send_never_ended() {
 #[tokio::test]
 async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_was_not_acked() {
     use colloquy::event::parse_envelope;
-    use colloquy::test_support::{events_stream, publish_events, PartitionEvents};
+    use colloquy::test_support::{publish_events, PartitionEvents};
 
     let cluster = NatsCluster::start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (jetstream, stream) = loop {
-        let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
-        match events_stream(&jetstream).await {
-            Ok(stream) => break (jetstream, stream),
-            Err(error) => {
-                assert!(Instant::now() < deadline, "{error}");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    };
+    let (jetstream, stream) = events(&cluster).await;
     let items: Vec<serde_json::Value> = (0..10)
         .map(|i| {
             serde_json::json!({"sender": {"id": format!("u{}", i % 3)}, "recipient": {"id": "1001"},

@@ -89,7 +89,7 @@ async fn create_replicated(
 ) -> Result<stream::Stream, ClusterError> {
     match jetstream.get_or_create_stream(config(REPLICAS)).await {
         Ok(stream) => Ok(stream),
-        Err(error) if clustered(jetstream).await == Some(false) => {
+        Err(error) if !clustered(jetstream) => {
             log::info!("NATS is a single server ({error}); streams have one replica");
             jetstream
                 .get_or_create_stream(config(1))
@@ -101,9 +101,27 @@ async fn create_replicated(
 }
 
 /// Whether the server this client is connected to belongs to a NATS cluster.
-async fn clustered(jetstream: &Context) -> Option<bool> {
+fn clustered(jetstream: &Context) -> bool {
     let info = jetstream.client().server_info();
-    Some(info.cluster.as_deref().is_some_and(|name| !name.is_empty()))
+    info.cluster.as_deref().is_some_and(|name| !name.is_empty())
+}
+
+/// The subjects of `stream` matching `filter`, with how many messages each holds.
+pub(crate) async fn subjects(
+    stream: &stream::Stream,
+    filter: &str,
+) -> Result<Vec<(String, usize)>, ClusterError> {
+    use futures_util::TryStreamExt;
+    let failed = |error: &dyn std::fmt::Display| ClusterError::JetStream(error.to_string());
+    let mut listed = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut subjects = Vec::new();
+    while let Some(subject) = listed.try_next().await.map_err(|e| failed(&e))? {
+        subjects.push(subject);
+    }
+    Ok(subjects)
 }
 
 /// Who holds each of `partitions` partitions, for `colloquy cluster status`.

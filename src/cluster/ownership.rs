@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 
 use async_nats::jetstream::stream::Stream;
-use futures_util::TryStreamExt;
 
 use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
 use super::replication::HeldLeases;
@@ -214,16 +213,11 @@ impl Ownership {
 /// Every node's last heartbeat (run out or not), by the stream's node subjects.
 pub async fn heartbeats(stream: &Stream) -> Result<Vec<LeaseRecord>, LeaseError> {
     let nats = |e: &dyn std::fmt::Display| LeaseError::Nats(e.to_string());
-    let mut subjects = stream
-        .info_with_subjects("colloquy.node.*")
+    let names = super::subjects(stream, "colloquy.node.*")
         .await
         .map_err(|e| nats(&e))?;
-    let mut names = Vec::new();
-    while let Some((subject, _)) = subjects.try_next().await.map_err(|e| nats(&e))? {
-        names.push(subject);
-    }
     let mut beats = Vec::new();
-    for subject in names {
+    for (subject, _) in names {
         let message = stream
             .get_last_raw_message_by_subject(&subject)
             .await

@@ -161,20 +161,8 @@ pub async fn replay_partition(
 
 /// How many messages of `stream` match `filter`.
 async fn stream_count(stream: &Stream, filter: &str) -> Result<u64, ClusterError> {
-    use futures_util::TryStreamExt;
-    let mut subjects = stream
-        .info_with_subjects(filter)
-        .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
-    let mut count = 0;
-    while let Some((_, messages)) = subjects
-        .try_next()
-        .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?
-    {
-        count += u64::try_from(messages).unwrap_or(0);
-    }
-    Ok(count)
+    let subjects = super::subjects(stream, filter).await?;
+    Ok(subjects.iter().map(|(_, messages)| *messages as u64).sum())
 }
 
 /// The outbox items replayed so far, by conversation and transcript entry: their local

@@ -103,8 +103,7 @@ impl GraphClient {
         auth: &PageAuth,
         request: &SendRequest,
     ) -> Result<SendResponse, CallError> {
-        let json = serde_json::to_vec(request)
-            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let json = encoded(request)?;
         let call = Call {
             method: Method::POST,
             path: &auth.path("messages"),
@@ -141,8 +140,7 @@ impl GraphClient {
                 }),
             ),
         };
-        let json = serde_json::to_vec(&body)
-            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let json = encoded(&body)?;
         let call = Call {
             method: Method::POST,
             path: &auth.path(path),
@@ -213,19 +211,8 @@ impl GraphClient {
         profile: &Value,
         platform: Option<&str>,
     ) -> Result<(), CallError> {
-        let json = serde_json::to_vec(profile)
-            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
-        let query: Vec<_> = platform
-            .map(|platform| ("platform", platform))
-            .into_iter()
-            .collect();
-        let call = Call {
-            method: Method::POST,
-            path: &auth.path("messenger_profile"),
-            query: &query,
-            json: Some(json),
-        };
-        self.call(call, auth).await.map(drop)
+        self.write_messenger_profile(auth, Method::POST, profile, platform)
+            .await
     }
 
     /// `DELETE /{node}/messenger_profile` with `{"fields": [...]}`: removes those properties.
@@ -235,17 +222,28 @@ impl GraphClient {
         fields: &[&str],
         platform: Option<&str>,
     ) -> Result<(), CallError> {
-        let json = serde_json::to_vec(&serde_json::json!({ "fields": fields }))
-            .map_err(|error| CallError::InvalidRequest(error.to_string()))?;
+        let body = serde_json::json!({ "fields": fields });
+        self.write_messenger_profile(auth, Method::DELETE, &body, platform)
+            .await
+    }
+
+    /// A change to the Messenger Profile: `body` sent with `method`.
+    async fn write_messenger_profile(
+        &self,
+        auth: &PageAuth,
+        method: Method,
+        body: &Value,
+        platform: Option<&str>,
+    ) -> Result<(), CallError> {
         let query: Vec<_> = platform
             .map(|platform| ("platform", platform))
             .into_iter()
             .collect();
         let call = Call {
-            method: Method::DELETE,
+            method,
             path: &auth.path("messenger_profile"),
             query: &query,
-            json: Some(json),
+            json: Some(encoded(body)?),
         };
         self.call(call, auth).await.map(drop)
     }
@@ -311,6 +309,11 @@ pub(crate) fn appsecret_proof(app_secret: &Secret, token: &Secret) -> String {
         .expect("HMAC takes a key of any length");
     mac.update(token.expose().as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// A request body as JSON bytes.
+fn encoded<T: serde::Serialize + ?Sized>(body: &T) -> Result<Vec<u8>, CallError> {
+    serde_json::to_vec(body).map_err(|error| CallError::InvalidRequest(error.to_string()))
 }
 
 /// An answer's JSON, or `null` when it is not JSON (the caller shows what came).

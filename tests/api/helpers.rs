@@ -389,6 +389,18 @@ pub fn envelope(entries: Vec<Value>) -> String {
     json!({"object": "page", "entry": entries}).to_string()
 }
 
+/// The psids of a list answer (`GET /admin/conversations`), sorted.
+pub fn psids(answer: &Answer) -> Vec<String> {
+    let mut psids: Vec<String> = answer.json()["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["psid"].as_str().unwrap().to_string())
+        .collect();
+    psids.sort();
+    psids
+}
+
 /// A seed sample from data/samples, as shipped.
 pub fn sample(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

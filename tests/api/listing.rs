@@ -100,17 +100,6 @@ async fn a_bad_list_query_is_refused_with_what_is_wrong() {
     }
 }
 
-fn psids(answer: &Answer) -> Vec<String> {
-    let mut psids: Vec<String> = answer.json()["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["psid"].as_str().unwrap().to_string())
-        .collect();
-    psids.sort();
-    psids
-}
-
 /// A flow that fails on "boom" and starts an interview-shaped state otherwise.
 struct Interviewish;
 

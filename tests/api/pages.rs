@@ -154,14 +154,7 @@ async fn each_reply_goes_to_its_own_pages_endpoint_with_its_token_and_proof() {
     // The list filters by channel, and by page.
     let psids = |answer: Answer| -> Vec<String> {
         assert_eq!(answer.status, 200, "{}", answer.body);
-        let mut psids: Vec<String> = answer.json()["conversations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["psid"].as_str().unwrap().to_string())
-            .collect();
-        psids.sort();
-        psids
+        psids(&answer)
     };
     let list = |query: &'static str| app.admin("GET", query, "");
     assert_eq!(

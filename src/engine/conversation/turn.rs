@@ -44,8 +44,12 @@ pub(super) async fn handle_event(
         ..TurnCommit::default()
     };
     let watermarks = (record.delivered_watermark, record.read_watermark);
-    if let Some(channel) = env.pages.current().channel_of(&record.page_id) {
-        record.channel = channel;
+    if !matches!(event, EngineEvent::Messenger(_)) {
+        // A webhook event says its channel itself (below); a timer or an operator's
+        // action on a conversation never seen takes its page's.
+        if let Some(channel) = env.pages.current().channel_of(&record.page_id) {
+            record.channel = channel;
+        }
     }
     commit.listed_before = Some((record.last_activity, record.paused));
     match &event {
