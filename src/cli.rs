@@ -176,6 +176,20 @@ pub struct ServeArgs {
     /// Hours a handled event is remembered, so that its redelivery is skipped (default 168).
     #[arg(long, env = "COLLOQUY_DEDUP_RETENTION_HOURS")]
     pub dedup_retention_hours: Option<u64>,
+    /// Run as a node of a cluster on NATS JetStream: the NATS servers, comma-separated
+    /// (`nats://host:4222,...`). Without it colloquy runs alone on its sled store.
+    #[arg(long = "cluster", env = "COLLOQUY_NATS_URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes (default: the host name).
+    #[arg(long, env = "COLLOQUY_NODE")]
+    pub node: Option<String>,
+    /// Partitions of the cluster (the same on every node).
+    #[arg(long, env = "COLLOQUY_PARTITIONS", default_value_t = crate::cluster::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
+    /// How long a partition's lease lasts without renewal, in ms: a dead node's
+    /// partitions move to the others after about this long.
+    #[arg(long, env = "COLLOQUY_LEASE_MS", default_value_t = crate::cluster::node::DEFAULT_LEASE_MS)]
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -290,8 +304,36 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let flow = resolve_flow(&args.flow)?;
     log::info!("starting with flow `{}`", args.flow);
-    let app = crate::start(config, flow).await?;
+    let app = match &args.cluster {
+        None => crate::start(config, flow).await?,
+        Some(urls) => {
+            let settings = crate::cluster::node::NodeSettings {
+                urls: urls.clone(),
+                node: args.node.clone().unwrap_or_else(host_name),
+                partitions: args.partitions,
+                lease_ttl: std::time::Duration::from_millis(args.lease_ms.max(300)),
+            };
+            crate::cluster::node::start_node(config, flow, settings).await?
+        }
+    };
     app.wait().await.context("server stopped with an error")
+}
+
+/// This machine's name, as a node name (characters a subject cannot hold become `-`).
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "colloquy".into());
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// Every conversation the running server lists, page after page.

@@ -5,6 +5,7 @@ pub use crate::cluster::consumer::PartitionEvents;
 pub use crate::cluster::intake::{
     events_stream, events_subject, partition_of, publish as publish_events,
 };
+pub use crate::cluster::node::{start_node, NodeSettings};
 pub use crate::cluster::replication::{HeldLeases, LeaseReplicator};
 pub use crate::cluster::turns::{publish_outcome, publish_turn, replay_partition};
 pub use crate::cluster::{

@@ -708,3 +708,140 @@ async fn an_engine_node_replicates_each_turn_and_outcome_and_commits_nothing_onc
     );
     app.stop().await.unwrap();
 }
+
+/// A cluster node on `cluster`, serving the echo flow with its own store in `dir`.
+async fn start_node(
+    cluster: &NatsCluster,
+    graph: &helpers::MockGraph,
+    dir: &std::path::Path,
+    name: &str,
+    partitions: u32,
+    lease: Duration,
+) -> colloquy::RunningApp {
+    let options = helpers::Options {
+        flow: colloquy::flow::builtin::by_name("echo").unwrap(),
+        ..helpers::Options::default()
+    };
+    let config = helpers::test_config(graph, &dir.join(name), &options);
+    let settings = colloquy::test_support::NodeSettings {
+        urls: cluster.urls(),
+        node: name.into(),
+        partitions,
+        lease_ttl: lease,
+    };
+    colloquy::test_support::start_node(config, options.flow, settings)
+        .await
+        .expect("the node starts")
+}
+
+/// POSTs a signed webhook body to `app`; the status.
+async fn post_to(app: &colloquy::RunningApp, body: String) -> u16 {
+    let signature =
+        colloquy::test_support::sign_sha256(helpers::APP_SECRET.as_bytes(), body.as_bytes());
+    awc::Client::new()
+        .post(format!("http://{}/webhook", app.addr()))
+        .insert_header(("X-Hub-Signature-256", signature))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body)
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The texts the mock Graph API was asked to send to each user, in the order it got them.
+fn replies_by_user(graph: &helpers::MockGraph) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut replies: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for send in graph.sends() {
+        let user = send.body["recipient"]["id"].as_str().unwrap_or_default();
+        let text = send.body["message"]["text"].as_str().unwrap_or_default();
+        replies
+            .entry(user.to_string())
+            .or_default()
+            .push(text.to_string());
+    }
+    replies
+}
+
+#[actix_web::test]
+async fn nodes_take_webhooks_on_any_node_and_answer_each_message_once_in_order() {
+    use helpers::*;
+    const PARTITIONS: u32 = 6;
+    const USERS: usize = 12;
+    const MESSAGES: usize = 4;
+    init_logging();
+    let cluster = NatsCluster::start();
+    table(&cluster, "ready", Duration::from_secs(1)).await;
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_millis(1500);
+    let one = start_node(&cluster, &graph, dir.path(), "n1", PARTITIONS, lease).await;
+    let two = start_node(&cluster, &graph, dir.path(), "n2", PARTITIONS, lease).await;
+    let nodes = [&one, &two];
+    for round in 0..MESSAGES {
+        for user in 0..USERS {
+            let body = text_message(
+                &format!("u{user}"),
+                &format!("m.{user}.{round}"),
+                &format!("say {round}"),
+                1_000 + round as i64,
+            );
+            // Each message to another node than the last: any node takes any event.
+            let node = nodes[(user + round) % 2];
+            assert_eq!(post_to(node, body).await, 200);
+        }
+    }
+    sends_within(&graph, USERS * MESSAGES, Duration::from_secs(60)).await;
+    // A little longer: a second send of any message would show here.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replies = replies_by_user(&graph);
+    assert_eq!(replies.len(), USERS, "{replies:?}");
+    for (user, texts) in &replies {
+        let expected: Vec<String> = (0..MESSAGES).map(|round| format!("say {round}")).collect();
+        assert_eq!(texts, &expected, "{user}'s replies, in the order sent");
+    }
+    // The partitions spread over both nodes (the second joined after the first took
+    // them all), and each says how many it serves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let owned = [
+            node_metric(&one, "colloquy_cluster_partitions_owned").await,
+            node_metric(&two, "colloquy_cluster_partitions_owned").await,
+        ];
+        if owned == [3.0, 3.0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions owned: {owned:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    one.stop().await.unwrap();
+    two.stop().await.unwrap();
+}
+
+/// One figure of a node's `/metrics`.
+async fn node_metric(node: &colloquy::RunningApp, name: &str) -> f64 {
+    let body = awc::Client::new()
+        .get(format!("http://{}/metrics", node.admin_addr()))
+        .bearer_auth(helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    helpers::metric_value(&String::from_utf8_lossy(&body), name)
+}
+
+/// Waits until the mock Graph API got `n` sends (a loaded machine running several NATS
+/// clusters at once is slow; nothing here measures speed).
+async fn sends_within(graph: &helpers::MockGraph, n: usize, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while graph.sends().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} sends: {:?}",
+            graph.sends().len(),
+            replies_by_user(graph)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -6,15 +6,11 @@
 //! Acknowledge an event only once its turn is committed (`Delivered::ack`). Must not:
 //! decide anything about an event, or acknowledge one on its own.
 
-// Run by tests/cluster.rs against real NATS servers; partition owners run it in
-// `serve --cluster` once it is wired (docs/cluster.md, "Status").
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::Message;
+use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 
 use super::intake::events_subject;
@@ -35,17 +31,45 @@ pub struct PartitionEvents {
 pub struct Delivered {
     pub event: InboundEvent,
     /// Delivered before and not acknowledged (its earlier owner never finished it).
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
     pub redelivered: bool,
     message: Message,
 }
 
+#[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
 impl Delivered {
     /// Acknowledges the event: it will not come again.
     pub async fn ack(&self) -> Result<(), ClusterError> {
-        self.message
-            .ack()
-            .await
-            .map_err(|error| ClusterError::JetStream(error.to_string()))
+        self.receipt().ack().await
+    }
+
+    /// The event, and what acknowledges it.
+    pub fn split(self) -> (InboundEvent, Receipt) {
+        (self.event, Receipt(self.message))
+    }
+
+    fn receipt(&self) -> Receipt {
+        Receipt(self.message.clone())
+    }
+}
+
+/// How a delivered event's handling ended, told to its consumer.
+pub struct Receipt(Message);
+
+impl Receipt {
+    /// Its turn committed: it will not come again.
+    pub async fn ack(&self) -> Result<(), ClusterError> {
+        self.0.ack().await.map_err(failed)
+    }
+
+    /// Not handled: deliver it again now, ahead of later events.
+    pub async fn nak(&self) -> Result<(), ClusterError> {
+        self.0.ack_with(AckKind::Nak(None)).await.map_err(failed)
+    }
+
+    /// Still being handled: the ack wait starts over.
+    pub async fn in_progress(&self) -> Result<(), ClusterError> {
+        self.0.ack_with(AckKind::Progress).await.map_err(failed)
     }
 }
 
@@ -123,6 +147,12 @@ impl PartitionEvents {
             });
         }
         Ok(delivered)
+    }
+
+    /// Events delivered (to this node or an earlier holder) and not acknowledged yet.
+    pub async fn ack_pending(&mut self) -> Result<u64, ClusterError> {
+        let pending = self.consumer.info().await.map_err(failed)?.num_ack_pending;
+        Ok(u64::try_from(pending).unwrap_or_default())
     }
 
     /// Events of the partition not yet delivered: the consumer's lag.

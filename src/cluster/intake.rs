@@ -10,10 +10,6 @@
 //! only once every event has its PubAck: stored on a majority of the servers.
 //! Must not: answer the webhook, or decide anything about an event.
 
-// Run by tests/cluster.rs against real NATS servers; the webhook calls it in
-// `serve --cluster` once partition consumers land (docs/cluster.md, "Status").
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
 use std::future::IntoFuture;
 use std::time::Duration;
 

@@ -13,11 +13,6 @@
 //! Must not: decide which partitions a node should hold (the node's ownership loop
 //! does), or retry a refused write.
 
-// Taking, renewing and fenced writing are exercised by tests/cluster.rs against real
-// NATS servers; the node runtime that calls them in `serve --cluster` is the next step of
-// issue 15 (docs/cluster.md, "Status"). Until then only `holder` runs in the binary.
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
 use std::time::Duration;
 
 use async_nats::header::HeaderMap;
@@ -120,8 +115,16 @@ impl LeaseTable {
     }
 
     /// Takes `partition` if nobody holds it, its lease ran out, or this node holds it.
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
     pub async fn acquire(&self, partition: u32) -> Result<Lease, LeaseError> {
+        self.take_over(partition).await.map(|(lease, _)| lease)
+    }
+
+    /// `acquire`, also saying whose lease ran out, if it was another node's that was
+    /// never given back (a failover).
+    pub async fn take_over(&self, partition: u32) -> Result<(Lease, Option<String>), LeaseError> {
         let holder = self.holder(partition).await?;
+        let mut ran_out = None;
         if let Some(record) = &holder.record {
             let someone_else = !record.node.is_empty() && record.node != self.node;
             if someone_else && record.until > now_ms() {
@@ -131,8 +134,12 @@ impl LeaseTable {
                     until: record.until,
                 });
             }
+            ran_out = someone_else.then(|| record.node.clone());
         }
-        self.write(partition, holder.sequence, self.expiry()).await
+        let lease = self
+            .write(partition, holder.sequence, self.expiry())
+            .await?;
+        Ok((lease, ran_out))
     }
 
     /// Extends `lease`; fenced when another node took the partition meanwhile.
@@ -221,8 +228,12 @@ impl LeaseTable {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<u64, LeaseError> {
+        // The server says "wrong last sequence" with code 10071 when the subject's own
+        // last sequence differs, and with 10164 (which async-nats does not name) when the
+        // one of `Nats-Expected-Last-Subject-Sequence-Subject` does: fenced, either way.
         let fenced_or = |kind: PublishErrorKind, error: String| match kind {
             PublishErrorKind::WrongLastSequence => LeaseError::Fenced { partition },
+            _ if error.contains("wrong last sequence") => LeaseError::Fenced { partition },
             _ => LeaseError::Nats(error),
         };
         let ack = self

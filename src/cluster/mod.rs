@@ -1,19 +1,21 @@
-//! The cluster backend on NATS JetStream (issue 15): what several colloquy nodes share.
+//! The cluster backend on NATS JetStream: what several colloquy nodes share, and a node
+//! of them (`node.rs`, `colloquy serve --cluster`).
 //!
-//! Built so far: the connection (`connect`), the state stream every node writes to
-//! (`state_stream`, replicated as far as the NATS cluster allows, up to three ways), and
-//! partition leases with fencing tokens (`lease.rs`), read by `colloquy cluster status`,
-//! each node's fair share of the partitions (`ownership.rs`), the events stream
-//! (`intake.rs`) and each partition's durable consumer of it (`consumer.rs`), and turns
-//! committed under a lease and replayed by a new owner (`turns.rs`).
-//! The design and what is still to come (intake, partition consumers, turns committed
-//! under a lease, failover) are in `docs/cluster.md`. Single-node mode (sled) does not
-//! use this module. Must not: know the actors or the store.
+//! The connection (`connect`), the state stream every node writes to (`state_stream`,
+//! replicated as far as the NATS cluster allows, up to three ways), partition leases with
+//! fencing tokens (`lease.rs`), each node's fair share of the partitions
+//! (`ownership.rs`), the events stream (`intake.rs`) and each partition's durable consumer
+//! of it (`consumer.rs`) feeding the engine (`partition.rs`), and turns committed under a
+//! lease and replayed by a new owner (`turns.rs`, `replication.rs`). The design is in
+//! `docs/cluster.md`. Single-node mode (sled alone) does not use this module. Must not:
+//! run flows, or write the store except through the engine's seams.
 
 pub mod consumer;
 pub mod intake;
 pub mod lease;
+pub mod node;
 pub mod ownership;
+pub mod partition;
 pub mod replication;
 pub mod turns;
 

@@ -8,11 +8,8 @@
 //! out. Must not: write anything under a lease (the partition's consumer does, fenced),
 //! or keep a partition whose renewal was fenced out.
 
-// Run by tests/cluster.rs against real NATS servers; `serve --cluster` runs it once the
-// partition consumers land (docs/cluster.md, "Status").
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::stream::Stream;
 
@@ -32,6 +29,8 @@ pub struct RoundChanges {
     pub released: Vec<u32>,
     /// Leases another node took (their renewal was fenced out).
     pub lost: Vec<u32>,
+    /// Of `taken`, those whose earlier holder's lease ran out (it died, or stalled).
+    pub failovers: Vec<u32>,
 }
 
 /// One node's share of the partitions.
@@ -42,7 +41,15 @@ pub struct Ownership {
     held: BTreeMap<u32, Lease>,
     /// Where the node's writers (the replicator) read the current leases.
     shared: HeldLeases,
+    /// Partitions beyond the fair share, to give back once their consumer drained (still
+    /// held and renewed meanwhile, but no longer served).
+    leaving: BTreeSet<u32>,
+    /// Set by `drain_first`: the partitions whose consumer stopped, to release now.
+    drained: Option<Drained>,
 }
+
+/// The partitions a node stopped consuming, for its ownership loop to give back.
+pub type Drained = Arc<Mutex<BTreeSet<u32>>>;
 
 impl Ownership {
     pub fn new(table: LeaseTable, stream: Stream, partitions: u32) -> Ownership {
@@ -52,7 +59,25 @@ impl Ownership {
             partitions: partitions.max(1),
             held: BTreeMap::new(),
             shared: HeldLeases::default(),
+            leaving: BTreeSet::new(),
+            drained: None,
         }
+    }
+
+    /// Partitions beyond the fair share are given back only once marked in the returned
+    /// set (their consumer stopped and its batch settled), so the next holder never
+    /// fetches an event while an earlier one of its conversation is still in hand here.
+    pub fn drain_first(&mut self) -> Drained {
+        self.drained.get_or_insert_with(Drained::default).clone()
+    }
+
+    /// The held partitions to serve: held, and not on their way out.
+    pub fn served(&self) -> Vec<u32> {
+        self.held
+            .keys()
+            .copied()
+            .filter(|partition| !self.leaving.contains(partition))
+            .collect()
     }
 
     /// The leases as the node's writers see them, kept current after every round (a
@@ -71,11 +96,13 @@ impl Ownership {
     }
 
     /// The partitions held after the last round, in order.
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
     pub fn held(&self) -> Vec<u32> {
         self.held.keys().copied().collect()
     }
 
     /// The lease of a held partition (its fencing token for writes).
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
     pub fn lease(&self, partition: u32) -> Option<&Lease> {
         self.held.get(&partition)
     }
@@ -133,6 +160,9 @@ impl Ownership {
             match self.table.renew(&lease).await {
                 Ok(renewed) => {
                     self.held.insert(lease.partition, renewed);
+                    // Writers in flight were just fenced by the renewal: they retry with
+                    // the new token as soon as they can see it.
+                    self.publish_held();
                 }
                 Err(LeaseError::Fenced { partition }) => {
                     log::warn!(
@@ -166,6 +196,9 @@ impl Ownership {
         share: usize,
         changes: &mut RoundChanges,
     ) -> Result<(), LeaseError> {
+        if let Some(drained) = self.drained.clone() {
+            return self.drain_then_give_back(share, &drained, changes).await;
+        }
         while self.held.len() > share {
             let Some((partition, lease)) = self.held.pop_last() else {
                 break;
@@ -174,6 +207,43 @@ impl Ownership {
             self.publish_held();
             self.table.release(&lease).await?;
             changes.released.push(partition);
+        }
+        Ok(())
+    }
+
+    /// Marks what exceeds `share` as leaving, and gives back what has drained since.
+    async fn drain_then_give_back(
+        &mut self,
+        share: usize,
+        drained: &Drained,
+        changes: &mut RoundChanges,
+    ) -> Result<(), LeaseError> {
+        self.leaving
+            .retain(|partition| self.held.contains_key(partition));
+        let served = self.held.len() - self.leaving.len();
+        let extra = served.saturating_sub(share);
+        let newly: Vec<u32> = self.served().into_iter().rev().take(extra).collect();
+        self.leaving.extend(newly);
+        let ready: Vec<u32> = {
+            let mut drained = drained
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ready = self
+                .leaving
+                .iter()
+                .copied()
+                .filter(|partition| drained.contains(partition))
+                .collect::<Vec<_>>();
+            drained.clear();
+            ready
+        };
+        for partition in ready {
+            self.leaving.remove(&partition);
+            if let Some(lease) = self.held.remove(&partition) {
+                self.publish_held();
+                self.table.release(&lease).await?;
+                changes.released.push(partition);
+            }
         }
         Ok(())
     }
@@ -190,15 +260,22 @@ impl Ownership {
         let partitions = self.partitions as usize;
         let start = position * partitions / nodes.max(1);
         for offset in 0..partitions {
-            if self.held.len() >= share {
+            if self.held.len() - self.leaving.len() >= share {
                 break;
             }
             let partition = u32::try_from((start + offset) % partitions).unwrap_or(0);
             if self.held.contains_key(&partition) {
                 continue;
             }
-            match self.table.acquire(partition).await {
-                Ok(lease) => {
+            match self.table.take_over(partition).await {
+                Ok((lease, ran_out)) => {
+                    if let Some(node) = ran_out {
+                        log::warn!(
+                            "node {}: took partition {partition} over from {node}, whose lease ran out",
+                            self.table.node()
+                        );
+                        changes.failovers.push(partition);
+                    }
                     self.held.insert(partition, lease);
                     changes.taken.push(partition);
                 }

@@ -7,10 +7,6 @@
 //! partition is tried again with it. Must not: apply anything locally, or write for a
 //! partition this node does not hold.
 
-// Run by tests/cluster.rs (an engine replicating through it); `serve --cluster` wires it
-// once partition consumers land (docs/cluster.md, "Status").
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -25,8 +21,9 @@ use crate::store::{ConversationKey, OutboxRecord, Replicator, SendOutcome, TurnC
 /// The leases this node holds now, by partition; kept by the ownership loop.
 pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
 
-/// Tries of a write whose lease was renewed meanwhile.
-const RENEWED_RETRIES: usize = 3;
+/// How long a write fenced by a lease message this node has not seen yet (its own
+/// renewal, still on its way back) waits for the ownership loop to show it.
+const RENEWAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct LeaseReplicator {
     table: LeaseTable,
@@ -58,35 +55,47 @@ fn held(leases: &HeldLeases, partition: u32) -> Option<Lease> {
 }
 
 /// Runs `write` under the partition's current lease, again under a renewed one if the
-/// first was fenced by this node's own renewal.
-async fn under_lease<F, Fut>(leases: HeldLeases, partition: u32, write: F) -> Result<(), String>
+/// first was fenced by this node's own renewal. Fenced while the node still shows the
+/// same lease, it waits (up to `RENEWAL_WAIT`) for the ownership loop to show a newer one,
+/// or to drop the partition (another node took it).
+async fn under_lease<F, Fut>(leases: HeldLeases, partition: u32, write: F) -> Result<u64, String>
 where
     F: Fn(Lease) -> Fut,
     Fut: std::future::Future<Output = Result<u64, LeaseError>>,
 {
-    let mut tried: Option<u64> = None;
-    for _ in 0..RENEWED_RETRIES {
-        let lease = held(&leases, partition)
-            .ok_or_else(|| format!("this node does not hold partition {partition}"))?;
-        if tried == Some(lease.token) {
-            break;
-        }
+    let not_held = || format!("this node does not hold partition {partition}");
+    let deadline = tokio::time::Instant::now() + RENEWAL_WAIT;
+    let mut lease = held(&leases, partition).ok_or_else(not_held)?;
+    loop {
         match write(lease.clone()).await {
-            Ok(_) => return Ok(()),
-            Err(LeaseError::Fenced { .. }) => tried = Some(lease.token),
+            Ok(seq) => return Ok(seq),
+            Err(LeaseError::Fenced { .. }) => {}
             Err(error) => return Err(error.to_string()),
         }
+        let fenced = lease.token;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "partition {partition}: fenced out (another node holds its lease)"
+                ));
+            }
+            lease = held(&leases, partition).ok_or_else(not_held)?;
+            if lease.token != fenced {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
-    Err(format!(
-        "partition {partition}: fenced out (another node holds its lease)"
-    ))
 }
 
 impl Replicator for LeaseReplicator {
-    fn replicate_turn(&self, commit: &TurnCommit) -> LocalBoxFuture<'static, Result<(), String>> {
+    fn replicate_turn(
+        &self,
+        commit: &TurnCommit,
+    ) -> LocalBoxFuture<'static, Result<Option<u64>, String>> {
         let Some(record) = &commit.conversation else {
             // Consumes a journal item only: nothing of the conversation changes.
-            return Box::pin(async { Ok(()) });
+            return Box::pin(async { Ok(None) });
         };
         let partition = self.partition(record.channel, &record.key());
         let (table, leases, commit) = (self.table.clone(), self.leases.clone(), commit.clone());
@@ -96,6 +105,7 @@ impl Replicator for LeaseReplicator {
                 async move { publish_turn(&table, &lease, &commit).await }
             })
             .await
+            .map(Some)
         })
     }
 
@@ -114,6 +124,11 @@ impl Replicator for LeaseReplicator {
                 async move { publish_outcome(&table, &lease, &record, &outcome).await }
             })
             .await
+            .map(|_| ())
         })
+    }
+
+    fn owns(&self, channel: Channel, key: &ConversationKey) -> bool {
+        held(&self.leases, self.partition(channel, key)).is_some()
     }
 }

@@ -10,10 +10,6 @@
 //! outbox item gets a fresh local id (ids are each store's own). Must not: decide what a
 //! turn contains, or apply a turn the stream did not accept.
 
-// Run by tests/cluster.rs against real NATS servers; the conversation's commit goes
-// through it in `serve --cluster` once partition consumers land (docs/cluster.md).
-#![cfg_attr(not(feature = "test-support"), allow(dead_code))]
-
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
@@ -119,75 +115,101 @@ async fn publish(
         .await
 }
 
-/// Applies every turn of `partition` in `stream` to `store`, in order; how many.
+/// Brings `store` up to date with `partition`: applies, in stream order, the messages
+/// after its last replay of the partition, skipping the turns it committed itself (its
+/// conversation's `stream_seq` already covers them) and outcomes of replies it does not
+/// owe. Returns how many it applied. Call it holding the partition's lease, before
+/// handling any of its events: nobody else writes the partition meanwhile.
 pub async fn replay_partition(
     stream: &Stream,
     partition: u32,
     store: &Store,
 ) -> Result<usize, ClusterError> {
     let jetstream = |e: &dyn std::fmt::Display| ClusterError::JetStream(e.to_string());
+    let failed = |e: crate::store::StoreError| ClusterError::JetStream(e.to_string());
     let filter = format!("colloquy.conv.{partition}.>");
-    if stream_count(stream, &filter).await? == 0 {
-        return Ok(0);
-    }
-    let consumer = stream
+    let from = store.replayed_through(partition).map_err(failed)? + 1;
+    let mut consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: filter,
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
             ..Default::default()
         })
         .await
         .map_err(|e| jetstream(&e))?;
+    let info = consumer.info().await.map_err(|e| jetstream(&e))?;
+    if info.num_pending == 0 {
+        return Ok(0);
+    }
     let mut messages = consumer.messages().await.map_err(|e| jetstream(&e))?;
-    let mut owed = Owed::new();
+    let mut owed = owed_here(store)?;
     let mut applied = 0;
+    let mut through = 0;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| jetstream(&e))?;
+        let info = message.info().map_err(|e| jetstream(&e))?;
+        let (seq, pending) = (info.stream_sequence, info.pending);
         let change: ConversationMessage = serde_json::from_slice(&message.payload)
             .map_err(|e| ClusterError::JetStream(format!("an unreadable turn: {e}")))?;
-        apply(store, change, &mut owed).await?;
-        applied += 1;
-        let pending = message.info().map_err(|e| jetstream(&e))?.pending;
+        if apply(store, change, seq, &mut owed).await? {
+            applied += 1;
+        }
+        through = seq;
         if pending == 0 {
             break;
         }
     }
     store
-        .flush()
+        .set_replayed_through(partition, through)
         .await
-        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+        .map_err(failed)?;
     Ok(applied)
 }
 
-/// How many messages of `stream` match `filter`.
-async fn stream_count(stream: &Stream, filter: &str) -> Result<u64, ClusterError> {
-    let subjects = super::subjects(stream, filter).await?;
-    Ok(subjects.iter().map(|(_, messages)| *messages as u64).sum())
-}
-
-/// The outbox items replayed so far, by conversation and transcript entry: their local
-/// id, for the outcome that ends them.
+/// The replies this store owes, by conversation and transcript entry: their local
+/// outbox id, for the outcome that ends them.
 type Owed = HashMap<(ConversationKey, u64), (u64, OutboxRecord)>;
 
-/// One replicated message into the local store.
+fn owed_here(store: &Store) -> Result<Owed, ClusterError> {
+    let pending = store
+        .pending_outbox()
+        .map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    Ok(pending
+        .into_iter()
+        .map(|(id, item)| ((item.conversation(), item.entry), (id, item)))
+        .collect())
+}
+
+/// One replicated message (stream sequence `seq`) into the local store; whether it
+/// changed anything.
 async fn apply(
     store: &Store,
     message: ConversationMessage,
+    seq: u64,
     owed: &mut Owed,
-) -> Result<(), ClusterError> {
+) -> Result<bool, ClusterError> {
     let failed = |e: crate::store::StoreError| ClusterError::JetStream(e.to_string());
     let key = ConversationKey::new(message.page_id, message.psid);
     match message.change {
         Replicated::Turn { mut commit } => {
+            let held = store.conversation(&key).map_err(failed)?;
+            if held.is_some_and(|record| record.stream_seq >= seq) {
+                // Committed by this node itself while it held the partition before.
+                return Ok(false);
+            }
             if let Some(record) = commit.conversation.as_mut() {
                 record.page_id = key.page_id.clone();
                 record.psid = key.psid.clone();
+                record.stream_seq = seq;
             }
             for (id, item) in commit.outbox.iter_mut() {
                 *id = store.next_id().map_err(failed)?;
                 owed.insert((key.clone(), item.entry), (*id, item.clone()));
             }
-            store.commit_turn(*commit, false).await.map_err(failed)
+            store.commit_turn(*commit, false).await.map_err(failed)?;
+            Ok(true)
         }
         Replicated::Outcome {
             entry,
@@ -195,14 +217,15 @@ async fn apply(
             outcome,
         } => {
             let Some((id, mut item)) = owed.remove(&(key, entry)) else {
-                // Ended before the turns replayed here (or a retry of it is owed again).
-                return Ok(());
+                // Ended here already (this node sent it, or an earlier replay ended it).
+                return Ok(false);
             };
             item.attempts = attempts;
             store
                 .complete_send(id, &item, outcome)
                 .await
-                .map_err(failed)
+                .map_err(failed)?;
+            Ok(true)
         }
     }
 }

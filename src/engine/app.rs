@@ -46,6 +46,30 @@ pub enum StartError {
     },
 }
 
+/// What a cluster node plugs into the engine; the default is a single node.
+#[derive(Default, Clone)]
+pub struct ClusterHooks {
+    /// Every turn and send outcome replicated (fenced) before the local store applies
+    /// it; also says which conversations this node may act for (timers, sends, turns).
+    pub replicator: Option<Arc<dyn crate::store::Replicator>>,
+    /// Where the webhook hands verified events instead of the local engine.
+    pub intake: Option<Arc<dyn crate::webhook::EventIntake>>,
+}
+
+/// The engine's actors and shared state, for a cluster node to feed and steer.
+#[derive(Clone)]
+pub struct EngineHandles {
+    pub store: Store,
+    pub supervisor: Addr<Supervisor>,
+    pub sender: Addr<OutboundSender>,
+    pub load: Arc<Load>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Work to finish once the webhook stopped taking events and before the engine's actors
+/// stop (a cluster node: its partition consumers stop and its leases are given back).
+type BeforeStop = Box<dyn FnOnce() -> futures_util::future::LocalBoxFuture<'static, ()>>;
+
 /// A running colloquy: the HTTP server plus its actors.
 pub struct RunningApp {
     addr: SocketAddr,
@@ -60,9 +84,27 @@ pub struct RunningApp {
     timers: Addr<TimerWheel>,
     sweeper: Addr<Sweeper>,
     load: Arc<Load>,
+    metrics: Arc<Metrics>,
+    before_stop: Option<BeforeStop>,
 }
 
 impl RunningApp {
+    /// The engine's handles (a cluster node feeds its partitions' events through them).
+    pub(crate) fn engine(&self) -> EngineHandles {
+        EngineHandles {
+            store: self.store.clone(),
+            supervisor: self.supervisor.clone(),
+            sender: self.sender.clone(),
+            load: self.load.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Runs `work` when the app stops, after the webhook stopped and before the actors do.
+    pub(crate) fn before_stop(&mut self, work: BeforeStop) {
+        self.before_stop = Some(work);
+    }
+
     /// The address actually bound (port 0 in the config becomes a real port here).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -84,11 +126,14 @@ impl RunningApp {
 
     /// Stops taking requests, lets in-flight requests finish, stops the actors, flushes
     /// the store and waits until its files are released.
-    pub async fn stop(self) -> std::io::Result<()> {
+    pub async fn stop(mut self) -> std::io::Result<()> {
         self.load.begin_shutdown();
         // Event streams end now, or they would hold the admin listener's stop.
         self.store.changes().close();
         self.handle.stop(true).await;
+        if let Some(work) = self.before_stop.take() {
+            work().await;
+        }
         self.admin_handle.stop(true).await;
         self.finish().await
     }
@@ -172,16 +217,31 @@ async fn shutdown_signal() {
 /// Opens the store, starts the sender and supervisor (which resume unsent replies and
 /// unhandled events), and starts serving the webhook and admin endpoints.
 pub async fn start(config: Config, flow: FlowHandle) -> Result<RunningApp, StartError> {
-    start_replicated(config, flow, None).await
+    start_with(config, flow, ClusterHooks::default()).await
 }
 
 /// `start`, with every turn and send outcome replicated through `replicator` before the
-/// local store applies it: how a cluster node runs the engine.
+/// local store applies it.
+#[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
 pub async fn start_replicated(
     config: Config,
     flow: FlowHandle,
     replicator: Option<Arc<dyn crate::store::Replicator>>,
 ) -> Result<RunningApp, StartError> {
+    let hooks = ClusterHooks {
+        replicator,
+        ..ClusterHooks::default()
+    };
+    start_with(config, flow, hooks).await
+}
+
+/// `start` with a cluster node's hooks: how a cluster node runs the engine.
+pub async fn start_with(
+    config: Config,
+    flow: FlowHandle,
+    hooks: ClusterHooks,
+) -> Result<RunningApp, StartError> {
+    let ClusterHooks { replicator, intake } = hooks;
     let config = Arc::new(config);
     // A broken pages file stops the start before anything is opened.
     let pages = pages_of(&config, &flow)?;
@@ -216,7 +276,9 @@ pub async fn start_replicated(
         replicator: replicator.clone(),
     });
     let supervisor = Supervisor::new(env, config.max_live_conversations).start();
-    let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone()).start();
+    let timers = TimerWheel::new(store.clone(), supervisor.clone(), load.clone())
+        .firing_only(replicator.clone().map(owned_timers))
+        .start();
     let sweeper = Sweeper::new(store.clone(), config.dedup_retention).start();
     let webhook_state = WebhookState {
         config: config.clone(),
@@ -226,7 +288,9 @@ pub async fn start_replicated(
         metrics: metrics.clone(),
         pages: pages.clone(),
         unknown_pages: Default::default(),
+        intake,
     };
+    let webhook_metrics = metrics.clone();
     let admin_state = AdminState {
         token: config.admin_token.clone(),
         store: store.clone(),
@@ -263,6 +327,16 @@ pub async fn start_replicated(
         timers,
         sweeper,
         load,
+        metrics: webhook_metrics,
+        before_stop: None,
+    })
+}
+
+/// The timers a cluster node fires: those of the conversations it holds.
+fn owned_timers(replicator: Arc<dyn crate::store::Replicator>) -> crate::store::TimerFilter {
+    Arc::new(move |timer: &crate::store::TimerRecord| {
+        let key = crate::store::ConversationKey::new(timer.page_id.clone(), timer.psid.clone());
+        replicator.owns(timer.channel, &key)
     })
 }
 

@@ -176,6 +176,7 @@ mod tests {
             name: "nudge".into(),
             due: 42,
             payload: json!({"n": 1}),
+            channel: Default::default(),
         }));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind_name(), "timer");

@@ -291,6 +291,38 @@ impl Metrics {
         }
     }
 
+    /// Registers a cluster node's figures (call once; a single node has none).
+    pub fn cluster(&self) -> ClusterMetrics {
+        let registry = &self.registry;
+        ClusterMetrics {
+            partitions_owned: gauge(
+                registry,
+                "cluster_partitions_owned",
+                "Partitions whose lease this node holds",
+            ),
+            consumer_lag: gauge(
+                registry,
+                "cluster_consumer_lag",
+                "Events of this node's partitions stored in the cluster and not yet delivered to it",
+            ),
+            failovers: counter(
+                registry,
+                "cluster_failovers_total",
+                "Partitions this node took over from a node whose lease ran out",
+            ),
+            partitions_taken: counter(
+                registry,
+                "cluster_partitions_taken_total",
+                "Partitions this node took (free, given back or run out)",
+            ),
+            turns_replayed: counter(
+                registry,
+                "cluster_turns_replayed_total",
+                "Turns and send outcomes of other nodes applied to this node's store on taking a partition",
+            ),
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.pending_events.set(self.load.pending_events() as i64);
@@ -307,6 +339,16 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A cluster node's own figures (`Metrics::cluster`).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    pub partitions_owned: IntGauge,
+    pub consumer_lag: IntGauge,
+    pub failovers: IntCounter,
+    pub partitions_taken: IntCounter,
+    pub turns_replayed: IntCounter,
 }
 
 /// The process's memory, CPU, open files and threads, read from /proc at each scrape.

@@ -46,6 +46,13 @@ pub struct Route {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Retire the actors of the conversations `matches` picks, after the events they have
+/// in hand, and give up the events still waiting for a slot: a cluster node's partitions
+/// moved, so what an actor holds in memory may be stale, or no longer this node's.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RetireWhere(pub Box<dyn Fn(&ConversationKey) -> bool + Send>);
+
 /// How many conversation actors are alive.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -481,6 +488,40 @@ impl Supervisor {
             act.paused.remove(&key);
             act.replay(Some(&key), ctx);
         });
+    }
+}
+
+impl Handler<RetireWhere> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, RetireWhere(matches): RetireWhere, _: &mut Context<Self>) {
+        for (key, child) in self.children.iter_mut() {
+            if child.retiring.is_some() || !matches(key) {
+                continue;
+            }
+            if child.is_idle() {
+                self.idle.remove(&child.last_routed);
+            }
+            child.retiring = Some(Vec::new());
+            child.addr.do_send(Retire);
+            self.retiring += 1;
+        }
+        // Waiting events were never begun: a consumer's stay unacknowledged for the
+        // partition's owner, journalled ones stay in the journal.
+        let mut given_up = 0;
+        let backlog = &mut self.backlog;
+        self.waiting.retain(|key, taken| {
+            if !matches(key) {
+                return true;
+            }
+            given_up += taken.len();
+            taken.iter().for_each(|taken| backlog.remove(taken.at_ms));
+            false
+        });
+        let waiting = &self.waiting;
+        self.waiting_order.retain(|key| waiting.contains_key(key));
+        self.env.load.events_out(given_up);
+        self.publish_backlog();
     }
 }
 

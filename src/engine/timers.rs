@@ -17,7 +17,7 @@ use crate::engine::event::EngineEvent;
 use crate::engine::load::Load;
 use crate::engine::supervisor::{Route, Supervisor};
 use crate::store::journal::JournalRef;
-use crate::store::Store;
+use crate::store::{Store, TimerFilter};
 
 /// How often due timers are looked for: the lateness a timer may have.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -31,6 +31,8 @@ pub struct TimerWheel {
     store: Store,
     supervisor: Addr<Supervisor>,
     load: Arc<Load>,
+    /// A cluster node fires only the timers of the partitions it holds; `None`: all.
+    fires: Option<TimerFilter>,
     /// A tick's flush is still pending: skip ticks rather than pile them up.
     busy: bool,
 }
@@ -41,8 +43,15 @@ impl TimerWheel {
             store,
             supervisor,
             load,
+            fires: None,
             busy: false,
         }
+    }
+
+    /// The same wheel, firing only the timers `fires` accepts.
+    pub fn firing_only(mut self, fires: Option<TimerFilter>) -> Self {
+        self.fires = fires;
+        self
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -50,7 +59,11 @@ impl TimerWheel {
             return;
         }
         let now = now_ms();
-        match self.store.has_due_timers(now) {
+        let due = match &self.fires {
+            None => self.store.has_due_timers(now),
+            Some(fires) => self.store.has_due_timers_where(now, fires),
+        };
+        match due {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
@@ -59,7 +72,11 @@ impl TimerWheel {
             }
         }
         self.busy = true;
-        let fired = self.store.fire_due_timers(now);
+        let fires = self
+            .fires
+            .clone()
+            .unwrap_or_else(|| Arc::new(|_: &crate::store::TimerRecord| true));
+        let fired = self.store.fire_due_timers_where(now, fires);
         ctx.spawn(fired.into_actor(self).map(move |fired, act, _| {
             act.busy = false;
             let fired = match fired {

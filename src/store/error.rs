@@ -24,6 +24,11 @@ pub enum StoreError {
     /// partition, or the cluster is unreachable): nothing was applied.
     #[error("the cluster refused the commit: {0}")]
     Replication(String),
+    /// A cluster node was handed an event of a conversation whose partition it does not
+    /// hold (it was given back or taken over meanwhile): nothing was applied, and the
+    /// event stays for the partition's owner.
+    #[error("conversation {key} belongs to a partition this node does not hold")]
+    NotHeld { key: String },
     /// A conversation's record was not loaded when an event arrived for it.
     #[error("conversation {key} is not loaded")]
     NotLoaded { key: String },

@@ -250,6 +250,24 @@ impl AwaitedPost {
         }
     }
 
+    /// Whether every event's turn is settled (committed or failed).
+    pub fn all_settled(&self) -> bool {
+        self.lock().iter().all(|turn| turn.is_settled())
+    }
+
+    /// How many turns are settled, and whether any of them failed.
+    pub fn progress(&self) -> (usize, bool) {
+        let turns = self.lock();
+        let settled = turns.iter().filter(|turn| turn.is_settled()).count();
+        let failed = turns.contains(&AwaitedTurn::Failed);
+        (settled, failed)
+    }
+
+    /// Whether the event's turn is settled (committed or failed).
+    pub fn is_settled(&self, index: usize) -> bool {
+        self.lock().get(index).is_some_and(|turn| turn.is_settled())
+    }
+
     /// Whether every event's turn is durably committed.
     pub fn all_committed(&self) -> bool {
         self.lock()

@@ -30,6 +30,7 @@ mod replication;
 #[cfg(test)]
 mod testing;
 mod timers;
+pub use timers::TimerFilter;
 mod turn;
 
 use std::future::Future;

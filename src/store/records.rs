@@ -96,6 +96,7 @@ fn legacy_timer(record: &JournalRecord) -> Option<TimerRecord> {
         name: fired.get("name")?.as_str()?.to_string(),
         due: fired.get("due").and_then(Value::as_i64).unwrap_or_default(),
         payload: fired.get("payload").cloned().unwrap_or_default(),
+        channel: record.channel,
     })
 }
 
@@ -211,6 +212,11 @@ pub struct ConversationRecord {
     /// Messenger or Instagram: the channel of the events it has had.
     #[serde(default, rename = "ch", skip_serializing_if = "Channel::is_messenger")]
     pub channel: Channel,
+    /// In a cluster: the sequence, in the cluster's state stream, of the last turn this
+    /// record includes (0 on a single node), so a node replaying a partition skips what
+    /// its store already holds.
+    #[serde(default, rename = "ss", skip_serializing_if = "is_zero")]
+    pub stream_seq: u64,
 }
 
 fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
@@ -234,6 +240,10 @@ pub struct TimerRecord {
     pub due: i64,
     #[serde(default)]
     pub payload: Value,
+    /// The conversation's channel (a cluster fires a timer on the node owning its
+    /// partition, which the channel is part of).
+    #[serde(default, skip_serializing_if = "Channel::is_messenger")]
+    pub channel: Channel,
 }
 
 impl ConversationRecord {
@@ -257,6 +267,7 @@ impl ConversationRecord {
             paused: false,
             forgotten_at: 0,
             channel: Channel::Messenger,
+            stream_seq: 0,
         }
     }
 

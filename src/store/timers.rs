@@ -6,6 +6,7 @@
 //! decides when to ask; this file never schedules anything itself.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use super::codec::{decode, encode};
 use super::{keys, JournalItem, Store, StoreError, TimerRecord};
@@ -21,12 +22,38 @@ impl Store {
         Ok(first.transpose()?.is_some())
     }
 
+    /// Whether any timer due by `now` passes `fires` (a read: a cluster node's index also
+    /// holds timers of partitions it does not hold, which must not cost a commit a tick).
+    pub fn has_due_timers_where(&self, now: i64, fires: &TimerFilter) -> Result<bool, StoreError> {
+        for item in self
+            .inner
+            .tree
+            .range(vec![keys::TIMER]..keys::timers_due_by(now))
+        {
+            let (key, value) = item?;
+            if fires(&decode::<TimerRecord>(&key, &value)?) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Moves every timer due by `now` from the timer index into the journal, atomically
     /// and durably, each as a journal item of its own. Resolves to the fired timers with
     /// their journal sequence numbers.
+    #[cfg_attr(not(any(test, feature = "test-support")), allow(dead_code))] // tests use it
     pub fn fire_due_timers(
         &self,
         now: i64,
+    ) -> impl Future<Output = Result<Vec<(u64, TimerRecord)>, StoreError>> + 'static {
+        self.fire_due_timers_where(now, Arc::new(|_: &TimerRecord| true))
+    }
+
+    /// `fire_due_timers`, leaving in the index the due timers `fires` refuses.
+    pub fn fire_due_timers_where(
+        &self,
+        now: i64,
+        fires: TimerFilter,
     ) -> impl Future<Output = Result<Vec<(u64, TimerRecord)>, StoreError>> + 'static {
         let db = self.inner.db.clone();
         self.submit(true, move |overlay| {
@@ -41,7 +68,7 @@ impl Store {
             let mut fired = Vec::with_capacity(due.len());
             for (key, timer) in due {
                 // A timer cancelled earlier in this cycle is gone from the overlay.
-                if !overlay.contains(&key)? {
+                if !fires(&timer) || !overlay.contains(&key)? {
                     continue;
                 }
                 let seq = db.generate_id()?;
@@ -57,6 +84,9 @@ impl Store {
     }
 }
 
+/// Which due timers a node fires (a cluster node: those of the partitions it holds).
+pub type TimerFilter = Arc<dyn Fn(&TimerRecord) -> bool + Send + Sync>;
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{key, open, Blocking};
@@ -71,6 +101,7 @@ mod tests {
             name: name.into(),
             due,
             payload: json!({"for": name}),
+            channel: Default::default(),
         }
     }
 

@@ -131,6 +131,8 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         ));
     }
     let Some(conversation) = &commit.conversation else {
+        // A timer names its conversation: a turn may set one back without a record.
+        writes.extend(timers_set(commit));
         return writes;
     };
     let (page, psid) = (&conversation.page_id, &conversation.psid);
@@ -161,11 +163,16 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     for timer in &commit.timers_cleared {
         writes.push((keys::timer(timer.due, page, psid, &timer.name), None));
     }
-    for timer in &commit.timers_set {
-        let key = keys::timer(timer.due, &timer.page_id, &timer.psid, &timer.name);
-        writes.push((key, Some(encode(timer))));
-    }
+    // After the clears: a timer rescheduled to the same instant stays.
+    writes.extend(timers_set(commit));
     writes
+}
+
+fn timers_set(commit: &TurnCommit) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + '_ {
+    commit.timers_set.iter().map(|timer| {
+        let key = keys::timer(timer.due, &timer.page_id, &timer.psid, &timer.name);
+        (key, Some(encode(timer)))
+    })
 }
 
 /// Removes what a forgotten conversation leaves besides its record and timers: its

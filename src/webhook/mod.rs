@@ -5,6 +5,9 @@
 //! goes back: an acknowledged event survives a crash. Only then are the events handed to
 //! the supervisor. Nothing of a rejected request is stored. Meta's data-deletion callback
 //! is `deletion.rs`. This module never runs flows and never talks to the Graph API.
+//!
+//! On a cluster node the verified events go to an [`EventIntake`] instead (the cluster's
+//! replicated stream), and the 200 waits until it took every one of them.
 
 pub mod deletion;
 pub mod signature;
@@ -13,6 +16,7 @@ use actix::Addr;
 use actix_web::http::header::ContentType;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde_json::json;
 use thiserror::Error;
@@ -39,6 +43,15 @@ pub struct WebhookState {
     pub pages: Pages,
     /// Pages missing from the pages file whose events came, each logged once.
     pub unknown_pages: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// A cluster node's intake: where verified events go instead of this node's engine.
+    pub intake: Option<std::sync::Arc<dyn EventIntake>>,
+}
+
+/// Where a cluster node's webhook hands verified events: they are acknowledged to
+/// Facebook once `take` resolves `Ok`, so it must resolve only once every event is
+/// durably stored (replicated) by the cluster.
+pub trait EventIntake: Send + Sync {
+    fn take(&self, events: Vec<InboundEvent>) -> LocalBoxFuture<'static, Result<(), String>>;
 }
 
 /// At most this many unknown pages are remembered as logged (each is a page still
@@ -64,6 +77,8 @@ pub enum WebhookError {
     Store(#[from] StoreError),
     #[error("{}", describe_refusal(*.0))]
     Unavailable(Refusal),
+    #[error("the cluster could not take the events ({0}); Facebook will redeliver them")]
+    Cluster(String),
 }
 
 fn describe_refusal(refusal: Refusal) -> &'static str {
@@ -90,13 +105,18 @@ impl ResponseError for WebhookError {
             WebhookError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Body(_) | WebhookError::Parse(_) => StatusCode::BAD_REQUEST,
             WebhookError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WebhookError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Unavailable(_) | WebhookError::Cluster(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, WebhookError::Unavailable(_)) {
+        if matches!(
+            self,
+            WebhookError::Unavailable(_) | WebhookError::Cluster(_)
+        ) {
             response.insert_header(("Retry-After", RETRY_AFTER_SECS));
         }
         response.json(json!({ "error": self.to_string() }))
@@ -220,7 +240,12 @@ async fn accept_events(
     if count == 0 {
         return Ok(0);
     }
-    if state.config.ack_deadline.is_zero() {
+    if let Some(intake) = &state.intake {
+        intake.take(events).await.map_err(|error| {
+            log::warn!("webhook POST refused with 503: the cluster could not take it: {error}");
+            WebhookError::Cluster(error)
+        })?;
+    } else if state.config.ack_deadline.is_zero() {
         let routed = journal_durably(state, events).await?;
         route(state, routed);
     } else {

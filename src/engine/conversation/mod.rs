@@ -244,6 +244,10 @@ impl Handler<Deliver> for Conversation {
                         }
                         act.settle_shared_item(&settled);
                     }
+                    Err(StoreError::NotHeld { .. }) => {
+                        // Its partition's owner handles it; nothing here is stale.
+                        log::debug!("{}: event left to its partition's owner", act.key);
+                    }
                     Err(error) => {
                         // The journal still holds the event: the supervisor restarts this
                         // conversation from sled and replays it.

@@ -51,6 +51,15 @@ pub(super) async fn handle_event(
             record.channel = channel;
         }
     }
+    if let Some(replicator) = &env.replicator {
+        let channel = match &event {
+            EngineEvent::Messenger(inbound) => inbound.channel,
+            _ => record.channel,
+        };
+        if !replicator.owns(channel, &record.key()) {
+            return leave_to_owner(env, record, commit, &event).await;
+        }
+    }
     commit.listed_before = Some((record.last_activity, record.paused));
     match &event {
         EngineEvent::Messenger(inbound) => {
@@ -104,10 +113,14 @@ pub(super) async fn handle_event(
     if let Some(replicator) = &env.replicator {
         // In a cluster the turn exists once the cluster took it; fenced out, it is not
         // applied here either, and its event goes to the partition's new owner.
-        replicator
+        let seq = replicator
             .replicate_turn(&commit)
             .await
             .map_err(StoreError::Replication)?;
+        if let (Some(seq), Some(stored)) = (seq, commit.conversation.as_mut()) {
+            stored.stream_seq = seq;
+            record.stream_seq = seq;
+        }
     }
     store.commit_turn(commit, durable).await?;
     if durable {
@@ -115,6 +128,45 @@ pub(super) async fn handle_event(
     }
     counted();
     Ok((record, outbox))
+}
+
+/// A cluster node handed an event of a partition it does not hold: nothing is applied.
+/// A timer fired here goes back into the timer index (the partition may come back, and
+/// its owner fires its own copy); an event awaited by a partition consumer stays
+/// unacknowledged for the owner; anything else journalled here is dropped from the
+/// journal, since only the owner may act on the conversation.
+async fn leave_to_owner(
+    env: &ConversationEnv,
+    record: ConversationRecord,
+    commit: TurnCommit,
+    event: &EngineEvent,
+) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
+    let key = record.key();
+    let Some(journal_seq) = commit.journal_seq else {
+        return Err(StoreError::NotHeld {
+            key: key.to_string(),
+        });
+    };
+    let mut put_back = TurnCommit {
+        journal_seq: Some(journal_seq),
+        ..TurnCommit::default()
+    };
+    match event {
+        EngineEvent::Timer(fired) => put_back.timers_set.push(TimerRecord {
+            page_id: key.page_id.clone(),
+            psid: key.psid.clone(),
+            name: fired.timer.name.clone(),
+            due: fired.timer.due,
+            payload: fired.timer.payload.clone(),
+            channel: record.channel,
+        }),
+        _ => log::warn!(
+            "{key}: a {} event journalled on a node that does not hold its partition: dropped",
+            event.kind_name()
+        ),
+    }
+    env.store.commit_turn(put_back, true).await?;
+    Ok((record, Vec::new()))
 }
 
 /// A turn that changes nothing but consumes its journal item, if it has its own.
@@ -213,6 +265,9 @@ async fn apply_timer(
     };
     if record.timers.contains(&pending) {
         record.timers.retain(|t| *t != pending);
+        // Gone from this store's index already (fired); a node replaying this turn
+        // drops its own copy of the index entry with it.
+        commit.timers_cleared.push(pending.clone());
         run_flow(env, record, event, FlowInput::Timer(timer), false, commit).await?
     } else {
         log::debug!("{}: ignoring cancelled timer {}", record.key(), timer.name);
@@ -406,6 +461,7 @@ pub(super) fn apply_timer_ops(
                 name,
                 due,
                 payload,
+                channel: record.channel,
             });
         }
     }

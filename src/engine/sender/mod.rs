@@ -37,6 +37,12 @@ pub struct Enqueue {
     pub items: Vec<(u64, OutboxRecord)>,
 }
 
+/// Read the outbox again and send what this node owes and does not have queued yet: a
+/// cluster node that took a partition over resumes the replies it replayed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResumeOutbox;
+
 /// An operator forgot this conversation: drop the replies it still owes (its outbox items
 /// are already gone from the store). A send in flight cannot be called back.
 #[derive(Message)]
@@ -172,6 +178,28 @@ impl OutboundSender {
         }
     }
 
+    /// Whether this node may send for the reply's conversation: always on a single node;
+    /// in a cluster only while it holds the conversation's partition.
+    fn owns(&self, record: &OutboxRecord) -> bool {
+        self.replicator
+            .as_ref()
+            .is_none_or(|replicator| replicator.owns(record.channel, &record.conversation()))
+    }
+
+    /// Drops a conversation's queue from memory, leaving its replies in the outbox: its
+    /// partition's owner sends them (and this node again if the partition comes back).
+    fn let_go(&mut self, key: &ConversationKey) {
+        self.in_flight.remove(key);
+        let Some(queue) = self.queues.remove(key) else {
+            return;
+        };
+        for (seq, _) in queue {
+            self.known.remove(&seq);
+            self.load.replies_out(1);
+        }
+        log::debug!("{key}: replies left to the partition's owner");
+    }
+
     fn enqueue(&mut self, items: Vec<(u64, OutboxRecord)>, ctx: &mut Context<Self>) {
         let mut touched = Vec::new();
         for (seq, record) in items {
@@ -204,6 +232,10 @@ impl OutboundSender {
             self.in_flight.remove(&key);
             return;
         };
+        if !self.owns(record) {
+            self.let_go(&key);
+            return;
+        }
         self.in_flight.insert(key.clone());
         let request = match &record.outgoing {
             Outgoing::Send(request) => GraphRequest::Send(request.clone()),
@@ -440,17 +472,34 @@ impl Actor for OutboundSender {
         });
         ctx.add_stream(reloads);
         // Replies committed before a crash or stop and never completed.
+        self.resume_outbox(ctx);
+    }
+}
+
+impl OutboundSender {
+    /// Queues every reply of the outbox this node may send and has not queued yet.
+    fn resume_outbox(&mut self, ctx: &mut Context<Self>) {
         match self.store.pending_outbox() {
-            Ok(pending) if !pending.is_empty() => {
-                log::info!(
-                    "resuming {} unsent repl(ies) from the outbox",
-                    pending.len()
-                );
-                self.enqueue(pending, ctx);
+            Ok(pending) => {
+                let owed: Vec<_> = pending
+                    .into_iter()
+                    .filter(|(seq, record)| !self.known.contains(seq) && self.owns(record))
+                    .collect();
+                if !owed.is_empty() {
+                    log::info!("resuming {} unsent repl(ies) from the outbox", owed.len());
+                    self.enqueue(owed, ctx);
+                }
             }
-            Ok(_) => {}
             Err(error) => log::error!("cannot read the outbox: {error}"),
         }
+    }
+}
+
+impl Handler<ResumeOutbox> for OutboundSender {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeOutbox, ctx: &mut Context<Self>) {
+        self.resume_outbox(ctx);
     }
 }
 

@@ -1,0 +1,306 @@
+//! A colloquy node of a cluster (`colloquy serve --cluster`): the engine started with the
+//! cluster's hooks (the webhook publishes to the events stream; every turn and send
+//! outcome is replicated under its partition's lease; timers, turns and sends only for
+//! held partitions), and the ownership loop that decides which partitions this node
+//! holds and keeps one partition consumer running for each.
+//!
+//! Taking a partition: replay its turns into the local store, retire any actor of it
+//! (its memory may be stale), resume the replies it owes, then consume its events.
+//! Losing or giving one back: stop its consumer (the batch in hand settles), retire its
+//! actors. Stopping the node: stop every consumer, give every lease back.
+//! Must not: handle an event itself, or consume a partition it does not hold.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::context::Context;
+use async_nats::jetstream::stream::Stream;
+use futures_util::future::LocalBoxFuture;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::consumer::PartitionEvents;
+use super::intake::{self, partition_of};
+use super::lease::LeaseTable;
+use super::ownership::{Drained, Ownership, RoundChanges};
+use super::partition::{PartitionWorker, ACK_WAIT};
+use super::replication::LeaseReplicator;
+use super::turns::replay_partition;
+use super::ClusterError;
+use crate::config::Config;
+use crate::engine::app::{start_with, ClusterHooks, EngineHandles, RunningApp, StartError};
+use crate::engine::metrics::ClusterMetrics;
+use crate::engine::sender::ResumeOutbox;
+use crate::engine::supervisor::RetireWhere;
+use crate::flow::FlowHandle;
+use crate::messenger::inbound::{Channel, InboundEvent};
+use crate::store::ConversationKey;
+use crate::webhook::EventIntake;
+
+/// How a node joins its cluster.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// The NATS servers, comma-separated.
+    pub urls: String,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// Partitions of the cluster (the same on every node).
+    pub partitions: u32,
+    /// How long a lease lasts without renewal: how soon a dead node's partitions move.
+    pub lease_ttl: Duration,
+}
+
+/// A lease lasts this long unless renewed (every third of it): a dead node's partitions
+/// move after at most this plus one ownership round.
+pub const DEFAULT_LEASE_MS: u64 = 5_000;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("invalid node name {0:?}: use letters, digits, '-' and '_' only")]
+    NodeName(String),
+}
+
+/// Starts this node: connects to NATS, starts the engine with the cluster's hooks, and
+/// the ownership loop. The app's `stop` (or `wait`) stops the loop and gives the leases
+/// back before the engine stops.
+pub async fn start_node(
+    config: Config,
+    flow: FlowHandle,
+    settings: NodeSettings,
+) -> Result<RunningApp, NodeError> {
+    check_node_name(&settings.node)?;
+    let partitions = settings.partitions.max(1);
+    let jetstream = super::connect(&settings.urls).await?;
+    let state = super::state_stream(&jetstream).await?;
+    let events = intake::events_stream(&jetstream).await?;
+    let table = LeaseTable::new(
+        jetstream.clone(),
+        state.clone(),
+        &settings.node,
+        settings.lease_ttl,
+    );
+    let mut ownership = Ownership::new(table.clone(), state.clone(), partitions);
+    let drained = ownership.drain_first();
+    let replicator = LeaseReplicator::new(table, ownership.shared(), partitions);
+    let hooks = ClusterHooks {
+        replicator: Some(Arc::new(replicator)),
+        intake: Some(Arc::new(StreamIntake {
+            jetstream,
+            partitions,
+        })),
+    };
+    let mut app = start_with(config, flow, hooks).await?;
+    let engine = app.engine();
+    let metrics = engine.metrics.cluster();
+    let (stop, stopped) = watch::channel(false);
+    let (held_now, held) = watch::channel(Vec::new());
+    let (leave, leaving) = watch::channel(false);
+    let rounds = actix_rt::spawn(keep_leases(
+        ownership,
+        settings.lease_ttl / 3,
+        held_now,
+        metrics.clone(),
+        leaving,
+    ));
+    let node = Node {
+        state,
+        events,
+        engine,
+        metrics,
+        partitions,
+        drained,
+        workers: BTreeMap::new(),
+    };
+    let serving = actix_rt::spawn(node.serve(held, stopped));
+    app.before_stop(Box::new(move || -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move {
+            // Consumers first (their batches settle under the leases), then the leases.
+            let _ = stop.send(true);
+            let _ = serving.await;
+            let _ = leave.send(true);
+            let _ = rounds.await;
+        })
+    }));
+    log::info!(
+        "node {} of the cluster at {} ({partitions} partitions, lease {:?})",
+        settings.node,
+        settings.urls,
+        settings.lease_ttl
+    );
+    Ok(app)
+}
+
+/// A node name goes into a subject (`colloquy.node.<name>`).
+fn check_node_name(name: &str) -> Result<(), NodeError> {
+    let fine = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if fine {
+        Ok(())
+    } else {
+        Err(NodeError::NodeName(name.to_string()))
+    }
+}
+
+/// The webhook's intake on a cluster node: every event published to its partition of the
+/// events stream, answered once every PubAck came.
+struct StreamIntake {
+    jetstream: Context,
+    partitions: u32,
+}
+
+impl EventIntake for StreamIntake {
+    fn take(&self, events: Vec<InboundEvent>) -> LocalBoxFuture<'static, Result<(), String>> {
+        let (jetstream, partitions) = (self.jetstream.clone(), self.partitions);
+        Box::pin(async move {
+            intake::publish(&jetstream, &events, partitions)
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string())
+        })
+    }
+}
+
+/// The ownership loop: a round every `every` (heartbeat, renewals, fair share), the held
+/// partitions told to `held` after each. Runs on its own so that taking a partition
+/// over (a replay, which may be long) never delays a renewal. Once `leaving`, gives every
+/// lease back, so the other nodes need not wait for them to run out.
+async fn keep_leases(
+    mut ownership: Ownership,
+    every: Duration,
+    held: watch::Sender<Vec<u32>>,
+    metrics: ClusterMetrics,
+    mut leaving: watch::Receiver<bool>,
+) {
+    let mut rounds = tokio::time::interval(every);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = rounds.tick() => {}
+            _ = leaving.changed() => break,
+        }
+        match ownership.round().await {
+            Ok(changes) => count(&metrics, &changes),
+            Err(error) => log::warn!("ownership round failed: {error}"),
+        }
+        let _ = held.send(ownership.served());
+    }
+    let _ = held.send(Vec::new());
+    if let Err(error) = ownership.release_all().await {
+        log::warn!("could not give the leases back (they will run out): {error}");
+    }
+    log::info!("left the cluster");
+}
+
+fn count(metrics: &ClusterMetrics, changes: &RoundChanges) {
+    metrics.partitions_taken.inc_by(changes.taken.len() as u64);
+    metrics.failovers.inc_by(changes.failovers.len() as u64);
+}
+
+/// What serves the held partitions: a consumer for each.
+struct Node {
+    state: Stream,
+    events: Stream,
+    engine: EngineHandles,
+    metrics: ClusterMetrics,
+    partitions: u32,
+    /// Partitions whose consumer stopped, for the ownership loop to give back.
+    drained: Drained,
+    workers: BTreeMap<u32, PartitionWorker>,
+}
+
+impl Node {
+    /// Follows the held partitions until stopped, then stops every consumer.
+    async fn serve(
+        mut self,
+        mut held: watch::Receiver<Vec<u32>>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                changed = held.changed() => if changed.is_err() { break },
+                _ = stopped.changed() => break,
+            }
+            let partitions = held.borrow_and_update().clone();
+            self.reconcile(partitions).await;
+        }
+        for (_, worker) in std::mem::take(&mut self.workers) {
+            worker.stop().await;
+        }
+        self.metrics.partitions_owned.set(0);
+    }
+
+    /// One consumer for every held partition, none for the others.
+    async fn reconcile(&mut self, held: Vec<u32>) {
+        let gone: Vec<u32> = self
+            .workers
+            .keys()
+            .copied()
+            .filter(|partition| !held.contains(partition))
+            .collect();
+        for partition in gone {
+            if let Some(worker) = self.workers.remove(&partition) {
+                worker.stop().await;
+            }
+            self.retire_actors(partition);
+            self.drained
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(partition);
+            log::info!("partition {partition}: no longer served here");
+        }
+        for partition in held {
+            if !self.workers.contains_key(&partition) {
+                if let Err(error) = self.take(partition).await {
+                    // Held but not served yet: tried again next round.
+                    log::warn!("partition {partition}: cannot take it over yet: {error}");
+                }
+            }
+        }
+        let lag: u64 = self.workers.values().map(PartitionWorker::lag).sum();
+        self.metrics.consumer_lag.set(gauge(lag));
+        self.metrics
+            .partitions_owned
+            .set(gauge(self.workers.len() as u64));
+    }
+
+    async fn take(&mut self, partition: u32) -> Result<(), ClusterError> {
+        let replayed = replay_partition(&self.state, partition, &self.engine.store).await?;
+        self.metrics.turns_replayed.inc_by(replayed as u64);
+        self.retire_actors(partition);
+        self.engine.sender.do_send(ResumeOutbox);
+        let events = PartitionEvents::open(&self.events, partition, ACK_WAIT).await?;
+        self.workers.insert(
+            partition,
+            PartitionWorker::start(events, self.engine.clone()),
+        );
+        log::info!("partition {partition}: taken ({replayed} replicated change(s) replayed)");
+        Ok(())
+    }
+
+    /// Retires the live actors of `partition`'s conversations (either channel may map
+    /// a conversation there; retiring one more actor than needed costs a reload only).
+    fn retire_actors(&self, partition: u32) {
+        let partitions = self.partitions;
+        let in_partition = move |key: &ConversationKey| {
+            [Channel::Messenger, Channel::Instagram]
+                .into_iter()
+                .any(|channel| {
+                    partition_of(channel, &key.page_id, &key.psid, partitions) == partition
+                })
+        };
+        self.engine
+            .supervisor
+            .do_send(RetireWhere(Box::new(in_partition)));
+    }
+}
+
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

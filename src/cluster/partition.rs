@@ -1,0 +1,179 @@
+//! One held partition's events, fed into this node's engine in order: a batch is fetched
+//! from the partition's durable consumer, routed to the supervisor exactly as the
+//! webhook's one-write path routes a POST (an `AwaitedPost`: each turn commits, fenced
+//! by the lease, before its event settles), and then each event is acknowledged if its
+//! turn committed, or handed back (`nak`: delivered again at once, ahead of later
+//! events) if not. The next batch is fetched only once the whole batch has settled, so a
+//! conversation's events are never reordered, and no event is acknowledged before the
+//! turn that handled it is in the cluster.
+//!
+//! Must not: run flows or write anything itself, or keep going once told to stop (the
+//! node stops it when the partition's lease is given back or lost).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::consumer::{PartitionEvents, Receipt};
+use crate::engine::app::EngineHandles;
+use crate::engine::event::EngineEvent;
+use crate::engine::supervisor::Route;
+use crate::store::journal::AwaitedPost;
+
+/// Events fetched at once from a partition.
+const BATCH: usize = 256;
+/// How long a fetch waits for a first event: also how soon a stop is noticed when idle.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// While a batch is handled, its events are marked in progress this often, so the
+/// consumer's ack wait (`ACK_WAIT`) runs out only when this node stopped.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// An event delivered to a node that neither acknowledged it nor marked it in progress
+/// within this is delivered again (to whoever holds the partition then). Shorter than
+/// two thirds of a lease: by the time a dead node's lease ran out, what it had in hand
+/// is due again, and comes ahead of later events.
+pub const ACK_WAIT: Duration = Duration::from_secs(3);
+/// A batch whose turns have not all settled by then is given up: what did not commit is
+/// handed back (a conversation restarting after a failed commit drops its events).
+const BATCH_DEADLINE: Duration = Duration::from_secs(60);
+/// A batch with a failed turn is ended once no other turn settled for this long: the
+/// failed conversation's actor restarts, and the events it still had queued are lost from
+/// memory (handed back with the rest). Also how long a stopping consumer waits.
+const STALL: Duration = Duration::from_secs(1);
+/// Pause after a failed fetch (NATS unreachable), so a broken link does not spin.
+const FETCH_RETRY: Duration = Duration::from_millis(500);
+
+/// A running partition consumer; `stop` ends it after the batch in hand.
+pub struct PartitionWorker {
+    partition: u32,
+    stop: watch::Sender<bool>,
+    done: actix_rt::task::JoinHandle<()>,
+    lag: Arc<AtomicU64>,
+}
+
+impl PartitionWorker {
+    /// Starts feeding `events` into `engine`.
+    pub fn start(events: PartitionEvents, engine: EngineHandles) -> PartitionWorker {
+        let (stop, stopped) = watch::channel(false);
+        let lag = Arc::new(AtomicU64::new(0));
+        let partition = events.partition();
+        let done = actix_rt::spawn(run(events, engine, stopped, lag.clone()));
+        PartitionWorker {
+            partition,
+            stop,
+            done,
+            lag,
+        }
+    }
+
+    /// Events of the partition stored and not yet delivered, as of the last batch.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Relaxed)
+    }
+
+    /// Stops after the batch in hand has settled (acknowledged or handed back).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if self.done.await.is_err() {
+            log::error!("partition {}: its consumer task failed", self.partition);
+        }
+    }
+}
+
+async fn run(
+    mut events: PartitionEvents,
+    engine: EngineHandles,
+    mut stopped: watch::Receiver<bool>,
+    lag: Arc<AtomicU64>,
+) {
+    let partition = events.partition();
+    if let Ok(pending) = events.ack_pending().await {
+        if pending > 0 {
+            // An earlier holder had events in hand: they come again once their ack wait
+            // ran out, and must be handled before anything after them.
+            log::info!("partition {partition}: {pending} event(s) still in an earlier holder's hands; waiting for them");
+            tokio::select! {
+                _ = tokio::time::sleep(ACK_WAIT) => {}
+                _ = stopped.changed() => return,
+            }
+        }
+    }
+    log::info!("partition {partition}: consuming its events");
+    while !*stopped.borrow() {
+        let batch = tokio::select! {
+            batch = events.next_batch(BATCH, FETCH_WAIT) => batch,
+            _ = stopped.changed() => break,
+        };
+        match batch {
+            // Nothing came within the wait: nothing is stored undelivered.
+            Ok(batch) if batch.is_empty() => lag.store(0, Relaxed),
+            Ok(batch) => {
+                handle_batch(batch, &engine, &stopped).await;
+                if let Ok(pending) = events.lag().await {
+                    lag.store(pending, Relaxed);
+                }
+            }
+            Err(error) => {
+                log::warn!("partition {partition}: cannot fetch events: {error}");
+                tokio::time::sleep(FETCH_RETRY).await;
+            }
+        }
+    }
+    log::info!("partition {partition}: stopped consuming");
+}
+
+/// Routes a batch, waits until every turn settled, then acknowledges what committed and
+/// hands back the rest.
+async fn handle_batch(
+    batch: Vec<super::consumer::Delivered>,
+    engine: &EngineHandles,
+    stopped: &watch::Receiver<bool>,
+) {
+    let post = AwaitedPost::new(batch.len());
+    let (events, receipts): (Vec<_>, Vec<Receipt>) = batch.into_iter().map(|d| d.split()).unzip();
+    let routed = post
+        .refs()
+        .into_iter()
+        .zip(events.into_iter().map(EngineEvent::Messenger))
+        .collect::<Vec<_>>();
+    engine.load.events_in(routed.len());
+    engine.supervisor.do_send(Route { events: routed });
+    let deadline = tokio::time::Instant::now() + BATCH_DEADLINE;
+    let mut last_progress = (0, tokio::time::Instant::now());
+    let mut marked = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        post.wait((now + STALL / 4).min(deadline)).await;
+        let now = tokio::time::Instant::now();
+        let (settled, failed) = post.progress();
+        if settled != last_progress.0 {
+            last_progress = (settled, now);
+        }
+        let stalled = now.duration_since(last_progress.1) >= STALL;
+        if post.all_settled() || now >= deadline || (stalled && (failed || *stopped.borrow())) {
+            break;
+        }
+        if now.duration_since(marked) >= PROGRESS_EVERY {
+            marked = now;
+            for (index, receipt) in receipts.iter().enumerate() {
+                if !post.is_settled(index) {
+                    let _ = receipt.in_progress().await;
+                }
+            }
+        }
+    }
+    let unfinished = post.take_unfinished();
+    for (index, receipt) in receipts.iter().enumerate() {
+        let answered = if unfinished.contains(&index) {
+            receipt.nak().await
+        } else {
+            receipt.ack().await
+        };
+        if let Err(error) = answered {
+            // Unanswered, it comes again after the ack wait; its dedup mark drops it
+            // if its turn committed.
+            log::warn!("cannot answer a delivered event: {error}");
+        }
+    }
+}
