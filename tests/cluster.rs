@@ -845,3 +845,308 @@ async fn sends_within(graph: &helpers::MockGraph, n: usize, patience: Duration) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A `colloquy serve --cluster` process of the chaos test.
+struct NodeProcess {
+    name: String,
+    port: u16,
+    admin_port: u16,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+impl NodeProcess {
+    fn new(name: &str) -> NodeProcess {
+        NodeProcess {
+            name: name.into(),
+            port: free_port(),
+            admin_port: free_port(),
+            child: None,
+        }
+    }
+
+    /// Starts (or restarts, on the same data directory) the node's process.
+    fn start(&mut self, cluster: &NatsCluster, graph: &helpers::MockGraph, dir: &std::path::Path) {
+        use helpers::*;
+        let log = std::fs::File::create(dir.join(format!("{}.log", self.name))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
+            .args(["serve", "--flow", "echo", "--node", &self.name])
+            .env("COLLOQUY_NATS_URL", cluster.urls())
+            .env("COLLOQUY_PARTITIONS", CHAOS_PARTITIONS.to_string())
+            .env("COLLOQUY_LEASE_MS", "3000")
+            .env("MESSENGER_VERIFY_TOKEN", VERIFY_TOKEN)
+            .env("MESSENGER_APP_SECRET", APP_SECRET)
+            .env("MESSENGER_ACCESS_TOKEN", ACCESS_TOKEN)
+            .env("MESSENGER_GRAPH_URL", &graph.url)
+            .env("COLLOQUY_BIND", format!("127.0.0.1:{}", self.port))
+            .env(
+                "COLLOQUY_ADMIN_BIND",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
+            .env("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("COLLOQUY_DATA", dir.join(&self.name))
+            .env("COLLOQUY_WORKERS", "1")
+            .env("RUST_LOG", "colloquy=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the node starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!(
+            "http://127.0.0.1:{}/webhook?hub.mode=subscribe&hub.verify_token={}&hub.challenge=1",
+            self.port,
+            helpers::VERIFY_TOKEN
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = awc::Client::new().get(&url).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The node's document of a conversation, from its admin API.
+    async fn conversation(&self, psid: &str) -> Option<serde_json::Value> {
+        let mut response = awc::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/admin/conversations/{psid}",
+                self.admin_port
+            ))
+            .bearer_auth(helpers::ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const CHAOS_PARTITIONS: u32 = 6;
+
+/// One user writing to the cluster as Facebook would: each message POSTed until some
+/// node answers 200 (a refused or unanswered POST is redelivered, to another node), the
+/// next only after. Returns the messages acknowledged, in order.
+async fn write_until(
+    user: String,
+    ports: Vec<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let mut acked = Vec::new();
+    let mut attempt = 0usize;
+    for n in 0.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let text = format!("{user} says {n}");
+        let body = helpers::text_message(&user, &format!("m.{user}.{n}"), &text, 1_000 + n);
+        let signature =
+            colloquy::test_support::sign_sha256(helpers::APP_SECRET.as_bytes(), body.as_bytes());
+        loop {
+            attempt += 1;
+            let port = ports[attempt % ports.len()];
+            let answer = client
+                .post(format!("http://127.0.0.1:{port}/webhook"))
+                .insert_header(("X-Hub-Signature-256", signature.clone()))
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body.clone())
+                .await;
+            if answer.is_ok_and(|response| response.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acked.push(text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acked
+}
+
+/// How long until every partition has a live holder among `live`, polling the leases.
+async fn partitions_held_by(table: &LeaseTable, live: &[&str]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let holders = holders(table, CHAOS_PARTITIONS).await;
+        if holders
+            .iter()
+            .all(|holder| holder.as_deref().is_some_and(|node| live.contains(&node)))
+        {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "partitions never moved to {live:?}: {holders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_cluster_loses_a_node_then_a_nats_server_and_no_acknowledged_message_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const USERS: usize = 12;
+    let mut cluster = NatsCluster::start();
+    let leases = table(&cluster, "observer", Duration::from_secs(3)).await;
+    let graph = helpers::MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<NodeProcess> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| NodeProcess::new(n))
+        .collect();
+    for node in nodes.iter_mut() {
+        node.start(&cluster, &graph, dir.path());
+    }
+    for node in &nodes {
+        node.wait_ready().await;
+    }
+    partitions_held_by(&leases, &["c1", "c2", "c3"]).await;
+
+    // Signed webhook load spread over every node, while the chaos happens.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let writers: Vec<_> = (0..USERS)
+        .map(|user| {
+            let mut ports = ports.clone();
+            ports.rotate_left(user % 3);
+            actix_rt::spawn(write_until(format!("u{user}"), ports, stop.clone()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. A colloquy node dies: its partitions move to the two others.
+    nodes[1].kill();
+    let failover = partitions_held_by(&leases, &["c1", "c3"]).await;
+    eprintln!("failover after SIGKILL of a node (lease 3 s): {failover:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 2. Later, a NATS server dies: the streams keep their majority.
+    cluster.kill_server(2);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // 3. Both come back: the node rejoins and gets its share again.
+    cluster.start_server(2);
+    nodes[1].start(&cluster, &graph, dir.path());
+    nodes[1].wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = std::collections::BTreeMap::new();
+    for (user, writer) in writers.into_iter().enumerate() {
+        acked.insert(format!("u{user}"), writer.await.unwrap());
+    }
+    let total: usize = acked.values().map(Vec::len).sum();
+    eprintln!("{total} messages acknowledged by the cluster");
+
+    // Every acknowledged message is answered.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let missing = |replies: &std::collections::BTreeMap<String, Vec<String>>| {
+        acked
+            .iter()
+            .flat_map(|(user, texts)| {
+                let sent = replies.get(user).cloned().unwrap_or_default();
+                texts
+                    .iter()
+                    .filter(move |text| !sent.contains(text))
+                    .map(|text| text.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<String>>()
+    };
+    loop {
+        let unanswered = missing(&replies_by_user(&graph));
+        if unanswered.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged messages never answered, e.g. {:?}",
+            unanswered.len(),
+            &unanswered[..unanswered.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replies = replies_by_user(&graph);
+    let mut duplicates = 0;
+    for (user, texts) in &acked {
+        let sent = &replies[user];
+        // Each conversation's replies left in the order its messages were handled,
+        // which is the order they were written.
+        let mut firsts: Vec<&String> = Vec::new();
+        for text in sent {
+            if !firsts.contains(&text) {
+                firsts.push(text);
+            }
+        }
+        let expected: Vec<&String> = texts.iter().collect();
+        assert_eq!(firsts, expected, "{user}'s replies, in the order sent");
+        // A repeat is only ever the send in flight when a node or its link died.
+        let repeated = sent.len() - firsts.len();
+        assert!(
+            repeated <= 2,
+            "{user}: {repeated} replies sent twice: {sent:?}"
+        );
+        duplicates += repeated;
+    }
+    eprintln!("{duplicates} repeated sends over {USERS} conversations");
+
+    // The transcript of each conversation is complete on the node holding it now.
+    let holders = holders(&leases, CHAOS_PARTITIONS).await;
+    for (user, texts) in &acked {
+        let partition = colloquy::test_support::partition_of(
+            colloquy::event::Channel::Messenger,
+            helpers::PAGE_ID,
+            user,
+            CHAOS_PARTITIONS,
+        );
+        let owner = holders[partition as usize].clone().expect("a holder");
+        let node = nodes.iter().find(|node| node.name == owner).unwrap();
+        let document = node.conversation(user).await.expect("the owner has it");
+        let transcript = document["transcript"].as_array().unwrap();
+        let inbound: Vec<&str> = transcript
+            .iter()
+            .filter(|entry| entry["direction"] == "in")
+            .filter_map(|entry| entry["text"].as_str())
+            .collect();
+        let expected: Vec<&str> = texts.iter().map(String::as_str).collect();
+        assert_eq!(inbound, expected, "{user}'s transcript on {owner}");
+        let unsent = transcript
+            .iter()
+            .filter(|entry| entry["direction"] == "out" && entry["status"] != "sent")
+            .count();
+        assert_eq!(unsent, 0, "{user} on {owner}: {document}");
+    }
+}
