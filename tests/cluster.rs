@@ -17,7 +17,7 @@ use bytes::Bytes;
 use colloquy::test_support::{
     cluster_connect, lease_subject, state_stream, LeaseError, LeaseTable, Ownership,
 };
-use nats::NatsCluster;
+use nats::{free_port, NatsCluster};
 
 /// The state stream once the cluster has elected its JetStream leaders (a few seconds
 /// after the servers start, or after one is lost).
@@ -852,13 +852,6 @@ struct NodeProcess {
     port: u16,
     admin_port: u16,
     child: Option<std::process::Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 impl NodeProcess {

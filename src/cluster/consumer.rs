@@ -110,20 +110,43 @@ impl PartitionEvents {
         self.partition
     }
 
-    /// Up to `max` events, waiting at most `wait` for the first; in stream order.
+    /// Up to `max` events, waiting at most `wait` for the first; in stream order. Returns
+    /// as soon as one is there, with whatever else is ready then.
     pub async fn next_batch(
         &self,
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivered>, ClusterError> {
-        let mut messages = self
+        // A request for one message is held by the server until one comes (or `wait`
+        // ends); the rest is taken without waiting.
+        let first = self
             .consumer
-            .fetch()
-            .max_messages(max)
+            .batch()
+            .max_messages(1)
             .expires(wait)
             .messages()
             .await
             .map_err(failed)?;
+        let mut delivered = self.read(first).await?;
+        if delivered.is_empty() || max <= 1 {
+            return Ok(delivered);
+        }
+        let rest = self
+            .consumer
+            .fetch()
+            .max_messages(max - 1)
+            .messages()
+            .await
+            .map_err(failed)?;
+        delivered.extend(self.read(rest).await?);
+        Ok(delivered)
+    }
+
+    /// The events of one pull request's answer.
+    async fn read(
+        &self,
+        mut messages: impl futures_util::Stream<Item = Result<Message, async_nats::Error>> + Unpin,
+    ) -> Result<Vec<Delivered>, ClusterError> {
         let mut delivered = Vec::new();
         while let Some(message) = messages.next().await {
             let message = message.map_err(failed)?;

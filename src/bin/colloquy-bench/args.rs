@@ -9,7 +9,8 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "colloquy-bench", version)]
 pub struct Args {
-    /// Webhook URL of the colloquy under test.
+    /// Webhook URL of the colloquy under test; several, comma-separated, for the nodes of
+    /// a cluster (POSTs take turns among them).
     #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
     pub target: String,
     /// App secret the server verifies `X-Hub-Signature-256` with.

@@ -32,7 +32,8 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 /// What the load is, fixed before it starts.
 pub struct Plan {
-    pub target: Uri,
+    /// The webhook URLs; POSTs take turns among them (the nodes of a cluster).
+    pub targets: Vec<Uri>,
     pub secret: Vec<u8>,
     /// The page ids as JSON string literals; a sender always writes to the same one.
     pub pages: Vec<String>,
@@ -75,12 +76,15 @@ pub struct Load {
     pub events_ok: AtomicU64,
     pub failures: AtomicU64,
     next_distinct: AtomicU64,
+    /// Whose turn among the targets the next POST is.
+    next_target: std::sync::atomic::AtomicUsize,
     pub spike_stats: Arc<SpikeStats>,
 }
 
 impl Load {
     pub fn new(plan: Plan, tracker: Arc<Tracker>) -> Load {
         Load {
+            next_target: Default::default(),
             plan,
             tracker,
             acks: Mutex::new(AckStats::default()),
@@ -164,8 +168,12 @@ impl Load {
     /// redelivery carries the same events and signature, as Facebook's does).
     pub async fn send(&self, client: &awc::Client, body: String) -> Answer {
         let signature = sign_sha256(&self.plan.secret, body.as_bytes());
+        let turn = self
+            .next_target
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let target = &self.plan.targets[turn % self.plan.targets.len()];
         let answer = client
-            .post(self.plan.target.clone())
+            .post(target.clone())
             .insert_header(("content-type", "application/json"))
             .insert_header((HEADER_SHA256, signature))
             .send_body(body)

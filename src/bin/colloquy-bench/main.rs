@@ -98,10 +98,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<Report> {
-    let target = args
+    let targets = args
         .target
-        .parse()
-        .with_context(|| format!("--target {} is not a URL", args.target))?;
+        .split(',')
+        .map(|target| {
+            target
+                .trim()
+                .parse()
+                .with_context(|| format!("--target {target} is not a URL"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let run_id = format!("{:08x}", rand::random::<u32>());
     let started = Instant::now();
     let warmup_end = started + Duration::from_secs_f64(args.warmup_seconds());
@@ -133,7 +139,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
     );
     let load = Arc::new(Load::new(
         Plan {
-            target,
+            targets,
             secret: args.app_secret.clone().into_bytes(),
             pages: args
                 .page_id
