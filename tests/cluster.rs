@@ -1143,3 +1143,27 @@ async fn a_cluster_loses_a_node_then_a_nats_server_and_no_acknowledged_message_i
         assert_eq!(unsent, 0, "{user} on {owner}: {document}");
     }
 }
+
+#[actix_web::test]
+async fn concurrent_writes_under_one_lease_all_land() {
+    // A clustered stream replicates one write checked against a given subject at a time
+    // and refuses the others meanwhile (code 10164): that is contention, not fencing.
+    let cluster = NatsCluster::start();
+    let node = table(&cluster, "n1", Duration::from_secs(30)).await;
+    let lease = node.acquire(0).await.unwrap();
+    let writes = (0..24).map(|n| {
+        let (node, lease) = (node.clone(), lease.clone());
+        async move {
+            node.publish_fenced(&lease, format!("colloquy.conv.0.c{n}"), Bytes::from("x"))
+                .await
+        }
+    });
+    let sequences = futures_util::future::join_all(writes).await;
+    let mut landed: Vec<u64> = sequences
+        .into_iter()
+        .map(|written| written.expect("every write lands"))
+        .collect();
+    landed.sort_unstable();
+    landed.dedup();
+    assert_eq!(landed.len(), 24);
+}

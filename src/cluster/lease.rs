@@ -19,6 +19,7 @@ use async_nats::header::HeaderMap;
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use bytes::Bytes;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -142,10 +143,29 @@ impl LeaseTable {
         Ok((lease, ran_out))
     }
 
-    /// Extends `lease`; fenced when another node took the partition meanwhile.
+    /// Extends `lease`; fenced when another node took the partition meanwhile. A lease
+    /// message of this node's own that is newer than `lease` (an earlier renewal whose
+    /// PubAck never came back, e.g. it timed out under load) is adopted and renewed:
+    /// nobody else wrote in between, so the partition is still this node's.
     pub async fn renew(&self, lease: &Lease) -> Result<Lease, LeaseError> {
-        self.write(lease.partition, lease.token, self.expiry())
+        match self
+            .write(lease.partition, lease.token, self.expiry())
             .await
+        {
+            Err(LeaseError::Fenced { partition }) => {
+                let holder = self.holder(partition).await?;
+                let ours = holder
+                    .record
+                    .as_ref()
+                    .is_some_and(|record| record.node == self.node && record.until > now_ms());
+                if !ours {
+                    return Err(LeaseError::Fenced { partition });
+                }
+                log::info!("partition {partition}: adopting this node's own newer lease message");
+                self.write(partition, holder.sequence, self.expiry()).await
+            }
+            other => other,
+        }
     }
 
     /// Gives `lease` back at once, so another node need not wait for it to run out.
@@ -228,21 +248,65 @@ impl LeaseTable {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<u64, LeaseError> {
-        // The server says "wrong last sequence" with code 10071 when the subject's own
-        // last sequence differs, and with 10164 (which async-nats does not name) when the
-        // one of `Nats-Expected-Last-Subject-Sequence-Subject` does: fenced, either way.
-        let fenced_or = |kind: PublishErrorKind, error: String| match kind {
-            PublishErrorKind::WrongLastSequence => LeaseError::Fenced { partition },
-            _ if error.contains("wrong last sequence") => LeaseError::Fenced { partition },
-            _ => LeaseError::Nats(error),
+        let deadline = tokio::time::Instant::now() + CONTENDED_PATIENCE;
+        loop {
+            let published = self
+                .publish_once(partition, subject.clone(), headers.clone(), payload.clone())
+                .await;
+            match published {
+                Err(Refusal::InFlight) if tokio::time::Instant::now() < deadline => {
+                    // Another write checked against the same lease is being replicated:
+                    // the server takes one at a time. Try again in a moment.
+                    let pause = rand::thread_rng().gen_range(200..2_000);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+                Err(Refusal::InFlight) => {
+                    return Err(LeaseError::Nats(format!(
+                        "partition {partition}: writes kept colliding for {CONTENDED_PATIENCE:?}"
+                    )))
+                }
+                Err(Refusal::Error(error)) => return Err(error),
+                Ok(sequence) => return Ok(sequence),
+            }
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        partition: u32,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<u64, Refusal> {
+        // "wrong last sequence" comes in two kinds. Code 10071 (async-nats names it): the
+        // expected subject's last sequence differs, another lease message exists: fenced.
+        // Code 10164 (not named): in a clustered stream, another write with an expected
+        // sequence for the same subject is still being replicated, and the server takes
+        // one at a time: nothing is decided, try again.
+        let refused = |kind: PublishErrorKind, error: String| match kind {
+            PublishErrorKind::WrongLastSequence => Refusal::Error(LeaseError::Fenced { partition }),
+            _ if error.contains("10164") => Refusal::InFlight,
+            _ if error.contains("wrong last sequence") => {
+                Refusal::Error(LeaseError::Fenced { partition })
+            }
+            _ => Refusal::Error(LeaseError::Nats(error)),
         };
         let ack = self
             .jetstream
             .publish_with_headers(subject, headers, payload)
             .await
-            .map_err(|e| fenced_or(e.kind(), e.to_string()))?
+            .map_err(|e| refused(e.kind(), e.to_string()))?
             .await
-            .map_err(|e| fenced_or(e.kind(), e.to_string()))?;
+            .map_err(|e| refused(e.kind(), e.to_string()))?;
         Ok(ack.sequence)
     }
+}
+
+/// How long a write keeps trying while other writes under the same lease are in flight.
+const CONTENDED_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Why one publish did not land.
+enum Refusal {
+    InFlight,
+    Error(LeaseError),
 }

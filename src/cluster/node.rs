@@ -105,6 +105,7 @@ pub async fn start_node(
         settings.lease_ttl / 3,
         held_now,
         metrics.clone(),
+        engine.sender.clone(),
         leaving,
     ));
     let node = Node {
@@ -176,6 +177,7 @@ async fn keep_leases(
     every: Duration,
     held: watch::Sender<Vec<u32>>,
     metrics: ClusterMetrics,
+    sender: actix::Addr<crate::engine::sender::OutboundSender>,
     mut leaving: watch::Receiver<bool>,
 ) {
     let mut rounds = tokio::time::interval(every);
@@ -186,7 +188,15 @@ async fn keep_leases(
             _ = leaving.changed() => break,
         }
         match ownership.round().await {
-            Ok(changes) => count(&metrics, &changes),
+            Ok(changes) => {
+                count(&metrics, &changes);
+                if changes.taken.iter().any(|p| changes.lost.contains(p)) {
+                    // Lost and taken back in one round, nobody else in between: the
+                    // sender let go of its replies meanwhile and must take them up again
+                    // (a partition new to this node is resumed after its replay).
+                    sender.do_send(ResumeOutbox);
+                }
+            }
             Err(error) => log::warn!("ownership round failed: {error}"),
         }
         let _ = held.send(ownership.served());
