@@ -813,8 +813,64 @@ async fn nodes_take_webhooks_on_any_node_and_answer_each_message_once_in_order()
         assert!(Instant::now() < deadline, "partitions owned: {owned:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Either node answers for every conversation: the one serving it from its store,
+    // the other by forwarding to it.
+    let wait_for_directory = Instant::now() + Duration::from_secs(20);
+    for user in 0..USERS {
+        let psid = format!("u{user}");
+        for node in nodes {
+            let (status, document) = loop {
+                let (status, document) = admin_call(node, "GET", &psid, "").await;
+                let complete =
+                    document["transcript"].as_array().map_or(0, Vec::len) == 2 * MESSAGES;
+                if complete || Instant::now() > wait_for_directory {
+                    break (status, document);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(status, 200, "{document}");
+            let transcript = document["transcript"].as_array().unwrap();
+            assert_eq!(
+                transcript.len(),
+                2 * MESSAGES,
+                "{psid} via {}: {document}",
+                node.port()
+            );
+        }
+    }
+    // An operator's action through either node lands on the node serving the user.
+    for user in ["u0", "u1", "u2"] {
+        let (status, document) = admin_call(&one, "POST", &format!("{user}/pause"), "").await;
+        assert_eq!(status, 200, "{document}");
+        for node in nodes {
+            let (_, document) = admin_call(node, "GET", user, "").await;
+            assert_eq!(document["paused"], true, "{user}: {document}");
+        }
+    }
     one.stop().await.unwrap();
     two.stop().await.unwrap();
+}
+
+/// A request to a node's admin API about one conversation: its status and JSON.
+async fn admin_call(
+    node: &colloquy::RunningApp,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{}/admin/conversations/{path}", node.admin_addr());
+    let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut response = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+        .request(method, url)
+        .bearer_auth(helpers::ADMIN_TOKEN)
+        .send_body(body.to_string())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let document = response.json().await.unwrap_or(serde_json::Value::Null);
+    (status, document)
 }
 
 /// One figure of a node's `/metrics`.

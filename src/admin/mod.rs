@@ -17,6 +17,7 @@ use thiserror::Error;
 
 mod events;
 mod export;
+pub mod forward;
 mod pages;
 pub mod session;
 
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub sessions: Arc<session::Sessions>,
     /// The pages served (`/admin/pages`, and their reload).
     pub pages: crate::pages::Pages,
+    /// On a cluster node: where the conversations this node does not serve are served.
+    pub home: Option<Arc<dyn forward::ConversationHome>>,
 }
 
 #[derive(Debug, Error)]

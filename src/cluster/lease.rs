@@ -32,6 +32,10 @@ pub struct LeaseRecord {
     pub node: String,
     /// Wall-clock ms until which no other node may take it.
     pub until: i64,
+    /// In a heartbeat: the node's admin listener (`http://host:port`), where the other
+    /// nodes forward requests about the conversations it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 /// A lease this node holds: the partition and its fencing token.
@@ -173,6 +177,7 @@ impl LeaseTable {
         let record = LeaseRecord {
             node: String::new(),
             until: 0,
+            admin: None,
         };
         self.publish_lease(lease.partition, lease.token, &record)
             .await
@@ -201,6 +206,11 @@ impl LeaseTable {
     }
 
     /// The JetStream context the table writes through.
+    /// The state stream the leases live in.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
     pub fn jetstream(&self) -> &Context {
         &self.jetstream
     }
@@ -214,6 +224,7 @@ impl LeaseTable {
         let record = LeaseRecord {
             node: self.node.clone(),
             until,
+            admin: None,
         };
         let token = self.publish_lease(partition, expected, &record).await?;
         Ok(Lease {

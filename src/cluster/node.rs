@@ -10,8 +10,8 @@
 //! actors. Stopping the node: stop every consumer, give every lease back.
 //! Must not: handle an event itself, or consume a partition it does not hold.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::context::Context;
@@ -86,16 +86,26 @@ pub async fn start_node(
     );
     let mut ownership = Ownership::new(table.clone(), state.clone(), partitions);
     let drained = ownership.drain_first();
-    let replicator = LeaseReplicator::new(table, ownership.shared(), partitions);
+    let replicator = LeaseReplicator::new(table.clone(), ownership.shared(), partitions);
+    let directory = Arc::new(Directory {
+        partitions,
+        pages: OnceLock::new(),
+        elsewhere: RwLock::new(HashMap::new()),
+        seen_pages: Mutex::new(BTreeSet::new()),
+    });
     let hooks = ClusterHooks {
         replicator: Some(Arc::new(replicator)),
         intake: Some(Arc::new(StreamIntake {
             jetstream,
             partitions,
+            directory: directory.clone(),
         })),
+        home: Some(directory.clone()),
     };
     let mut app = start_with(config, flow, hooks).await?;
     let engine = app.engine();
+    let _ = directory.pages.set(engine.pages.clone());
+    ownership.advertise(format!("http://{}", app.admin_addr()));
     let metrics = engine.metrics.cluster();
     let (stop, stopped) = watch::channel(false);
     let (held_now, held) = watch::channel(Vec::new());
@@ -107,6 +117,7 @@ pub async fn start_node(
         metrics.clone(),
         engine.sender.clone(),
         leaving,
+        (table, directory),
     ));
     let node = Node {
         state,
@@ -154,10 +165,12 @@ fn check_node_name(name: &str) -> Result<(), NodeError> {
 struct StreamIntake {
     jetstream: Context,
     partitions: u32,
+    directory: Arc<Directory>,
 }
 
 impl EventIntake for StreamIntake {
     fn take(&self, events: Vec<InboundEvent>) -> LocalBoxFuture<'static, Result<(), String>> {
+        self.directory.saw(&events);
         let (jetstream, partitions) = (self.jetstream.clone(), self.partitions);
         Box::pin(async move {
             intake::publish(&jetstream, &events, partitions)
@@ -179,6 +192,7 @@ async fn keep_leases(
     metrics: ClusterMetrics,
     sender: actix::Addr<crate::engine::sender::OutboundSender>,
     mut leaving: watch::Receiver<bool>,
+    (table, directory): (LeaseTable, Arc<Directory>),
 ) {
     let mut rounds = tokio::time::interval(every);
     rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -200,6 +214,9 @@ async fn keep_leases(
             Err(error) => log::warn!("ownership round failed: {error}"),
         }
         let _ = held.send(ownership.served());
+        if let Err(error) = directory.refresh(&table).await {
+            log::debug!("cannot read where the partitions are served: {error}");
+        }
     }
     let _ = held.send(Vec::new());
     if let Err(error) = ownership.release_all().await {
@@ -211,6 +228,111 @@ async fn keep_leases(
 fn count(metrics: &ClusterMetrics, changes: &RoundChanges) {
     metrics.partitions_taken.inc_by(changes.taken.len() as u64);
     metrics.failovers.inc_by(changes.failovers.len() as u64);
+}
+
+/// Where each partition is served, as of the last ownership round: the admin listener
+/// of its holder, for the partitions another node holds. The admin API forwards a
+/// request about a conversation there (`admin::forward`).
+struct Directory {
+    partitions: u32,
+    /// The pages served (a conversation's channel is part of its partition).
+    pages: OnceLock<crate::pages::Pages>,
+    elsewhere: RwLock<HashMap<u32, String>>,
+    seen_pages: Mutex<BTreeSet<String>>,
+}
+
+impl Directory {
+    async fn refresh(&self, table: &LeaseTable) -> Result<(), super::LeaseError> {
+        let now = crate::clock::now_ms();
+        let admins: HashMap<String, String> = super::ownership::heartbeats(table.stream())
+            .await?
+            .into_iter()
+            .filter(|beat| beat.until > now)
+            .filter_map(|beat| Some((beat.node, beat.admin?)))
+            .collect();
+        let holders = super::holders(table, self.partitions).await?;
+        let elsewhere: HashMap<u32, String> = holders
+            .into_iter()
+            .enumerate()
+            .filter_map(|(partition, holder)| {
+                let record = holder.record?;
+                let live = record.until > now && record.node != table.node();
+                let admin = admins.get(&record.node).filter(|_| live)?;
+                Some((u32::try_from(partition).ok()?, admin.clone()))
+            })
+            .collect();
+        *self
+            .elsewhere
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = elsewhere;
+        Ok(())
+    }
+}
+
+impl Directory {
+    /// The pages a conversation may belong to when a request does not say: those of the
+    /// pages file, and those whose events this node took (the only way to know the page
+    /// id of the `MESSENGER_*` settings' single page).
+    fn candidate_pages(&self) -> Vec<String> {
+        let mut pages: BTreeSet<String> = self
+            .seen_pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(served) = self.pages.get() {
+            pages.extend(served.current().pages().iter().map(|page| page.id.clone()));
+        }
+        pages.into_iter().collect()
+    }
+
+    fn served_elsewhere(&self, page: &str, psid: &str) -> Option<String> {
+        let channel = self
+            .pages
+            .get()
+            .and_then(|pages| pages.current().channel_of(page))
+            .unwrap_or(Channel::Messenger);
+        let partition = partition_of(channel, page, psid, self.partitions);
+        self.elsewhere
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&partition)
+            .cloned()
+    }
+
+    /// Notes the pages of events this node took in.
+    fn saw(&self, events: &[InboundEvent]) {
+        let mut seen = self
+            .seen_pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for event in events {
+            if seen.len() < SEEN_PAGES && !seen.contains(&event.page_id) {
+                seen.insert(event.page_id.clone());
+            }
+        }
+    }
+}
+
+/// Page ids remembered from events, at most (a deployment serves few pages per app).
+const SEEN_PAGES: usize = 10_000;
+
+impl crate::admin::forward::ConversationHome for Directory {
+    fn elsewhere(&self, page: Option<&str>, psid: &str) -> Option<String> {
+        match page {
+            Some(page) => self.served_elsewhere(page, psid),
+            None => {
+                let candidates = self.candidate_pages();
+                let mut homes = candidates
+                    .iter()
+                    .map(|page| self.served_elsewhere(page, psid));
+                // Only when every page it may belong to is served by one other node.
+                let first = homes.next()??;
+                homes
+                    .all(|home| home.as_ref() == Some(&first))
+                    .then_some(first)
+            }
+        }
+    }
 }
 
 /// What serves the held partitions: a consumer for each.

@@ -46,6 +46,8 @@ pub struct Ownership {
     leaving: BTreeSet<u32>,
     /// Set by `drain_first`: the partitions whose consumer stopped, to release now.
     drained: Option<Drained>,
+    /// The node's admin listener, told in its heartbeats.
+    admin: Option<String>,
 }
 
 /// The partitions a node stopped consuming, for its ownership loop to give back.
@@ -61,7 +63,13 @@ impl Ownership {
             shared: HeldLeases::default(),
             leaving: BTreeSet::new(),
             drained: None,
+            admin: None,
         }
+    }
+
+    /// Says `admin` (`http://host:port`) in this node's heartbeats.
+    pub fn advertise(&mut self, admin: String) {
+        self.admin = Some(admin);
     }
 
     /// Partitions beyond the fair share are given back only once marked in the returned
@@ -142,6 +150,7 @@ impl Ownership {
         let record = LeaseRecord {
             node: self.table.node().to_string(),
             until: self.table.expiry(),
+            admin: self.admin.clone(),
         };
         let payload = serde_json::to_vec(&record).map_err(|e| LeaseError::Nats(e.to_string()))?;
         self.table

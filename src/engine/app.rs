@@ -54,6 +54,9 @@ pub struct ClusterHooks {
     pub replicator: Option<Arc<dyn crate::store::Replicator>>,
     /// Where the webhook hands verified events instead of the local engine.
     pub intake: Option<Arc<dyn crate::webhook::EventIntake>>,
+    /// Where the conversations this node does not serve are served: the admin API
+    /// forwards requests about them there.
+    pub home: Option<Arc<dyn crate::admin::forward::ConversationHome>>,
 }
 
 /// The engine's actors and shared state, for a cluster node to feed and steer.
@@ -64,6 +67,7 @@ pub struct EngineHandles {
     pub sender: Addr<OutboundSender>,
     pub load: Arc<Load>,
     pub metrics: Arc<Metrics>,
+    pub pages: Pages,
 }
 
 /// Work to finish once the webhook stopped taking events and before the engine's actors
@@ -85,6 +89,7 @@ pub struct RunningApp {
     sweeper: Addr<Sweeper>,
     load: Arc<Load>,
     metrics: Arc<Metrics>,
+    pages: Pages,
     before_stop: Option<BeforeStop>,
 }
 
@@ -97,6 +102,7 @@ impl RunningApp {
             sender: self.sender.clone(),
             load: self.load.clone(),
             metrics: self.metrics.clone(),
+            pages: self.pages.clone(),
         }
     }
 
@@ -241,7 +247,11 @@ pub async fn start_with(
     flow: FlowHandle,
     hooks: ClusterHooks,
 ) -> Result<RunningApp, StartError> {
-    let ClusterHooks { replicator, intake } = hooks;
+    let ClusterHooks {
+        replicator,
+        intake,
+        home,
+    } = hooks;
     let config = Arc::new(config);
     // A broken pages file stops the start before anything is opened.
     let pages = pages_of(&config, &flow)?;
@@ -291,12 +301,14 @@ pub async fn start_with(
         intake,
     };
     let webhook_metrics = metrics.clone();
+    let app_pages = pages.clone();
     let admin_state = AdminState {
         token: config.admin_token.clone(),
         store: store.clone(),
         metrics,
         sessions: Default::default(),
         pages: pages.clone(),
+        home,
     };
     let action_state = ActionState {
         admin: admin_state.clone(),
@@ -328,6 +340,7 @@ pub async fn start_with(
         sweeper,
         load,
         metrics: webhook_metrics,
+        pages: app_pages,
         before_stop: None,
     })
 }
@@ -430,6 +443,9 @@ fn serve_admin(
 ) -> Result<Served, StartError> {
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                admin::forward::to_the_holder,
+            ))
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(actions.clone()))
             .configure(admin::configure)
