@@ -515,10 +515,12 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<String> {
         std::time::Duration::ZERO,
     );
     let holders = crate::cluster::holders(&table, args.partitions).await?;
+    let events = crate::cluster::intake::events_stream(table.jetstream()).await?;
+    let lags = crate::cluster::consumer::lags(&events, args.partitions).await;
     let now = crate::clock::now_ms();
     Ok(crate::cluster::describe_nodes(&beats, now)
         + "\n"
-        + &crate::cluster::describe_holders(&holders, now))
+        + &crate::cluster::describe_holders(&holders, &lags, now))
 }
 
 /// `colloquy profile diff|apply [--page ID]`.

@@ -422,6 +422,28 @@ async fn cluster_status_shows_the_nodes_and_who_holds_each_partition() {
         (0..PARTITIONS).collect::<Vec<_>>(),
         "alone, it holds all"
     );
+    // Partition 2's consumer has three events it has not handled: its lag.
+    let (jetstream, events_stream) = events(&cluster).await;
+    let waiting: Vec<_> = (0..3)
+        .map(|n| {
+            let body = helpers::text_message("lagging", &format!("m.lag{n}"), "hi", n);
+            colloquy::event::parse_envelope(body.as_bytes())
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
+    let lagging = colloquy::test_support::partition_of(
+        colloquy::event::Channel::Messenger,
+        helpers::PAGE_ID,
+        "lagging",
+        8,
+    );
+    colloquy::test_support::publish_events(&jetstream, &waiting, 8)
+        .await
+        .unwrap();
+    colloquy::test_support::PartitionEvents::open(&events_stream, lagging, Duration::from_secs(5))
+        .await
+        .unwrap();
 
     let urls = cluster.urls();
     let output = tokio::task::spawn_blocking(move || {
@@ -451,6 +473,15 @@ async fn cluster_status_shows_the_nodes_and_who_holds_each_partition() {
         })
         .collect();
     assert_eq!(rows.len(), 8, "{out}");
+    for (partition, row) in rows.iter().enumerate() {
+        let lag = row.split_whitespace().nth(2).unwrap();
+        let expected = if partition as u32 == lagging {
+            "3"
+        } else {
+            "-"
+        };
+        assert_eq!(lag, expected, "{row}");
+    }
     for row in &rows[..6] {
         assert!(row.contains("node-a") && row.contains("held,"), "{row}");
     }

@@ -77,6 +77,21 @@ fn failed(error: impl std::fmt::Display) -> ClusterError {
     ClusterError::JetStream(error.to_string())
 }
 
+/// Each partition's events stored and not yet acknowledged by its consumer (`None`: no
+/// consumer yet), for `colloquy cluster status`.
+pub async fn lags(stream: &Stream, partitions: u32) -> Vec<Option<u64>> {
+    let mut lags = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let info = stream
+            .consumer_info(format!("p{partition}"))
+            .await
+            .ok()
+            .map(|info| info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0));
+        lags.push(info);
+    }
+    lags
+}
+
 impl PartitionEvents {
     /// The durable consumer of `partition` in the events stream, created on first use; an
     /// event not acknowledged within `ack_wait` is delivered again.

@@ -159,9 +159,17 @@ pub fn describe_nodes(beats: &[lease::LeaseRecord], now: i64) -> String {
 }
 
 /// The table `colloquy cluster status` prints: one line per partition.
-pub fn describe_holders(holders: &[Holder], now: i64) -> String {
-    let mut out = format!("{:<10} {:<24} {}\n", "partition", "node", "lease");
+pub fn describe_holders(holders: &[Holder], lags: &[Option<u64>], now: i64) -> String {
+    let mut out = format!(
+        "{:<10} {:<24} {:>8} {}\n",
+        "partition", "node", "lag", "lease"
+    );
     for (partition, holder) in holders.iter().enumerate() {
+        let lag = lags
+            .get(partition)
+            .copied()
+            .flatten()
+            .map_or_else(|| "-".to_string(), |lag| lag.to_string());
         let (node, lease) = match &holder.record {
             Some(record) if !record.node.is_empty() && record.until > now => (
                 record.node.as_str(),
@@ -176,7 +184,7 @@ pub fn describe_holders(holders: &[Holder], now: i64) -> String {
             }
             _ => ("-", "free".to_string()),
         };
-        out.push_str(&format!("{partition:<10} {node:<24} {lease}\n"));
+        out.push_str(&format!("{partition:<10} {node:<24} {lag:>8} {lease}\n"));
     }
     out
 }
