@@ -382,8 +382,23 @@ mod tests {
             }))
             .unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled's IO pool may still hold the file for a moment after the last handle
+        // drops (a job writing the final flush's buffer); the lock must go soon after.
+        let db = reopen_within(dir.path(), Duration::from_secs(10));
         let tree = db.open_tree("t").unwrap();
         assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    fn reopen_within(path: &std::path::Path, limit: Duration) -> sled::Db {
+        let started = Instant::now();
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(_) if started.elapsed() < limit => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("the database stayed locked after the committer dropped: {e}"),
+            }
+        }
     }
 }
