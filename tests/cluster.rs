@@ -939,6 +939,7 @@ struct NodeProcess {
     port: u16,
     admin_port: u16,
     child: Option<std::process::Child>,
+    log: Option<std::path::PathBuf>,
 }
 
 impl NodeProcess {
@@ -948,13 +949,16 @@ impl NodeProcess {
             port: free_port(),
             admin_port: free_port(),
             child: None,
+            log: None,
         }
     }
 
     /// Starts (or restarts, on the same data directory) the node's process.
     fn start(&mut self, cluster: &NatsCluster, graph: &helpers::MockGraph, dir: &std::path::Path) {
         use helpers::*;
-        let log = std::fs::File::create(dir.join(format!("{}.log", self.name))).unwrap();
+        let log_path = dir.join(format!("{}.log", self.name));
+        let log = std::fs::File::create(&log_path).unwrap();
+        self.log = Some(log_path);
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_colloquy"))
             .args(["serve", "--flow", "echo", "--node", &self.name])
             .env("COLLOQUY_NATS_URL", cluster.urls())
@@ -987,6 +991,16 @@ impl NodeProcess {
         }
     }
 
+    fn log_tail(&self) -> String {
+        let log = self
+            .log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        let log = log.unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
     async fn wait_ready(&self) {
         let url = format!(
             "http://127.0.0.1:{}/webhook?hub.mode=subscribe&hub.verify_token={}&hub.challenge=1",
@@ -1002,8 +1016,9 @@ impl NodeProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "node {} never became ready",
-                self.name
+                "node {} never became ready; its log ends:\n{}",
+                self.name,
+                self.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -85,20 +85,31 @@ pub async fn state_stream(jetstream: &Context) -> Result<stream::Stream, Cluster
 
 /// Gets or creates the stream `config` describes with three replicas, or with one when
 /// the server is not part of a cluster.
+/// A clustered JetStream may not answer while a server restarts and the stream elects a
+/// leader; a node starting meanwhile waits this long for it, instead of exiting.
+const STREAM_SETUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn create_replicated(
     jetstream: &Context,
     config: impl Fn(usize) -> stream::Config,
 ) -> Result<stream::Stream, ClusterError> {
-    match jetstream.get_or_create_stream(config(REPLICAS)).await {
-        Ok(stream) => Ok(stream),
-        Err(error) if !clustered(jetstream) => {
-            log::info!("NATS is a single server ({error}); streams have one replica");
-            jetstream
-                .get_or_create_stream(config(1))
-                .await
-                .map_err(|error| ClusterError::JetStream(error.to_string()))
+    let deadline = tokio::time::Instant::now() + STREAM_SETUP_PATIENCE;
+    loop {
+        match jetstream.get_or_create_stream(config(REPLICAS)).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if !clustered(jetstream) => {
+                log::info!("NATS is a single server ({error}); streams have one replica");
+                return jetstream
+                    .get_or_create_stream(config(1))
+                    .await
+                    .map_err(|error| ClusterError::JetStream(error.to_string()));
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                log::warn!("JetStream not ready ({error}); trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(ClusterError::JetStream(error.to_string())),
         }
-        Err(error) => Err(ClusterError::JetStream(error.to_string())),
     }
 }
 

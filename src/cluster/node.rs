@@ -31,7 +31,7 @@ use super::ClusterError;
 use crate::config::Config;
 use crate::engine::app::{start_with, ClusterHooks, EngineHandles, RunningApp, StartError};
 use crate::engine::metrics::ClusterMetrics;
-use crate::engine::sender::ResumeOutbox;
+use crate::engine::sender::{RepliesInHand, ResumeOutbox};
 use crate::engine::supervisor::RetireWhere;
 use crate::flow::FlowHandle;
 use crate::messenger::inbound::{Channel, InboundEvent};
@@ -86,7 +86,8 @@ pub async fn start_node(
     );
     let mut ownership = Ownership::new(table.clone(), state.clone(), partitions);
     let drained = ownership.drain_first();
-    let replicator = LeaseReplicator::new(table.clone(), ownership.shared(), partitions);
+    let replicator = LeaseReplicator::new(table.clone(), ownership.shared(), partitions)
+        .with_leaving(ownership.leaving());
     let directory = Arc::new(Directory {
         partitions,
         pages: OnceLock::new(),
@@ -115,7 +116,6 @@ pub async fn start_node(
         settings.lease_ttl / 3,
         held_now,
         metrics.clone(),
-        engine.sender.clone(),
         leaving,
         (table, directory),
     ));
@@ -188,9 +188,8 @@ impl EventIntake for StreamIntake {
 async fn keep_leases(
     mut ownership: Ownership,
     every: Duration,
-    held: watch::Sender<Vec<u32>>,
+    held: watch::Sender<Vec<(u32, u64)>>,
     metrics: ClusterMetrics,
-    sender: actix::Addr<crate::engine::sender::OutboundSender>,
     mut leaving: watch::Receiver<bool>,
     (table, directory): (LeaseTable, Arc<Directory>),
 ) {
@@ -202,18 +201,12 @@ async fn keep_leases(
             _ = leaving.changed() => break,
         }
         match ownership.round().await {
-            Ok(changes) => {
-                count(&metrics, &changes);
-                if changes.taken.iter().any(|p| changes.lost.contains(p)) {
-                    // Lost and taken back in one round, nobody else in between: the
-                    // sender let go of its replies meanwhile and must take them up again
-                    // (a partition new to this node is resumed after its replay).
-                    sender.do_send(ResumeOutbox);
-                }
-            }
+            Ok(changes) => count(&metrics, &changes),
             Err(error) => log::warn!("ownership round failed: {error}"),
         }
-        let _ = held.send(ownership.served());
+        // A partition lost and taken back has a new holding: the server takes it over
+        // anew (replay, then the outbox), however quickly it came back.
+        let _ = held.send(ownership.served_holdings());
         if let Err(error) = directory.refresh(&table).await {
             log::debug!("cannot read where the partitions are served: {error}");
         }
@@ -344,14 +337,20 @@ struct Node {
     partitions: u32,
     /// Partitions whose consumer stopped, for the ownership loop to give back.
     drained: Drained,
-    workers: BTreeMap<u32, PartitionWorker>,
+    /// The consumer of each served partition, with the holding it serves.
+    workers: BTreeMap<u32, (u64, PartitionWorker)>,
 }
+
+/// Longest a handover waits for the sends in flight of the partition to end (a call's
+/// timeout, or a retry's pause, at most): past it the partition is given back anyway,
+/// and the next holder may repeat those sends.
+const HANDOVER_SENDS_WAIT: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Follows the held partitions until stopped, then stops every consumer.
     async fn serve(
         mut self,
-        mut held: watch::Receiver<Vec<u32>>,
+        mut held: watch::Receiver<Vec<(u32, u64)>>,
         mut stopped: watch::Receiver<bool>,
     ) {
         loop {
@@ -362,47 +361,74 @@ impl Node {
             let partitions = held.borrow_and_update().clone();
             self.reconcile(partitions).await;
         }
-        for (_, worker) in std::mem::take(&mut self.workers) {
+        for (_, (_, worker)) in std::mem::take(&mut self.workers) {
             worker.stop().await;
         }
         self.metrics.partitions_owned.set(0);
     }
 
-    /// One consumer for every held partition, none for the others.
-    async fn reconcile(&mut self, held: Vec<u32>) {
+    /// One consumer for every held partition (for its current holding), none for the
+    /// others. A partition given back is released only once its consumer stopped and
+    /// the sends in flight for it ended.
+    async fn reconcile(&mut self, held: Vec<(u32, u64)>) {
         let gone: Vec<u32> = self
             .workers
-            .keys()
-            .copied()
-            .filter(|partition| !held.contains(partition))
+            .iter()
+            .filter(|(partition, (holding, _))| !held.contains(&(**partition, *holding)))
+            .map(|(partition, _)| *partition)
             .collect();
         for partition in gone {
-            if let Some(worker) = self.workers.remove(&partition) {
+            if let Some((_, worker)) = self.workers.remove(&partition) {
                 worker.stop().await;
             }
             self.retire_actors(partition);
-            self.drained
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(partition);
-            log::info!("partition {partition}: no longer served here");
+            if !held.iter().any(|(p, _)| *p == partition) {
+                self.wait_for_sends_in_hand(partition).await;
+                self.drained
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(partition);
+            }
+            log::info!("partition {partition}: no longer served here (in this holding)");
         }
-        for partition in held {
+        for (partition, holding) in held {
             if !self.workers.contains_key(&partition) {
-                if let Err(error) = self.take(partition).await {
+                if let Err(error) = self.take(partition, holding).await {
                     // Held but not served yet: tried again next round.
                     log::warn!("partition {partition}: cannot take it over yet: {error}");
                 }
             }
         }
-        let lag: u64 = self.workers.values().map(PartitionWorker::lag).sum();
+        let lag: u64 = self.workers.values().map(|(_, worker)| worker.lag()).sum();
         self.metrics.consumer_lag.set(gauge(lag));
         self.metrics
             .partitions_owned
             .set(gauge(self.workers.len() as u64));
     }
 
-    async fn take(&mut self, partition: u32) -> Result<(), ClusterError> {
+    /// Waits (up to `HANDOVER_SENDS_WAIT`) until no conversation of `partition` has a
+    /// send in flight here: the sender starts none for a leaving partition, and the
+    /// outcome of each one in flight is replicated under the lease still held.
+    async fn wait_for_sends_in_hand(&self, partition: u32) {
+        let deadline = tokio::time::Instant::now() + HANDOVER_SENDS_WAIT;
+        loop {
+            let matches = Box::new(in_partition(partition, self.partitions));
+            let in_hand = self.engine.sender.send(RepliesInHand { matches }).await;
+            match in_hand {
+                Ok(0) | Err(_) => return,
+                Ok(n) if tokio::time::Instant::now() >= deadline => {
+                    log::warn!(
+                        "partition {partition}: given back with {n} send(s) still in flight \
+                         (the next holder may repeat them)"
+                    );
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn take(&mut self, partition: u32, holding: u64) -> Result<(), ClusterError> {
         let replayed = replay_partition(&self.state, partition, &self.engine.store).await?;
         self.metrics.turns_replayed.inc_by(replayed as u64);
         self.retire_actors(partition);
@@ -410,7 +436,7 @@ impl Node {
         let events = PartitionEvents::open(&self.events, partition, ACK_WAIT).await?;
         self.workers.insert(
             partition,
-            PartitionWorker::start(events, self.engine.clone()),
+            (holding, PartitionWorker::start(events, self.engine.clone())),
         );
         log::info!("partition {partition}: taken ({replayed} replicated change(s) replayed)");
         Ok(())
@@ -419,17 +445,20 @@ impl Node {
     /// Retires the live actors of `partition`'s conversations (either channel may map
     /// a conversation there; retiring one more actor than needed costs a reload only).
     fn retire_actors(&self, partition: u32) {
-        let partitions = self.partitions;
-        let in_partition = move |key: &ConversationKey| {
-            [Channel::Messenger, Channel::Instagram]
-                .into_iter()
-                .any(|channel| {
-                    partition_of(channel, &key.page_id, &key.psid, partitions) == partition
-                })
-        };
+        let matches = in_partition(partition, self.partitions);
         self.engine
             .supervisor
-            .do_send(RetireWhere(Box::new(in_partition)));
+            .do_send(RetireWhere(Box::new(matches)));
+    }
+}
+
+/// Whether a conversation may belong to `partition` (either channel may map it there;
+/// one conversation more than needed costs a reload or a short wait only).
+fn in_partition(partition: u32, partitions: u32) -> impl Fn(&ConversationKey) -> bool + Send {
+    move |key: &ConversationKey| {
+        [Channel::Messenger, Channel::Instagram]
+            .into_iter()
+            .any(|channel| partition_of(channel, &key.page_id, &key.psid, partitions) == partition)
     }
 }
 

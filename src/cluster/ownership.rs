@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream::stream::Stream;
 
 use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
-use super::replication::HeldLeases;
+use super::replication::{HeldLeases, Leaving};
 use crate::clock::now_ms;
 
 /// The subject of a node's heartbeat.
@@ -44,10 +44,17 @@ pub struct Ownership {
     /// Partitions beyond the fair share, to give back once their consumer drained (still
     /// held and renewed meanwhile, but no longer served).
     leaving: BTreeSet<u32>,
+    /// `leaving` as the node's sender sees it: no new send starts for those partitions.
+    shared_leaving: Leaving,
     /// Set by `drain_first`: the partitions whose consumer stopped, to release now.
     drained: Option<Drained>,
     /// The node's admin listener, told in its heartbeats.
     admin: Option<String>,
+    /// Each held partition's holding: a new number every time it is taken, so a
+    /// partition lost and taken back between two looks of the node's server is still
+    /// seen as new (its store must replay what another node did meanwhile).
+    holdings: BTreeMap<u32, u64>,
+    next_holding: u64,
 }
 
 /// The partitions a node stopped consuming, for its ownership loop to give back.
@@ -62,8 +69,11 @@ impl Ownership {
             held: BTreeMap::new(),
             shared: HeldLeases::default(),
             leaving: BTreeSet::new(),
+            shared_leaving: Leaving::default(),
             drained: None,
             admin: None,
+            holdings: BTreeMap::new(),
+            next_holding: 0,
         }
     }
 
@@ -88,10 +98,27 @@ impl Ownership {
             .collect()
     }
 
+    /// The served partitions, each with its holding (see `holdings`): a partition whose
+    /// holding changed was lost and taken again, and is served anew.
+    pub fn served_holdings(&self) -> Vec<(u32, u64)> {
+        self.served()
+            .into_iter()
+            .map(|partition| {
+                let holding = self.holdings.get(&partition).copied().unwrap_or_default();
+                (partition, holding)
+            })
+            .collect()
+    }
+
     /// The leases as the node's writers see them, kept current after every round (a
     /// renewal is a new fencing token).
     pub fn shared(&self) -> HeldLeases {
         self.shared.clone()
+    }
+
+    /// The partitions on their way out, as the node's sender sees them.
+    pub fn leaving(&self) -> Leaving {
+        self.shared_leaving.clone()
     }
 
     fn publish_held(&self) {
@@ -101,6 +128,11 @@ impl Ownership {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         shared.clear();
         shared.extend(self.held.iter().map(|(p, lease)| (*p, lease.clone())));
+        let mut leaving = self
+            .shared_leaving
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        leaving.clone_from(&self.leaving);
     }
 
     /// The partitions held after the last round, in order.
@@ -286,6 +318,8 @@ impl Ownership {
                         changes.failovers.push(partition);
                     }
                     self.held.insert(partition, lease);
+                    self.next_holding += 1;
+                    self.holdings.insert(partition, self.next_holding);
                     changes.taken.push(partition);
                 }
                 Err(LeaseError::Held { .. } | LeaseError::Fenced { .. }) => {}

@@ -7,7 +7,7 @@
 //! partition is tried again with it. Must not: apply anything locally, or write for a
 //! partition this node does not hold.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use futures_util::future::LocalBoxFuture;
@@ -21,6 +21,10 @@ use crate::store::{ConversationKey, OutboxRecord, Replicator, SendOutcome, TurnC
 /// The leases this node holds now, by partition; kept by the ownership loop.
 pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
 
+/// The held partitions this node is giving back: it finishes the sends in flight for
+/// them and starts no new one (their next holder sends what is still owed).
+pub type Leaving = Arc<RwLock<BTreeSet<u32>>>;
+
 /// How long a write fenced by a lease message this node has not seen yet (its own
 /// renewal, still on its way back) waits for the ownership loop to show it.
 const RENEWAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -28,6 +32,7 @@ const RENEWAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct LeaseReplicator {
     table: LeaseTable,
     leases: HeldLeases,
+    leaving: Leaving,
     partitions: u32,
 }
 
@@ -36,8 +41,15 @@ impl LeaseReplicator {
         LeaseReplicator {
             table,
             leases,
+            leaving: Leaving::default(),
             partitions,
         }
+    }
+
+    /// Starts no send for the partitions in `leaving` (kept by the ownership loop).
+    pub fn with_leaving(mut self, leaving: Leaving) -> Self {
+        self.leaving = leaving;
+        self
     }
 
     fn partition(&self, channel: Channel, key: &ConversationKey) -> u32 {
@@ -130,5 +142,15 @@ impl Replicator for LeaseReplicator {
 
     fn owns(&self, channel: Channel, key: &ConversationKey) -> bool {
         held(&self.leases, self.partition(channel, key)).is_some()
+    }
+
+    fn may_send(&self, channel: Channel, key: &ConversationKey) -> bool {
+        let partition = self.partition(channel, key);
+        let leaving = self
+            .leaving
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&partition);
+        !leaving && held(&self.leases, partition).is_some()
     }
 }

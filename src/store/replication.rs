@@ -30,6 +30,13 @@ pub trait Replicator: Send + Sync {
     /// Whether this node holds the conversation's partition now: only then may it run a
     /// turn, fire a timer or send a reply for it.
     fn owns(&self, channel: Channel, key: &ConversationKey) -> bool;
+
+    /// Whether this node may start a send for the conversation: it owns it, and is not
+    /// handing its partition over (then the sends in flight finish, and the next holder
+    /// sends the rest, so a planned handover repeats nothing).
+    fn may_send(&self, channel: Channel, key: &ConversationKey) -> bool {
+        self.owns(channel, key)
+    }
 }
 
 impl super::Store {

@@ -43,6 +43,16 @@ pub struct Enqueue {
 #[rtype(result = "()")]
 pub struct ResumeOutbox;
 
+/// How many conversations matching `matches` have a reply in hand: a call in flight, its
+/// outcome being recorded, or a retry waiting. A cluster node hands a partition over
+/// once none of its conversations has one (no new send starts meanwhile, see
+/// `Replicator::may_send`); a conversation stalled on a rejected page token is let go.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RepliesInHand {
+    pub matches: Box<dyn Fn(&ConversationKey) -> bool + Send>,
+}
+
 /// An operator forgot this conversation: drop the replies it still owes (its outbox items
 /// are already gone from the store). A send in flight cannot be called back.
 #[derive(Message)]
@@ -179,11 +189,12 @@ impl OutboundSender {
     }
 
     /// Whether this node may send for the reply's conversation: always on a single node;
-    /// in a cluster only while it holds the conversation's partition.
-    fn owns(&self, record: &OutboxRecord) -> bool {
+    /// in a cluster only while it holds the conversation's partition and is not handing
+    /// it over.
+    fn may_send(&self, record: &OutboxRecord) -> bool {
         self.replicator
             .as_ref()
-            .is_none_or(|replicator| replicator.owns(record.channel, &record.conversation()))
+            .is_none_or(|replicator| replicator.may_send(record.channel, &record.conversation()))
     }
 
     /// Drops a conversation's queue from memory, leaving its replies in the outbox: its
@@ -232,7 +243,7 @@ impl OutboundSender {
             self.in_flight.remove(&key);
             return;
         };
-        if !self.owns(record) {
+        if !self.may_send(record) {
             self.let_go(&key);
             return;
         }
@@ -483,7 +494,7 @@ impl OutboundSender {
             Ok(pending) => {
                 let owed: Vec<_> = pending
                     .into_iter()
-                    .filter(|(seq, record)| !self.known.contains(seq) && self.owns(record))
+                    .filter(|(seq, record)| !self.known.contains(seq) && self.may_send(record))
                     .collect();
                 if !owed.is_empty() {
                     log::info!("resuming {} unsent repl(ies) from the outbox", owed.len());
@@ -492,6 +503,27 @@ impl OutboundSender {
             }
             Err(error) => log::error!("cannot read the outbox: {error}"),
         }
+    }
+}
+
+impl Handler<RepliesInHand> for OutboundSender {
+    type Result = usize;
+
+    fn handle(&mut self, msg: RepliesInHand, _: &mut Context<Self>) -> usize {
+        let stalled: Vec<ConversationKey> = self
+            .stalled
+            .iter()
+            .filter(|key| (msg.matches)(key))
+            .cloned()
+            .collect();
+        for key in stalled {
+            self.stalled.remove(&key);
+            self.let_go(&key);
+        }
+        self.in_flight
+            .iter()
+            .filter(|key| (msg.matches)(key))
+            .count()
     }
 }
 
