@@ -170,6 +170,10 @@ pub struct ServeArgs {
     /// Conversation actors kept alive at most; the least recently used beyond it stop.
     #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
     pub max_live_conversations: Option<usize>,
+    /// Webhook connections served at once per HTTP worker (default 512); more wait to be
+    /// accepted.
+    #[arg(long, env = "COLLOQUY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// sled's page cache in MiB (default 16): the main part of the server's memory.
     #[arg(long, env = "COLLOQUY_CACHE_MB")]
     pub cache_mb: Option<u64>,
@@ -292,6 +296,7 @@ impl ServeArgs {
             ack_deadline_ms: self.ack_deadline_ms,
             page_send_rate: self.page_send_rate,
             max_live_conversations: self.max_live_conversations,
+            max_connections: self.max_connections,
             cache_mb: self.cache_mb,
             dedup_retention_hours: self.dedup_retention_hours,
             pages_file: self.pages.clone(),

@@ -22,6 +22,10 @@ pub const DEFAULT_DATA_DIR: &str = "data/db";
 pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
 /// Live conversation actors kept at most (a few KiB each).
 pub const DEFAULT_MAX_LIVE_CONVERSATIONS: usize = 10_000;
+/// Webhook connections served at once per HTTP worker (actix-web's own default is
+/// 25,000, which lets a flood of connections take hundreds of MiB of buffers; see
+/// docs/performance.md, "Overload"). Facebook delivers over far fewer.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Meta's Send API limit for text messages: 300 calls per second per page.
 pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 /// A turn normally commits within milliseconds; a POST whose events are not all committed
@@ -99,6 +103,7 @@ pub struct RawConfig {
     pub ack_deadline_ms: Option<u64>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
+    pub max_connections: Option<usize>,
     pub cache_mb: Option<u64>,
     pub dedup_retention_hours: Option<u64>,
     /// `COLLOQUY_PAGES`: the pages file; with it the `MESSENGER_*` secrets are not needed.
@@ -145,6 +150,7 @@ impl RawConfig {
             ack_deadline_ms: number("COLLOQUY_ACK_DEADLINE_MS")?,
             page_send_rate: number("COLLOQUY_PAGE_SEND_RATE")?,
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
+            max_connections: number("COLLOQUY_MAX_CONNECTIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
             dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
             pages_file: var("COLLOQUY_PAGES").map(PathBuf::from),
@@ -207,6 +213,9 @@ pub struct Config {
     /// Conversation actors kept alive at most; the least recently used beyond it stop
     /// (their state is in sled), which bounds memory at any number of users.
     pub max_live_conversations: usize,
+    /// Webhook connections served at once per HTTP worker; beyond it new connections
+    /// wait in the kernel's accept queue (each served one holds buffers in memory).
+    pub max_connections: usize,
     /// sled's page cache, in bytes (`COLLOQUY_CACHE_MB`).
     pub cache_bytes: u64,
     /// How long a handled event's dedup mark is kept (redeliveries within it are skipped).
@@ -401,6 +410,10 @@ impl Config {
             max_live_conversations: raw
                 .max_live_conversations
                 .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)
+                .max(1),
+            max_connections: raw
+                .max_connections
+                .unwrap_or(DEFAULT_MAX_CONNECTIONS)
                 .max(1),
         })
     }

@@ -424,6 +424,7 @@ fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartEr
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
+    server = server.max_connections(config.max_connections);
     // Signals are ours (see `wait`): the webhook must answer 503 while draining.
     let server = server
         .disable_signals()

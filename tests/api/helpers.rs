@@ -62,6 +62,8 @@ pub struct Options {
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
+    /// `COLLOQUY_MAX_CONNECTIONS` (per HTTP worker; tests run two workers).
+    pub max_connections: Option<usize>,
     /// The sender's per-call timeout (the test default is 5 s).
     pub request_timeout: Option<Duration>,
     /// How long a POST waits for its events' turns (the server's default when `None`).
@@ -86,6 +88,7 @@ impl Default for Options {
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
+            max_connections: None,
             request_timeout: None,
             ack_deadline: None,
             public_url: None,
@@ -116,6 +119,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         max_queue_delay_ms: options.max_queue_delay_ms.or(Some(30_000)),
         page_send_rate: options.page_send_rate,
         max_live_conversations: options.max_live_conversations,
+        max_connections: options.max_connections,
         public_url: options.public_url.clone(),
         handover_app_id: options.handover_app_id.clone(),
         pages_file: options.pages_file.clone(),

@@ -182,3 +182,84 @@ async fn a_backlog_older_than_the_queue_delay_bound_is_refused_with_retry_after_
         assert_eq!(replies, 1, "{psid} got {replies} replies");
     }
 }
+
+/// Reads one HTTP answer's status line from a raw connection (its read timeout applies).
+fn status_line(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// At most `COLLOQUY_MAX_CONNECTIONS` webhook connections per HTTP worker are served at
+/// once (a flood of connections would otherwise each hold buffers in memory); one more
+/// waits to be accepted, and is served as soon as a served one ends.
+#[actix_rt::test]
+async fn connections_beyond_the_bound_wait_until_a_served_one_ends() {
+    use std::time::Duration;
+    // Two workers in tests, one connection each.
+    let app = spawn_app_with(Options {
+        max_connections: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    // Raw sockets block: on a thread of their own, so this test's runtime (which drives
+    // the server's own tasks) keeps running.
+    let probe = std::thread::spawn(move || probe_the_connection_bound(&address));
+    while !probe.is_finished() {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    probe.join().expect("the probe's assertions hold");
+    app.app.stop().await.unwrap();
+}
+
+/// Two connections fill two workers' single slots; a third is not served until one of
+/// them ends.
+fn probe_the_connection_bound(address: &str) {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n\r\n";
+    let connect = || {
+        let stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    // Two kept-alive connections, each answered: both slots taken.
+    let mut served: Vec<TcpStream> = (0..2).map(|_| connect()).collect();
+    for stream in served.iter_mut() {
+        stream.write_all(request).unwrap();
+        assert_eq!(status_line(stream).unwrap(), "HTTP/1.1 200 OK");
+    }
+    // A third connection is only in the kernel's accept queue: its request gets no answer.
+    let mut waiting = connect();
+    waiting.write_all(request).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let early = status_line(&mut waiting);
+    assert!(
+        early.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        "a connection beyond the bound was served: {early:?}"
+    );
+    // One served connection ends: the waiting one is accepted and answered.
+    drop(served.pop());
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(status_line(&mut waiting).unwrap(), "HTTP/1.1 200 OK");
+}

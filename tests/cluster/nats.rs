@@ -69,14 +69,24 @@ struct Server {
     process: Option<Child>,
 }
 
-/// A three-server JetStream cluster on loopback.
+/// A three-server JetStream cluster on loopback. One exists at a time in this test
+/// process: three NATS servers and up to three colloquy nodes per test already fill two
+/// cores, and a dozen such clusters at once starved them until leases ran out for no
+/// reason a test was about (each test waits for its turn; a failed one passes it on).
 pub struct NatsCluster {
     servers: Vec<Server>,
     _dir: tempfile::TempDir,
+    // Last: released once the servers are gone.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl NatsCluster {
     pub fn start() -> NatsCluster {
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let servers: Vec<Server> = (0..3)
             .map(|i| Server {
@@ -87,7 +97,11 @@ impl NatsCluster {
                 process: None,
             })
             .collect();
-        let mut cluster = NatsCluster { servers, _dir: dir };
+        let mut cluster = NatsCluster {
+            servers,
+            _dir: dir,
+            _turn: turn,
+        };
         for index in 0..3 {
             cluster.start_server(index);
         }

@@ -394,29 +394,62 @@ impl OutboundSender {
                 })
             }
         };
-        // The next reply of this conversation waits until this outcome is on disk, so a
-        // crash can repeat at most the one send per conversation that was in flight.
-        // (The flush is shared with every other writer of the same commit cycle.)
         let record = record.clone();
-        let recorded = self.record_outcome(seq, record, outcome);
         if let Some(queue) = self.queues.get_mut(&key) {
             queue.pop_front();
         }
-        self.known.remove(&seq);
         self.load.replies_out(1);
+        self.record(key, seq, record, outcome, ctx);
+    }
+
+    /// Records a send's outcome; the next reply of this conversation waits until it is
+    /// on disk (and in the cluster), so a crash can repeat at most the one send per
+    /// conversation that was in flight. (The flush is shared with every other writer of
+    /// the same commit cycle.) A write that fails is tried again while this node may
+    /// still send for the conversation: the reply went out, and an outbox that still owed
+    /// it would send it again. The reply stays `known` meanwhile, so no resumption of the
+    /// outbox picks it up.
+    fn record(
+        &mut self,
+        key: ConversationKey,
+        seq: u64,
+        record: OutboxRecord,
+        outcome: SendOutcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let recorded = self.record_outcome(seq, record.clone(), outcome.clone());
         let waiting = Instant::now();
         self.calls_in_progress += 1;
         ctx.spawn(recorded.into_actor(self).map(move |recorded, act, ctx| {
             act.call_ended();
             act.metrics.flush_waited("sender", waiting.elapsed());
-            if let Err(error) = recorded {
-                // The item stays in the outbox and is sent again after a restart.
-                log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
+            match recorded {
+                Ok(()) => {
+                    act.known.remove(&seq);
+                    act.send_next(key, ctx);
+                }
+                Err(error) if act.draining.is_none() && act.may_send(&record) => {
+                    log::warn!(
+                        "{key}: cannot record the outcome of reply {seq} yet ({error}); trying again"
+                    );
+                    ctx.run_later(OUTCOME_RETRY, move |act, ctx| {
+                        act.record(key, seq, record, outcome, ctx);
+                    });
+                }
+                Err(error) => {
+                    // Stays owed in the outbox: the partition's next holder (or this
+                    // node's next start) sends it again.
+                    log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
+                    act.known.remove(&seq);
+                    act.let_go(&key);
+                }
             }
-            act.send_next(key, ctx);
         }));
     }
 }
+
+/// Pause before writing a send's outcome again after a failed write.
+const OUTCOME_RETRY: Duration = Duration::from_millis(200);
 
 /// A Graph call the outbox owes a user: a Send API message, or a handover call.
 enum GraphRequest {
