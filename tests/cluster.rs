@@ -976,7 +976,7 @@ impl NodeProcess {
             .env("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("COLLOQUY_DATA", dir.join(&self.name))
             .env("COLLOQUY_WORKERS", "1")
-            .env("RUST_LOG", "colloquy=info")
+            .env("RUST_LOG", "colloquy=info,colloquy::engine::sender=debug")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -999,6 +999,22 @@ impl NodeProcess {
         let log = log.unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The node's log lines about `user`'s conversation and about partitions.
+    fn log_about(&self, user: &str) -> String {
+        let log = self
+            .log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        let needle = format!("psid {user}:");
+        let lines: Vec<String> = log
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(&needle) || line.contains("partition"))
+            .map(|line| format!("{}| {line}", self.name))
+            .collect();
+        lines.join("\n")
     }
 
     async fn wait_ready(&self) {
@@ -1253,7 +1269,7 @@ async fn a_cluster_loses_a_node_then_a_nats_server_and_no_acknowledged_message_i
         }
         let expected: Vec<&String> = texts.iter().collect();
         if firsts != expected {
-            let logs: Vec<String> = nodes.iter().map(NodeProcess::log_tail).collect();
+            let logs: Vec<String> = nodes.iter().map(|node| node.log_about(user)).collect();
             panic!(
                 "{user}'s replies left out of order: {firsts:?}\n{}",
                 logs.join("\n")

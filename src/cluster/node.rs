@@ -25,7 +25,7 @@ use super::intake::{self, partition_of};
 use super::lease::LeaseTable;
 use super::ownership::{Drained, Ownership, RoundChanges};
 use super::partition::{PartitionWorker, ACK_WAIT};
-use super::replication::LeaseReplicator;
+use super::replication::{LeaseReplicator, Serving};
 use super::turns::replay_partition;
 use super::ClusterError;
 use crate::config::Config;
@@ -86,8 +86,10 @@ pub async fn start_node(
     );
     let mut ownership = Ownership::new(table.clone(), state.clone(), partitions);
     let drained = ownership.drain_first();
+    let serving = Serving::default();
     let replicator = LeaseReplicator::new(table.clone(), ownership.shared(), partitions)
-        .with_leaving(ownership.leaving());
+        .with_leaving(ownership.leaving())
+        .with_serving(serving.clone());
     let directory = Arc::new(Directory {
         partitions,
         pages: OnceLock::new(),
@@ -126,6 +128,7 @@ pub async fn start_node(
         metrics,
         partitions,
         drained,
+        serving,
         workers: BTreeMap::new(),
     };
     let serving = actix_rt::spawn(node.serve(held, stopped));
@@ -337,6 +340,9 @@ struct Node {
     partitions: u32,
     /// Partitions whose consumer stopped, for the ownership loop to give back.
     drained: Drained,
+    /// The partitions taken over here (replayed), shared with the replicator: turns,
+    /// timers and sends only for those.
+    serving: Serving,
     /// The consumer of each served partition, with the holding it serves.
     workers: BTreeMap<u32, (u64, PartitionWorker)>,
 }
@@ -361,7 +367,8 @@ impl Node {
             let partitions = held.borrow_and_update().clone();
             self.reconcile(partitions).await;
         }
-        for (_, (_, worker)) in std::mem::take(&mut self.workers) {
+        for (partition, (_, worker)) in std::mem::take(&mut self.workers) {
+            self.set_serving(partition, false);
             worker.stop().await;
         }
         self.metrics.partitions_owned.set(0);
@@ -378,6 +385,7 @@ impl Node {
             .map(|(partition, _)| *partition)
             .collect();
         for partition in gone {
+            self.set_serving(partition, false);
             if let Some((_, worker)) = self.workers.remove(&partition) {
                 worker.stop().await;
             }
@@ -406,6 +414,18 @@ impl Node {
             .set(gauge(self.workers.len() as u64));
     }
 
+    fn set_serving(&self, partition: u32, serving: bool) {
+        let mut set = self
+            .serving
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if serving {
+            set.insert(partition);
+        } else {
+            set.remove(&partition);
+        }
+    }
+
     /// Waits (up to `HANDOVER_SENDS_WAIT`) until no conversation of `partition` has a
     /// send in flight here: the sender starts none for a leaving partition, and the
     /// outcome of each one in flight is replicated under the lease still held.
@@ -432,6 +452,7 @@ impl Node {
         let replayed = replay_partition(&self.state, partition, &self.engine.store).await?;
         self.metrics.turns_replayed.inc_by(replayed as u64);
         self.retire_actors(partition);
+        self.set_serving(partition, true);
         self.engine.sender.do_send(ResumeOutbox);
         let events = PartitionEvents::open(&self.events, partition, ACK_WAIT).await?;
         self.workers.insert(

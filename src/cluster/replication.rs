@@ -25,6 +25,11 @@ pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
 /// them and starts no new one (their next holder sends what is still owed).
 pub type Leaving = Arc<RwLock<BTreeSet<u32>>>;
 
+/// The held partitions this node has taken over (replayed) and serves: only for those
+/// may it run a turn, fire a timer or send. A partition just taken is held before its
+/// replay ends; a reply resumed or a timer fired then would act on stale state.
+pub type Serving = Arc<RwLock<BTreeSet<u32>>>;
+
 /// How long a write fenced by a lease message this node has not seen yet (its own
 /// renewal, still on its way back) waits for the ownership loop to show it.
 const RENEWAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -33,6 +38,8 @@ pub struct LeaseReplicator {
     table: LeaseTable,
     leases: HeldLeases,
     leaving: Leaving,
+    /// `None`: every held partition counts as served (a replicator used on its own).
+    serving: Option<Serving>,
     partitions: u32,
 }
 
@@ -42,8 +49,24 @@ impl LeaseReplicator {
             table,
             leases,
             leaving: Leaving::default(),
+            serving: None,
             partitions,
         }
+    }
+
+    /// Owns only the partitions in `serving` (kept by the node as it takes them over).
+    pub fn with_serving(mut self, serving: Serving) -> Self {
+        self.serving = Some(serving);
+        self
+    }
+
+    fn serves(&self, partition: u32) -> bool {
+        self.serving.as_ref().is_none_or(|serving| {
+            serving
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&partition)
+        })
     }
 
     /// Starts no send for the partitions in `leaving` (kept by the ownership loop).
@@ -141,7 +164,8 @@ impl Replicator for LeaseReplicator {
     }
 
     fn owns(&self, channel: Channel, key: &ConversationKey) -> bool {
-        held(&self.leases, self.partition(channel, key)).is_some()
+        let partition = self.partition(channel, key);
+        self.serves(partition) && held(&self.leases, partition).is_some()
     }
 
     fn may_send(&self, channel: Channel, key: &ConversationKey) -> bool {
@@ -151,6 +175,6 @@ impl Replicator for LeaseReplicator {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&partition);
-        !leaving && held(&self.leases, partition).is_some()
+        !leaving && self.serves(partition) && held(&self.leases, partition).is_some()
     }
 }

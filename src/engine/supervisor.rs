@@ -96,6 +96,9 @@ pub struct Supervisor {
     /// Conversations waiting to be restarted: their new events stay in the journal until
     /// the restart replays everything pending for them, in order.
     paused: std::collections::HashSet<ConversationKey>,
+    /// Events not in the journal that came for a conversation while its restart was
+    /// pending, in arrival order.
+    held_for_restart: HashMap<ConversationKey, Vec<(JournalRef, EngineEvent)>>,
     /// Never more live actors than this.
     max_live: usize,
     /// Logical clock, one tick per delivered event and per spawn.
@@ -154,6 +157,7 @@ impl Supervisor {
             next_incarnation: 0,
             restarts: HashMap::new(),
             paused: Default::default(),
+            held_for_restart: HashMap::new(),
             shared_items: HashMap::new(),
             idle: BTreeMap::new(),
             waiting: HashMap::new(),
@@ -189,6 +193,15 @@ impl Supervisor {
         }
         let key = event.conversation_key();
         if self.paused.contains(&key) {
+            // Its restart replays what the journal holds; an event not journalled (its
+            // POST, or its partition's consumer, waits for its turn) waits here for the
+            // restart instead, so a later event can never be handled before it.
+            if journal.seq().is_none() {
+                self.held_for_restart
+                    .entry(key)
+                    .or_default()
+                    .push((journal, event));
+            }
             return;
         }
         let failed = self
@@ -487,6 +500,10 @@ impl Supervisor {
         ctx.run_later(delay, move |act, ctx| {
             act.paused.remove(&key);
             act.replay(Some(&key), ctx);
+            let now = act.env.load.now_ms();
+            for (journal, event) in act.held_for_restart.remove(&key).unwrap_or_default() {
+                act.route(journal, event, now, ctx);
+            }
         });
     }
 }
@@ -508,6 +525,7 @@ impl Handler<RetireWhere> for Supervisor {
         }
         // Waiting events were never begun: a consumer's stay unacknowledged for the
         // partition's owner, journalled ones stay in the journal.
+        self.held_for_restart.retain(|key, _| !matches(key));
         let mut given_up = 0;
         let backlog = &mut self.backlog;
         self.waiting.retain(|key, taken| {

@@ -332,6 +332,7 @@ impl OutboundSender {
         let outcome = match attempt {
             Attempt::Sent { message_id } => {
                 self.metrics.reply(&key.page_id, "sent", None);
+                log::debug!("{key}: reply {seq} (entry {}) sent", record.entry);
                 SendOutcome::Sent {
                     message_id,
                     at: now_ms(),
@@ -531,6 +532,13 @@ impl OutboundSender {
                     .collect();
                 if !owed.is_empty() {
                     log::info!("resuming {} unsent repl(ies) from the outbox", owed.len());
+                    for (seq, record) in &owed {
+                        log::debug!(
+                            "{}: resuming reply {seq} (entry {})",
+                            record.conversation(),
+                            record.entry
+                        );
+                    }
                     self.enqueue(owed, ctx);
                 }
             }
