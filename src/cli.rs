@@ -170,7 +170,7 @@ pub struct ServeArgs {
     /// Conversation actors kept alive at most; the least recently used beyond it stop.
     #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
     pub max_live_conversations: Option<usize>,
-    /// Webhook connections served at once per HTTP worker (default 512); more wait to be
+    /// Webhook connections served at once per HTTP worker (default 256); more wait to be
     /// accepted.
     #[arg(long, env = "COLLOQUY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,

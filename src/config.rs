@@ -23,9 +23,10 @@ pub const DEFAULT_WEBHOOK_PATH: &str = "/webhook";
 /// Live conversation actors kept at most (a few KiB each).
 pub const DEFAULT_MAX_LIVE_CONVERSATIONS: usize = 10_000;
 /// Webhook connections served at once per HTTP worker (actix-web's own default is
-/// 25,000, which lets a flood of connections take hundreds of MiB of buffers; see
-/// docs/performance.md, "Overload"). Facebook delivers over far fewer.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// 25,000, which let a flood of connections take 540 MiB and collapse into waves of 503;
+/// 256 held 128 MiB and full goodput at twice capacity: docs/performance.md, "Overload,
+/// continued"). Facebook delivers over far fewer.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Meta's Send API limit for text messages: 300 calls per second per page.
 pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 /// A turn normally commits within milliseconds; a POST whose events are not all committed
