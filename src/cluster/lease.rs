@@ -216,6 +216,11 @@ impl LeaseTable {
     }
 
     /// When a lease (or heartbeat) written now runs out.
+    /// How long a lease lasts past each renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn expiry(&self) -> i64 {
         now_ms() + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2)
     }

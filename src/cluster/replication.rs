@@ -16,7 +16,9 @@ use super::intake::partition_of;
 use super::lease::{Lease, LeaseError, LeaseTable};
 use super::turns::{publish_outcome, publish_turn};
 use crate::messenger::inbound::Channel;
-use crate::store::{ConversationKey, OutboxRecord, Replicator, SendOutcome, TurnCommit};
+use crate::store::{
+    ConversationKey, OutboxRecord, Replicator, SendOutcome, SendPermission, TurnCommit,
+};
 
 /// The leases this node holds now, by partition; kept by the ownership loop.
 pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
@@ -168,13 +170,29 @@ impl Replicator for LeaseReplicator {
         self.serves(partition) && held(&self.leases, partition).is_some()
     }
 
-    fn may_send(&self, channel: Channel, key: &ConversationKey) -> bool {
+    /// A send is a side effect no server can fence: the node starts one only while its
+    /// lease has more than a quarter of its time left (by this node's clock), so a node
+    /// whose renewals are late (starved, cut off) stops sending before another can take
+    /// the partition over and send the same conversation's replies; it waits for the
+    /// renewal with the replies kept in order.
+    fn may_send(&self, channel: Channel, key: &ConversationKey) -> SendPermission {
         let partition = self.partition(channel, key);
         let leaving = self
             .leaving
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains(&partition);
-        !leaving && self.serves(partition) && held(&self.leases, partition).is_some()
+        let Some(lease) = held(&self.leases, partition) else {
+            return SendPermission::Never;
+        };
+        if leaving || !self.serves(partition) {
+            return SendPermission::Never;
+        }
+        let margin = i64::try_from(self.table.ttl().as_millis() / 4).unwrap_or(i64::MAX / 2);
+        if lease.until - margin > crate::clock::now_ms() {
+            SendPermission::Now
+        } else {
+            SendPermission::Later
+        }
     }
 }

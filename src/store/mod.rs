@@ -54,7 +54,7 @@ pub use records::{
     Failure, JournalItem, JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status,
     TimerEntry, TimerRecord, TranscriptEntry,
 };
-pub use replication::Replicator;
+pub use replication::{Replicator, SendPermission};
 pub use turn::{EntryChange, TurnCommit};
 
 /// sled's page cache by default; sled's own default (1 GiB) would let the cache alone

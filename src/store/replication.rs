@@ -31,12 +31,28 @@ pub trait Replicator: Send + Sync {
     /// turn, fire a timer or send a reply for it.
     fn owns(&self, channel: Channel, key: &ConversationKey) -> bool;
 
-    /// Whether this node may start a send for the conversation: it owns it, and is not
-    /// handing its partition over (then the sends in flight finish, and the next holder
-    /// sends the rest, so a planned handover repeats nothing).
-    fn may_send(&self, channel: Channel, key: &ConversationKey) -> bool {
-        self.owns(channel, key)
+    /// Whether this node may start a send for the conversation now: it owns it, and is
+    /// not handing its partition over (then the sends in flight finish, and the next
+    /// holder sends the rest, so a planned handover repeats nothing).
+    fn may_send(&self, channel: Channel, key: &ConversationKey) -> SendPermission {
+        if self.owns(channel, key) {
+            SendPermission::Now
+        } else {
+            SendPermission::Never
+        }
     }
+}
+
+/// What a node may do about a conversation's next send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPermission {
+    Now,
+    /// Not yet: the node still holds the conversation, but must wait (its lease is due
+    /// for renewal); the replies stay queued, in order.
+    Later,
+    /// The conversation is another node's (or on its way there): its replies are left
+    /// in the outbox for their next holder.
+    Never,
 }
 
 impl super::Store {

@@ -25,7 +25,9 @@ use crate::engine::metrics::Metrics;
 use crate::graph::{ApiError, CallError, GraphClient, PageAuth};
 use crate::messenger::outbound::SendResponse;
 use crate::pages::Pages;
-use crate::store::{ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, Store};
+use crate::store::{
+    ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, SendPermission, Store,
+};
 
 /// Throttled pages are given at least this long before the next attempt.
 const THROTTLE_BACKOFF: Duration = Duration::from_secs(2);
@@ -191,10 +193,12 @@ impl OutboundSender {
     /// Whether this node may send for the reply's conversation: always on a single node;
     /// in a cluster only while it holds the conversation's partition and is not handing
     /// it over.
-    fn may_send(&self, record: &OutboxRecord) -> bool {
+    fn may_send(&self, record: &OutboxRecord) -> SendPermission {
         self.replicator
             .as_ref()
-            .is_none_or(|replicator| replicator.may_send(record.channel, &record.conversation()))
+            .map_or(SendPermission::Now, |replicator| {
+                replicator.may_send(record.channel, &record.conversation())
+            })
     }
 
     /// Drops a conversation's queue from memory, leaving its replies in the outbox: its
@@ -243,9 +247,20 @@ impl OutboundSender {
             self.in_flight.remove(&key);
             return;
         };
-        if !self.may_send(record) {
-            self.let_go(&key);
-            return;
+        match self.may_send(record) {
+            SendPermission::Now => {}
+            SendPermission::Later => {
+                // Stays queued and in hand, in order, until the lease is renewed.
+                self.in_flight.insert(key.clone());
+                ctx.run_later(SEND_PERMISSION_RETRY, move |act, ctx| {
+                    act.send_next(key, ctx)
+                });
+                return;
+            }
+            SendPermission::Never => {
+                self.let_go(&key);
+                return;
+            }
         }
         self.in_flight.insert(key.clone());
         let request = match &record.outgoing {
@@ -429,7 +444,10 @@ impl OutboundSender {
                     act.known.remove(&seq);
                     act.send_next(key, ctx);
                 }
-                Err(error) if act.draining.is_none() && act.may_send(&record) => {
+                Err(error)
+                    if act.draining.is_none()
+                        && act.may_send(&record) != SendPermission::Never =>
+                {
                     log::warn!(
                         "{key}: cannot record the outcome of reply {seq} yet ({error}); trying again"
                     );
@@ -448,6 +466,9 @@ impl OutboundSender {
         }));
     }
 }
+
+/// Pause before asking again whether a send may start (a cluster lease due for renewal).
+const SEND_PERMISSION_RETRY: Duration = Duration::from_millis(50);
 
 /// Pause before writing a send's outcome again after a failed write.
 const OUTCOME_RETRY: Duration = Duration::from_millis(200);
@@ -528,7 +549,9 @@ impl OutboundSender {
             Ok(pending) => {
                 let owed: Vec<_> = pending
                     .into_iter()
-                    .filter(|(seq, record)| !self.known.contains(seq) && self.may_send(record))
+                    .filter(|(seq, record)| {
+                        !self.known.contains(seq) && self.may_send(record) != SendPermission::Never
+                    })
                     .collect();
                 if !owed.is_empty() {
                     log::info!("resuming {} unsent repl(ies) from the outbox", owed.len());
