@@ -9,8 +9,8 @@ pub use crate::cluster::node::{start_node, NodeSettings};
 pub use crate::cluster::replication::{HeldLeases, LeaseReplicator};
 pub use crate::cluster::turns::{publish_outcome, publish_turn, replay_partition};
 pub use crate::cluster::{
-    connect as cluster_connect, lease::lease_subject, ownership::Ownership, state_stream, Lease,
-    LeaseError, LeaseTable,
+    connect as cluster_connect, lease::lease_subject, ownership::Ownership, state_stream, Holder,
+    Lease, LeaseError, LeaseTable,
 };
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::engine::app::start_replicated;

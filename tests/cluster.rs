@@ -188,21 +188,23 @@ async fn leases_survive_losing_one_nats_server() {
 
 /// Every partition's holder, as the lease messages say (`None`: free or run out).
 async fn holders(table: &LeaseTable, partitions: u32) -> Vec<Option<String>> {
+    let mut holders = Vec::new();
+    for partition in 0..partitions {
+        holders.push(live_holder(table.holder(partition).await.unwrap()));
+    }
+    holders
+}
+
+/// The node a lease names while it has not run out (`None`: free or run out).
+fn live_holder(holder: colloquy::test_support::Holder) -> Option<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let mut holders = Vec::new();
-    for partition in 0..partitions {
-        let holder = table.holder(partition).await.unwrap();
-        holders.push(
-            holder
-                .record
-                .filter(|r| !r.node.is_empty() && r.until > now)
-                .map(|r| r.node),
-        );
-    }
-    holders
+    holder
+        .record
+        .filter(|r| !r.node.is_empty() && r.until > now)
+        .map(|r| r.node)
 }
 
 async fn ownership(cluster: &NatsCluster, node: &str, ttl: Duration) -> Ownership {
@@ -991,25 +993,25 @@ impl NodeProcess {
         }
     }
 
+    /// Everything the node's process logged so far (empty before it started).
+    fn log_text(&self) -> String {
+        let log = self.log.as_ref();
+        log.and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
+    }
+
+    /// The last lines of the node's log.
     fn log_tail(&self) -> String {
-        let log = self
-            .log
-            .as_ref()
-            .and_then(|path| std::fs::read_to_string(path).ok());
-        let log = log.unwrap_or_default();
+        let log = self.log_text();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// The node's log lines about `user`'s conversation and about partitions.
     fn log_about(&self, user: &str) -> String {
-        let log = self
-            .log
-            .as_ref()
-            .and_then(|path| std::fs::read_to_string(path).ok());
         let needle = format!("psid {user}:");
-        let lines: Vec<String> = log
-            .unwrap_or_default()
+        let lines: Vec<String> = self
+            .log_text()
             .lines()
             .filter(|line| line.contains(&needle) || line.contains("partition"))
             .map(|line| format!("{}| {line}", self.name))
@@ -1133,18 +1135,11 @@ async fn count_handovers(
     let mut last: Vec<Option<String>> = vec![None; CHAOS_PARTITIONS as usize];
     let mut went_away = vec![0; CHAOS_PARTITIONS as usize];
     while observing.load(std::sync::atomic::Ordering::Relaxed) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
         for partition in 0..CHAOS_PARTITIONS {
             let Ok(holder) = table.holder(partition).await else {
                 continue;
             };
-            let holder = holder
-                .record
-                .filter(|r| !r.node.is_empty() && r.until > now)
-                .map(|r| r.node);
+            let holder = live_holder(holder);
             let slot = partition as usize;
             if last[slot].is_some() && holder != last[slot] {
                 went_away[slot] += 1;

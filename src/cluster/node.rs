@@ -368,7 +368,7 @@ impl Node {
             self.reconcile(partitions).await;
         }
         for (partition, (_, worker)) in std::mem::take(&mut self.workers) {
-            self.set_serving(partition, false);
+            self.serving.mark(partition, false);
             worker.stop().await;
         }
         self.metrics.partitions_owned.set(0);
@@ -385,7 +385,7 @@ impl Node {
             .map(|(partition, _)| *partition)
             .collect();
         for partition in gone {
-            self.set_serving(partition, false);
+            self.serving.mark(partition, false);
             if let Some((_, worker)) = self.workers.remove(&partition) {
                 worker.stop().await;
             }
@@ -414,18 +414,6 @@ impl Node {
             .set(gauge(self.workers.len() as u64));
     }
 
-    fn set_serving(&self, partition: u32, serving: bool) {
-        let mut set = self
-            .serving
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if serving {
-            set.insert(partition);
-        } else {
-            set.remove(&partition);
-        }
-    }
-
     /// Waits (up to `HANDOVER_SENDS_WAIT`) until no conversation of `partition` has a
     /// send in flight here: the sender starts none for a leaving partition, and the
     /// outcome of each one in flight is replicated under the lease still held.
@@ -452,7 +440,7 @@ impl Node {
         let replayed = replay_partition(&self.state, partition, &self.engine.store).await?;
         self.metrics.turns_replayed.inc_by(replayed as u64);
         self.retire_actors(partition);
-        self.set_serving(partition, true);
+        self.serving.mark(partition, true);
         self.engine.sender.do_send(ResumeOutbox);
         let events = PartitionEvents::open(&self.events, partition, ACK_WAIT).await?;
         self.workers.insert(

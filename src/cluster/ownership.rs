@@ -128,11 +128,8 @@ impl Ownership {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         shared.clear();
         shared.extend(self.held.iter().map(|(p, lease)| (*p, lease.clone())));
-        let mut leaving = self
-            .shared_leaving
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        leaving.clone_from(&self.leaving);
+        drop(shared);
+        self.shared_leaving.replace(&self.leaving);
     }
 
     /// The partitions held after the last round, in order.

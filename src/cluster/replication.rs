@@ -23,14 +23,47 @@ use crate::store::{
 /// The leases this node holds now, by partition; kept by the ownership loop.
 pub type HeldLeases = Arc<RwLock<HashMap<u32, Lease>>>;
 
+/// A set of partitions shared between the node's tasks and its writers.
+#[derive(Clone, Default)]
+pub struct PartitionSet(Arc<RwLock<BTreeSet<u32>>>);
+
+impl PartitionSet {
+    pub fn contains(&self, partition: u32) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&partition)
+    }
+
+    /// Puts `partition` in the set (`true`) or takes it out.
+    pub fn mark(&self, partition: u32, member: bool) {
+        let mut set = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if member {
+            set.insert(partition);
+        } else {
+            set.remove(&partition);
+        }
+    }
+
+    pub fn replace(&self, partitions: &BTreeSet<u32>) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(partitions);
+    }
+}
+
 /// The held partitions this node is giving back: it finishes the sends in flight for
 /// them and starts no new one (their next holder sends what is still owed).
-pub type Leaving = Arc<RwLock<BTreeSet<u32>>>;
+pub type Leaving = PartitionSet;
 
 /// The held partitions this node has taken over (replayed) and serves: only for those
 /// may it run a turn, fire a timer or send. A partition just taken is held before its
 /// replay ends; a reply resumed or a timer fired then would act on stale state.
-pub type Serving = Arc<RwLock<BTreeSet<u32>>>;
+pub type Serving = PartitionSet;
 
 /// How long a write fenced by a lease message this node has not seen yet (its own
 /// renewal, still on its way back) waits for the ownership loop to show it.
@@ -63,12 +96,9 @@ impl LeaseReplicator {
     }
 
     fn serves(&self, partition: u32) -> bool {
-        self.serving.as_ref().is_none_or(|serving| {
-            serving
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .contains(&partition)
-        })
+        self.serving
+            .as_ref()
+            .is_none_or(|serving| serving.contains(partition))
     }
 
     /// Starts no send for the partitions in `leaving` (kept by the ownership loop).
@@ -177,15 +207,10 @@ impl Replicator for LeaseReplicator {
     /// renewal with the replies kept in order.
     fn may_send(&self, channel: Channel, key: &ConversationKey) -> SendPermission {
         let partition = self.partition(channel, key);
-        let leaving = self
-            .leaving
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&partition);
         let Some(lease) = held(&self.leases, partition) else {
             return SendPermission::Never;
         };
-        if leaving || !self.serves(partition) {
+        if self.leaving.contains(partition) || !self.serves(partition) {
             return SendPermission::Never;
         }
         let margin = i64::try_from(self.table.ttl().as_millis() / 4).unwrap_or(i64::MAX / 2);
