@@ -4,25 +4,21 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
+
 const APP_SECRET: &str = "bench-test-secret";
 const VERIFY_TOKEN: &str = "bench-test-verify";
 /// Bound of every wait: the server starting, the bench finishing.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A port nobody listened on a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// `colloquy serve` on free ports, its replies going to a mock at `graph_port`.
 struct Server {

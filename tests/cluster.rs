@@ -10,6 +10,8 @@
 mod helpers;
 #[path = "cluster/nats.rs"]
 mod nats;
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,8 @@ use bytes::Bytes;
 use colloquy::test_support::{
     cluster_connect, lease_subject, state_stream, LeaseError, LeaseTable, Ownership,
 };
-use nats::{free_port, NatsCluster};
+use nats::NatsCluster;
+use ports::free_port;
 
 /// The state stream once the cluster has elected its JetStream leaders (a few seconds
 /// after the servers start, or after one is lost).
