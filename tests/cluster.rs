@@ -271,8 +271,8 @@ async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_n
         let mut seen: Vec<u32> = shared.keys().copied().collect();
         seen.sort();
         assert_eq!(seen, a.held());
-        for (partition, lease) in shared.iter() {
-            assert_eq!(Some(lease), a.lease(*partition));
+        for (partition, held) in shared.iter() {
+            assert_eq!(Some(&held.lease), a.lease(*partition));
         }
     }
 
@@ -614,6 +614,25 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
     let texts: Vec<&str> = again.iter().filter_map(|d| d.event.text()).collect();
     assert_eq!(texts, ["n6", "n7", "n8", "n9"]);
     assert!(again.iter().all(|d| d.redelivered));
+    // Handed back (a turn failed): the server confirms each, and they come again, in
+    // order, ahead of anything later.
+    for (_, receipt) in again.into_iter().map(|d| d.split()) {
+        receipt
+            .nak()
+            .await
+            .expect("the server confirms a hand-back");
+    }
+    let mut again = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while again.len() < 4 && Instant::now() < deadline {
+        again.extend(
+            next.next_batch(100, Duration::from_millis(500))
+                .await
+                .unwrap(),
+        );
+    }
+    let texts: Vec<&str> = again.iter().filter_map(|d| d.event.text()).collect();
+    assert_eq!(texts, ["n6", "n7", "n8", "n9"]);
     for delivered in &again {
         delivered.ack().await.unwrap();
     }
@@ -624,6 +643,64 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
     assert!(nothing.is_empty(), "acknowledged events never come again");
 }
 
+/// A partition lost and taken back is a new holding: until the node has taken it over
+/// anew (replayed, its actors retired: `Serving` names the new holding), it runs no turn
+/// and starts no send under it, so events and actor state of the earlier holding never
+/// commit under the new lease.
+#[actix_web::test]
+async fn a_partition_taken_back_is_not_served_until_taken_over_anew() {
+    use colloquy::event::Channel;
+    use colloquy::test_support::{
+        ConversationKey, ConversationRecord, HeldLease, HeldLeases, LeaseReplicator, Replicator,
+        SendPermission, Serving, TurnCommit,
+    };
+
+    let cluster = NatsCluster::start();
+    let node = table(&cluster, "n1", Duration::from_secs(30)).await;
+    let leases: HeldLeases = Default::default();
+    let serving = Serving::default();
+    let replicator =
+        LeaseReplicator::new(node.clone(), leases.clone(), 1).with_serving(serving.clone());
+    let key = ConversationKey::new("1001".to_string(), "u-held".to_string());
+    let turn = TurnCommit {
+        conversation: Some(ConversationRecord::new(&key)),
+        ..TurnCommit::default()
+    };
+    let hold = |holding: u64, lease| {
+        let held = HeldLease { lease, holding };
+        leases.write().unwrap().insert(0, held);
+    };
+
+    hold(1, node.acquire(0).await.unwrap());
+    assert!(
+        !replicator.owns(Channel::Messenger, &key),
+        "held, not yet served"
+    );
+    serving.serve(0, 1);
+    assert!(replicator.owns(Channel::Messenger, &key));
+    assert_eq!(
+        replicator.may_send(Channel::Messenger, &key),
+        SendPermission::Now
+    );
+    assert!(replicator.replicate_turn(&turn).await.is_ok());
+
+    // Lost and taken back (a new lease, a new holding) before the node took it over anew.
+    let first = leases.read().unwrap()[&0].lease.clone();
+    let renewed = node.renew(&first).await.unwrap();
+    hold(2, renewed);
+    assert!(!replicator.owns(Channel::Messenger, &key));
+    assert_eq!(
+        replicator.may_send(Channel::Messenger, &key),
+        SendPermission::Never
+    );
+    let refused = replicator.replicate_turn(&turn).await.unwrap_err();
+    assert!(refused.contains("does not serve partition 0"), "{refused}");
+
+    serving.serve(0, 2);
+    assert!(replicator.owns(Channel::Messenger, &key));
+    assert!(replicator.replicate_turn(&turn).await.is_ok());
+}
+
 /// The engine with a replicator: every turn and send outcome goes to the cluster under the
 /// partition's lease before the node's sled applies it; another node replays the same
 /// conversation from the stream; once the lease moved on, the node commits nothing.
@@ -632,7 +709,7 @@ async fn an_engine_node_replicates_each_turn_and_outcome_and_commits_nothing_onc
     use std::sync::Arc;
 
     use colloquy::test_support::{
-        partition_of, replay_partition, start_replicated, ConversationKey, HeldLeases,
+        partition_of, replay_partition, start_replicated, ConversationKey, HeldLease, HeldLeases,
         LeaseReplicator, Store,
     };
     use helpers::*;
@@ -644,7 +721,8 @@ async fn an_engine_node_replicates_each_turn_and_outcome_and_commits_nothing_onc
     let leases: HeldLeases = Default::default();
     for partition in 0..NODE_PARTITIONS {
         let lease = node.acquire(partition).await.unwrap();
-        leases.write().unwrap().insert(partition, lease);
+        let held = HeldLease { lease, holding: 1 };
+        leases.write().unwrap().insert(partition, held);
     }
     let graph = MockGraph::start();
     let dir = tempfile::tempdir().unwrap();
@@ -981,7 +1059,10 @@ impl NodeProcess {
             .env("COLLOQUY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("COLLOQUY_DATA", dir.join(&self.name))
             .env("COLLOQUY_WORKERS", "1")
-            .env("RUST_LOG", "colloquy=info,colloquy::engine::sender=debug")
+            .env(
+                "RUST_LOG",
+                "colloquy=info,colloquy::engine::sender=debug,colloquy::engine::conversation=debug",
+            )
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -1128,6 +1209,15 @@ fn overtaken(firsts: &[&String], written: &[String]) -> usize {
     late
 }
 
+/// Every node's log lines about `user` and about partitions, for a failure's message.
+fn nodes_log_about(nodes: &[NodeProcess], user: &str) -> String {
+    nodes
+        .iter()
+        .map(|node| node.log_about(user))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// While `observing`, polls the partitions' leases every 100 ms and counts, per partition, the
 /// times its holder went away: replaced by another node, or its lease run out. A poll
 /// that cannot read the leases (a NATS server down) is skipped.
@@ -1252,17 +1342,15 @@ async fn a_cluster_loses_a_node_then_a_nats_server_and_no_acknowledged_message_i
         if unanswered.is_empty() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged messages never answered, e.g. {:?}\n{}",
-            unanswered.len(),
-            &unanswered[..unanswered.len().min(5)],
-            nodes
-                .iter()
-                .map(NodeProcess::log_tail)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        if Instant::now() >= deadline {
+            let user = unanswered[0].split(' ').next().unwrap_or_default();
+            panic!(
+                "{} acknowledged messages never answered, e.g. {:?}\n{}",
+                unanswered.len(),
+                &unanswered[..unanswered.len().min(5)],
+                nodes_log_about(&nodes, user)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1335,7 +1423,19 @@ async fn a_cluster_loses_a_node_then_a_nats_server_and_no_acknowledged_message_i
             .filter_map(|entry| entry["text"].as_str())
             .collect();
         let expected: Vec<&str> = texts.iter().map(String::as_str).collect();
-        assert_eq!(inbound, expected, "{user}'s transcript on {owner}");
+        if inbound != expected {
+            let first_out_of_order = inbound
+                .iter()
+                .zip(&expected)
+                .position(|(got, wanted)| got != wanted);
+            panic!(
+                "{user}'s transcript on {owner} differs from what was acknowledged from entry \
+                 {first_out_of_order:?}:\n got: {:?}\nwanted: {:?}\n{}",
+                &inbound[first_out_of_order.unwrap_or(0).saturating_sub(3)..],
+                &expected[first_out_of_order.unwrap_or(0).saturating_sub(3)..],
+                nodes_log_about(&nodes, user)
+            );
+        }
         let unsent = transcript
             .iter()
             .filter(|entry| entry["direction"] == "out" && entry["status"] != "sent")

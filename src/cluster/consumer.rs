@@ -62,9 +62,19 @@ impl Receipt {
         self.0.ack().await.map_err(failed)
     }
 
-    /// Not handled: deliver it again now, ahead of later events.
+    /// Not handled: deliver it again now, ahead of later events. Confirmed by the
+    /// server: an unconfirmed one comes again only after the ack wait, so its consumer
+    /// must not fetch later events before then.
     pub async fn nak(&self) -> Result<(), ClusterError> {
-        self.0.ack_with(AckKind::Nak(None)).await.map_err(failed)
+        self.0
+            .double_ack_with(AckKind::Nak(None))
+            .await
+            .map_err(failed)
+    }
+
+    /// Where the event is in the events stream.
+    pub fn stream_sequence(&self) -> Option<u64> {
+        self.0.info().ok().map(|info| info.stream_sequence)
     }
 
     /// Still being handled: the ack wait starts over.

@@ -87,9 +87,11 @@ pub async fn start_node(
     let mut ownership = Ownership::new(table.clone(), state.clone(), partitions);
     let drained = ownership.drain_first();
     let serving = Serving::default();
-    let replicator = LeaseReplicator::new(table.clone(), ownership.shared(), partitions)
-        .with_leaving(ownership.leaving())
-        .with_serving(serving.clone());
+    let replicator = Arc::new(
+        LeaseReplicator::new(table.clone(), ownership.shared(), partitions)
+            .with_leaving(ownership.leaving())
+            .with_serving(serving.clone()),
+    );
     let directory = Arc::new(Directory {
         partitions,
         pages: OnceLock::new(),
@@ -97,7 +99,7 @@ pub async fn start_node(
         seen_pages: Mutex::new(BTreeSet::new()),
     });
     let hooks = ClusterHooks {
-        replicator: Some(Arc::new(replicator)),
+        replicator: Some(replicator.clone()),
         intake: Some(Arc::new(StreamIntake {
             jetstream,
             partitions,
@@ -129,6 +131,7 @@ pub async fn start_node(
         partitions,
         drained,
         serving,
+        replicator,
         workers: BTreeMap::new(),
     };
     let serving = actix_rt::spawn(node.serve(held, stopped));
@@ -343,6 +346,8 @@ struct Node {
     /// The partitions taken over here (replayed), shared with the replicator: turns,
     /// timers and sends only for those.
     serving: Serving,
+    /// Says whether a partition's lease is fresh enough to fetch its events.
+    replicator: Arc<LeaseReplicator>,
     /// The consumer of each served partition, with the holding it serves.
     workers: BTreeMap<u32, (u64, PartitionWorker)>,
 }
@@ -368,7 +373,7 @@ impl Node {
             self.reconcile(partitions).await;
         }
         for (partition, (_, worker)) in std::mem::take(&mut self.workers) {
-            self.serving.mark(partition, false);
+            self.serving.stop(partition);
             worker.stop().await;
         }
         self.metrics.partitions_owned.set(0);
@@ -385,7 +390,7 @@ impl Node {
             .map(|(partition, _)| *partition)
             .collect();
         for partition in gone {
-            self.serving.mark(partition, false);
+            self.serving.stop(partition);
             if let Some((_, worker)) = self.workers.remove(&partition) {
                 worker.stop().await;
             }
@@ -440,12 +445,17 @@ impl Node {
         let replayed = replay_partition(&self.state, partition, &self.engine.store).await?;
         self.metrics.turns_replayed.inc_by(replayed as u64);
         self.retire_actors(partition);
-        self.serving.mark(partition, true);
+        self.serving.serve(partition, holding);
         self.engine.sender.do_send(ResumeOutbox);
         let events = PartitionEvents::open(&self.events, partition, ACK_WAIT).await?;
+        let replicator = self.replicator.clone();
+        let fresh = move || replicator.lease_fresh(partition);
         self.workers.insert(
             partition,
-            (holding, PartitionWorker::start(events, self.engine.clone())),
+            (
+                holding,
+                PartitionWorker::start(events, self.engine.clone(), fresh),
+            ),
         );
         log::info!("partition {partition}: taken ({replayed} replicated change(s) replayed)");
         Ok(())

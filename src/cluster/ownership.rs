@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_nats::jetstream::stream::Stream;
 
 use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
-use super::replication::{HeldLeases, Leaving};
+use super::replication::{HeldLease, HeldLeases, Leaving};
 use crate::clock::now_ms;
 
 /// The subject of a node's heartbeat.
@@ -103,11 +103,12 @@ impl Ownership {
     pub fn served_holdings(&self) -> Vec<(u32, u64)> {
         self.served()
             .into_iter()
-            .map(|partition| {
-                let holding = self.holdings.get(&partition).copied().unwrap_or_default();
-                (partition, holding)
-            })
+            .map(|partition| (partition, self.holding(partition)))
             .collect()
+    }
+
+    fn holding(&self, partition: u32) -> u64 {
+        self.holdings.get(&partition).copied().unwrap_or_default()
     }
 
     /// The leases as the node's writers see them, kept current after every round (a
@@ -127,7 +128,13 @@ impl Ownership {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         shared.clear();
-        shared.extend(self.held.iter().map(|(p, lease)| (*p, lease.clone())));
+        shared.extend(self.held.iter().map(|(partition, lease)| {
+            let held = HeldLease {
+                lease: lease.clone(),
+                holding: self.holding(*partition),
+            };
+            (*partition, held)
+        }));
         drop(shared);
         self.shared_leaving.replace(&self.leaving);
     }

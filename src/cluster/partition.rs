@@ -10,6 +10,7 @@
 //! Must not: run flows or write anything itself, or keep going once told to stop (the
 //! node stops it when the partition's lease is given back or lost).
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use super::consumer::{PartitionEvents, Receipt};
 use crate::engine::app::EngineHandles;
 use crate::engine::event::EngineEvent;
 use crate::engine::supervisor::Route;
+use crate::messenger::inbound::InboundEvent;
 use crate::store::journal::AwaitedPost;
 
 /// Events fetched at once from a partition.
@@ -41,6 +43,8 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(60);
 /// failed conversation's actor restarts, and the events it still had queued are lost from
 /// memory (handed back with the rest). Also how long a stopping consumer waits.
 const STALL: Duration = Duration::from_secs(1);
+/// Pause before looking again whether a lease near its end was renewed.
+const STALE_LEASE_WAIT: Duration = Duration::from_millis(50);
 /// Pause after a failed fetch (NATS unreachable), so a broken link does not spin.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
 
@@ -53,12 +57,19 @@ pub struct PartitionWorker {
 }
 
 impl PartitionWorker {
-    /// Starts feeding `events` into `engine`.
-    pub fn start(events: PartitionEvents, engine: EngineHandles) -> PartitionWorker {
+    /// Starts feeding `events` into `engine`, fetching and marking progress only while
+    /// `fresh` says the partition's lease is far enough from running out (see
+    /// `LeaseReplicator::lease_fresh`).
+    pub fn start(
+        events: PartitionEvents,
+        engine: EngineHandles,
+        fresh: impl Fn() -> bool + 'static,
+    ) -> PartitionWorker {
         let (stop, stopped) = watch::channel(false);
         let lag = Arc::new(AtomicU64::new(0));
         let partition = events.partition();
-        let done = actix_rt::spawn(run(events, engine, stopped, lag.clone()));
+        let fresh: Fresh = Rc::new(fresh);
+        let done = actix_rt::spawn(run(events, engine, stopped, lag.clone(), fresh));
         PartitionWorker {
             partition,
             stop,
@@ -81,11 +92,15 @@ impl PartitionWorker {
     }
 }
 
+/// Whether the partition's lease is fresh enough to fetch or mark progress.
+type Fresh = Rc<dyn Fn() -> bool>;
+
 async fn run(
     mut events: PartitionEvents,
     engine: EngineHandles,
     mut stopped: watch::Receiver<bool>,
     lag: Arc<AtomicU64>,
+    fresh: Fresh,
 ) {
     let partition = events.partition();
     if let Ok(pending) = events.ack_pending().await {
@@ -101,6 +116,14 @@ async fn run(
     }
     log::info!("partition {partition}: consuming its events");
     while !*stopped.borrow() {
+        if !fresh() {
+            // The lease may run out before a batch fetched now settles: events in hand
+            // here then would let the next holder fetch later ones ahead of them.
+            tokio::select! {
+                _ = tokio::time::sleep(STALE_LEASE_WAIT) => continue,
+                _ = stopped.changed() => break,
+            }
+        }
         let batch = tokio::select! {
             batch = events.next_batch(BATCH, FETCH_WAIT) => batch,
             _ = stopped.changed() => break,
@@ -109,7 +132,18 @@ async fn run(
             // Nothing came within the wait: nothing is stored undelivered.
             Ok(batch) if batch.is_empty() => lag.store(0, Relaxed),
             Ok(batch) => {
-                handle_batch(batch, &engine, &stopped).await;
+                let handed_back = handle_batch(batch, &engine, &stopped, &fresh).await;
+                if !handed_back {
+                    // An event not handled is due again only after its ack wait: later
+                    // events must not be fetched ahead of it.
+                    log::warn!(
+                        "partition {partition}: waiting for unanswered events to come again"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACK_WAIT + FETCH_RETRY) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
                 if let Ok(pending) = events.lag().await {
                     lag.store(pending, Relaxed);
                 }
@@ -124,14 +158,15 @@ async fn run(
 }
 
 /// Routes a batch, waits until every turn settled, then acknowledges what committed and
-/// hands back the rest.
+/// hands back the rest. Returns whether the server confirmed every event handed back.
 async fn handle_batch(
     batch: Vec<super::consumer::Delivered>,
     engine: &EngineHandles,
     stopped: &watch::Receiver<bool>,
-) {
-    let post = AwaitedPost::new(batch.len());
+    fresh: &Fresh,
+) -> bool {
     let (events, receipts): (Vec<_>, Vec<Receipt>) = batch.into_iter().map(|d| d.split()).unzip();
+    let post = AwaitedPost::in_order(events.iter().map(InboundEvent::conversation));
     let routed = post
         .refs()
         .into_iter()
@@ -154,7 +189,9 @@ async fn handle_batch(
         if post.all_settled() || now >= deadline || (stalled && (failed || *stopped.borrow())) {
             break;
         }
-        if now.duration_since(marked) >= PROGRESS_EVERY {
+        // Past a fresh lease, the events in hand are let come again after their ack
+        // wait, by when the lease has run out and their next holder gets them first.
+        if now.duration_since(marked) >= PROGRESS_EVERY && fresh() {
             marked = now;
             for (index, receipt) in receipts.iter().enumerate() {
                 if !post.is_settled(index) {
@@ -164,9 +201,23 @@ async fn handle_batch(
         }
     }
     let unfinished = post.take_unfinished();
+    if !unfinished.is_empty() {
+        let sequences: Vec<u64> = unfinished
+            .iter()
+            .filter_map(|index| receipts.get(*index).and_then(Receipt::stream_sequence))
+            .collect();
+        log::info!(
+            "{} of {} event(s) not handled here, handed back: stream sequence(s) {sequences:?}",
+            unfinished.len(),
+            receipts.len()
+        );
+    }
+    let mut handed_back = true;
     for (index, receipt) in receipts.iter().enumerate() {
         let answered = if unfinished.contains(&index) {
-            receipt.nak().await
+            let answered = receipt.nak().await;
+            handed_back &= answered.is_ok();
+            answered
         } else {
             receipt.ack().await
         };
@@ -176,4 +227,5 @@ async fn handle_batch(
             log::warn!("cannot answer a delivered event: {error}");
         }
     }
+    handed_back
 }

@@ -210,10 +210,12 @@ impl Supervisor {
             .is_some_and(|child| !child.addr.connected() && child.retiring.is_none());
         if failed {
             // It died without a word yet; events in its mailbox were lost, not their
-            // journal items: restart it from the journal (this event included).
+            // journal items: restart it from the journal, and this event after those
+            // (held for the restart, or replayed with them if journalled).
             self.remove_child(&key);
             self.restart_failed(key, ctx);
             self.fill_slots(ctx);
+            self.route(journal, event, at_ms, ctx);
             return;
         }
         self.backlog.add(at_ms);
@@ -473,12 +475,17 @@ impl Handler<ConversationStopped> for Supervisor {
                 self.waiting_order.push_front(msg.key);
             }
         } else {
-            // Its restart replays them from the journal.
+            // Its restart replays the journalled ones from the journal; the others wait
+            // for it here, in order.
             for taken in &buffered {
                 self.backlog.remove(taken.at_ms);
             }
             self.publish_backlog();
-            self.restart_failed(msg.key, ctx);
+            self.restart_failed(msg.key.clone(), ctx);
+            let now = self.env.load.now_ms();
+            for taken in buffered {
+                self.route(taken.journal, taken.event, now, ctx);
+            }
         }
         self.fill_slots(ctx);
         self.retire_idle();

@@ -168,6 +168,11 @@ impl InboundEvent {
         id.or(self.user_ref.as_deref()).unwrap_or("")
     }
 
+    /// The conversation the event belongs to: (page id, [`Self::party_id`]).
+    pub fn conversation(&self) -> (&str, &str) {
+        (&self.page_id, self.party_id())
+    }
+
     /// mid of a message, echo, postback (if any), edit; None otherwise.
     pub fn mid(&self) -> Option<&str> {
         match &self.kind {

@@ -195,9 +195,17 @@ impl JournalRef {
 /// journal before its turn began does nothing ([`JournalRef::claim`] is `false`); one
 /// whose turn was already running finishes, and the journalled copy is then recognised
 /// by the event's dedup mark. No IO here.
+///
+/// A conversation's events commit in order or not at all: an event whose conversation's
+/// previous event in the request did not commit is not begun ([`JournalRef::claim`] is
+/// `false` and it settles failed), so when a turn fails, or an event is lost on its way
+/// (its actor died with it in its mailbox), nothing after it in that conversation gets
+/// ahead of it; the request hands them back together, in order.
 #[derive(Debug)]
 pub struct AwaitedPost {
     turns: Mutex<Vec<AwaitedTurn>>,
+    /// For each event, the previous event of the same conversation in the request.
+    after: Vec<Option<usize>>,
     changed: tokio::sync::Notify,
 }
 
@@ -217,9 +225,25 @@ enum AwaitedTurn {
 }
 
 impl AwaitedPost {
+    /// A request of `events` events, each of its own conversation.
     pub fn new(events: usize) -> Arc<AwaitedPost> {
+        AwaitedPost::in_order(0..events)
+    }
+
+    /// A request of events of one conversation each: `conversations` names each event's
+    /// conversation, in the request's order.
+    pub fn in_order<K: std::hash::Hash + Eq>(
+        conversations: impl IntoIterator<Item = K>,
+    ) -> Arc<AwaitedPost> {
+        let mut last_of = std::collections::HashMap::new();
+        let after: Vec<Option<usize>> = conversations
+            .into_iter()
+            .enumerate()
+            .map(|(index, conversation)| last_of.insert(conversation, index))
+            .collect();
         Arc::new(AwaitedPost {
-            turns: Mutex::new(vec![AwaitedTurn::Waiting; events]),
+            turns: Mutex::new(vec![AwaitedTurn::Waiting; after.len()]),
+            after,
             changed: tokio::sync::Notify::new(),
         })
     }
@@ -299,13 +323,25 @@ impl AwaitedPost {
 
     fn claim(&self, index: usize) -> bool {
         let mut turns = self.lock();
-        match turns.get_mut(index) {
-            Some(turn @ AwaitedTurn::Waiting) => {
+        let previous = self.after.get(index).copied().flatten();
+        let in_order = previous.is_none_or(|before| turns[before] == AwaitedTurn::Committed);
+        let claimed = match turns.get_mut(index) {
+            Some(turn @ AwaitedTurn::Waiting) if in_order => {
                 *turn = AwaitedTurn::Claimed;
                 true
             }
+            Some(turn @ AwaitedTurn::Waiting) => {
+                // Its conversation's previous event did not commit: it must not get ahead.
+                *turn = AwaitedTurn::Failed;
+                false
+            }
             _ => false,
+        };
+        drop(turns);
+        if !claimed {
+            self.changed.notify_one();
         }
+        claimed
     }
 
     fn settle(&self, index: usize, committed: bool) {
@@ -446,6 +482,56 @@ mod tests {
         refs[0].settle(false);
         assert!(!post.all_committed());
         assert_eq!(post.take_unfinished(), [0]);
+    }
+
+    #[test]
+    fn after_a_failed_turn_its_conversations_later_events_are_not_begun() {
+        let post = AwaitedPost::in_order(["a", "b", "a", "a"]);
+        let refs = post.refs();
+        assert!(refs[0].claim());
+        refs[0].settle(false);
+        assert!(refs[1].claim(), "another conversation goes on");
+        refs[1].settle(true);
+        assert!(
+            !refs[2].claim(),
+            "a's next event must not get ahead of the failed one"
+        );
+        assert!(!refs[3].claim(), "nor the one after it");
+        assert!(post.all_settled(), "given up at once, nothing to wait for");
+        assert_eq!(post.take_unfinished(), [0, 2, 3]);
+    }
+
+    #[test]
+    fn an_event_lost_on_its_way_holds_back_its_conversations_later_events() {
+        // The actor died with event 0 in its mailbox; its restart got event 1.
+        let post = AwaitedPost::in_order(["a", "a"]);
+        let refs = post.refs();
+        assert!(!refs[1].claim());
+        assert!(
+            refs[0].claim(),
+            "the lost event itself may still be handled"
+        );
+        refs[0].settle(true);
+        assert_eq!(post.take_unfinished(), [1]);
+    }
+
+    #[test]
+    fn a_conversations_events_go_on_once_the_previous_one_committed() {
+        let post = AwaitedPost::in_order(["a", "a"]);
+        let refs = post.refs();
+        assert!(refs[0].claim());
+        assert!(
+            !refs[1].claim(),
+            "not before its previous event has committed"
+        );
+
+        let post = AwaitedPost::in_order(["a", "a"]);
+        let refs = post.refs();
+        assert!(refs[0].claim());
+        refs[0].settle(true);
+        assert!(refs[1].claim());
+        refs[1].settle(true);
+        assert!(post.all_committed());
     }
 
     #[actix_rt::test]

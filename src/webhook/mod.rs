@@ -338,7 +338,7 @@ async fn acknowledge_by_turns(
     body: &[u8],
     events: Vec<InboundEvent>,
 ) -> Result<(), WebhookError> {
-    let post = AwaitedPost::new(events.len());
+    let post = AwaitedPost::in_order(events.iter().map(InboundEvent::conversation));
     let deadline = tokio::time::Instant::now() + state.config.ack_deadline;
     route(
         state,

@@ -220,6 +220,8 @@ impl Handler<Deliver> for Conversation {
         let key = self.key.to_string();
         let journal = msg.journal;
         let settled = journal.clone();
+        // For the debug log of each event's outcome (none is built unless it is on).
+        let label = log::log_enabled!(log::Level::Debug).then(|| event_label(&msg.event));
         let work = async move {
             match record {
                 Some(record) => handle_event(&env, record, &journal, msg.event).await,
@@ -235,6 +237,13 @@ impl Handler<Deliver> for Conversation {
                     incarnation: act.incarnation,
                 });
                 act.last_active = Instant::now();
+                if let Some(label) = label {
+                    let how = match &outcome {
+                        Ok(_) => "done".to_string(),
+                        Err(error) => format!("not committed ({error})"),
+                    };
+                    log::debug!("{}: {label}: {how}", act.key);
+                }
                 settled.settle(outcome.is_ok());
                 match outcome {
                     Ok((record, outbox)) => {
@@ -285,6 +294,16 @@ impl Handler<Retire> for Conversation {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.retiring = true;
         ctx.stop();
+    }
+}
+
+/// An event as the debug log names it: its kind, and its `mid` if it has one.
+fn event_label(event: &EngineEvent) -> String {
+    match event {
+        EngineEvent::Messenger(inbound) => {
+            format!("{} {}", event.kind_name(), inbound.mid().unwrap_or("-"))
+        }
+        _ => event.kind_name().to_string(),
     }
 }
 

@@ -30,7 +30,13 @@ pub(super) async fn handle_event(
 ) -> Result<(ConversationRecord, Vec<(u64, OutboxRecord)>), StoreError> {
     let store = &env.store;
     if !journal.claim() {
-        // Its request journalled it meanwhile and routed the journalled copy instead.
+        // Its request journalled it meanwhile and routed the journalled copy instead, or
+        // its conversation's previous event in the request did not commit: either way
+        // the request hands it on.
+        log::debug!(
+            "{}: event not begun here (handed on by its request)",
+            record.key()
+        );
         return Ok((record, Vec::new()));
     }
     if let Some(seq) = journal.seq() {
