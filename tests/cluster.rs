@@ -618,7 +618,7 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
     // order, ahead of anything later.
     for (_, receipt) in again.into_iter().map(|d| d.split()) {
         receipt
-            .nak()
+            .nak_confirmed()
             .await
             .expect("the server confirms a hand-back");
     }

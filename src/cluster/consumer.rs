@@ -62,10 +62,17 @@ impl Receipt {
         self.0.ack().await.map_err(failed)
     }
 
-    /// Not handled: deliver it again now, ahead of later events. Confirmed by the
-    /// server: an unconfirmed one comes again only after the ack wait, so its consumer
-    /// must not fetch later events before then.
+    /// Not handled: deliver it again now, ahead of later events. Not confirmed: see
+    /// `nak_confirmed`.
     pub async fn nak(&self) -> Result<(), ClusterError> {
+        self.0.ack_with(AckKind::Nak(None)).await.map_err(failed)
+    }
+
+    /// `nak`, confirmed by the server (one round trip, at most the JetStream context's
+    /// timeout). The server takes a connection's messages in order, so confirming the
+    /// last of several hand-backs confirms them all. An unconfirmed one comes again only
+    /// after the ack wait, so its consumer must not fetch later events before then.
+    pub async fn nak_confirmed(&self) -> Result<(), ClusterError> {
         self.0
             .double_ack_with(AckKind::Nak(None))
             .await

@@ -212,20 +212,34 @@ async fn handle_batch(
             receipts.len()
         );
     }
-    let mut handed_back = true;
-    for (index, receipt) in receipts.iter().enumerate() {
-        let answered = if unfinished.contains(&index) {
-            let answered = receipt.nak().await;
-            handed_back &= answered.is_ok();
-            answered
-        } else {
-            receipt.ack().await
-        };
-        if let Err(error) = answered {
-            // Unanswered, it comes again after the ack wait; its dedup mark drops it
-            // if its turn committed.
-            log::warn!("cannot answer a delivered event: {error}");
+    let (handed_back, committed): (Vec<_>, Vec<_>) = receipts
+        .iter()
+        .enumerate()
+        .partition(|(index, _)| unfinished.contains(index));
+    for (_, receipt) in committed {
+        if let Err(error) = receipt.ack().await {
+            // Unanswered, it comes again after the ack wait; its dedup mark drops it.
+            log::warn!("cannot acknowledge a handled event: {error}");
         }
     }
-    handed_back
+    hand_back(handed_back.into_iter().map(|(_, receipt)| receipt)).await
+}
+
+/// Hands events back in order, the last one confirmed (which confirms them all): one
+/// round trip however many, so a slow or lost link delays a batch by one timeout at
+/// most. Returns whether the server confirmed them.
+async fn hand_back<'a>(receipts: impl Iterator<Item = &'a Receipt>) -> bool {
+    let mut receipts = receipts.peekable();
+    while let Some(receipt) = receipts.next() {
+        let answered = if receipts.peek().is_some() {
+            receipt.nak().await
+        } else {
+            receipt.nak_confirmed().await
+        };
+        if let Err(error) = answered {
+            log::warn!("cannot hand back an event not handled: {error}");
+            return false;
+        }
+    }
+    true
 }
