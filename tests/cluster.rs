@@ -303,6 +303,45 @@ async fn nodes_share_the_partitions_a_dead_nodes_go_to_the_survivors_and_a_new_n
     assert_eq!(table.iter().filter(|h| h.is_none()).count(), 2);
 }
 
+/// Every renewal and heartbeat is a message: a node prunes the ones it superseded (all
+/// but the last of each of its subjects), so the state stream does not grow with time,
+/// and its leases stay what fenced writes are checked against.
+#[tokio::test]
+async fn superseded_lease_and_heartbeat_messages_are_pruned() {
+    use futures_util::TryStreamExt;
+
+    let cluster = NatsCluster::start();
+    let ttl = Duration::from_secs(30);
+    let mut node = ownership(&cluster, "a", ttl).await;
+    for _ in 0..60 {
+        node.round().await.expect("a round");
+    }
+    assert_eq!(node.held().len(), PARTITIONS as usize);
+    let jetstream = cluster_connect(&cluster.urls()).await.unwrap();
+    let stream = state_stream(&jetstream).await.unwrap();
+    let counts: Vec<(String, usize)> = stream
+        .info_with_subjects("colloquy.>")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), PARTITIONS as usize + 1, "{counts:?}");
+    // 61 messages each without pruning (a take or a heartbeat, then 60 renewals or
+    // heartbeats); pruned every 40 rounds, at most 21.
+    for (subject, count) in &counts {
+        assert!(*count <= 21, "{subject}: {count} messages kept");
+    }
+    // The leases are intact: renewals still succeed, and so does a write fenced by one.
+    node.round().await.expect("a round after pruning");
+    let lease = node.lease(0).unwrap().clone();
+    let table = table(&cluster, "a", ttl).await;
+    table
+        .publish_fenced(&lease, "colloquy.conv.0.x".into(), "{}".into())
+        .await
+        .expect("a write under the current lease");
+}
+
 #[tokio::test]
 async fn intake_stores_each_event_once_on_its_conversations_partition_even_without_a_server() {
     use colloquy::event::{parse_envelope, Channel};
@@ -641,6 +680,12 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
         .await
         .unwrap();
     assert!(nothing.is_empty(), "acknowledged events never come again");
+    // A work queue: what every consumer acknowledged is gone from the stream, and a
+    // redelivery of it within the duplicate window is still dropped.
+    let mut info = stream.clone();
+    assert_eq!(info.info().await.unwrap().state.messages, 0);
+    assert_eq!(publish_events(&jetstream, &events, 1).await.unwrap(), 0);
+    assert_eq!(info.info().await.unwrap().state.messages, 0);
 }
 
 /// A partition lost and taken back is a new holding: until the node has taken it over

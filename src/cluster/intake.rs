@@ -64,10 +64,15 @@ pub fn message_id(event: &InboundEvent) -> String {
 }
 
 /// The events stream, created on first use (three replicas, or one on a lone server).
+/// A work queue: an event is removed once its partition's consumer acknowledged it (its
+/// turn is in the state stream), so the stream holds only what is still to handle; the
+/// server's duplicate window is kept apart from the messages and still drops a
+/// redelivery.
 pub async fn events_stream(jetstream: &Context) -> Result<stream::Stream, ClusterError> {
     let config = |replicas| stream::Config {
         name: EVENTS_STREAM.to_string(),
         subjects: vec!["colloquy.events.*".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         duplicate_window: DUPLICATE_WINDOW,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::stream::Stream;
 
-use super::lease::{Lease, LeaseError, LeaseRecord, LeaseTable};
+use super::lease::{lease_subject, Lease, LeaseError, LeaseRecord, LeaseTable};
 use super::replication::{HeldLease, HeldLeases, Leaving};
 use crate::clock::now_ms;
 
@@ -55,7 +55,15 @@ pub struct Ownership {
     /// seen as new (its store must replay what another node did meanwhile).
     holdings: BTreeMap<u32, u64>,
     next_holding: u64,
+    /// Rounds since the superseded lease and heartbeat messages were last pruned.
+    rounds_since_pruning: u32,
 }
+
+/// Every renewal and heartbeat is a message in the state stream; every this many rounds
+/// (about a minute at the default lease) the node prunes the ones it superseded, so
+/// the stream does not grow with time. Only the last message of a lease subject counts
+/// (as the lease, and as the sequence every fenced write expects), and it is kept.
+const PRUNE_EVERY_ROUNDS: u32 = 40;
 
 /// The partitions a node stopped consuming, for its ownership loop to give back.
 pub type Drained = Arc<Mutex<BTreeSet<u32>>>;
@@ -74,6 +82,7 @@ impl Ownership {
             admin: None,
             holdings: BTreeMap::new(),
             next_holding: 0,
+            rounds_since_pruning: 0,
         }
     }
 
@@ -169,7 +178,25 @@ impl Ownership {
             .await;
         self.publish_held();
         taken?;
+        self.rounds_since_pruning += 1;
+        if self.rounds_since_pruning >= PRUNE_EVERY_ROUNDS {
+            self.rounds_since_pruning = 0;
+            self.prune_superseded().await;
+        }
         Ok(changes)
+    }
+
+    /// Purges all but the last message of this node's heartbeat subject and of each
+    /// lease subject it holds. A failure costs only space: tried again next time.
+    async fn prune_superseded(&self) {
+        let subjects = std::iter::once(node_subject(self.table.node()))
+            .chain(self.held.keys().map(|partition| lease_subject(*partition)));
+        for subject in subjects {
+            let purged = self.stream.purge().filter(subject.as_str()).keep(1).await;
+            if let Err(error) = purged {
+                log::warn!("cannot prune the superseded messages of {subject}: {error}");
+            }
+        }
     }
 
     /// Gives every lease back (a clean stop): the others need not wait for them to run out.
