@@ -44,6 +44,8 @@ pub struct ActionState {
     /// The pages served: the flow of each (a state is checked against its page's flow).
     pub pages: Pages,
     pub load: Arc<Load>,
+    /// On a cluster node: says which conversations this node serves now.
+    pub replicator: Option<Arc<dyn crate::store::Replicator>>,
 }
 
 #[derive(Debug, Error)]
@@ -73,6 +75,11 @@ pub enum NotApplied {
     Busy,
     #[error("the action could not be committed; the server log says why")]
     NotCommitted,
+    /// A cluster node that does not serve the conversation now (its partition is moving
+    /// between nodes): not applied, and the admin layer sends it on once its holder is
+    /// known (`admin::forward`).
+    #[error("the conversation is moving between cluster nodes; try again")]
+    NotServedHere,
 }
 
 impl ResponseError for ActionError {
@@ -84,12 +91,17 @@ impl ResponseError for ActionError {
             }
             ActionError::NothingToRetry(_) | ActionError::NoFailedEvent(_) => StatusCode::CONFLICT,
             ActionError::NotStarted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ActionError::NotApplied(NotApplied::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            ActionError::NotApplied(NotApplied::Busy | NotApplied::NotServedHere) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ActionError::NotApplied(NotApplied::NotCommitted) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if matches!(self, ActionError::NotApplied(NotApplied::NotServedHere)) {
+            return crate::admin::forward::moving_between_nodes();
+        }
         HttpResponse::build(self.status_code()).json(json!({ "error": self.to_string() }))
     }
 }
@@ -326,7 +338,20 @@ async fn act(
     let action = action(&target)?;
     let forgetting = action == OperatorAction::Forget;
     let key = record.key();
-    route_action(&state.supervisor, &state.load, &key, action.clone()).await?;
+    let served_here = || {
+        state
+            .replicator
+            .as_ref()
+            .is_none_or(|replicator| replicator.owns(record.channel, &key))
+    };
+    if !served_here() {
+        return Err(NotApplied::NotServedHere.into());
+    }
+    match route_action(&state.supervisor, &state.load, &key, action.clone()).await {
+        // Refused because its partition left this node meanwhile.
+        Err(NotApplied::NotCommitted) if !served_here() => Err(NotApplied::NotServedHere),
+        routed => routed,
+    }?;
     if forgetting {
         return Ok(HttpResponse::Ok().json(json!({
             "forgotten": {"psid": key.psid, "page_id": key.page_id}

@@ -865,6 +865,31 @@ async fn an_engine_node_replicates_each_turn_and_outcome_and_commits_nothing_onc
         2,
         "the refused turn is not in the node's store: {doc}"
     );
+
+    // Once the node knows the partition is gone, an operator's action on the
+    // conversation is refused as moving between nodes (503, try again), not failed.
+    leases.write().unwrap().remove(&partition);
+    let mut answer = awc::Client::new()
+        .post(format!(
+            "http://{}/admin/conversations/u-rep/pause",
+            app.admin_addr()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    assert_eq!(answer.headers().get("retry-after").unwrap(), "1");
+    assert!(answer.headers().contains_key("x-colloquy-not-served-here"));
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("moving between cluster nodes"),
+        "{body}"
+    );
+    assert_eq!(document().await["paused"], false);
     app.stop().await.unwrap();
 }
 

@@ -17,6 +17,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use serde_json::json;
 
 use super::{authorize, AdminState};
+use actix_web::dev::Payload;
 
 /// Says where a conversation is served when that is another node.
 pub trait ConversationHome: Send + Sync {
@@ -31,42 +32,94 @@ const FORWARDED: &str = "x-colloquy-forwarded";
 /// How long the holder may take to answer (an action waits for its turn to commit).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The middleware: forwards what another node serves, passes the rest on.
+/// The middleware: forwards what another node serves, passes the rest on. An action this
+/// node refused because the conversation's partition is leaving it (or has not arrived
+/// from another node yet) goes to the new holder once the directory names it, for up to
+/// `HANDOVER_PATIENCE`; past that the refusal (503, `Retry-After`) is the answer.
 pub async fn to_the_holder(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AdminState>>().cloned() else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
+    let state = req.app_data::<web::Data<AdminState>>().cloned();
+    let conversation = conversation_of(&req).filter(|_| !req.headers().contains_key(FORWARDED));
+    let (Some(state), Some(psid)) = (state, conversation) else {
+        return pass_on(req, next).await;
     };
-    let home = match (&state.home, conversation_of(&req)) {
-        (Some(home), Some(psid)) if !req.headers().contains_key(FORWARDED) => {
-            home.elsewhere(page_of(&req).as_deref(), &psid)
-        }
-        _ => None,
+    let Some(home) = state.home.clone() else {
+        return pass_on(req, next).await;
     };
-    let Some(base) = home else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body);
-    };
-    log::debug!("{} {}: forwarded to {base}", req.method(), req.path());
-    if let Err(error) = authorize(req.request(), &state) {
-        let response = error.error_response();
-        return Ok(req.into_response(response));
-    }
+    let page = page_of(&req);
     let (http, mut payload) = req.into_parts();
-    let body = <web::Bytes as actix_web::FromRequest>::from_request(&http, &mut payload).await;
-    let response = match body {
-        Ok(body) => forward(&http, &state, &base, body).await,
-        Err(error) => HttpResponse::BadRequest().json(json!({ "error": error.to_string() })),
+    let body = match <web::Bytes as actix_web::FromRequest>::from_request(&http, &mut payload).await
+    {
+        Ok(body) => body,
+        Err(error) => {
+            let refused = HttpResponse::BadRequest().json(json!({ "error": error.to_string() }));
+            return Ok(ServiceResponse::new(http, refused));
+        }
     };
-    Ok(ServiceResponse::new(http, response))
+    let deadline = tokio::time::Instant::now() + HANDOVER_PATIENCE;
+    let mut here = Some(next);
+    let mut answer = None;
+    loop {
+        match home.elsewhere(page.as_deref(), &psid) {
+            Some(base) => {
+                log::debug!("{} {}: forwarded to {base}", http.method(), http.path());
+                if let Err(error) = authorize(&http, &state) {
+                    return Ok(ServiceResponse::new(http, error.error_response()));
+                }
+                answer = Some(forward(&http, &state, &base, body.clone()).await);
+            }
+            None => {
+                if let Some(next) = here.take() {
+                    let again =
+                        ServiceRequest::from_parts(http.clone(), Payload::from(body.clone()));
+                    let (_, response) = next.call(again).await?.map_into_boxed_body().into_parts();
+                    answer = Some(response);
+                }
+                // Tried here already: wait for the directory to name the new holder.
+            }
+        }
+        let moving = answer.as_ref().is_none_or(not_served_here);
+        if !moving || tokio::time::Instant::now() >= deadline {
+            let answer = answer.unwrap_or_else(moving_between_nodes);
+            return Ok(ServiceResponse::new(http, answer));
+        }
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
 }
+
+async fn pass_on(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// The header marking an answer "not served by this node now": the conversation's
+/// partition is moving between nodes (set by the actions, read here).
+pub const NOT_SERVED_HERE: &str = "x-colloquy-not-served-here";
+
+/// A 503 saying the conversation is moving between nodes.
+pub fn moving_between_nodes() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((NOT_SERVED_HERE, "1"))
+        .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+        .json(json!({ "error": "the conversation is moving between cluster nodes; try again" }))
+}
+
+/// Whether an answer says the conversation is not served where it was asked.
+fn not_served_here(answer: &HttpResponse) -> bool {
+    answer.headers().contains_key(NOT_SERVED_HERE)
+}
+
+/// How long a request about a conversation whose partition is moving between nodes
+/// waits for its new holder.
+const HANDOVER_PATIENCE: Duration = Duration::from_secs(10);
+/// How often it looks again meanwhile.
+const HANDOVER_POLL: Duration = Duration::from_millis(200);
 
 /// The psid of a one-conversation route: `/admin/conversations/{psid}[/action]`.
 fn conversation_of(req: &ServiceRequest) -> Option<String> {
@@ -122,6 +175,7 @@ async fn forward(
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
         .cloned();
+    let moving = answer.headers().get(NOT_SERVED_HERE).cloned();
     let bytes = match answer.body().limit(64 * 1024 * 1024).await {
         Ok(bytes) => bytes,
         Err(error) => return unreachable_holder(base, &error.to_string()),
@@ -131,6 +185,9 @@ async fn forward(
     );
     if let Some(content_type) = content_type {
         response.insert_header((actix_web::http::header::CONTENT_TYPE, content_type));
+    }
+    if let Some(moving) = moving {
+        response.insert_header((NOT_SERVED_HERE, moving));
     }
     response.body(bytes)
 }

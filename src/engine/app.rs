@@ -315,6 +315,7 @@ pub async fn start_with(
         supervisor: supervisor.clone(),
         pages: pages.clone(),
         load: load.clone(),
+        replicator: replicator.clone(),
     };
     if config.pages_file.is_some() {
         actix_rt::spawn(reload_on_sighup(pages));

@@ -59,7 +59,9 @@ impl ResponseError for DeletionError {
         match self {
             DeletionError::Malformed(_) => StatusCode::BAD_REQUEST,
             DeletionError::Signature => StatusCode::FORBIDDEN,
-            DeletionError::NotApplied(NotApplied::Busy) => StatusCode::SERVICE_UNAVAILABLE,
+            DeletionError::NotApplied(NotApplied::Busy | NotApplied::NotServedHere) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             DeletionError::NotApplied(NotApplied::NotCommitted)
             | DeletionError::Store(_)
             | DeletionError::Reader(_) => StatusCode::INTERNAL_SERVER_ERROR,
