@@ -37,7 +37,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// from another node yet) goes to the new holder once the directory names it, for up to
 /// `HANDOVER_PATIENCE`; past that the refusal (503, `Retry-After`) is the answer.
 pub async fn to_the_holder(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AdminState>>().cloned();
@@ -49,43 +49,69 @@ pub async fn to_the_holder(
         return pass_on(req, next).await;
     };
     let page = page_of(&req);
-    let (http, mut payload) = req.into_parts();
-    let body = match <web::Bytes as actix_web::FromRequest>::from_request(&http, &mut payload).await
-    {
+    let body = match req.extract::<web::Bytes>().await {
         Ok(body) => body,
         Err(error) => {
             let refused = HttpResponse::BadRequest().json(json!({ "error": error.to_string() }));
-            return Ok(ServiceResponse::new(http, refused));
+            return Ok(req.into_response(refused));
         }
     };
+    // Read once, kept for a forward; the handler here reads the same bytes.
+    req.set_payload(Payload::from(body.clone()));
     let deadline = tokio::time::Instant::now() + HANDOVER_PATIENCE;
-    let mut here = Some(next);
-    let mut answer = None;
+    // The request is never cloned while it may still go to the handler here: routing
+    // needs it to be the only reference.
+    let mut request = Request::NotHandledHere(req, next);
     loop {
-        match home.elsewhere(page.as_deref(), &psid) {
+        let answer = match home.elsewhere(page.as_deref(), &psid) {
             Some(base) => {
+                let http = request.http();
                 log::debug!("{} {}: forwarded to {base}", http.method(), http.path());
-                if let Err(error) = authorize(&http, &state) {
-                    return Ok(ServiceResponse::new(http, error.error_response()));
+                if let Err(error) = authorize(http, &state) {
+                    return Ok(request.answer(error.error_response()));
                 }
-                answer = Some(forward(&http, &state, &base, body.clone()).await);
+                Some(forward(http, &state, &base, body.clone()).await)
             }
-            None => {
-                if let Some(next) = here.take() {
-                    let again =
-                        ServiceRequest::from_parts(http.clone(), Payload::from(body.clone()));
-                    let (_, response) = next.call(again).await?.map_into_boxed_body().into_parts();
-                    answer = Some(response);
+            None => match request {
+                Request::NotHandledHere(req, next) => {
+                    let (http, answer) = next.call(req).await?.map_into_boxed_body().into_parts();
+                    request = Request::HandledHere(http);
+                    Some(answer)
                 }
-                // Tried here already: wait for the directory to name the new holder.
-            }
-        }
-        let moving = answer.as_ref().is_none_or(not_served_here);
-        if !moving || tokio::time::Instant::now() >= deadline {
-            let answer = answer.unwrap_or_else(moving_between_nodes);
-            return Ok(ServiceResponse::new(http, answer));
+                // Handled here already: wait for the directory to name the new holder.
+                Request::HandledHere(_) => None,
+            },
+        };
+        let settled = answer
+            .as_ref()
+            .is_some_and(|answer| !not_served_here(answer));
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(request.answer(answer.unwrap_or_else(moving_between_nodes)));
         }
         tokio::time::sleep(HANDOVER_POLL).await;
+    }
+}
+
+/// A conversation request on its way: not yet given to this node's handler (which may
+/// take it only once), or handled here already.
+enum Request<N> {
+    NotHandledHere(ServiceRequest, N),
+    HandledHere(actix_web::HttpRequest),
+}
+
+impl<N> Request<N> {
+    fn http(&self) -> &actix_web::HttpRequest {
+        match self {
+            Request::NotHandledHere(req, _) => req.request(),
+            Request::HandledHere(http) => http,
+        }
+    }
+
+    fn answer(self, answer: HttpResponse) -> ServiceResponse<BoxBody> {
+        match self {
+            Request::NotHandledHere(req, _) => req.into_response(answer),
+            Request::HandledHere(http) => ServiceResponse::new(http, answer),
+        }
     }
 }
 
