@@ -18,6 +18,9 @@ use super::ClusterError;
 use crate::messenger::inbound::InboundEvent;
 use crate::store::JournalRecord;
 
+/// How long the answer to a fetch that does not wait may take.
+const FETCH_ANSWER_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Events delivered and not yet acknowledged, at most, per partition.
 const MAX_ACK_PENDING: i64 = 1_000;
 
@@ -143,7 +146,9 @@ impl PartitionEvents {
     }
 
     /// Up to `max` events, waiting at most `wait` for the first; in stream order. Returns
-    /// as soon as one is there, with whatever else is ready then.
+    /// as soon as one is there, with whatever else is ready then. After an error, events
+    /// delivered meanwhile may be in this consumer's hands unseen: they come again after
+    /// the ack wait, and nothing may be fetched before then.
     pub async fn next_batch(
         &self,
         max: usize,
@@ -163,14 +168,22 @@ impl PartitionEvents {
         if delivered.is_empty() || max <= 1 {
             return Ok(delivered);
         }
-        let rest = self
-            .consumer
-            .fetch()
-            .max_messages(max - 1)
-            .messages()
+        // A request without waiting has no timer of its own in the client: if its answer
+        // is lost (its server died meanwhile), reading it would wait forever.
+        let rest = async {
+            let rest = self
+                .consumer
+                .fetch()
+                .max_messages(max - 1)
+                .messages()
+                .await
+                .map_err(failed)?;
+            self.read(rest).await
+        };
+        let rest = tokio::time::timeout(FETCH_ANSWER_PATIENCE, rest)
             .await
-            .map_err(failed)?;
-        delivered.extend(self.read(rest).await?);
+            .map_err(|_| failed("a fetch was not answered"))??;
+        delivered.extend(rest);
         Ok(delivered)
     }
 

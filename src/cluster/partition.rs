@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::consumer::{PartitionEvents, Receipt};
+use super::ClusterError;
 use crate::engine::app::EngineHandles;
 use crate::engine::event::EngineEvent;
 use crate::engine::supervisor::Route;
@@ -45,6 +46,8 @@ const BATCH_DEADLINE: Duration = Duration::from_secs(60);
 const STALL: Duration = Duration::from_secs(1);
 /// Pause before looking again whether a lease near its end was renewed.
 const STALE_LEASE_WAIT: Duration = Duration::from_millis(50);
+/// How much longer than its wait a fetch may take before it is given up.
+const FETCH_PATIENCE: Duration = Duration::from_secs(10);
 /// Pause after a failed fetch (NATS unreachable), so a broken link does not spin.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
 
@@ -124,8 +127,12 @@ async fn run(
                 _ = stopped.changed() => break,
             }
         }
+        let fetch = tokio::time::timeout(
+            FETCH_WAIT + FETCH_PATIENCE,
+            events.next_batch(BATCH, FETCH_WAIT),
+        );
         let batch = tokio::select! {
-            batch = events.next_batch(BATCH, FETCH_WAIT) => batch,
+            batch = fetch => batch.unwrap_or_else(|_| Err(ClusterError::JetStream("a fetch was not answered".into()))),
             _ = stopped.changed() => break,
         };
         match batch {
@@ -149,8 +156,13 @@ async fn run(
                 }
             }
             Err(error) => {
+                // Events delivered by the failed fetch may be in hand unseen: they come
+                // again once their ack wait ran out, and must come before later ones.
                 log::warn!("partition {partition}: cannot fetch events: {error}");
-                tokio::time::sleep(FETCH_RETRY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(ACK_WAIT + FETCH_RETRY) => {}
+                    _ = stopped.changed() => break,
+                }
             }
         }
     }
