@@ -1,7 +1,7 @@
 //! Reaches into the engine for the crate's own integration tests and benchmarks only
 //! (feature `test-support`). Nothing here is part of the public API.
 
-pub use crate::cluster::consumer::PartitionEvents;
+pub use crate::cluster::consumer::{Delivered, PartitionEvents};
 pub use crate::cluster::intake::{
     events_stream, events_subject, partition_of, publish as publish_events,
 };

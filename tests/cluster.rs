@@ -641,15 +641,7 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
     drop(batch);
     drop(owner);
     let next = PartitionEvents::open(&stream, 0, ack_wait).await.unwrap();
-    let mut again = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while again.len() < 4 && Instant::now() < deadline {
-        again.extend(
-            next.next_batch(100, Duration::from_millis(500))
-                .await
-                .unwrap(),
-        );
-    }
+    let again = fetch_at_least(&next, 4).await;
     let texts: Vec<&str> = again.iter().filter_map(|d| d.event.text()).collect();
     assert_eq!(texts, ["n6", "n7", "n8", "n9"]);
     assert!(again.iter().all(|d| d.redelivered));
@@ -661,15 +653,7 @@ async fn a_partitions_consumer_delivers_in_order_and_a_new_owner_gets_only_what_
             .await
             .expect("the server confirms a hand-back");
     }
-    let mut again = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while again.len() < 4 && Instant::now() < deadline {
-        again.extend(
-            next.next_batch(100, Duration::from_millis(500))
-                .await
-                .unwrap(),
-        );
-    }
+    let again = fetch_at_least(&next, 4).await;
     let texts: Vec<&str> = again.iter().filter_map(|d| d.event.text()).collect();
     assert_eq!(texts, ["n6", "n7", "n8", "n9"]);
     for delivered in &again {
@@ -744,6 +728,20 @@ async fn a_partition_taken_back_is_not_served_until_taken_over_anew() {
     serving.serve(0, 2);
     assert!(replicator.owns(Channel::Messenger, &key));
     assert!(replicator.replicate_turn(&turn).await.is_ok());
+}
+
+/// What `consumer` delivers until it has `count` events (or 15 s passed).
+async fn fetch_at_least(
+    consumer: &colloquy::test_support::PartitionEvents,
+    count: usize,
+) -> Vec<colloquy::test_support::Delivered> {
+    let mut delivered = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while delivered.len() < count && Instant::now() < deadline {
+        let batch = consumer.next_batch(100, Duration::from_millis(500));
+        delivered.extend(batch.await.unwrap());
+    }
+    delivered
 }
 
 /// The engine with a replicator: every turn and send outcome goes to the cluster under the
