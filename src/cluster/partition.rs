@@ -141,14 +141,11 @@ async fn run(
             Ok(batch) => {
                 let handed_back = handle_batch(batch, &engine, &stopped, &fresh).await;
                 if !handed_back {
-                    // An event not handled is due again only after its ack wait: later
-                    // events must not be fetched ahead of it.
                     log::warn!(
                         "partition {partition}: waiting for unanswered events to come again"
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACK_WAIT + FETCH_RETRY) => {}
-                        _ = stopped.changed() => break,
+                    if !wait_for_redelivery(&mut stopped).await {
+                        break;
                     }
                 }
                 if let Ok(pending) = events.lag().await {
@@ -156,17 +153,25 @@ async fn run(
                 }
             }
             Err(error) => {
-                // Events delivered by the failed fetch may be in hand unseen: they come
-                // again once their ack wait ran out, and must come before later ones.
+                // Events delivered by the failed fetch may be in hand unseen.
                 log::warn!("partition {partition}: cannot fetch events: {error}");
-                tokio::select! {
-                    _ = tokio::time::sleep(ACK_WAIT + FETCH_RETRY) => {}
-                    _ = stopped.changed() => break,
+                if !wait_for_redelivery(&mut stopped).await {
+                    break;
                 }
             }
         }
     }
     log::info!("partition {partition}: stopped consuming");
+}
+
+/// Waits until events this consumer holds unanswered (a hand-back not confirmed, a
+/// fetch's answer lost) are due again, so they come before later ones; `false` if told
+/// to stop meanwhile.
+async fn wait_for_redelivery(stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(ACK_WAIT + FETCH_RETRY) => true,
+        _ = stopped.changed() => false,
+    }
 }
 
 /// Routes a batch, waits until every turn settled, then acknowledges what committed and
@@ -224,10 +229,14 @@ async fn handle_batch(
             receipts.len()
         );
     }
+    let mut not_handled = vec![false; receipts.len()];
+    unfinished
+        .iter()
+        .for_each(|index| not_handled[*index] = true);
     let (handed_back, committed): (Vec<_>, Vec<_>) = receipts
         .iter()
         .enumerate()
-        .partition(|(index, _)| unfinished.contains(index));
+        .partition(|(index, _)| not_handled[*index]);
     for (_, receipt) in committed {
         if let Err(error) = receipt.ack().await {
             // Unanswered, it comes again after the ack wait; its dedup mark drops it.

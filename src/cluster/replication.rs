@@ -144,9 +144,12 @@ impl LeaseReplicator {
     /// events, and no progress mark keeping events in hand here from coming again to the
     /// next holder ahead of later ones.
     pub fn lease_fresh(&self, partition: u32) -> bool {
-        let Some(HeldLease { lease, .. }) = self.serving_lease(partition) else {
-            return false;
-        };
+        self.serving_lease(partition)
+            .is_some_and(|held| self.fresh(&held.lease))
+    }
+
+    /// Whether `lease` has more than a quarter of its time left by this node's clock.
+    fn fresh(&self, lease: &Lease) -> bool {
         let margin = i64::try_from(self.table.ttl().as_millis() / 4).unwrap_or(i64::MAX / 2);
         lease.until - margin > crate::clock::now_ms()
     }
@@ -263,10 +266,13 @@ impl Replicator for LeaseReplicator {
     /// conversation's replies; it waits for the renewal with the replies kept in order.
     fn may_send(&self, channel: Channel, key: &ConversationKey) -> SendPermission {
         let partition = self.partition(channel, key);
-        if self.serving_lease(partition).is_none() || self.leaving.contains(partition) {
+        let Some(held) = self.serving_lease(partition) else {
+            return SendPermission::Never;
+        };
+        if self.leaving.contains(partition) {
             return SendPermission::Never;
         }
-        if self.lease_fresh(partition) {
+        if self.fresh(&held.lease) {
             SendPermission::Now
         } else {
             SendPermission::Later
