@@ -127,6 +127,7 @@ mod tests {
         let store = Store::open(&dir.path().join("db")).unwrap();
         let mark = TurnCommit {
             handled: Some(("page".into(), mid.into())),
+            handled_at: Some(1),
             ..TurnCommit::default()
         };
         store.commit_turn(mark, true).await.unwrap();
@@ -136,13 +137,13 @@ mod tests {
     #[actix_rt::test]
     async fn a_pass_removes_marks_older_than_the_retention() {
         let (_dir, store) = store_with_mark("m.1").await;
-        assert!(store.is_handled("page", "m.1").unwrap());
+        assert!(store.is_handled("page", 1, "m.1").unwrap());
         actix_rt::time::sleep(Duration::from_millis(5)).await;
         let sweeper = Sweeper::new(store.clone(), Duration::from_millis(1))
             .first_pass_after(Duration::from_millis(10))
             .start();
         let started = Instant::now();
-        while store.is_handled("page", "m.1").unwrap() {
+        while store.is_handled("page", 1, "m.1").unwrap() {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "the mark was never pruned"
@@ -160,7 +161,7 @@ mod tests {
             .start();
         // A whole pass is one chunk here; after it the sweeper rests for an hour.
         actix_rt::time::sleep(Duration::from_millis(200)).await;
-        assert!(store.is_handled("page", "m.2").unwrap());
+        assert!(store.is_handled("page", 1, "m.2").unwrap());
         sweeper.send(Stop).await.unwrap();
     }
 }

@@ -157,11 +157,24 @@ impl Store {
         self.get(&keys::transcript_entry(&key.page_id, &key.psid, seq))
     }
 
-    pub fn is_handled(&self, page_id: &str, event_id: &str) -> Result<bool, StoreError> {
+    /// Whether the event of `page_id` stamped `event_time` with this dedup id was handled
+    /// (its mark is kept for the retention).
+    pub fn is_handled(
+        &self,
+        page_id: &str,
+        event_time: i64,
+        event_id: &str,
+    ) -> Result<bool, StoreError> {
+        let tree = &self.inner.tree;
+        if tree.contains_key(keys::handled_at(page_id, event_time, event_id))? {
+            return Ok(true);
+        }
+        // Marks written before they were ordered by time, until retention removed them.
         Ok(self
             .inner
-            .tree
-            .contains_key(keys::handled(page_id, event_id))?)
+            .legacy_marks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && tree.contains_key(keys::handled(page_id, event_id))?)
     }
 }
 

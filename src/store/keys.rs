@@ -11,7 +11,13 @@ pub const JOURNAL: u8 = b'j';
 pub const CONVERSATION: u8 = b'c';
 /// Transcript entries: `t` + page + psid + entry seq.
 pub const TRANSCRIPT: u8 = b't';
-/// Dedup marks of handled inbound events: `m` + page + event id.
+/// Dedup marks of handled inbound events, ordered by the event's own time: `h` + page +
+/// event time + event id. A redelivery is the same event, with the same time, so it finds
+/// its mark; new marks land at the end of their page's range, in leaves that are in
+/// memory, where marks keyed by Facebook's random message ids landed anywhere in the tree.
+pub const HANDLED_AT: u8 = b'h';
+/// Dedup marks as builds before `HANDLED_AT` wrote them: `m` + page + event id. Still read
+/// (while any is left) and pruned by retention; never written.
 pub const HANDLED: u8 = b'm';
 /// Replies decided by a flow and not yet sent or failed: `o` + seq.
 pub const OUTBOX: u8 = b'o';
@@ -149,6 +155,16 @@ pub fn meta(name: &str) -> Vec<u8> {
     with_namespace(META, &[name])
 }
 
+/// The dedup mark of an event of `page_id` stamped `event_time` (Facebook's epoch ms;
+/// a negative time counts as 0).
+pub fn handled_at(page_id: &str, event_time: i64, event_id: &str) -> Vec<u8> {
+    let mut key = with_namespace(HANDLED_AT, &[page_id]);
+    key.extend_from_slice(&u64::try_from(event_time).unwrap_or(0).to_be_bytes());
+    push_component(&mut key, event_id);
+    key
+}
+
+/// The legacy dedup mark of an event (`HANDLED`).
 pub fn handled(page_id: &str, event_id: &str) -> Vec<u8> {
     with_namespace(HANDLED, &[page_id, event_id])
 }
@@ -225,6 +241,15 @@ mod tests {
         // Without length prefixes "ab"+"c" and "a"+"bc" would give the same key.
         assert_ne!(conversation("ab", "c"), conversation("a", "bc"));
         assert_ne!(handled("1", "\u{0}2"), handled("1\u{0}", "2"));
+        assert_ne!(handled_at("1", 5, "\u{0}2"), handled_at("1\u{0}", 5, "2"));
+    }
+
+    #[test]
+    fn a_pages_dedup_marks_sort_by_event_time_whatever_the_id() {
+        assert!(handled_at("p", 9, "zzz") < handled_at("p", 10, "aaa"));
+        assert!(handled_at("p", 255, "m") < handled_at("p", 256, "m"));
+        assert_ne!(handled_at("p", 10, "m"), handled_at("p", 11, "m"));
+        assert_eq!(handled_at("p", -5, "m"), handled_at("p", 0, "m"));
     }
 
     #[test]
@@ -267,6 +292,7 @@ mod tests {
             CONVERSATION,
             TRANSCRIPT,
             HANDLED,
+            HANDLED_AT,
             OUTBOX,
             SENT,
             TIMER,

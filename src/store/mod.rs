@@ -93,6 +93,9 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     changes: changes::ChangeFeed,
+    /// Whether dedup marks of the legacy layout (`keys::HANDLED`) may still exist, so a
+    /// redelivery must be looked up there too; cleared once retention removed the last.
+    legacy_marks: std::sync::atomic::AtomicBool,
     // Declared last so it drops last: its drop joins the thread after a final flush.
     committer: Committer,
 }
@@ -115,6 +118,7 @@ impl Store {
             .map_err(|source| classify_open_error(shown, source.into()))?;
         let tree = db.open_tree("colloquy")?;
         Store::build_activity_index_if_missing(&tree)?;
+        let legacy_marks = tree.scan_prefix([keys::HANDLED]).next().is_some();
         // sled's log; fdatasync'ed after each durable cycle (see `committer`).
         let log_file = std::fs::File::open(path.join("db")).ok();
         let committer = Committer::start(db.clone(), tree.clone(), log_file)
@@ -124,6 +128,7 @@ impl Store {
                 db,
                 tree,
                 changes: changes::ChangeFeed::default(),
+                legacy_marks: legacy_marks.into(),
                 committer,
             }),
         })

@@ -10,8 +10,9 @@ use std::future::Future;
 
 use super::{keys, SentRef, Store, StoreError};
 
-/// What a pruning pass walks, in this order: dedup marks, then the legacy sent index.
-const WALKED_IN_ORDER: [u8; 2] = [keys::HANDLED, keys::SENT];
+/// What a pruning pass walks, in this order: dedup marks, those of the legacy layout, then
+/// the legacy sent index.
+const WALKED_IN_ORDER: [u8; 3] = [keys::HANDLED_AT, keys::HANDLED, keys::SENT];
 
 /// Where a pruning pass stands: the key the next chunk starts at. `default()` is the
 /// start of a pass.
@@ -70,7 +71,9 @@ impl Store {
         limit: usize,
     ) -> impl Future<Output = Result<Pruned, StoreError>> + 'static {
         let older_than = u64::try_from(older_than).unwrap_or_default();
-        self.submit(false, move |overlay| {
+        let walked_legacy_marks = from.namespace() == keys::HANDLED;
+        let store = self.clone();
+        let chunk = self.submit(false, move |overlay| {
             let namespace = from.namespace();
             let mut seen = 0;
             let mut removed = 0;
@@ -97,7 +100,28 @@ impl Store {
                 None => from.next_namespace(),
             };
             Ok(Pruned { removed, next })
-        })
+        });
+        async move {
+            let pruned = chunk.await?;
+            let left_legacy_marks = pruned.next.as_ref().map(PruneCursor::namespace);
+            if walked_legacy_marks && left_legacy_marks != Some(keys::HANDLED) {
+                store.note_whether_legacy_marks_remain();
+            }
+            Ok(pruned)
+        }
+    }
+
+    /// Once no mark of the legacy layout is left, lookups stop looking there.
+    fn note_whether_legacy_marks_remain(&self) {
+        let remain = self
+            .inner
+            .tree
+            .scan_prefix([keys::HANDLED])
+            .next()
+            .is_some();
+        self.inner
+            .legacy_marks
+            .store(remain, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -116,7 +140,9 @@ fn made_at(namespace: u8, value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::super::codec::encode;
-    use super::super::testing::{commit_reply, journal_one, key, mark_handled, open, Blocking};
+    use super::super::testing::{
+        commit_reply, journal_one, key, mark_handled, mark_handled_legacy, open, Blocking,
+    };
     use super::*;
     use crate::clock::now_ms;
 
@@ -171,9 +197,9 @@ mod tests {
             "{removed_per_chunk:?}"
         );
         assert_eq!(removed_per_chunk.iter().sum::<usize>(), 5);
-        assert!(!store.is_handled("page", "m.old0").unwrap());
-        assert!(!store.is_handled("page", "m.old4").unwrap());
-        assert!(store.is_handled("page", "m.new").unwrap());
+        assert!(!store.is_handled("page", 1, "m.old0").unwrap());
+        assert!(!store.is_handled("page", 1, "m.old4").unwrap());
+        assert!(store.is_handled("page", 1, "m.new").unwrap());
     }
 
     #[test]
@@ -191,25 +217,65 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_walks_the_dedup_marks_then_the_legacy_index_and_then_ends() {
+    fn a_pass_walks_the_dedup_marks_then_the_legacy_ones_then_the_legacy_index_and_ends() {
         let (_dir, store) = open();
         mark_handled(&store, "m.1");
+        mark_handled_legacy(&store, "m.2");
         write_legacy_sent_entry(&store, "m.1", 1);
         let everything = i64::MAX;
+        let chunk = |from: PruneCursor| {
+            store
+                .prune_dedup_marks_older_than(everything, from, 10)
+                .into_blocking()
+                .unwrap()
+        };
 
-        let marks = store
-            .prune_dedup_marks_older_than(everything, PruneCursor::default(), 10)
-            .into_blocking()
-            .unwrap();
-        let index = store
-            .prune_dedup_marks_older_than(everything, marks.next.clone().unwrap(), 10)
-            .into_blocking()
-            .unwrap();
+        let marks = chunk(PruneCursor::default());
+        let legacy_marks = chunk(marks.next.clone().unwrap());
+        let index = chunk(legacy_marks.next.clone().unwrap());
 
         assert_eq!(marks.removed, 1);
-        assert!(!store.is_handled("page", "m.1").unwrap());
+        assert!(!store.is_handled("page", 1, "m.1").unwrap());
+        assert_eq!(legacy_marks.removed, 1);
+        assert!(!store.is_handled("page", 1, "m.2").unwrap());
         assert_eq!(index.removed, 1);
         assert_eq!(index.next, None, "the pass ends after the legacy index");
+    }
+
+    #[test]
+    fn marks_of_the_legacy_layout_are_found_whatever_the_time_asked() {
+        let (_dir, store) = open();
+        mark_handled_legacy(&store, "m.old");
+        mark_handled(&store, "m.new");
+
+        assert!(store.is_handled("page", 12345, "m.old").unwrap());
+        assert!(store.is_handled("page", 1, "m.new").unwrap());
+        assert!(
+            !store.is_handled("page", 2, "m.new").unwrap(),
+            "a mark is the event's: its time is part of it"
+        );
+        assert!(!store.is_handled("page", 1, "m.other").unwrap());
+    }
+
+    #[test]
+    fn once_retention_removed_the_last_legacy_mark_lookups_stop_looking_there() {
+        let (_dir, store) = open();
+        mark_handled_legacy(&store, "m.old");
+        let looks_at_legacy = || {
+            store
+                .inner
+                .legacy_marks
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(
+            looks_at_legacy(),
+            "a legacy mark written in this process counts"
+        );
+
+        prune_pass(&store, i64::MAX, 100);
+
+        assert!(!looks_at_legacy());
+        assert!(!store.is_handled("page", 1, "m.old").unwrap());
     }
 
     #[test]
@@ -222,7 +288,7 @@ mod tests {
         let removed_per_chunk = prune_pass(&store, i64::MAX, 1);
 
         assert_eq!(removed_per_chunk.iter().sum::<usize>(), 1, "the one mark");
-        assert!(!store.is_handled("page", "m.1").unwrap());
+        assert!(!store.is_handled("page", 1, "m.1").unwrap());
         assert!(store.conversation(&key()).unwrap().is_some());
         assert_eq!(store.transcript(&key()).unwrap().len(), 1);
         assert_eq!(store.pending_outbox().unwrap().len(), 1);

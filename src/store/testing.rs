@@ -71,6 +71,7 @@ pub fn commit_reply(store: &Store, journal_seq: u64) -> u64 {
             TurnCommit {
                 journal_seq: Some(journal_seq),
                 handled: Some(("page".into(), "m.1".into())),
+                handled_at: Some(1),
                 conversation: Some(record),
                 new_entries: vec![(entry, out_entry())],
                 outbox: vec![(outbox_seq, outbox_record(entry))],
@@ -93,8 +94,24 @@ pub fn journal_one(store: &Store) -> u64 {
     block_on(store.append_journal(vec![record])).unwrap()
 }
 
-/// Marks `event_id` on page `page` handled, as a turn does.
+/// Marks `event_id` on page `page`, stamped 1, handled, as a turn does.
 pub fn mark_handled(store: &Store, event_id: &str) {
+    store
+        .commit_turn(
+            TurnCommit {
+                handled: Some(("page".into(), event_id.into())),
+                handled_at: Some(1),
+                ..TurnCommit::default()
+            },
+            false,
+        )
+        .into_blocking()
+        .unwrap();
+}
+
+/// Marks `event_id` on page `page` handled in the layout of earlier builds (no time), as
+/// a turn replicated by such a build still does.
+pub fn mark_handled_legacy(store: &Store, event_id: &str) {
     store
         .commit_turn(
             TurnCommit {

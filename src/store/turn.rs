@@ -38,6 +38,11 @@ pub struct TurnCommit {
     pub journal_seq: Option<u64>,
     /// `(page, event id)` to mark handled, so a redelivery is skipped.
     pub handled: Option<(String, String)>,
+    /// The handled event's own time (Facebook's `timestamp`), which orders its mark
+    /// (`keys::handled_at`). A turn replicated by an earlier build has none: its mark is
+    /// written in the legacy layout, where lookups still find it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_at: Option<i64>,
     pub conversation: Option<ConversationRecord>,
     pub new_entries: Vec<(u64, TranscriptEntry)>,
     pub entry_changes: Vec<(u64, EntryChange)>,
@@ -76,6 +81,10 @@ impl Store {
             .flatten();
         let announcement = announcement(&commit);
         let listing = listing_update(&commit);
+        let legacy_mark = commit.handled.is_some() && commit.handled_at.is_none();
+        if legacy_mark {
+            self.note_legacy_mark();
+        }
         let write = self.submit(durable, move |overlay| {
             if let Some(key) = &forgotten {
                 forget_conversation(overlay, key)?;
@@ -94,7 +103,23 @@ impl Store {
             }
             Ok(())
         });
-        self.announced(write, announcement)
+        let written = self.announced(write, announcement);
+        let store = self.clone();
+        async move {
+            written.await?;
+            if legacy_mark {
+                // Again once applied: a retention pass may have looked in between.
+                store.note_legacy_mark();
+            }
+            Ok(())
+        }
+    }
+
+    /// A mark of the legacy layout was (or is about to be) written: lookups look there.
+    fn note_legacy_mark(&self) {
+        self.inner
+            .legacy_marks
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -125,10 +150,11 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     if let Some((page_id, event_id)) = &commit.handled {
         // The mark holds when it was made, so old marks can be pruned (`pruning`).
         let at = u64::try_from(now_ms()).unwrap_or_default();
-        writes.push((
-            keys::handled(page_id, event_id),
-            Some(at.to_be_bytes().to_vec()),
-        ));
+        let key = match commit.handled_at {
+            Some(event_time) => keys::handled_at(page_id, event_time, event_id),
+            None => keys::handled(page_id, event_id),
+        };
+        writes.push((key, Some(at.to_be_bytes().to_vec())));
     }
     let Some(conversation) = &commit.conversation else {
         // A timer names its conversation: a turn may set one back without a record.
@@ -321,7 +347,7 @@ mod tests {
         assert_eq!(record.state, json!({"step": 1}));
         assert_eq!(store.transcript(&key()).unwrap().len(), 1);
         assert_eq!(store.pending_outbox().unwrap().len(), 1);
-        assert!(store.is_handled("page", "m.1").unwrap());
-        assert!(!store.is_handled("page", "m.2").unwrap());
+        assert!(store.is_handled("page", 1, "m.1").unwrap());
+        assert!(!store.is_handled("page", 1, "m.2").unwrap());
     }
 }

@@ -95,8 +95,9 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
     let graph = MockGraph::start();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");
-    // As a crash would leave it: one POST's item with two events, the first one's turn
-    // committed (its dedup mark is there), the second one's not.
+    // As a crash would leave it: one POST's item with three events, the first two turns
+    // committed (their dedup marks are there: the first as this build writes it, ordered
+    // by the event's time; the second as earlier builds did), the third one's not.
     actix_rt::System::new().block_on({
         let data_dir = data_dir.clone();
         async move {
@@ -107,13 +108,26 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
                 standby: false,
                 event: message_event(psid, mid, "hello", 5),
             };
-            let item = vec![record("9301", "m.s1"), record("9302", "m.s2")];
+            let item = vec![
+                record("9301", "m.s1"),
+                record("9303", "m.s3"),
+                record("9302", "m.s2"),
+            ];
             store.append_journal(item).await.unwrap();
             let handled = TurnCommit {
                 handled: Some((PAGE_ID.into(), "m.s1".into())),
+                handled_at: Some(5),
                 ..TurnCommit::default()
             };
             store.commit_turn(handled, true).await.unwrap();
+            let handled_by_an_earlier_build = TurnCommit {
+                handled: Some((PAGE_ID.into(), "m.s3".into())),
+                ..TurnCommit::default()
+            };
+            store
+                .commit_turn(handled_by_an_earlier_build, true)
+                .await
+                .unwrap();
         }
     });
     one_life(&graph, &data_dir, Options::default(), async |app| {
@@ -124,7 +138,7 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
     assert_eq!(
         graph.sends().len(),
         1,
-        "the handled event is not answered again"
+        "the handled events are not answered again"
     );
     let store = Store::open(&data_dir).unwrap();
     assert!(

@@ -71,7 +71,7 @@ pub(super) async fn handle_event(
         EngineEvent::Messenger(inbound) => {
             let event_id = dedup_id(inbound);
             if let Some(id) = &event_id {
-                if store.is_handled(&inbound.page_id, id)? {
+                if store.is_handled(&inbound.page_id, inbound.timestamp, id)? {
                     skip_redelivery(env, &record, inbound, id, commit).await?;
                     return Ok((record, Vec::new()));
                 }
@@ -85,6 +85,7 @@ pub(super) async fn handle_event(
                 return finish_without_change(env, record, commit).await;
             }
             commit.handled = event_id.map(|id| (inbound.page_id.clone(), id));
+            commit.handled_at = commit.handled.as_ref().map(|_| inbound.timestamp);
             record.last_activity = now_ms();
             record.channel = inbound.channel;
             apply_messenger_event(env, &mut record, &event, inbound, &mut commit).await?;
