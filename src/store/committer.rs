@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
+use std::ops::Bound::{Excluded, Included};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -39,6 +40,9 @@ struct Operation {
     work: Work,
     durable: bool,
 }
+
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Most operations one cycle takes, so one cycle's batch and latency stay bounded.
 const MAX_OPERATIONS_PER_CYCLE: usize = 4096;
@@ -92,6 +96,34 @@ impl Overlay<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// The greatest key from `floor` up to and including `key` that holds a value, with
+    /// that value, counting the writes of this cycle and of this operation.
+    pub fn last_at_or_before(
+        &self,
+        floor: &[u8],
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, BackendError> {
+        let mut upper = Included(key.to_vec());
+        loop {
+            let bounds = (Included(floor.to_vec()), upper.clone());
+            let written = [&self.staged, self.cycle]
+                .into_iter()
+                .filter_map(|map| map.range(bounds.clone()).next_back())
+                .map(|(key, _)| key.clone())
+                .max();
+            let stored = self.tree.range(bounds).next_back().transpose()?;
+            let stored = stored.map(|(key, _)| key.to_vec());
+            let Some(candidate) = written.max(stored) else {
+                return Ok(None);
+            };
+            match self.get(&candidate)? {
+                Some(value) => return Ok(Some((candidate, value))),
+                // Removed in this cycle: what holds a value is before it.
+                None => upper = Excluded(candidate),
+            }
+        }
     }
 
     /// The stored keys from `start` up to (not including) `end`, in order, with their
@@ -348,6 +380,45 @@ mod tests {
         });
         let (_, seen) = block_on(async { (first.await, second.await) });
         assert_eq!(seen, Ok(Some(b"1".to_vec())));
+    }
+
+    #[test]
+    fn the_last_key_at_or_before_sees_this_cycles_writes_and_removals() {
+        let (_dir, db, committer) = open();
+        let tree = db.open_tree("t").unwrap();
+        for key in [b"a1", b"a3", b"a5"] {
+            tree.insert(key, &b"stored"[..]).unwrap();
+        }
+        let earlier = committer.submit(false, |o| {
+            o.insert(b"a4".to_vec(), b"earlier".to_vec());
+            o.remove(b"a5".to_vec());
+            Ok::<(), String>(())
+        });
+        let seen = committer.submit(true, |o| {
+            o.remove(b"a3".to_vec());
+            let at = |key: &[u8]| {
+                o.last_at_or_before(b"a", key)
+                    .map(|found| found.map(|(k, v)| (k, String::from_utf8(v).unwrap())))
+                    .map_err(|e| e.to_string())
+            };
+            let answers = (at(b"a9")?, at(b"a4")?, at(b"a3")?, at(b"a0")?);
+            Ok::<_, String>(answers)
+        });
+        let (_, seen) = block_on(async { (earlier.await, seen.await) });
+        let (after_all, at_four, at_three, before_all) = seen.unwrap();
+        let found = |k: &[u8], v: &str| Some((k.to_vec(), v.to_string()));
+        assert_eq!(
+            after_all,
+            found(b"a4", "earlier"),
+            "a5 was removed this cycle"
+        );
+        assert_eq!(at_four, found(b"a4", "earlier"));
+        assert_eq!(
+            at_three,
+            found(b"a1", "stored"),
+            "a3 was removed by this operation"
+        );
+        assert_eq!(before_all, None);
     }
 
     #[test]

@@ -1,13 +1,11 @@
-//! Reading conversations: their records, their transcripts, and whether an event was
-//! already handled (its dedup mark).
+//! Reading conversations: their records, their failed events, and whether an event was
+//! already handled (its dedup mark). Transcripts are read in `transcript`.
 //!
 //! Reads go straight to the tree and see every write whose operation has been answered.
 //! Nothing here writes: a turn's writes are in `turn`, a send's outcome in `outbox`.
 
-use super::codec::{decode, decode_conversation, sequenced};
-use super::{
-    keys, ConversationKey, ConversationRecord, FailedEvent, Store, StoreError, TranscriptEntry,
-};
+use super::codec::{decode, decode_conversation};
+use super::{keys, ConversationKey, ConversationRecord, FailedEvent, Store, StoreError};
 
 impl Store {
     /// The events of a conversation its flow failed on and no operator replayed or
@@ -108,55 +106,6 @@ impl Store {
             .collect()
     }
 
-    pub fn transcript(
-        &self,
-        key: &ConversationKey,
-    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
-        self.inner
-            .tree
-            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
-            .map(sequenced)
-            .collect()
-    }
-
-    /// The last `n` entries of a conversation's transcript, in order (reads only those).
-    pub fn transcript_tail(
-        &self,
-        key: &ConversationKey,
-        n: usize,
-    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
-        let mut tail: Vec<(u64, TranscriptEntry)> = self
-            .inner
-            .tree
-            .scan_prefix(keys::transcript_prefix(&key.page_id, &key.psid))
-            .rev()
-            .take(n)
-            .map(sequenced)
-            .collect::<Result<_, StoreError>>()?;
-        tail.reverse();
-        Ok(tail)
-    }
-
-    /// The entries of a conversation's transcript numbered `from` up to (not including) `to`.
-    pub fn transcript_range(
-        &self,
-        key: &ConversationKey,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<(u64, TranscriptEntry)>, StoreError> {
-        let start = keys::transcript_entry(&key.page_id, &key.psid, from);
-        let end = keys::transcript_entry(&key.page_id, &key.psid, to);
-        self.inner.tree.range(start..end).map(sequenced).collect()
-    }
-
-    pub fn transcript_entry(
-        &self,
-        key: &ConversationKey,
-        seq: u64,
-    ) -> Result<Option<TranscriptEntry>, StoreError> {
-        self.get(&keys::transcript_entry(&key.page_id, &key.psid, seq))
-    }
-
     /// Whether the event of `page_id` stamped `event_time` with this dedup id was handled
     /// (its mark is kept for the retention).
     pub fn is_handled(
@@ -180,7 +129,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{key, open, out_entry, Blocking};
+    use super::super::testing::{open, Blocking};
     use super::super::TurnCommit;
     use super::*;
 
@@ -220,33 +169,5 @@ mod tests {
         assert_eq!(walk(None), ["p1/a", "p1/b", "p1/c", "p2/a", "p2/c"]);
         assert_eq!(walk(Some("p2")), ["p2/a", "p2/c"]);
         assert!(walk(Some("p3")).is_empty());
-    }
-
-    #[test]
-    fn the_transcript_tail_is_the_last_entries_in_order() {
-        let (_dir, store) = open();
-        let mut record = ConversationRecord::new(&key());
-        let entries: Vec<(u64, TranscriptEntry)> = (0..5)
-            .map(|_| (record.take_entry_seq(), out_entry()))
-            .collect();
-        store
-            .commit_turn(
-                TurnCommit {
-                    conversation: Some(record),
-                    new_entries: entries,
-                    ..TurnCommit::default()
-                },
-                true,
-            )
-            .into_blocking()
-            .unwrap();
-        let tail: Vec<u64> = store
-            .transcript_tail(&key(), 2)
-            .unwrap()
-            .iter()
-            .map(|(s, _)| *s)
-            .collect();
-        assert_eq!(tail, vec![3, 4]);
-        assert_eq!(store.transcript_tail(&key(), 10).unwrap().len(), 5);
     }
 }

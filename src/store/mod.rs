@@ -10,7 +10,7 @@
 //!
 //! This file holds the `Store` handle: opening, flushing, ids, and what the engine
 //! watches (release, disk size, commit counters). Each concern's reads and writes are
-//! `impl Store` blocks in their own file: `journal`, `conversations` (reads), `turn`,
+//! `impl Store` blocks in their own file: `journal`, `conversations` and `transcript` (reads), `turn`,
 //! `outbox`, `timers`, `pruning`, `deletions`. Nothing outside `store` names a sled type or a key.
 
 mod activity;
@@ -31,6 +31,7 @@ mod replication;
 mod testing;
 mod timers;
 pub use timers::TimerFilter;
+mod transcript;
 mod turn;
 
 use std::future::Future;

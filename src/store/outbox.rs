@@ -11,10 +11,9 @@ use super::changes::Announcement;
 use super::codec::{decode, decode_conversation, encode};
 use super::committer::Overlay;
 use super::listing::Listing;
+use super::transcript;
 use super::turn::activity_second;
-use super::{
-    keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError, TranscriptEntry,
-};
+use super::{keys, ConversationKey, Failure, OutboxRecord, Status, Store, StoreError};
 
 /// How a send ended, as recorded on its transcript entry (and replicated in a cluster).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -71,7 +70,6 @@ impl Store {
         record: &OutboxRecord,
         outcome: SendOutcome,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        let entry_key = keys::transcript_entry(&record.page_id, &record.psid, record.entry);
         let announcement = Announcement {
             page_id: record.page_id.clone(),
             psid: record.psid.clone(),
@@ -82,11 +80,9 @@ impl Store {
         let record = record.clone();
         let write = self.submit(true, move |overlay| {
             overlay.remove(keys::outbox(seq));
-            let Some(bytes) = overlay.get(&entry_key)? else {
-                return Ok(());
-            };
-            let mut entry: TranscriptEntry = decode(&entry_key, &bytes)?;
-            match outcome {
+            let (page, psid) = (&record.page_id, &record.psid);
+            let mut newly_failed = false;
+            transcript::update_entry(overlay, page, psid, record.entry, |entry| match outcome {
                 SendOutcome::Sent { message_id, at } => {
                     entry.advance(Status::Sent);
                     entry.sent_at.get_or_insert(at);
@@ -97,16 +93,18 @@ impl Store {
                 SendOutcome::Failed(failure) => {
                     if entry.advance(Status::Failed) {
                         entry.error = Some(failure);
-                        // Kept whole, so an operator can send it again later.
-                        overlay.insert(
-                            keys::failed_reply(&record.page_id, &record.psid, record.entry),
-                            encode(&record),
-                        );
-                        flag_failed_reply(overlay, &record.page_id, &record.psid)?;
+                        newly_failed = true;
                     }
                 }
+            })?;
+            if newly_failed {
+                // Kept whole, so an operator can send it again later.
+                overlay.insert(
+                    keys::failed_reply(page, psid, record.entry),
+                    encode(&record),
+                );
+                flag_failed_reply(overlay, page, psid)?;
             }
-            overlay.insert(entry_key, encode(&entry));
             Ok(())
         });
         self.announced(write, Some(announcement))

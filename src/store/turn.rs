@@ -12,6 +12,7 @@ use super::changes::Announcement;
 use super::codec::{decode, encode};
 use super::committer::Overlay;
 use super::listing::Listing;
+use super::transcript;
 use super::{
     keys, ConversationKey, ConversationRecord, FailedEvent, OutboxRecord, Status, Store,
     StoreError, TimerEntry, TimerRecord, TranscriptEntry,
@@ -74,7 +75,7 @@ impl Store {
         durable: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let writes = turn_writes(&commit);
-        let changes = entry_change_keys(&commit);
+        let changes = entry_changes(&commit);
         let forgotten = commit
             .forget
             .then(|| commit.conversation.as_ref().map(ConversationRecord::key))
@@ -95,8 +96,8 @@ impl Store {
                     None => overlay.remove(key),
                 }
             }
-            for (key, change) in changes {
-                apply_entry_change(overlay, &key, &change)?;
+            for change in &changes {
+                apply_entry_change(overlay, change)?;
             }
             if let Some(listing) = &listing {
                 listing.apply(overlay)?;
@@ -168,12 +169,8 @@ fn turn_writes(commit: &TurnCommit) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
             writes.push((keys::activity(activity_second(at), page, psid), None));
         }
     }
-    for (seq, entry) in &commit.new_entries {
-        writes.push((
-            keys::transcript_entry(page, psid, *seq),
-            Some(encode(entry)),
-        ));
-    }
+    let runs = transcript::run_writes(page, psid, &commit.new_entries);
+    writes.extend(runs.into_iter().map(|(key, value)| (key, Some(value))));
     for (seq, record) in &commit.outbox {
         writes.push((keys::outbox(*seq), Some(encode(record))));
     }
@@ -288,31 +285,25 @@ pub(super) fn activity_second(at_ms: i64) -> u64 {
     u64::try_from(at_ms / 1000).unwrap_or(0)
 }
 
-fn entry_change_keys(commit: &TurnCommit) -> Vec<(Vec<u8>, EntryChange)> {
+/// The changes of a turn to existing entries, with the conversation they belong to.
+fn entry_changes(commit: &TurnCommit) -> Vec<(String, String, u64, EntryChange)> {
     let Some(conversation) = &commit.conversation else {
         return Vec::new();
     };
+    let (page, psid) = (&conversation.page_id, &conversation.psid);
     commit
         .entry_changes
         .iter()
-        .map(|(seq, change)| {
-            let key = keys::transcript_entry(&conversation.page_id, &conversation.psid, *seq);
-            (key, change.clone())
-        })
+        .map(|(seq, change)| (page.clone(), psid.clone(), *seq, change.clone()))
         .collect()
 }
 
 /// Applies a change to an entry against its current value (read inside the committer).
 fn apply_entry_change(
     overlay: &mut Overlay<'_>,
-    key: &[u8],
-    change: &EntryChange,
+    (page, psid, seq, change): &(String, String, u64, EntryChange),
 ) -> Result<(), StoreError> {
-    let Some(bytes) = overlay.get(key)? else {
-        return Ok(());
-    };
-    let mut entry: TranscriptEntry = decode(key, &bytes)?;
-    match change {
+    transcript::update_entry(overlay, page, psid, *seq, |entry| match change {
         EntryChange::Advance(status) => {
             entry.advance(*status);
         }
@@ -328,8 +319,7 @@ fn apply_entry_change(
             // An echo is Facebook saying the message went out, whatever our sender knows.
             entry.advance(Status::Sent);
         }
-    }
-    overlay.insert(key.to_vec(), encode(&entry));
+    })?;
     Ok(())
 }
 

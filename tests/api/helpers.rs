@@ -491,3 +491,24 @@ impl<'a> User<'a> {
         self.app.graph.wait_for_sends(replies).await
     }
 }
+
+/// Waits until sled has let go of a data directory written outside an app: its threads
+/// release the lock a moment after the last handle drops, and on a loaded machine the
+/// next start could otherwise find it still locked.
+pub fn wait_until_the_store_is_let_go(data_dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match colloquy::test_support::Store::open(data_dir) {
+            Ok(store) => {
+                let released = store.release_watch();
+                drop(store);
+                while !released.is_released() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(error) => panic!("the store stays locked: {error}"),
+        }
+    }
+}

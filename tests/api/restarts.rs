@@ -130,6 +130,7 @@ fn a_shared_journal_item_replayed_after_a_crash_answers_only_what_was_not_handle
                 .unwrap();
         }
     });
+    wait_until_the_store_is_let_go(&data_dir);
     one_life(&graph, &data_dir, Options::default(), async |app| {
         let sends = app.graph.wait_for_sends(1).await;
         assert_eq!(sends[0].body["recipient"]["id"], "9302");

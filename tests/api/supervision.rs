@@ -30,23 +30,7 @@ fn with_raw_tree(data_dir: &std::path::Path, change: impl FnOnce(&sled::Tree)) {
     change(&db.open_tree("colloquy").unwrap());
     db.flush().unwrap();
     drop(db);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match colloquy::test_support::Store::open(data_dir) {
-            Ok(store) => {
-                let released = store.release_watch();
-                drop(store);
-                while !released.is_released() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                return;
-            }
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(error) => panic!("the store stays locked: {error}"),
-        }
-    }
+    wait_until_the_store_is_let_go(data_dir);
 }
 
 #[test]
