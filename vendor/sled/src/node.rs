@@ -602,7 +602,10 @@ impl Node {
         } else if self.data.is_index() {
             256
         } else {
-            16
+            // colloquy's copy: 32 (sled 0.34.7: 16). sled keeps state in memory for
+            // every page, cached or not; leaves of up to 32 entries halve the pages of
+            // colloquy's append-mostly ranges (vendor/README.md).
+            32
         };
 
         let size_checks = self.data.len() > threshold;
