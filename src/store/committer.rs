@@ -114,8 +114,13 @@ impl Overlay<'_> {
                 .map(|(key, _)| key.clone())
                 .max();
             let stored = self.tree.range(bounds).next_back().transpose()?;
-            let stored = stored.map(|(key, _)| key.to_vec());
-            let Some(candidate) = written.max(stored) else {
+            if let Some((key, value)) = &stored {
+                if written.as_deref() < Some(&key[..]) {
+                    // Stored and not written this cycle: the stored value is what is there.
+                    return Ok(Some((key.to_vec(), value.to_vec())));
+                }
+            }
+            let Some(candidate) = written else {
                 return Ok(None);
             };
             match self.get(&candidate)? {

@@ -4,6 +4,8 @@
 //! Reads go straight to the tree and see every write whose operation has been answered.
 //! Nothing here writes: a turn's writes are in `turn`, a send's outcome in `outbox`.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
 use super::codec::{decode, decode_conversation};
 use super::{keys, ConversationKey, ConversationRecord, FailedEvent, Store, StoreError};
 
@@ -119,11 +121,36 @@ impl Store {
             return Ok(true);
         }
         // Marks written before they were ordered by time, until retention removed them.
-        Ok(self
-            .inner
-            .legacy_marks
-            .load(std::sync::atomic::Ordering::Relaxed)
+        Ok(self.inner.legacy_marks.may_exist()
             && tree.contains_key(keys::handled(page_id, event_id))?)
+    }
+}
+
+/// Whether dedup marks of the legacy layout (`keys::HANDLED`) may still exist, so a
+/// redelivery is looked up there too. Found at open, noted again when a turn replicated
+/// by an earlier build writes one, recounted when retention has walked them.
+pub(super) struct LegacyMarks(AtomicBool);
+
+impl LegacyMarks {
+    pub(super) fn found_in(tree: &sled::Tree) -> LegacyMarks {
+        LegacyMarks(AtomicBool::new(LegacyMarks::any_in(tree)))
+    }
+
+    fn any_in(tree: &sled::Tree) -> bool {
+        tree.scan_prefix([keys::HANDLED]).next().is_some()
+    }
+
+    pub(super) fn may_exist(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+
+    /// One was (or is about to be) written.
+    pub(super) fn written(&self) {
+        self.0.store(true, Relaxed);
+    }
+
+    pub(super) fn recount(&self, tree: &sled::Tree) {
+        self.0.store(LegacyMarks::any_in(tree), Relaxed);
     }
 }
 

@@ -94,9 +94,7 @@ struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     changes: changes::ChangeFeed,
-    /// Whether dedup marks of the legacy layout (`keys::HANDLED`) may still exist, so a
-    /// redelivery must be looked up there too; cleared once retention removed the last.
-    legacy_marks: std::sync::atomic::AtomicBool,
+    legacy_marks: conversations::LegacyMarks,
     // Declared last so it drops last: its drop joins the thread after a final flush.
     committer: Committer,
 }
@@ -119,7 +117,7 @@ impl Store {
             .map_err(|source| classify_open_error(shown, source.into()))?;
         let tree = db.open_tree("colloquy")?;
         Store::build_activity_index_if_missing(&tree)?;
-        let legacy_marks = tree.scan_prefix([keys::HANDLED]).next().is_some();
+        let legacy_marks = conversations::LegacyMarks::found_in(&tree);
         // sled's log; fdatasync'ed after each durable cycle (see `committer`).
         let log_file = std::fs::File::open(path.join("db")).ok();
         let committer = Committer::start(db.clone(), tree.clone(), log_file)
@@ -129,7 +127,7 @@ impl Store {
                 db,
                 tree,
                 changes: changes::ChangeFeed::default(),
-                legacy_marks: legacy_marks.into(),
+                legacy_marks,
                 committer,
             }),
         })

@@ -105,23 +105,10 @@ impl Store {
             let pruned = chunk.await?;
             let left_legacy_marks = pruned.next.as_ref().map(PruneCursor::namespace);
             if walked_legacy_marks && left_legacy_marks != Some(keys::HANDLED) {
-                store.note_whether_legacy_marks_remain();
+                store.inner.legacy_marks.recount(&store.inner.tree);
             }
             Ok(pruned)
         }
-    }
-
-    /// Once no mark of the legacy layout is left, lookups stop looking there.
-    fn note_whether_legacy_marks_remain(&self) {
-        let remain = self
-            .inner
-            .tree
-            .scan_prefix([keys::HANDLED])
-            .next()
-            .is_some();
-        self.inner
-            .legacy_marks
-            .store(remain, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -261,12 +248,7 @@ mod tests {
     fn once_retention_removed_the_last_legacy_mark_lookups_stop_looking_there() {
         let (_dir, store) = open();
         mark_handled_legacy(&store, "m.old");
-        let looks_at_legacy = || {
-            store
-                .inner
-                .legacy_marks
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let looks_at_legacy = || store.inner.legacy_marks.may_exist();
         assert!(
             looks_at_legacy(),
             "a legacy mark written in this process counts"

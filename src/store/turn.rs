@@ -82,10 +82,13 @@ impl Store {
             .flatten();
         let announcement = announcement(&commit);
         let listing = listing_update(&commit);
+        // A turn replicated by an earlier build writes a legacy mark: noted before it is
+        // applied and again after, since a retention pass may recount in between.
         let legacy_mark = commit.handled.is_some() && commit.handled_at.is_none();
-        if legacy_mark {
-            self.note_legacy_mark();
-        }
+        let noted_again = legacy_mark.then(|| {
+            self.inner.legacy_marks.written();
+            self.clone()
+        });
         let write = self.submit(durable, move |overlay| {
             if let Some(key) = &forgotten {
                 forget_conversation(overlay, key)?;
@@ -96,8 +99,8 @@ impl Store {
                     None => overlay.remove(key),
                 }
             }
-            for change in &changes {
-                apply_entry_change(overlay, change)?;
+            if let Some(changes) = &changes {
+                changes.apply(overlay)?;
             }
             if let Some(listing) = &listing {
                 listing.apply(overlay)?;
@@ -105,22 +108,13 @@ impl Store {
             Ok(())
         });
         let written = self.announced(write, announcement);
-        let store = self.clone();
         async move {
             written.await?;
-            if legacy_mark {
-                // Again once applied: a retention pass may have looked in between.
-                store.note_legacy_mark();
+            if let Some(store) = noted_again {
+                store.inner.legacy_marks.written();
             }
             Ok(())
         }
-    }
-
-    /// A mark of the legacy layout was (or is about to be) written: lookups look there.
-    fn note_legacy_mark(&self) {
-        self.inner
-            .legacy_marks
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -286,24 +280,35 @@ pub(super) fn activity_second(at_ms: i64) -> u64 {
 }
 
 /// The changes of a turn to existing entries, with the conversation they belong to.
-fn entry_changes(commit: &TurnCommit) -> Vec<(String, String, u64, EntryChange)> {
-    let Some(conversation) = &commit.conversation else {
-        return Vec::new();
-    };
-    let (page, psid) = (&conversation.page_id, &conversation.psid);
-    commit
-        .entry_changes
-        .iter()
-        .map(|(seq, change)| (page.clone(), psid.clone(), *seq, change.clone()))
-        .collect()
+fn entry_changes(commit: &TurnCommit) -> Option<EntryChanges> {
+    let conversation = commit.conversation.as_ref()?;
+    Some(EntryChanges {
+        page_id: conversation.page_id.clone(),
+        psid: conversation.psid.clone(),
+        changes: commit.entry_changes.clone(),
+    })
 }
 
-/// Applies a change to an entry against its current value (read inside the committer).
-fn apply_entry_change(
-    overlay: &mut Overlay<'_>,
-    (page, psid, seq, change): &(String, String, u64, EntryChange),
-) -> Result<(), StoreError> {
-    transcript::update_entry(overlay, page, psid, *seq, |entry| match change {
+struct EntryChanges {
+    page_id: String,
+    psid: String,
+    changes: Vec<(u64, EntryChange)>,
+}
+
+impl EntryChanges {
+    fn apply(&self, overlay: &mut Overlay<'_>) -> Result<(), StoreError> {
+        for (seq, change) in &self.changes {
+            transcript::update_entry(overlay, &self.page_id, &self.psid, *seq, |entry| {
+                apply_entry_change(entry, change)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies a change to an entry as it is now (read inside the committer).
+fn apply_entry_change(entry: &mut TranscriptEntry, change: &EntryChange) {
+    match change {
         EntryChange::Advance(status) => {
             entry.advance(*status);
         }
@@ -319,8 +324,7 @@ fn apply_entry_change(
             // An echo is Facebook saying the message went out, whatever our sender knows.
             entry.advance(Status::Sent);
         }
-    })?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]
