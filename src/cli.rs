@@ -174,9 +174,16 @@ pub struct ServeArgs {
     /// accepted.
     #[arg(long, env = "COLLOQUY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// sled's page cache in MiB (default 16): the main part of the server's memory.
+    /// sled's page cache in MiB (default 6): the main part of the server's memory.
     #[arg(long, env = "COLLOQUY_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Microseconds a small commit cycle may wait for more writes at moderate load
+    /// (default 2000, at most 100000); 0 never waits.
+    #[arg(long, env = "COLLOQUY_COMMIT_LINGER_US")]
+    pub commit_linger_us: Option<u64>,
+    /// Writes at hand that end a commit cycle's wait (default 8).
+    #[arg(long, env = "COLLOQUY_COMMIT_LINGER_OPS")]
+    pub commit_linger_ops: Option<usize>,
     /// Hours a handled event is remembered, so that its redelivery is skipped (default 168).
     #[arg(long, env = "COLLOQUY_DEDUP_RETENTION_HOURS")]
     pub dedup_retention_hours: Option<u64>,
@@ -298,6 +305,8 @@ impl ServeArgs {
             max_live_conversations: self.max_live_conversations,
             max_connections: self.max_connections,
             cache_mb: self.cache_mb,
+            commit_linger_us: self.commit_linger_us,
+            commit_linger_ops: self.commit_linger_ops,
             dedup_retention_hours: self.dedup_retention_hours,
             pages_file: self.pages.clone(),
         })

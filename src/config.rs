@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::store::LingerSettings;
+
 /// The real Graph API, pinned to one version so a Meta release never changes our wire format.
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v21.0";
 /// Loopback by default: exposing the bot is a deliberate act (a reverse proxy, or a flag).
@@ -34,6 +36,8 @@ pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 const DEFAULT_ACK_DEADLINE_MS: u64 = 1_000;
 /// Facebook gives up on a webhook request after 20 s; the deadline stays well within it.
 const MAX_ACK_DEADLINE_MS: u64 = 10_000;
+/// A longer commit linger would hold acknowledgements for a noticeable time.
+const MAX_COMMIT_LINGER_US: u64 = 100_000;
 /// Meta batches at most 1000 updates per POST; a few hundred bytes each fit well under 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
@@ -106,6 +110,8 @@ pub struct RawConfig {
     pub max_live_conversations: Option<usize>,
     pub max_connections: Option<usize>,
     pub cache_mb: Option<u64>,
+    pub commit_linger_us: Option<u64>,
+    pub commit_linger_ops: Option<usize>,
     pub dedup_retention_hours: Option<u64>,
     /// `COLLOQUY_PAGES`: the pages file; with it the `MESSENGER_*` secrets are not needed.
     pub pages_file: Option<PathBuf>,
@@ -153,6 +159,8 @@ impl RawConfig {
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             max_connections: number("COLLOQUY_MAX_CONNECTIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
+            commit_linger_us: number("COLLOQUY_COMMIT_LINGER_US")?,
+            commit_linger_ops: number("COLLOQUY_COMMIT_LINGER_OPS")?,
             dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
             pages_file: var("COLLOQUY_PAGES").map(PathBuf::from),
         })
@@ -219,6 +227,9 @@ pub struct Config {
     pub max_connections: usize,
     /// sled's page cache, in bytes (`COLLOQUY_CACHE_MB`).
     pub cache_bytes: u64,
+    /// When a small commit cycle waits for more writes (`COLLOQUY_COMMIT_LINGER_US`,
+    /// `COLLOQUY_COMMIT_LINGER_OPS`).
+    pub commit_linger: LingerSettings,
     /// How long a handled event's dedup mark is kept (redeliveries within it are skipped).
     pub dedup_retention: Duration,
 }
@@ -264,6 +275,18 @@ pub enum ConfigError {
         variable: &'static str,
         reason: String,
     },
+}
+
+/// The commit linger from its two settings: the window is capped, and a target of one
+/// operation (any cycle already has one) means never waiting.
+fn commit_linger(window_us: Option<u64>, target: Option<usize>) -> LingerSettings {
+    let defaults = LingerSettings::default();
+    LingerSettings {
+        window: window_us.map_or(defaults.window, |us| {
+            Duration::from_micros(us.min(MAX_COMMIT_LINGER_US))
+        }),
+        target: target.map_or(defaults.target, |ops| ops.max(1)),
+    }
 }
 
 fn required(
@@ -405,6 +428,7 @@ impl Config {
                 .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| {
                     mb.max(1) * 1024 * 1024
                 }),
+            commit_linger: commit_linger(raw.commit_linger_us, raw.commit_linger_ops),
             dedup_retention: Duration::from_secs(
                 raw.dedup_retention_hours.unwrap_or(168).max(1) * 3600,
             ),

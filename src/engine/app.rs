@@ -25,7 +25,7 @@ use crate::engine::timers::{self, TimerWheel};
 use crate::flow::FlowHandle;
 use crate::inspector;
 use crate::pages::{PageTable, Pages, PagesError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreTuning};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -255,7 +255,13 @@ pub async fn start_with(
     let config = Arc::new(config);
     // A broken pages file stops the start before anything is opened.
     let pages = pages_of(&config, &flow)?;
-    let store = Store::open_with_cache(&config.data_dir, config.cache_bytes)?;
+    let store = Store::open_tuned(
+        &config.data_dir,
+        StoreTuning {
+            cache_bytes: config.cache_bytes,
+            linger: config.commit_linger,
+        },
+    )?;
     let load = Arc::new(
         Load::new(config.max_pending_events, config.max_pending_replies)
             .with_max_queue_delay(config.max_queue_delay),

@@ -44,6 +44,7 @@ pub struct Metrics {
     live_conversations: IntGauge,
     store_cycles: IntCounter,
     store_operations: IntCounter,
+    store_lingers: IntCounter,
     store_seconds: CounterVec,
     store_disk_bytes: IntGauge,
     load: Arc<Load>,
@@ -125,7 +126,7 @@ impl Metrics {
                 Opts::new(
                     "store_commit_seconds_total",
                     "Time the committer spent per phase: apply (the batch), flush (sled's log \
-                     writes), fdatasync",
+                     writes), fdatasync, linger (a small cycle waiting for more writes)",
                 ),
                 &["phase"],
             )
@@ -188,6 +189,11 @@ impl Metrics {
                 &registry,
                 "store_commit_operations_total",
                 "Write operations carried by those cycles",
+            ),
+            store_lingers: counter(
+                &registry,
+                "store_commit_lingers_total",
+                "Cycles that waited for more writes before starting (moderate load)",
             ),
             store_seconds,
             store_disk_bytes: gauge(
@@ -277,10 +283,12 @@ impl Metrics {
         let stats = &self.store_stats;
         catch_up(&self.store_cycles, stats.cycles.load(Relaxed));
         catch_up(&self.store_operations, stats.operations.load(Relaxed));
+        catch_up(&self.store_lingers, stats.lingers.load(Relaxed));
         for (phase, micros) in [
             ("apply", &stats.apply_micros),
             ("flush", &stats.flush_micros),
             ("fdatasync", &stats.sync_micros),
+            ("linger", &stats.linger_micros),
         ] {
             let counter = self.store_seconds.with_label_values(&[phase]);
             let total = micros.load(Relaxed) as f64 / 1e6;
@@ -380,6 +388,8 @@ mod tests {
         stats.cycles.store(4, Relaxed);
         stats.operations.store(9, Relaxed);
         stats.sync_micros.store(1_500_000, Relaxed);
+        stats.lingers.store(2, Relaxed);
+        stats.linger_micros.store(250_000, Relaxed);
         let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
@@ -410,6 +420,14 @@ mod tests {
         );
         assert!(
             text.contains(r#"colloquy_store_commit_seconds_total{phase="fdatasync"} 1.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("colloquy_store_commit_lingers_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#),
             "{text}"
         );
         // A second render reports the committer's totals, not their sum twice.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::error::BackendError;
+use super::linger::{Linger, LingerSettings};
 
 /// Why a cycle failed: sled's or the file system's error text.
 pub type CycleResult = Result<(), String>;
@@ -39,6 +40,8 @@ type Work = Box<dyn FnOnce(&mut Overlay<'_>) -> (bool, Completion) + Send>;
 struct Operation {
     work: Work,
     durable: bool,
+    /// When it was queued: lingering never holds it past the linger window from here.
+    queued: Instant,
 }
 
 /// A stored key and its value.
@@ -46,6 +49,11 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Most operations one cycle takes, so one cycle's batch and latency stay bounded.
 const MAX_OPERATIONS_PER_CYCLE: usize = 4096;
+
+/// A linger checks for queued operations this many times over its window.
+const LINGER_SLICES: u32 = 4;
+/// Shortest sleep of a linger, so a nearly spent window does not spin.
+const MIN_LINGER_SLICE: Duration = Duration::from_micros(50);
 
 /// Reads that see the writes made earlier in this cycle; writes that stay staged until
 /// the operation succeeds.
@@ -156,6 +164,9 @@ pub struct CommitStats {
     pub flushes: AtomicU64,
     pub flush_micros: AtomicU64,
     pub sync_micros: AtomicU64,
+    /// Cycles that waited for more operations before starting, and for how long.
+    pub lingers: AtomicU64,
+    pub linger_micros: AtomicU64,
 }
 
 /// Handle to the committer thread; dropping it stops the thread after a last flush.
@@ -168,17 +179,27 @@ pub struct Committer {
 impl Committer {
     /// Starts the thread. `log_file` is fsynced after each flush (sled's own flush only
     /// issues `sync_file_range`, which neither writes metadata nor flushes the device cache).
+    /// `linger` says when a small cycle waits for more operations (see `linger`).
     pub fn start(
         db: sled::Db,
         tree: sled::Tree,
         log_file: Option<File>,
+        linger: LingerSettings,
     ) -> std::io::Result<Committer> {
         let (queue, inbox) = mpsc::channel::<Operation>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("colloquy-commit".into())
-            .spawn(move || run(&db, &tree, log_file.as_ref(), &inbox, &thread_stats))?;
+            .spawn(move || {
+                let mut linger = Linger::new(linger, Instant::now());
+                let storage = Storage {
+                    db: &db,
+                    tree: &tree,
+                    log_file: log_file.as_ref(),
+                };
+                run(&storage, &inbox, &mut linger, &thread_stats)
+            })?;
         Ok(Committer {
             queue: Some(queue),
             thread: Some(thread),
@@ -212,10 +233,13 @@ impl Committer {
                 (false, completion)
             }
         });
-        let queued = self
-            .queue
-            .as_ref()
-            .map(|q| q.send(Operation { work, durable }));
+        let queued = self.queue.as_ref().map(|q| {
+            q.send(Operation {
+                work,
+                durable,
+                queued: Instant::now(),
+            })
+        });
         async move {
             match queued {
                 Some(Ok(())) => receive
@@ -242,30 +266,84 @@ impl Drop for Committer {
     }
 }
 
+/// What a cycle writes to and makes durable.
+struct Storage<'a> {
+    db: &'a sled::Db,
+    tree: &'a sled::Tree,
+    log_file: Option<&'a File>,
+}
+
 fn run(
-    db: &sled::Db,
-    tree: &sled::Tree,
-    log_file: Option<&File>,
+    storage: &Storage<'_>,
     inbox: &mpsc::Receiver<Operation>,
+    linger: &mut Linger,
     stats: &CommitStats,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut operations = vec![first];
-        operations.extend(inbox.try_iter().take(MAX_OPERATIONS_PER_CYCLE - 1));
-        run_cycle(db, tree, log_file, operations, stats);
+        take_queued(inbox, &mut operations);
+        let oldest = operations[0].queued;
+        if let Some(deadline) = linger.deadline(operations.len(), oldest, Instant::now()) {
+            let (at_hand, started) = (operations.len(), Instant::now());
+            gather_until(inbox, &mut operations, deadline, linger.target());
+            linger.gathered(operations.len() - at_hand);
+            stats.lingers.fetch_add(1, Relaxed);
+            stats
+                .linger_micros
+                .fetch_add(micros(started.elapsed()), Relaxed);
+        }
+        run_cycle(storage, operations, stats);
     }
-    if let Err(error) = db.flush() {
+    if let Err(error) = storage.db.flush() {
         log::error!("final sled flush failed: {error}");
     }
 }
 
-fn run_cycle(
-    db: &sled::Db,
-    tree: &sled::Tree,
-    log_file: Option<&File>,
-    operations: Vec<Operation>,
-    stats: &CommitStats,
+/// Adds what is queued now, up to a cycle's limit.
+fn take_queued(inbox: &mpsc::Receiver<Operation>, operations: &mut Vec<Operation>) {
+    let room = MAX_OPERATIONS_PER_CYCLE.saturating_sub(operations.len());
+    operations.extend(inbox.try_iter().take(room));
+}
+
+/// Waits until `target` operations are at hand or `deadline` passes. It sleeps in a few
+/// slices rather than waking for each operation queued meanwhile: waking costs CPU, and
+/// saving CPU is what lingering is for. A closed queue ends the wait too: the cycle runs,
+/// and the next `recv` ends the thread.
+fn gather_until(
+    inbox: &mpsc::Receiver<Operation>,
+    operations: &mut Vec<Operation>,
+    deadline: Instant,
+    target: usize,
 ) {
+    let slice = deadline.saturating_duration_since(Instant::now()) / LINGER_SLICES;
+    while operations.len() < target {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return;
+        };
+        std::thread::sleep(left.min(slice).max(MIN_LINGER_SLICE));
+        if !take_queued_while_open(inbox, operations) {
+            return;
+        }
+    }
+}
+
+/// Like `take_queued`; says whether submitters are left (false: the store is closing).
+fn take_queued_while_open(
+    inbox: &mpsc::Receiver<Operation>,
+    operations: &mut Vec<Operation>,
+) -> bool {
+    while operations.len() < MAX_OPERATIONS_PER_CYCLE {
+        match inbox.try_recv() {
+            Ok(operation) => operations.push(operation),
+            Err(mpsc::TryRecvError::Empty) => return true,
+            Err(mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
+fn run_cycle(storage: &Storage<'_>, operations: Vec<Operation>, stats: &CommitStats) {
+    let Storage { db, tree, log_file } = *storage;
     let durable = operations.iter().any(|op| op.durable);
     stats.cycles.fetch_add(1, Relaxed);
     stats.operations.fetch_add(operations.len() as u64, Relaxed);
@@ -343,7 +421,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
-        let committer = Committer::start(db.clone(), tree, None).unwrap();
+        let committer = Committer::start(db.clone(), tree, None, LingerSettings::off()).unwrap();
         (dir, db, committer)
     }
 
@@ -370,6 +448,43 @@ mod tests {
         assert_eq!(db.open_tree("t").unwrap().len(), 64);
         // All 64 were queued before the thread could finish its first cycle's flush.
         assert!(committer.stats().cycles.load(Relaxed) < 64);
+    }
+
+    #[test]
+    fn a_small_cycle_lingers_for_an_operation_queued_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("t").unwrap();
+        // Short enough that the test ends within the controller's first lingering phase
+        // (500 ms), long enough that the second operation comes within the window.
+        let linger = LingerSettings {
+            window: Duration::from_millis(100),
+            target: 4,
+        };
+        let committer = Arc::new(Committer::start(db, tree, None, linger).unwrap());
+        let stats = committer.stats();
+        let first = committer.submit(true, |o| {
+            o.insert(b"first".to_vec(), b"v".to_vec());
+            Ok::<(), String>(())
+        });
+        let later = std::thread::spawn({
+            let committer = committer.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(10));
+                block_on(committer.submit(true, |o| {
+                    o.insert(b"later".to_vec(), b"v".to_vec());
+                    Ok::<(), String>(())
+                }))
+            }
+        });
+        block_on(first).unwrap();
+        later.join().unwrap().unwrap();
+        assert_eq!(
+            stats.cycles.load(Relaxed),
+            1,
+            "the second operation joined the first one's cycle"
+        );
+        assert_eq!(stats.lingers.load(Relaxed), 1);
     }
 
     #[test]
@@ -451,7 +566,8 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let tree = db.open_tree("t").unwrap();
-            let committer = Committer::start(db.clone(), tree, None).unwrap();
+            let committer =
+                Committer::start(db.clone(), tree, None, LingerSettings::default()).unwrap();
             block_on(committer.submit(true, |o| {
                 o.insert(b"k".to_vec(), b"v".to_vec());
                 Ok::<(), String>(())

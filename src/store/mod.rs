@@ -22,6 +22,7 @@ mod deletions;
 mod error;
 pub mod journal;
 pub mod keys;
+mod linger;
 mod listing;
 mod outbox;
 mod pruning;
@@ -47,6 +48,7 @@ pub use activity::ListFilter;
 pub use committer::CommitStats;
 use error::BackendError;
 pub use error::StoreError;
+pub use linger::LingerSettings;
 pub use listing::TreeStatus;
 pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
@@ -62,6 +64,25 @@ pub use turn::{EntryChange, TurnCommit};
 /// outgrow a small VM. 6 MiB answered as fast as 8 and 16 MiB at 128 senders and with
 /// 200,000 distinct senders (docs/performance.md). `COLLOQUY_CACHE_MB` changes it.
 pub const DEFAULT_CACHE_BYTES: u64 = 6 * 1024 * 1024;
+
+/// How a store trades memory, latency and CPU (`COLLOQUY_CACHE_MB`,
+/// `COLLOQUY_COMMIT_LINGER_US`, `COLLOQUY_COMMIT_LINGER_OPS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTuning {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// When a small commit cycle waits for more operations.
+    pub linger: LingerSettings,
+}
+
+impl Default for StoreTuning {
+    fn default() -> StoreTuning {
+        StoreTuning {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            linger: LingerSettings::default(),
+        }
+    }
+}
 
 /// Tells, without keeping it open, whether every handle of a store has been dropped
 /// (and so its files are released for another process or a reopen).
@@ -102,11 +123,15 @@ struct Inner {
 impl Store {
     /// Opens (or creates) the data directory. Fails with `Locked` when another process has it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+        Store::open_tuned(path, StoreTuning::default())
     }
 
-    /// Like `open`, with sled's page cache capped at `cache_bytes`.
-    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    /// Like `open`, with its cache size and commit lingering chosen.
+    pub fn open_tuned(path: &Path, tuning: StoreTuning) -> Result<Store, StoreError> {
+        let StoreTuning {
+            cache_bytes,
+            linger,
+        } = tuning;
         let shown = path.display().to_string();
         let db = sled::Config::new()
             .path(path)
@@ -120,7 +145,7 @@ impl Store {
         let legacy_marks = conversations::LegacyMarks::found_in(&tree);
         // sled's log; fdatasync'ed after each durable cycle (see `committer`).
         let log_file = std::fs::File::open(path.join("db")).ok();
-        let committer = Committer::start(db.clone(), tree.clone(), log_file)
+        let committer = Committer::start(db.clone(), tree.clone(), log_file, linger)
             .map_err(|e| StoreError::Commit(e.to_string()))?;
         Ok(Store {
             inner: Arc::new(Inner {
