@@ -469,6 +469,27 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_linger_defaults_and_is_bounded() {
+        let config = Config::from_raw(complete()).unwrap();
+        assert_eq!(config.commit_linger, LingerSettings::default());
+        let mut raw = complete();
+        raw.commit_linger_us = Some(10_000_000);
+        raw.commit_linger_ops = Some(0);
+        let config = Config::from_raw(raw).unwrap();
+        assert_eq!(
+            config.commit_linger,
+            LingerSettings {
+                window: Duration::from_micros(MAX_COMMIT_LINGER_US),
+                target: 1,
+            }
+        );
+        let mut raw = complete();
+        raw.commit_linger_us = Some(0);
+        let config = Config::from_raw(raw).unwrap();
+        assert_eq!(config.commit_linger.window, Duration::ZERO);
+    }
+
+    #[test]
     fn a_missing_secret_is_reported_by_its_variable_name() {
         let mut raw = complete();
         raw.app_secret = None;
