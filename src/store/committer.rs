@@ -9,9 +9,10 @@
 //! durable write survives power loss, not only a crash) if any operation asked for
 //! durability, then answers them all. Each operation stays atomic: its writes are part of
 //! one all-or-nothing batch. Readers read the tree directly and see an operation's writes
-//! once it has been answered. This module knows nothing of colloquy's records, and the
-//! `Overlay` it hands to operations speaks in byte vectors and `BackendError`, not sled
-//! types.
+//! once it has been answered. At moderate load a cycle that would start with few
+//! operations may first wait a moment for more (`linger` decides when and how long).
+//! This module knows nothing of colloquy's records, and the `Overlay` it hands to
+//! operations speaks in byte vectors and `BackendError`, not sled types.
 
 use std::collections::BTreeMap;
 use std::fs::File;
