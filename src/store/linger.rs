@@ -1,7 +1,7 @@
 //! When a commit cycle should wait a moment for more operations before it starts.
 //!
 //! A durable cycle costs about the same CPU whether it carries one operation or forty
-//! (sealing sled's log buffers, the IO threads' writes, the `fdatasync`). Under a closed
+//! (sealing and writing sled's log buffers, the `fdatasync`, the wake-ups). Under a closed
 //! loop or a spike, operations queue while a cycle runs and the next one starts full.
 //! At moderate open-loop load they do not: each message arrives alone and pays for whole
 //! cycles by itself (docs/performance.md, "At moderate load the cost is per commit
@@ -19,7 +19,9 @@
 //!   answers come later, and lingering would only cost it time. So after every
 //!   `LINGERING_PHASE` the controller probes for `PROBING_PHASE` without lingering; if
 //!   operations then arrive clearly faster than while lingering, it stops lingering for
-//!   `OFF_PHASE` and then tries again.
+//!   `OFF_PHASE` and then tries again. A phase that outlived twice its length (the
+//!   traffic paused) is measured again rather than compared: an idle spell is not a
+//!   slowdown.
 //!
 //! It owns no thread and no queue, and it never decides what a cycle writes.
 
@@ -131,6 +133,18 @@ impl Linger {
 
     fn next_phase_if_due(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.phase_started);
+        let length = match self.phase {
+            Phase::Lingering => LINGERING_PHASE,
+            Phase::Probing => PROBING_PHASE,
+            Phase::Off => OFF_PHASE,
+        };
+        if self.phase != Phase::Off && elapsed > length * 2 {
+            // Cycles stopped coming for a while: what this phase counted says nothing
+            // about the rate of the traffic, so count it again from now.
+            self.phase_started = now;
+            self.phase_operations = 0;
+            return;
+        }
         let rate = self.phase_operations as f64 / elapsed.as_secs_f64().max(1e-6);
         let next = match self.phase {
             Phase::Lingering if elapsed >= LINGERING_PHASE => {
@@ -244,6 +258,23 @@ mod tests {
         );
         let (_, lingered) = traffic(&mut linger, now, MS * 100, MS * 3, (3, 3));
         assert!(lingered > 0, "lingering is tried again after a while");
+    }
+
+    #[test]
+    fn a_pause_in_the_traffic_does_not_turn_lingering_off() {
+        let start = Instant::now();
+        let mut linger = Linger::new(settings(), start);
+        let (now, _) = traffic(&mut linger, start, MS * 100, MS * 4, (2, 6));
+        // Nothing for five seconds, then the same open-loop traffic as before.
+        let (now, _) = traffic(
+            &mut linger,
+            now + Duration::from_secs(5),
+            MS * 700,
+            MS,
+            (2, 0),
+        );
+        let (_, lingered) = traffic(&mut linger, now, LINGERING_PHASE, MS * 4, (2, 6));
+        assert!(lingered >= 90, "{lingered} lingers after the pause");
     }
 
     #[test]
