@@ -410,26 +410,15 @@ mod tests {
             text.contains("colloquy_webhook_ack_seconds_count 1"),
             "{text}"
         );
-        assert!(
-            text.contains("colloquy_store_commit_cycles_total 4"),
-            "{text}"
-        );
-        assert!(
-            text.contains("colloquy_store_commit_operations_total 9"),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"colloquy_store_commit_seconds_total{phase="fdatasync"} 1.5"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("colloquy_store_commit_lingers_total 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#),
-            "{text}"
-        );
+        for line in [
+            "colloquy_store_commit_cycles_total 4",
+            "colloquy_store_commit_operations_total 9",
+            r#"colloquy_store_commit_seconds_total{phase="fdatasync"} 1.5"#,
+            "colloquy_store_commit_lingers_total 2",
+            r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         // A second render reports the committer's totals, not their sum twice.
         stats.cycles.store(5, Relaxed);
         let text = metrics.render();

@@ -283,16 +283,7 @@ fn run(
     while let Ok(first) = inbox.recv() {
         let mut operations = vec![first];
         take_queued(inbox, &mut operations);
-        let oldest = operations[0].queued;
-        if let Some(deadline) = linger.deadline(operations.len(), oldest, Instant::now()) {
-            let (at_hand, started) = (operations.len(), Instant::now());
-            gather_until(inbox, &mut operations, deadline, linger.target());
-            linger.gathered(operations.len() - at_hand);
-            stats.lingers.fetch_add(1, Relaxed);
-            stats
-                .linger_micros
-                .fetch_add(micros(started.elapsed()), Relaxed);
-        }
+        linger_for_more(inbox, &mut operations, linger, stats);
         run_cycle(storage, operations, stats);
     }
     if let Err(error) = storage.db.flush() {
@@ -300,10 +291,37 @@ fn run(
     }
 }
 
-/// Adds what is queued now, up to a cycle's limit.
-fn take_queued(inbox: &mpsc::Receiver<Operation>, operations: &mut Vec<Operation>) {
-    let room = MAX_OPERATIONS_PER_CYCLE.saturating_sub(operations.len());
-    operations.extend(inbox.try_iter().take(room));
+/// Adds what is queued now, up to a cycle's limit; says whether submitters are left
+/// (false: the store is closing).
+fn take_queued(inbox: &mpsc::Receiver<Operation>, operations: &mut Vec<Operation>) -> bool {
+    while operations.len() < MAX_OPERATIONS_PER_CYCLE {
+        match inbox.try_recv() {
+            Ok(operation) => operations.push(operation),
+            Err(mpsc::TryRecvError::Empty) => return true,
+            Err(mpsc::TryRecvError::Disconnected) => return false,
+        }
+    }
+    true
+}
+
+/// Lets the cycle about to start wait for more operations when `linger` says so.
+fn linger_for_more(
+    inbox: &mpsc::Receiver<Operation>,
+    operations: &mut Vec<Operation>,
+    linger: &mut Linger,
+    stats: &CommitStats,
+) {
+    let oldest = operations[0].queued;
+    let Some(deadline) = linger.deadline(operations.len(), oldest, Instant::now()) else {
+        return;
+    };
+    let (at_hand, started) = (operations.len(), Instant::now());
+    gather_until(inbox, operations, deadline, linger.target());
+    linger.gathered(operations.len() - at_hand);
+    stats.lingers.fetch_add(1, Relaxed);
+    stats
+        .linger_micros
+        .fetch_add(micros(started.elapsed()), Relaxed);
 }
 
 /// Waits until `target` operations are at hand or `deadline` passes. It sleeps in a few
@@ -322,25 +340,10 @@ fn gather_until(
             return;
         };
         std::thread::sleep(left.min(slice).max(MIN_LINGER_SLICE));
-        if !take_queued_while_open(inbox, operations) {
+        if !take_queued(inbox, operations) {
             return;
         }
     }
-}
-
-/// Like `take_queued`; says whether submitters are left (false: the store is closing).
-fn take_queued_while_open(
-    inbox: &mpsc::Receiver<Operation>,
-    operations: &mut Vec<Operation>,
-) -> bool {
-    while operations.len() < MAX_OPERATIONS_PER_CYCLE {
-        match inbox.try_recv() {
-            Ok(operation) => operations.push(operation),
-            Err(mpsc::TryRecvError::Empty) => return true,
-            Err(mpsc::TryRecvError::Disconnected) => return false,
-        }
-    }
-    true
 }
 
 fn run_cycle(storage: &Storage<'_>, operations: Vec<Operation>, stats: &CommitStats) {
