@@ -10,7 +10,9 @@
 #
 # DISTINCT (default 1000000), ROUNDS (default 3). COLD=1 drops the page cache before
 # each restart (needs root: writes /proc/sys/vm/drop_caches). SERVER=path/to/colloquy
-# restarts another build on the same data (the load always uses BINDIR's server).
+# restarts another build on the same data (the load always uses BINDIR's server). Each
+# stop's time (SIGTERM to exit) is printed too: a graceful stop folds sled's log into a
+# snapshot, so it pays what the next start would otherwise replay.
 set -euo pipefail
 
 bin=${1:-target/release}
@@ -32,8 +34,11 @@ start_server() {
 }
 
 stop_server() {
+  local asked
+  asked=$(date +%s.%N)
   kill "$server"
   wait "$server" || true
+  stopped_after=$(echo "$(date +%s.%N) - $asked" | bc)
 }
 
 start_server "$bin/colloquy"
@@ -42,6 +47,7 @@ for _ in $(seq 1 100); do curl -sf "$handshake" >/dev/null && break; sleep 0.1; 
   --flow thanks --pid "$server" --json --distinct "$distinct" --senders 128 --warmup 3 \
   | grep '^{' | cut -c1-200
 stop_server
+printf 'stopped after %.3f s (SIGTERM to exit)\n' "$stopped_after"
 echo "data directory: $(du -sk "$data/db" | cut -f1) KiB"
 
 for round in $(seq 1 "$rounds"); do
@@ -56,4 +62,5 @@ for round in $(seq 1 "$rounds"); do
   printf 'restart %s: serving after %.3f s, %s\n' "$round" "$(echo "$serving - $started" | bc)" \
     "$(grep VmHWM /proc/$server/status | tr -s ' \t' ' ')"
   stop_server
+  printf '  stopped after %.3f s\n' "$stopped_after"
 done

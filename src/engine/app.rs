@@ -25,7 +25,7 @@ use crate::engine::timers::{self, TimerWheel};
 use crate::flow::FlowHandle;
 use crate::inspector;
 use crate::pages::{PageTable, Pages, PagesError};
-use crate::store::{Store, StoreError, StoreTuning};
+use crate::store::{fold_log_into_snapshot, Store, StoreError, StoreTuning};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -83,6 +83,7 @@ pub struct RunningApp {
     admin_handle: ServerHandle,
     admin_server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     store: Store,
+    data_dir: std::path::PathBuf,
     supervisor: Addr<Supervisor>,
     sender: Addr<OutboundSender>,
     timers: Addr<TimerWheel>,
@@ -172,10 +173,23 @@ impl RunningApp {
         while !release.is_released() && std::time::Instant::now() < deadline {
             actix_rt::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        if !release.is_released() {
+        if release.is_released() {
+            fold_log_for_next_start(self.data_dir).await;
+        } else {
             log::warn!("the store was still in use {RELEASE_TIMEOUT:?} after shutdown");
         }
         served
+    }
+}
+
+/// Folds the closed store's log into sled's snapshot (`store::fold_log_into_snapshot`),
+/// so the next start does not replay this run's writes. A failure costs only that: the
+/// next start replays the log as it always could.
+async fn fold_log_for_next_start(data_dir: std::path::PathBuf) {
+    match actix_web::web::block(move || fold_log_into_snapshot(&data_dir)).await {
+        Ok(Ok(took)) => log::info!("store log folded into a snapshot in {took:?}"),
+        Ok(Err(error)) => log::warn!("could not fold the store's log into a snapshot: {error}"),
+        Err(error) => log::warn!("could not fold the store's log into a snapshot: {error}"),
     }
 }
 
@@ -341,6 +355,7 @@ pub async fn start_with(
         admin_handle,
         admin_server: actix_rt::spawn(admin_server),
         store,
+        data_dir: config.data_dir.clone(),
         supervisor,
         sender,
         timers,

@@ -15,6 +15,7 @@
 
 mod activity;
 pub mod changes;
+mod checkpoint;
 mod codec;
 mod committer;
 mod conversations;
@@ -45,6 +46,7 @@ use codec::{decode, sequenced};
 use committer::{Committer, Overlay};
 
 pub use activity::ListFilter;
+pub use checkpoint::fold_log_into_snapshot;
 pub use committer::CommitStats;
 use error::BackendError;
 pub use error::StoreError;

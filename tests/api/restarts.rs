@@ -42,6 +42,58 @@ fn state_and_transcript_survive_a_server_restart() {
     );
 }
 
+/// sled's snapshot files in a data directory, by the log position each covers.
+fn snapshot_positions(data_dir: &std::path::Path) -> Vec<u64> {
+    let mut positions: Vec<u64> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
+        })
+        .collect();
+    positions.sort_unstable();
+    positions
+}
+
+#[test]
+fn a_graceful_stop_folds_the_run_into_a_snapshot_so_the_next_start_replays_nothing() {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let mut folded = Vec::new();
+    for (life, mid) in ["m.f1", "m.f2"].into_iter().enumerate() {
+        one_life(&graph, &data_dir, Options::default(), async |app| {
+            let body = text_message("9051", mid, "fold", 1_000 + life as i64);
+            assert_eq!(app.post_signed(&body).await.status, 200);
+            app.wait_for_conversation("9051", |d| {
+                outbound(d).len() == life + 1 && outbound(d).iter().all(|e| e["status"] == "sent")
+            })
+            .await;
+        });
+        let positions = snapshot_positions(&data_dir);
+        assert_eq!(
+            positions.len(),
+            1,
+            "after life {life}: one snapshot, written at the stop (a new store has none): {positions:?}"
+        );
+        folded.push(positions[0]);
+    }
+    assert!(
+        folded[1] > folded[0],
+        "the second stop's snapshot covers the second life's writes: {folded:?}"
+    );
+    let doc = one_life(&graph, &data_dir, Options::default(), async |app| {
+        app.wait_for_conversation("9051", |d| outbound(d).len() == 2)
+            .await
+    });
+    assert_eq!(
+        doc["state"]["messages"], 2,
+        "both lives' turns are still there"
+    );
+    assert_eq!(graph.sends().len(), 2);
+}
+
 #[test]
 fn a_redelivery_after_a_restart_is_still_skipped() {
     let graph = MockGraph::start();
