@@ -438,15 +438,32 @@ fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> StartError {
 /// The public listener: the webhook only.
 fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartError> {
     let path = config.webhook_path.clone();
+    let per_worker = config.max_connections;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap_fn(move |request, service| {
+                let served = actix_web::dev::Service::call(service, request);
+                async move {
+                    let mut response = served.await?;
+                    if webhook::connections::should_close(per_worker) {
+                        response
+                            .response_mut()
+                            .head_mut()
+                            .set_connection_type(actix_web::http::ConnectionType::Close);
+                    }
+                    Ok(response)
+                }
+            })
             .app_data(web::Data::new(state.clone()))
             .configure(webhook::configure(&path))
     });
     if let Some(workers) = config.workers {
         server = server.workers(workers);
     }
-    server = server.max_connections(config.max_connections);
+    // At the bound a response ends its connection (`webhook::connections`).
+    server = server
+        .max_connections(per_worker)
+        .on_connect(webhook::connections::count_connection);
     // Signals are ours (see `wait`): the webhook must answer 503 while draining.
     let server = server
         .disable_signals()

@@ -9,6 +9,7 @@
 //! On a cluster node the verified events go to an [`EventIntake`] instead (the cluster's
 //! replicated stream), and the 200 waits until it took every one of them.
 
+pub mod connections;
 pub mod deletion;
 pub mod signature;
 

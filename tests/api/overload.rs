@@ -201,9 +201,11 @@ fn status_line(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
 
 /// At most `COLLOQUY_MAX_CONNECTIONS` webhook connections per HTTP worker are served at
 /// once (a flood of connections would otherwise each hold buffers in memory); one more
-/// waits to be accepted, and is served as soon as a served one ends.
+/// waits to be accepted. A worker at its bound ends each connection after its response,
+/// so a waiting connection gets the slot even though the client keeps its connections
+/// alive (kept-alive idle connections used to hold every slot until they timed out).
 #[actix_rt::test]
-async fn connections_beyond_the_bound_wait_until_a_served_one_ends() {
+async fn connections_beyond_the_bound_wait_and_get_the_slot_of_the_next_response() {
     use std::time::Duration;
     // Two workers in tests, one connection each.
     let app = spawn_app_with(Options {
@@ -222,13 +224,14 @@ async fn connections_beyond_the_bound_wait_until_a_served_one_ends() {
     app.app.stop().await.unwrap();
 }
 
-/// Two connections fill two workers' single slots; a third is not served until one of
-/// them ends.
+/// Two connections in the middle of a request fill two workers' single slots; a third
+/// is not served. One request completes: its answer ends its connection (the client
+/// keeps it open), and the third connection is served.
 fn probe_the_connection_bound(address: &str) {
     use std::io::Write;
     use std::net::TcpStream;
     use std::time::Duration;
-    let request = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n\r\n";
+    let head = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n";
     let connect = || {
         let stream = TcpStream::connect(address).unwrap();
         stream
@@ -236,15 +239,16 @@ fn probe_the_connection_bound(address: &str) {
             .unwrap();
         stream
     };
-    // Two kept-alive connections, each answered: both slots taken.
+    // Two connections, each with a request not yet complete: both slots taken.
     let mut served: Vec<TcpStream> = (0..2).map(|_| connect()).collect();
     for stream in served.iter_mut() {
-        stream.write_all(request).unwrap();
-        assert_eq!(status_line(stream).unwrap(), "HTTP/1.1 200 OK");
+        stream.write_all(head).unwrap();
     }
+    std::thread::sleep(Duration::from_millis(300));
     // A third connection is only in the kernel's accept queue: its request gets no answer.
     let mut waiting = connect();
-    waiting.write_all(request).unwrap();
+    waiting.write_all(head).unwrap();
+    waiting.write_all(b"\r\n").unwrap();
     waiting
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
@@ -256,10 +260,31 @@ fn probe_the_connection_bound(address: &str) {
         )),
         "a connection beyond the bound was served: {early:?}"
     );
-    // One served connection ends: the waiting one is accepted and answered.
-    drop(served.pop());
+    // One request completes. Its worker is at its bound: the answer says so and the
+    // server ends the connection, though this client would have kept it.
+    let mut finished = served.pop().unwrap();
+    finished.write_all(b"\r\n").unwrap();
+    let answer = response_head_then_end(&mut finished);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    // The waiting connection gets the slot.
     waiting
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     assert_eq!(status_line(&mut waiting).unwrap(), "HTTP/1.1 200 OK");
+    drop(served);
+}
+
+/// Everything the server sends on `stream` until it closes the connection (fails the
+/// test if it keeps the connection open).
+fn response_head_then_end(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("the server ends the connection after its answer");
+    String::from_utf8_lossy(&answer).into_owned()
 }
