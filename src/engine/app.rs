@@ -186,9 +186,12 @@ impl RunningApp {
 /// so the next start does not replay this run's writes. A failure costs only that: the
 /// next start replays the log as it always could.
 async fn fold_log_for_next_start(data_dir: std::path::PathBuf) {
-    match actix_web::web::block(move || fold_log_into_snapshot(&data_dir)).await {
-        Ok(Ok(took)) => log::info!("store log folded into a snapshot in {took:?}"),
-        Ok(Err(error)) => log::warn!("could not fold the store's log into a snapshot: {error}"),
+    let folded = actix_web::web::block(move || fold_log_into_snapshot(&data_dir))
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|folded| folded.map_err(|error| error.to_string()));
+    match folded {
+        Ok(took) => log::info!("store log folded into a snapshot in {took:?}"),
         Err(error) => log::warn!("could not fold the store's log into a snapshot: {error}"),
     }
 }

@@ -211,6 +211,21 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// One lingering phase of open-loop traffic at 2,000 operations per second (a linger
+    /// gathers six more every 4 ms; it must linger), then a probe phase with a cycle of
+    /// two every `probe_every`. Returns the time reached and how many probe cycles
+    /// lingered.
+    fn lingering_then_probing(
+        linger: &mut Linger,
+        from: Instant,
+        round: usize,
+        probe_every: Duration,
+    ) -> (Instant, usize) {
+        let (after, lingered) = traffic(linger, from, LINGERING_PHASE, MS * 4, (2, 6));
+        assert!(lingered > 100, "round {round}: {lingered} lingers");
+        traffic(linger, after, PROBING_PHASE, probe_every, (2, 0))
+    }
+
     #[test]
     fn a_small_cycle_waits_at_most_the_window_from_its_oldest_operation() {
         let start = Instant::now();
@@ -235,10 +250,8 @@ mod tests {
         // two every millisecond, or a linger that gathers six more every 4 ms.
         let mut now = start;
         for round in 0..5 {
-            let (after, lingered) = traffic(&mut linger, now, LINGERING_PHASE, MS * 4, (2, 6));
-            assert!(lingered > 100, "round {round}: {lingered} lingers");
             // The probe: no linger, the same rate.
-            let (after, lingered) = traffic(&mut linger, after, PROBING_PHASE, MS, (2, 0));
+            let (after, lingered) = lingering_then_probing(&mut linger, now, round, MS);
             assert_eq!(lingered, 0, "round {round}: a probe does not linger");
             now = after;
         }
@@ -277,13 +290,10 @@ mod tests {
         let mut linger = Linger::new(settings(), start);
         let mut now = start;
         for round in 0..4 {
-            let (after, lingered) = traffic(&mut linger, now, LINGERING_PHASE, MS * 4, (2, 6));
-            assert!(lingered > 100, "round {round}: {lingered} lingers");
             // Every other probe counts a third more operations than the traffic's rate
             // (noise); the ones between do not.
             let every = if round % 2 == 0 { MS * 3 / 4 } else { MS };
-            let (after, _) = traffic(&mut linger, after, PROBING_PHASE, every, (2, 0));
-            now = after;
+            (now, _) = lingering_then_probing(&mut linger, now, round, every);
         }
     }
 
