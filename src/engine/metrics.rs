@@ -45,6 +45,7 @@ pub struct Metrics {
     store_cycles: IntCounter,
     store_operations: IntCounter,
     store_lingers: IntCounter,
+    store_failed_cycles: IntCounter,
     store_seconds: CounterVec,
     store_disk_bytes: IntGauge,
     load: Arc<Load>,
@@ -195,6 +196,11 @@ impl Metrics {
                 "store_commit_lingers_total",
                 "Cycles that waited for more writes before starting (moderate load)",
             ),
+            store_failed_cycles: counter(
+                &registry,
+                "store_commit_failures_total",
+                "Cycles whose batch or flush failed (the store stops after an I/O error)",
+            ),
             store_seconds,
             store_disk_bytes: gauge(
                 &registry,
@@ -284,6 +290,7 @@ impl Metrics {
         catch_up(&self.store_cycles, stats.cycles.load(Relaxed));
         catch_up(&self.store_operations, stats.operations.load(Relaxed));
         catch_up(&self.store_lingers, stats.lingers.load(Relaxed));
+        catch_up(&self.store_failed_cycles, stats.failed_cycles.load(Relaxed));
         for (phase, micros) in [
             ("apply", &stats.apply_micros),
             ("flush", &stats.flush_micros),
@@ -390,6 +397,7 @@ mod tests {
         stats.sync_micros.store(1_500_000, Relaxed);
         stats.lingers.store(2, Relaxed);
         stats.linger_micros.store(250_000, Relaxed);
+        stats.failed_cycles.store(1, Relaxed);
         let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
@@ -415,6 +423,7 @@ mod tests {
             "colloquy_store_commit_operations_total 9",
             r#"colloquy_store_commit_seconds_total{phase="fdatasync"} 1.5"#,
             "colloquy_store_commit_lingers_total 2",
+            "colloquy_store_commit_failures_total 1",
             r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#,
         ] {
             assert!(text.contains(line), "{line} missing from {text}");

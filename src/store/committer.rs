@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::ops::Bound::{Excluded, Included};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -168,6 +168,11 @@ pub struct CommitStats {
     /// Cycles that waited for more operations before starting, and for how long.
     pub lingers: AtomicU64,
     pub linger_micros: AtomicU64,
+    /// Cycles whose batch or flush failed (every operation of such a cycle got the error).
+    pub failed_cycles: AtomicU64,
+    /// Whether the latest cycle failed: sled stops a store after an I/O error, so from
+    /// then on every cycle fails until a restart (readiness reports it).
+    pub failing: AtomicBool,
 }
 
 /// Handle to the committer thread; dropping it stops the thread after a last flush.
@@ -253,6 +258,11 @@ impl Committer {
 
     pub fn stats(&self) -> Arc<CommitStats> {
         self.stats.clone()
+    }
+
+    /// Whether the latest cycle failed (`CommitStats::failing`).
+    pub fn is_failing(&self) -> bool {
+        self.stats.failing.load(Relaxed)
     }
 }
 
@@ -376,7 +386,9 @@ fn run_cycle(storage: &Storage<'_>, operations: Vec<Operation>, stats: &CommitSt
     }
     if let Err(error) = &outcome {
         log::error!("store commit failed: {error}");
+        stats.failed_cycles.fetch_add(1, Relaxed);
     }
+    stats.failing.store(outcome.is_err(), Relaxed);
     for completion in completions {
         completion(outcome.clone());
     }

@@ -86,9 +86,10 @@ impl Default for StoreTuning {
     }
 }
 
-/// Tells, without keeping it open, whether every handle of a store has been dropped
-/// (and so its files are released for another process or a reopen).
-pub struct StoreRelease(std::sync::Weak<Inner>);
+/// Tells, without keeping it open, whether a store is closed: every handle dropped, the
+/// committer's final flush done and its thread joined, sled's files released for another
+/// process or a reopen.
+pub struct StoreRelease(std::sync::Weak<()>);
 
 impl StoreRelease {
     pub fn is_released(&self) -> bool {
@@ -118,8 +119,12 @@ struct Inner {
     tree: sled::Tree,
     changes: changes::ChangeFeed,
     legacy_marks: conversations::LegacyMarks,
-    // Declared last so it drops last: its drop joins the thread after a final flush.
+    // Dropped after the fields above: its drop joins the thread after a final flush.
     committer: Committer,
+    // Declared last so it drops last, once the committer's thread (holding sled's last
+    // handle) has joined: `StoreRelease` watches it. Watching `Inner` itself would report
+    // the store released while the committer still flushes and sled still holds its lock.
+    closed: Arc<()>,
 }
 
 impl Store {
@@ -156,6 +161,7 @@ impl Store {
                 changes: changes::ChangeFeed::default(),
                 legacy_marks,
                 committer,
+                closed: Arc::new(()),
             }),
         })
     }
@@ -198,7 +204,7 @@ impl Store {
 
     /// A way to learn when the last handle is gone.
     pub fn release_watch(&self) -> StoreRelease {
-        StoreRelease(Arc::downgrade(&self.inner))
+        StoreRelease(Arc::downgrade(&self.inner.closed))
     }
 
     pub fn disk_size_probe(&self) -> DiskSizeProbe {
@@ -207,6 +213,13 @@ impl Store {
 
     pub fn commit_stats(&self) -> Arc<CommitStats> {
         self.inner.committer.stats()
+    }
+
+    /// Whether the latest commit cycle failed. sled stops a store after an I/O error (a
+    /// full disk, a file it could not write), and every later write fails until a restart,
+    /// while reads may still answer: this is what tells readiness so.
+    pub fn commits_failing(&self) -> bool {
+        self.inner.committer.is_failing()
     }
 
     /// A unique, increasing id that survives restarts (journal and outbox sequence numbers).
@@ -287,5 +300,77 @@ mod tests {
             .unwrap();
         let error = store.conversation(&key()).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    }
+
+    /// A record too large for sled's log goes to a file of its own; when writing that
+    /// file fails (disk full, no file handles, the directory gone), the write is an error
+    /// and the store still closes. sled 0.34 left the failed write's log slot claimed, so
+    /// the buffer holding it was never written and the next flush waited forever, holding
+    /// a lock every sled database of the process shares (vendor/README.md, change 5).
+    #[test]
+    fn a_large_record_whose_file_cannot_be_written_is_an_error_and_the_store_still_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        let kept = journal_one(&store);
+        std::fs::remove_dir_all(path.join("blobs")).unwrap();
+
+        let large = JournalRecord {
+            page_id: "page".into(),
+            channel: Default::default(),
+            standby: false,
+            event: serde_json::json!({"message": {"mid": "m.2", "text": "a".repeat(200_000)}}),
+        };
+        let refused = testing::block_on(store.append_journal(vec![large]));
+        assert!(refused.is_err(), "the large record was reported written");
+        assert!(
+            store.commits_failing(),
+            "readiness is not told the store stopped"
+        );
+        let after = testing::block_on(store.append_journal(vec![testing::journal_record()]));
+        assert!(after.is_err(), "a stopped store took a later write");
+
+        let (closed, closing) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = closed.send(());
+        });
+        closing
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the store never finished closing after the failed write");
+
+        let store = Store::open(&path).unwrap();
+        let pending: Vec<u64> = store
+            .pending_journal()
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(
+            pending,
+            vec![kept],
+            "what was durable before the failure is kept, nothing of the failed write"
+        );
+    }
+
+    /// What a graceful stop relies on before it folds the log: once the watch says
+    /// released, the data directory opens again at once.
+    #[test]
+    fn once_released_the_directory_reopens_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        for round in 0..5 {
+            let store = Store::open(&path).unwrap();
+            journal_one(&store);
+            let release = store.release_watch();
+            std::thread::spawn(move || drop(store));
+            while !release.is_released() {
+                std::thread::yield_now();
+            }
+            match Store::open(&path) {
+                Ok(_) => {}
+                Err(error) => panic!("round {round}: released, but the reopen failed: {error}"),
+            }
+        }
     }
 }

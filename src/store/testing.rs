@@ -84,14 +84,18 @@ pub fn commit_reply(store: &Store, journal_seq: u64) -> u64 {
     outbox_seq
 }
 
-pub fn journal_one(store: &Store) -> u64 {
-    let record = JournalRecord {
+/// One small text event of page `page`, as the webhook journals it.
+pub fn journal_record() -> JournalRecord {
+    JournalRecord {
         page_id: "page".into(),
         channel: Default::default(),
         standby: false,
         event: json!({"sender": {"id": "user"}, "message": {"mid": "m.1", "text": "a"}}),
-    };
-    block_on(store.append_journal(vec![record])).unwrap()
+    }
+}
+
+pub fn journal_one(store: &Store) -> u64 {
+    block_on(store.append_journal(vec![journal_record()])).unwrap()
 }
 
 /// Marks `event_id` on page `page`, stamped 1, handled, as a turn does.

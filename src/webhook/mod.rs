@@ -381,6 +381,9 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<WebhookState>) -> HttpResponse {
     let problem = match (state.store.journal_contains(0), state.load.admit()) {
         (Err(error), _) => Some(format!("store unavailable: {error}")),
+        _ if state.store.commits_failing() => {
+            Some("store unavailable: its latest commit failed (see the log)".to_string())
+        }
         (_, Err(refusal)) => Some(describe_refusal(refusal).to_string()),
         _ => None,
     };

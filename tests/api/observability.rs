@@ -120,3 +120,50 @@ fn sample_value(text: &str, name: &str) -> f64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no sample `{name}` in:\n{text}"))
 }
+
+/// sled stops a store after an I/O error; here the file of a large message cannot be
+/// written (its directory is gone). The webhook then refuses what it cannot record,
+/// readiness says why, the failure is counted, and the engine still stops (sled 0.34 hung
+/// every later flush instead, and with it the thread dropping the store:
+/// vendor/README.md, change 5). The engine runs in a thread of its own so that a hang
+/// fails this test instead of hanging the suite.
+#[test]
+fn a_store_stopped_by_a_write_error_fails_readiness_and_refuses_events() {
+    let (stopped, stopping) = std::sync::mpsc::channel();
+    let engine = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = spawn_app().await;
+            std::fs::remove_dir_all(app.data_dir.join("blobs")).unwrap();
+            let body = text_message("13004", "m.large", &"a".repeat(200_000), 1_000);
+            let answer = app.post_signed(&body).await;
+            assert_eq!(answer.status, 500, "{}", answer.body);
+
+            let ready = app.get("/readyz").await;
+            assert_eq!(ready.status, 503);
+            let reason = ready.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(reason.contains("latest commit failed"), "{reason}");
+            let metrics = app.metrics().await;
+            assert!(
+                metric_value(&metrics, "colloquy_store_commit_failures_total") >= 1.0,
+                "{metrics}"
+            );
+            let _ = app.app.stop().await;
+        });
+        let _ = stopped.send(());
+    });
+    match stopping.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => {}
+        // The thread ended without reporting: an assertion failed; show it.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = engine.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the engine never finished stopping after its store failed")
+        }
+    }
+}

@@ -361,12 +361,27 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
+            // colloquy: a failed encapsulation (the blob file of a large item could
+            // not be written) must not leave this claimed slot counted as a writer, or
+            // the buffer is never written and every later flush waits forever
+            // (vendor/README.md, change 5).
+            if let Err(e) = self.iobufs.encapsulate(
                 item,
                 message_header,
-                destination,
+                &mut *destination,
                 blob_id,
-            )?;
+            ) {
+                let header_len =
+                    usize::try_from(message_header.serialized_size()).unwrap();
+                return Err(self.abandon_claimed_slot(
+                    iobuf,
+                    destination,
+                    reservation_lsn,
+                    reservation_lid,
+                    header_len,
+                    e,
+                ));
+            }
 
             M.log_reservation_success();
 
@@ -390,6 +405,47 @@ impl Log {
                     .unwrap(),
             });
         }
+    }
+
+    /// colloquy (vendor/README.md, change 5): gives back a slot claimed by
+    /// `reserve_inner` whose item could not be encapsulated. The store stops
+    /// (the error becomes the global error, as a failed log write does), so no
+    /// part of a batch that failed half-way reaches the disk or is made
+    /// stable; the slot is cancelled and the writer count it held released, so
+    /// the threads waiting for the buffer wake up and see the error instead of
+    /// waiting forever.
+    fn abandon_claimed_slot(
+        &self,
+        iobuf: Arc<IoBuf>,
+        buf: &mut [u8],
+        lsn: Lsn,
+        lid: LogOffset,
+        header_len: usize,
+        error: Error,
+    ) -> Error {
+        error!(
+            "stopping: could not encapsulate the item reserved at lsn {}: {:?}",
+            lsn, error
+        );
+        self.config.set_global_error(error.clone());
+        let reservation = Reservation {
+            iobuf,
+            log: self,
+            buf,
+            flushed: false,
+            lsn,
+            // not a blob pointer: aborting must not remove a blob of that lsn
+            pointer: DiskPtr::new_inline(lid),
+            is_blob_rewrite: false,
+            header_len,
+        };
+        // Refused by the global error once the writer count is released; the
+        // error the caller gets is the original one.
+        let _ = reservation.abort();
+        let intervals = self.iobufs.intervals.lock();
+        drop(intervals);
+        let _notified = self.iobufs.interval_updated.notify_all();
+        error
     }
 
     /// Called by Reservation on termination (completion or abort).
