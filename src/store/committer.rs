@@ -5,8 +5,9 @@
 //! caps throughput (see docs/performance.md). Instead, writers submit *operations*. This
 //! thread takes every operation queued so far, runs them one after another against an
 //! overlay (each sees the writes of those before it; a failing one is dropped whole),
-//! applies the result as ONE atomic batch, flushes once (and `fdatasync`s the log, so a
-//! durable write survives power loss, not only a crash) if any operation asked for
+//! applies the result as ONE atomic batch, flushes once (sled's flush, which as vendored
+//! `fdatasync`s the log, so a durable write survives power loss, not only a crash) if any
+//! operation asked for
 //! durability, then answers them all. Each operation stays atomic: its writes are part of
 //! one all-or-nothing batch. Readers read the tree directly and see an operation's writes
 //! once it has been answered. At moderate load a cycle that would start with few
@@ -15,7 +16,6 @@
 //! operations speaks in byte vectors and `BackendError`, not sled types.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::future::Future;
 use std::ops::Bound::{Excluded, Included};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -156,7 +156,7 @@ impl Overlay<'_> {
 
 /// Counters for observability and benchmarks: how many cycles ran, how many operations
 /// they carried, and where a cycle's time went (applying the batch, sled's flush of its
-/// log buffers, the `fdatasync`).
+/// log buffers and its `fdatasync`).
 #[derive(Default, Debug)]
 pub struct CommitStats {
     pub cycles: AtomicU64,
@@ -164,7 +164,6 @@ pub struct CommitStats {
     pub apply_micros: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_micros: AtomicU64,
-    pub sync_micros: AtomicU64,
     /// Cycles that waited for more operations before starting, and for how long.
     pub lingers: AtomicU64,
     pub linger_micros: AtomicU64,
@@ -183,13 +182,12 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the thread. `log_file` is fsynced after each flush (sled's own flush only
-    /// issues `sync_file_range`, which neither writes metadata nor flushes the device cache).
-    /// `linger` says when a small cycle waits for more operations (see `linger`).
+    /// Starts the thread. Its flushes are sled's, which (as vendored, change 6) write the
+    /// log buffers and `fdatasync` the log file. `linger` says when a small cycle waits
+    /// for more operations (see `linger`).
     pub fn start(
         db: sled::Db,
         tree: sled::Tree,
-        log_file: Option<File>,
         linger: LingerSettings,
     ) -> std::io::Result<Committer> {
         let (queue, inbox) = mpsc::channel::<Operation>();
@@ -202,7 +200,6 @@ impl Committer {
                 let storage = Storage {
                     db: &db,
                     tree: &tree,
-                    log_file: log_file.as_ref(),
                 };
                 run(&storage, &inbox, &mut linger, &thread_stats)
             })?;
@@ -281,7 +278,6 @@ impl Drop for Committer {
 struct Storage<'a> {
     db: &'a sled::Db,
     tree: &'a sled::Tree,
-    log_file: Option<&'a File>,
 }
 
 fn run(
@@ -357,7 +353,7 @@ fn gather_until(
 }
 
 fn run_cycle(storage: &Storage<'_>, operations: Vec<Operation>, stats: &CommitStats) {
-    let Storage { db, tree, log_file } = *storage;
+    let Storage { db, tree } = *storage;
     let durable = operations.iter().any(|op| op.durable);
     stats.cycles.fetch_add(1, Relaxed);
     stats.operations.fetch_add(operations.len() as u64, Relaxed);
@@ -382,7 +378,7 @@ fn run_cycle(storage: &Storage<'_>, operations: Vec<Operation>, stats: &CommitSt
         .apply_micros
         .fetch_add(micros(started.elapsed()), Relaxed);
     if outcome.is_ok() && durable {
-        outcome = make_durable(db, log_file, stats);
+        outcome = make_durable(db, stats);
     }
     if let Err(error) = &outcome {
         log::error!("store commit failed: {error}");
@@ -408,20 +404,15 @@ fn apply(tree: &sled::Tree, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Cycle
     tree.apply_batch(batch).map_err(|e| e.to_string())
 }
 
-fn make_durable(db: &sled::Db, log_file: Option<&File>, stats: &CommitStats) -> CycleResult {
+/// sled's flush: the log buffers written and the log file `fdatasync`ed, so a durable
+/// write survives power loss, not only a crash (vendor/README.md, change 6).
+fn make_durable(db: &sled::Db, stats: &CommitStats) -> CycleResult {
     let started = Instant::now();
     db.flush().map_err(|e| e.to_string())?;
-    let flushed = Instant::now();
     stats.flushes.fetch_add(1, Relaxed);
     stats
         .flush_micros
-        .fetch_add(micros(flushed - started), Relaxed);
-    if let Some(file) = log_file {
-        file.sync_data().map_err(|e| format!("fdatasync: {e}"))?;
-        stats
-            .sync_micros
-            .fetch_add(micros(flushed.elapsed()), Relaxed);
-    }
+        .fetch_add(micros(started.elapsed()), Relaxed);
     Ok(())
 }
 
@@ -437,7 +428,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
-        let committer = Committer::start(db.clone(), tree, None, LingerSettings::off()).unwrap();
+        let committer = Committer::start(db.clone(), tree, LingerSettings::off()).unwrap();
         (dir, db, committer)
     }
 
@@ -477,7 +468,7 @@ mod tests {
             window: Duration::from_millis(100),
             target: 4,
         };
-        let committer = Arc::new(Committer::start(db, tree, None, linger).unwrap());
+        let committer = Arc::new(Committer::start(db, tree, linger).unwrap());
         let stats = committer.stats();
         let first = committer.submit(true, |o| {
             o.insert(b"first".to_vec(), b"v".to_vec());
@@ -582,8 +573,7 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let tree = db.open_tree("t").unwrap();
-            let committer =
-                Committer::start(db.clone(), tree, None, LingerSettings::default()).unwrap();
+            let committer = Committer::start(db.clone(), tree, LingerSettings::default()).unwrap();
             block_on(committer.submit(true, |o| {
                 o.insert(b"k".to_vec(), b"v".to_vec());
                 Ok::<(), String>(())

@@ -150,9 +150,7 @@ impl Store {
         let tree = db.open_tree("colloquy")?;
         Store::build_activity_index_if_missing(&tree)?;
         let legacy_marks = conversations::LegacyMarks::found_in(&tree);
-        // sled's log; fdatasync'ed after each durable cycle (see `committer`).
-        let log_file = std::fs::File::open(path.join("db")).ok();
-        let committer = Committer::start(db.clone(), tree.clone(), log_file, linger)
+        let committer = Committer::start(db.clone(), tree.clone(), linger)
             .map_err(|e| StoreError::Commit(e.to_string()))?;
         Ok(Store {
             inner: Arc::new(Inner {

@@ -58,7 +58,7 @@ async fn metrics_count_requests_events_replies_and_latencies() {
     assert!(
         sample_value(
             &text,
-            r#"colloquy_store_commit_seconds_total{phase="fdatasync"}"#
+            r#"colloquy_store_commit_seconds_total{phase="flush"}"#
         ) > 0.0
     );
     assert!(

@@ -287,6 +287,10 @@ impl StabilityIntervals {
     }
 }
 
+/// colloquy (vendor/README.md, change 6): buffers written but not yet synced before the
+/// writer syncs them itself, whether or not anyone waits in `make_stable`.
+const MAX_WRITTEN_UNSYNCED: usize = 16;
+
 pub(crate) struct IoBufs {
     pub config: RunningConfig,
 
@@ -314,6 +318,11 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
+    // colloquy (vendor/README.md, change 6): buffers written to the file but not yet
+    // fdatasync'ed, as (lsn, length marked stable, stable lsn in its header). They are
+    // marked stable, and the segment accountant told, only by `sync_written`.
+    written_unsynced: Mutex<Vec<(Lsn, usize, Lsn)>>,
+    sync_mu: Mutex<()>,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
@@ -417,6 +426,8 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
+            written_unsynced: Mutex::new(Vec::new()),
+            sync_mu: Mutex::new(()),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -726,35 +737,10 @@ impl IoBufs {
         }
         #[cfg(not(feature = "io_uring"))]
         {
-            let f = &self.config.file;
-            pwrite_all(f, data, log_offset)?;
-            if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
-            }
+            // colloquy (vendor/README.md, change 6): no `sync_file_range` per buffer.
+            // The buffer counts as stable only once `sync_written` has fdatasync'ed
+            // the file after this write, which covers every buffer written before it.
+            pwrite_all(&self.config.file, data, log_offset)?;
         }
         io_fail!(self, "buffer write post");
 
@@ -776,28 +762,83 @@ impl IoBufs {
                 maxed,
                 complete_len
             );
-            self.mark_interval(base_lsn, complete_len);
+            let unsynced = {
+                let mut written = self.written_unsynced.lock();
+                written.push((base_lsn, complete_len, stored_max_stable_lsn));
+                written.len()
+            };
+            if unsynced >= MAX_WRITTEN_UNSYNCED {
+                // Writes nobody flushes (no durable write for a while) must still
+                // become stable, or sled would never reuse their segments.
+                self.sync_written()?;
+            } else {
+                // Wakes threads in `make_stable`: one of them syncs what was written.
+                drop(self.intervals.lock());
+                let _notified = self.interval_updated.notify_all();
+            }
         }
 
         M.written_bytes.measure(total_len as u64);
 
-        // NB the below deferred logic is important to ensure
-        // that we never actually free a segment until all threads
-        // that may have witnessed a DiskPtr that points into it
-        // have completed their (crossbeam-epoch)-pinned operations.
-        let guard = pin();
-        let max_header_stable_lsn = self.max_header_stable_lsn.clone();
-        guard.defer(move || {
-            trace!("bumping atomic header lsn to {}", stored_max_stable_lsn);
-            bump_atomic_lsn(&max_header_stable_lsn, stored_max_stable_lsn)
-        });
+        Ok(())
+    }
 
-        guard.flush();
+    /// colloquy (vendor/README.md, change 6): fdatasyncs the file, then marks every
+    /// buffer written before the sync as stable and lets the segment accountant act on
+    /// it, as `write_to_log` did after its `sync_file_range`. Returns whether there was
+    /// anything to sync.
+    pub(in crate::pagecache) fn sync_written(&self) -> Result<bool> {
+        let _one_sync_at_a_time = self.sync_mu.lock();
+        let written = std::mem::take(&mut *self.written_unsynced.lock());
+        if written.is_empty() {
+            return Ok(false);
+        }
+        io_fail!(self, "buffer sync");
+        if !self.config.temporary {
+            if let Err(e) = self.config.file.sync_data() {
+                let e: Error = e.into();
+                self.config.set_global_error(e.clone());
+                drop(self.intervals.lock());
+                let _notified = self.interval_updated.notify_all();
+                return Err(e);
+            }
+        }
+        for (base_lsn, complete_len, stored_max_stable_lsn) in written {
+            self.mark_interval(base_lsn, complete_len);
 
-        let current_max_header_stable_lsn =
-            self.max_header_stable_lsn.load(Acquire);
+            // NB the below deferred logic is important to ensure
+            // that we never actually free a segment until all threads
+            // that may have witnessed a DiskPtr that points into it
+            // have completed their (crossbeam-epoch)-pinned operations.
+            let guard = pin();
+            let max_header_stable_lsn = self.max_header_stable_lsn.clone();
+            guard.defer(move || {
+                trace!(
+                    "bumping atomic header lsn to {}",
+                    stored_max_stable_lsn
+                );
+                bump_atomic_lsn(&max_header_stable_lsn, stored_max_stable_lsn)
+            });
 
-        self.sa_stabilize(current_max_header_stable_lsn, &guard)
+            guard.flush();
+
+            let current_max_header_stable_lsn =
+                self.max_header_stable_lsn.load(Acquire);
+
+            self.sa_stabilize(current_max_header_stable_lsn, &guard)?;
+        }
+        Ok(true)
+    }
+
+    fn has_written_unsynced(&self) -> bool {
+        !self.written_unsynced.lock().is_empty()
+    }
+
+    /// Whether `lsn` lies in a buffer already written to the file but not yet synced.
+    fn written_covers(&self, lsn: Lsn) -> bool {
+        self.written_unsynced.lock().iter().any(|(base, len, _)| {
+            *base <= lsn && lsn < *base + Lsn::try_from(*len).unwrap()
+        })
     }
 
     // It's possible that IO buffers are written out of order!
@@ -956,6 +997,20 @@ pub(in crate::pagecache) fn make_stable_inner(
         }
 
         stable = iobufs.stable();
+
+        if partial_durability && iobufs.written_covers(lsn) {
+            // A reader needs the bytes in the file, not on the platter.
+            return Ok(assert_usize(stable - first_stable));
+        }
+
+        if stable < lsn && iobufs.has_written_unsynced() {
+            // colloquy (change 6): what is written becomes stable by a sync, which
+            // this thread does rather than wait for another to.
+            drop(waiter);
+            iobufs.sync_written()?;
+            stable = iobufs.stable();
+            continue;
+        }
 
         if partial_durability {
             if waiter.stable_lsn > lsn {
