@@ -3,7 +3,8 @@
 //! Everything lives in one tree, namespaced by `keys`. Every write is an operation run by
 //! the `committer` thread, so one turn of a conversation (journal mark, dedup mark,
 //! conversation record, transcript entries, timers, outbox items) is one atomic part of
-//! one sled batch, and many writers share one batch and one sync (group commit).
+//! one sled batch, and many writers share a batch (a few, for a very large cycle) and
+//! one sync (group commit).
 //! Durability is explicit: writers await a durable operation before they tell anyone
 //! outside the process that something happened. Reads go straight to the tree. The store
 //! holds no business rules beyond "status only moves forward".
