@@ -497,6 +497,11 @@ impl Log {
                     lsn, e
                 );
                 self.iobufs.config.set_global_error(e);
+                // colloquy (change 5): wake the threads waiting for this buffer, so
+                // they see the error instead of waiting for a write that never comes,
+                // as `maybe_seal_and_write_iobuf` does on the same failure.
+                drop(self.iobufs.intervals.lock());
+                let _notified = self.iobufs.interval_updated.notify_all();
             }
 
             Ok(())
