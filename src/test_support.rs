@@ -16,7 +16,7 @@ pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::engine::app::start_replicated;
 pub use crate::store::{
     keys, ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, ListFilter,
-    OutboxRecord, Outgoing, Replicator, SendOutcome, SendPermission, Status, Store,
+    OutboxRecord, Outgoing, Replicator, SendOutcome, SendPermission, Status, Store, StoreRelease,
     TranscriptEntry, TurnCommit,
 };
 pub use crate::webhook::deletion::sign_request as sign_deletion_request;

@@ -126,6 +126,13 @@ impl RunningApp {
         self.admin_addr
     }
 
+    /// Tells whether the engine's store has closed (for the crate's own tests, which
+    /// remove a data directory only once nothing writes to it).
+    #[cfg(feature = "test-support")]
+    pub fn store_release(&self) -> crate::store::StoreRelease {
+        self.store.release_watch()
+    }
+
     /// How many conversation actors are alive right now.
     pub async fn live_conversations(&self) -> usize {
         self.supervisor.send(LiveConversations).await.unwrap_or(0)

@@ -166,7 +166,31 @@ pub struct TestApp {
     pub webhook_path: String,
     pub graph: MockGraph,
     pub data_dir: PathBuf,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<DataDirGuard>,
+}
+
+/// A test's temporary data directory, removed once the engine's store has closed. A test
+/// that does not stop its app leaves the engine to be dropped with the runtime, after the
+/// test body (and so this guard) is gone: removing the directory at once would make the
+/// store's last writes fail (sled then stops the store: vendor/README.md, change 5).
+struct DataDirGuard(Option<(tempfile::TempDir, colloquy::test_support::StoreRelease)>);
+
+impl Drop for DataDirGuard {
+    fn drop(&mut self) {
+        let Some((dir, release)) = self.0.take() else {
+            return;
+        };
+        if release.is_released() {
+            return;
+        }
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !release.is_released() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            drop(dir);
+        });
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -177,7 +201,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("db");
     let mut app = spawn_app_on(MockGraph::start(), &data_dir, options).await;
-    app._dir = Some(dir);
+    app._dir = Some(DataDirGuard(Some((dir, app.app.store_release()))));
     app
 }
 
