@@ -46,6 +46,8 @@ pub struct Metrics {
     store_operations: IntCounter,
     store_lingers: IntCounter,
     store_failed_cycles: IntCounter,
+    store_flushes: IntCounter,
+    store_batches: IntCounter,
     store_seconds: CounterVec,
     store_disk_bytes: IntGauge,
     load: Arc<Load>,
@@ -196,6 +198,16 @@ impl Metrics {
                 "store_commit_lingers_total",
                 "Cycles that waited for more writes before starting (moderate load)",
             ),
+            store_flushes: counter(
+                &registry,
+                "store_commit_flushes_total",
+                "Cycles that flushed (and fdatasynced) because a write in them asked for durability",
+            ),
+            store_batches: counter(
+                &registry,
+                "store_commit_batches_total",
+                "sled batches applied: one per cycle with writes, more for a cycle past 256 keys",
+            ),
             store_failed_cycles: counter(
                 &registry,
                 "store_commit_failures_total",
@@ -291,6 +303,8 @@ impl Metrics {
         catch_up(&self.store_operations, stats.operations.load(Relaxed));
         catch_up(&self.store_lingers, stats.lingers.load(Relaxed));
         catch_up(&self.store_failed_cycles, stats.failed_cycles.load(Relaxed));
+        catch_up(&self.store_flushes, stats.flushes.load(Relaxed));
+        catch_up(&self.store_batches, stats.batches.load(Relaxed));
         for (phase, micros) in [
             ("apply", &stats.apply_micros),
             ("flush", &stats.flush_micros),
@@ -397,6 +411,8 @@ mod tests {
         stats.lingers.store(2, Relaxed);
         stats.linger_micros.store(250_000, Relaxed);
         stats.failed_cycles.store(1, Relaxed);
+        stats.flushes.store(3, Relaxed);
+        stats.batches.store(6, Relaxed);
         let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
@@ -423,6 +439,8 @@ mod tests {
             r#"colloquy_store_commit_seconds_total{phase="flush"} 1.5"#,
             "colloquy_store_commit_lingers_total 2",
             "colloquy_store_commit_failures_total 1",
+            "colloquy_store_commit_flushes_total 3",
+            "colloquy_store_commit_batches_total 6",
             r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#,
         ] {
             assert!(text.contains(line), "{line} missing from {text}");

@@ -55,6 +55,11 @@ async fn metrics_count_requests_events_replies_and_latencies() {
     assert!(operations >= 2.0, "{text}");
     let cycles = sample_value(&text, "colloquy_store_commit_cycles_total");
     assert!((1.0..=operations).contains(&cycles), "{text}");
+    // The turn asked for durability; every cycle with writes applied a batch.
+    let flushes = sample_value(&text, "colloquy_store_commit_flushes_total");
+    assert!((1.0..=cycles).contains(&flushes), "{text}");
+    let batches = sample_value(&text, "colloquy_store_commit_batches_total");
+    assert!((1.0..=cycles).contains(&batches), "{text}");
     assert!(
         sample_value(
             &text,
