@@ -36,7 +36,7 @@ pub fn fold_log_into_snapshot(path: &Path) -> Result<Duration, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::journal_one;
+    use super::super::testing::{journal_one, pending_journal_seqs};
     use super::super::Store;
     use super::*;
 
@@ -83,12 +83,7 @@ mod tests {
         );
 
         let store = Store::open(&path).unwrap();
-        let pending: Vec<u64> = store
-            .pending_journal()
-            .unwrap()
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect();
+        let pending = pending_journal_seqs(&store);
         assert_eq!(pending, vec![first, second]);
     }
 

@@ -424,9 +424,6 @@ fn apply_unless_failed(
 }
 
 fn apply(tree: &sled::Tree, writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> CycleResult {
-    if writes.is_empty() {
-        return Ok(());
-    }
     let mut batch = sled::Batch::default();
     for (key, value) in writes {
         match value {

@@ -257,7 +257,7 @@ fn classify_open_error(path: String, source: BackendError) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{journal_one, key, open};
+    use super::testing::{journal_one, key, open, pending_journal_seqs};
     use super::*;
 
     #[test]
@@ -339,12 +339,7 @@ mod tests {
             .expect("the store never finished closing after the failed write");
 
         let store = Store::open(&path).unwrap();
-        let pending: Vec<u64> = store
-            .pending_journal()
-            .unwrap()
-            .into_iter()
-            .map(|(seq, _)| seq)
-            .collect();
+        let pending = pending_journal_seqs(&store);
         assert_eq!(
             pending,
             vec![kept],

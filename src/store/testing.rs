@@ -94,6 +94,16 @@ pub fn journal_record() -> JournalRecord {
     }
 }
 
+/// The sequence numbers of the journal items still pending, oldest first.
+pub fn pending_journal_seqs(store: &Store) -> Vec<u64> {
+    store
+        .pending_journal()
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect()
+}
+
 pub fn journal_one(store: &Store) -> u64 {
     block_on(store.append_journal(vec![journal_record()])).unwrap()
 }
