@@ -20,6 +20,10 @@
 # The overload spike (docs/performance.md, "Overload"): 5,000 new users/s for 20 s,
 # refused POSTs redelivered after their Retry-After:
 #   scripts/bench.sh -- --spike-rate 5000 --spike-duration 20 --grace 60
+#
+# REFERENCE=1 runs the reference bot instead of colloquy (`colloquy-bench
+# --reference-bot`: signature check, JSON, 200 and one Send API call per message, no
+# store): the floor colloquy's CPU per reply is measured against (docs/performance.md).
 set -euo pipefail
 
 bin=target/release
@@ -43,11 +47,19 @@ if [ -n "${PAGES:-}" ]; then
   export COLLOQUY_PAGES=$data/pages.toml
   page_args=(--page-id "$(IFS=,; echo "${ids[*]}")")
 fi
-MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench \
-  MESSENGER_GRAPH_URL=http://127.0.0.1:$graph/v21.0 \
-  COLLOQUY_PAGE_SEND_RATE=${COLLOQUY_PAGE_SEND_RATE:-0} COLLOQUY_DATA=$data/db \
-  COLLOQUY_BIND=127.0.0.1:$port COLLOQUY_ADMIN_BIND=127.0.0.1:$admin RUST_LOG=${RUST_LOG:-warn} \
-  "${SERVER:-$bin/colloquy}" serve --flow "$flow" >"$data/server.log" 2>&1 &
+metrics=(--metrics "http://127.0.0.1:$admin/metrics")
+if [ -n "${REFERENCE:-}" ]; then
+  MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench "$bin/colloquy-bench" \
+    --reference-bot "127.0.0.1:$port" --reference-graph "http://127.0.0.1:$graph/v21.0" \
+    >"$data/server.log" 2>&1 &
+  metrics=()
+else
+  MESSENGER_VERIFY_TOKEN=bench MESSENGER_ACCESS_TOKEN=bench \
+    MESSENGER_GRAPH_URL=http://127.0.0.1:$graph/v21.0 \
+    COLLOQUY_PAGE_SEND_RATE=${COLLOQUY_PAGE_SEND_RATE:-0} COLLOQUY_DATA=$data/db \
+    COLLOQUY_BIND=127.0.0.1:$port COLLOQUY_ADMIN_BIND=127.0.0.1:$admin RUST_LOG=${RUST_LOG:-warn} \
+    "${SERVER:-$bin/colloquy}" serve --flow "$flow" >"$data/server.log" 2>&1 &
+fi
 server=$!
 for _ in $(seq 1 100); do
   curl -sf "http://127.0.0.1:$port/webhook?hub.mode=subscribe&hub.verify_token=bench&hub.challenge=1" \
@@ -57,9 +69,9 @@ done
 
 status=0
 "$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
-  --flow "$flow" --pid "$server" --metrics "http://127.0.0.1:$admin/metrics" --json \
+  --flow "$flow" --pid "$server" "${metrics[@]}" --json \
   "${page_args[@]}" "$@" || status=$?
-curl -s "http://127.0.0.1:$admin/metrics" | grep '^colloquy_store_commit' || true
+curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^colloquy_store_(commit|cache)' || true
 kill "$server"
 wait "$server" || true
 exit $status

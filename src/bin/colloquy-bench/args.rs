@@ -93,6 +93,14 @@ pub struct Args {
     /// Print one JSON line instead of the summary table.
     #[arg(long)]
     pub json: bool,
+    /// Drive nothing: serve the reference bot (`reference.rs`, a do-nothing bot backend
+    /// to measure colloquy against) on this address until stopped, replying to
+    /// `--reference-graph`. Reads MESSENGER_VERIFY_TOKEN and MESSENGER_ACCESS_TOKEN.
+    #[arg(long)]
+    pub reference_bot: Option<SocketAddr>,
+    /// The Graph API base URL the reference bot sends its replies to.
+    #[arg(long, default_value = "http://127.0.0.1:9999/v21.0")]
+    pub reference_graph: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

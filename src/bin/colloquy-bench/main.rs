@@ -32,6 +32,9 @@
 //!   --senders 16 --duration 20 --warmup 3 --pid $!
 //! ```
 //!
+//! `--reference-bot ADDR` drives nothing: it serves a do-nothing bot backend there
+//! (`reference.rs`) to measure colloquy against (`REFERENCE=1 scripts/bench.sh`).
+//!
 //! With `serve` (default flow `thanks`) pass `--flow thanks`: replies are then matched
 //! to messages per user in order. `--json` prints one JSON line instead of the table;
 //! progress goes to stderr once a second.
@@ -40,6 +43,7 @@ mod args;
 mod load;
 mod mock;
 mod procfs;
+mod reference;
 mod report;
 mod spike;
 mod tracker;
@@ -72,6 +76,20 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(addr) = args.reference_bot {
+        let served = actix_rt::System::new().block_on(reference::serve(
+            addr,
+            &args.reference_graph,
+            &args.app_secret,
+        ));
+        return match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("colloquy-bench: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let json = args.json;
     let outcome = actix_rt::System::new().block_on(run(args));
     match outcome {
