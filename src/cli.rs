@@ -174,9 +174,14 @@ pub struct ServeArgs {
     /// accepted.
     #[arg(long, env = "COLLOQUY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// sled's page cache in MiB (default 6): the main part of the server's memory.
+    /// sled's page cache in MiB at start and at least (default 6): the main part of the
+    /// server's memory. Set alone, the cache stays at this size.
     #[arg(long, env = "COLLOQUY_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// The most sled's page cache grows to, in MiB, while its pages do not fit (default
+    /// 32, or COLLOQUY_CACHE_MB when only that is set).
+    #[arg(long, env = "COLLOQUY_CACHE_MAX_MB")]
+    pub cache_max_mb: Option<u64>,
     /// Microseconds a small commit cycle may wait for more writes at moderate load
     /// (default 2000, at most 100000); 0 never waits.
     #[arg(long, env = "COLLOQUY_COMMIT_LINGER_US")]
@@ -305,6 +310,7 @@ impl ServeArgs {
             max_live_conversations: self.max_live_conversations,
             max_connections: self.max_connections,
             cache_mb: self.cache_mb,
+            cache_max_mb: self.cache_max_mb,
             commit_linger_us: self.commit_linger_us,
             commit_linger_ops: self.commit_linger_ops,
             dedup_retention_hours: self.dedup_retention_hours,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::store::LingerSettings;
+use crate::store::{CacheSettings, LingerSettings};
 
 /// The real Graph API, pinned to one version so a Meta release never changes our wire format.
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v21.0";
@@ -110,6 +110,7 @@ pub struct RawConfig {
     pub max_live_conversations: Option<usize>,
     pub max_connections: Option<usize>,
     pub cache_mb: Option<u64>,
+    pub cache_max_mb: Option<u64>,
     pub commit_linger_us: Option<u64>,
     pub commit_linger_ops: Option<usize>,
     pub dedup_retention_hours: Option<u64>,
@@ -159,6 +160,7 @@ impl RawConfig {
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             max_connections: number("COLLOQUY_MAX_CONNECTIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
+            cache_max_mb: number("COLLOQUY_CACHE_MAX_MB")?,
             commit_linger_us: number("COLLOQUY_COMMIT_LINGER_US")?,
             commit_linger_ops: number("COLLOQUY_COMMIT_LINGER_OPS")?,
             dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
@@ -225,8 +227,10 @@ pub struct Config {
     /// Webhook connections served at once per HTTP worker; beyond it new connections
     /// wait in the kernel's accept queue (each served one holds buffers in memory).
     pub max_connections: usize,
-    /// sled's page cache, in bytes (`COLLOQUY_CACHE_MB`).
-    pub cache_bytes: u64,
+    /// sled's page cache, in bytes: its size at start and least size
+    /// (`COLLOQUY_CACHE_MB`), and the most it grows to when its pages do not fit
+    /// (`COLLOQUY_CACHE_MAX_MB`; fixed at `COLLOQUY_CACHE_MB` when only that is set).
+    pub cache: CacheSettings,
     /// When a small commit cycle waits for more writes (`COLLOQUY_COMMIT_LINGER_US`,
     /// `COLLOQUY_COMMIT_LINGER_OPS`).
     pub commit_linger: LingerSettings,
@@ -286,6 +290,23 @@ fn commit_linger(window_us: Option<u64>, target: Option<usize>) -> LingerSetting
             Duration::from_micros(us.min(MAX_COMMIT_LINGER_US))
         }),
         target: target.map_or(defaults.target, |ops| ops.max(1)),
+    }
+}
+
+/// sled's page cache from its two settings (MiB). With neither, it starts at the
+/// default and may grow to the default ceiling; `COLLOQUY_CACHE_MB` alone fixes it, as it
+/// always did; a ceiling below the floor is raised to it.
+fn cache_settings(floor_mb: Option<u64>, ceiling_mb: Option<u64>) -> CacheSettings {
+    const MIB: u64 = 1024 * 1024;
+    let floor = floor_mb.map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb.max(1) * MIB);
+    let ceiling = match (floor_mb, ceiling_mb) {
+        (_, Some(mb)) => mb.max(1) * MIB,
+        (Some(_), None) => floor,
+        (None, None) => crate::store::DEFAULT_CACHE_MAX_BYTES,
+    };
+    CacheSettings {
+        floor,
+        ceiling: ceiling.max(floor),
     }
 }
 
@@ -423,11 +444,7 @@ impl Config {
                     Duration::from_millis(ms.max(1))
                 }),
             shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(10)),
-            cache_bytes: raw
-                .cache_mb
-                .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| {
-                    mb.max(1) * 1024 * 1024
-                }),
+            cache: cache_settings(raw.cache_mb, raw.cache_max_mb),
             commit_linger: commit_linger(raw.commit_linger_us, raw.commit_linger_ops),
             dedup_retention: Duration::from_secs(
                 raw.dedup_retention_hours.unwrap_or(168).max(1) * 3600,
@@ -604,5 +621,22 @@ mod tests {
         raw.public_url = Some("bot.example.com".into());
         let error = Config::from_raw(raw).unwrap_err().to_string();
         assert!(error.contains("COLLOQUY_PUBLIC_URL"), "{error}");
+    }
+
+    #[test]
+    fn the_page_cache_grows_by_default_and_stays_fixed_when_only_its_size_is_set() {
+        const MIB: u64 = 1024 * 1024;
+        let cache = |floor, ceiling| {
+            let mut raw = complete();
+            (raw.cache_mb, raw.cache_max_mb) = (floor, ceiling);
+            Config::from_raw(raw).unwrap().cache
+        };
+        let range = |floor, ceiling| CacheSettings { floor, ceiling };
+        assert_eq!(cache(None, None), range(6 * MIB, 32 * MIB));
+        assert_eq!(cache(Some(16), None), range(16 * MIB, 16 * MIB));
+        assert_eq!(cache(None, Some(64)), range(6 * MIB, 64 * MIB));
+        assert_eq!(cache(Some(8), Some(24)), range(8 * MIB, 24 * MIB));
+        // A ceiling under the floor is the floor.
+        assert_eq!(cache(Some(16), Some(4)), range(16 * MIB, 16 * MIB));
     }
 }

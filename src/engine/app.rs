@@ -282,7 +282,7 @@ pub async fn start_with(
     let store = Store::open_tuned(
         &config.data_dir,
         StoreTuning {
-            cache_bytes: config.cache_bytes,
+            cache: config.cache,
             linger: config.commit_linger,
         },
     )?;

@@ -48,6 +48,8 @@ pub struct Metrics {
     store_failed_cycles: IntCounter,
     store_flushes: IntCounter,
     store_batches: IntCounter,
+    store_cache_misses: IntCounter,
+    store_cache_bytes: IntGauge,
     store_seconds: CounterVec,
     store_disk_bytes: IntGauge,
     load: Arc<Load>,
@@ -208,6 +210,16 @@ impl Metrics {
                 "store_commit_batches_total",
                 "sled batches applied: one per cycle with writes, more for a cycle past 256 keys",
             ),
+            store_cache_misses: counter(
+                &registry,
+                "store_cache_misses_total",
+                "Pages sled read back from its log because its page cache did not hold them",
+            ),
+            store_cache_bytes: gauge(
+                &registry,
+                "store_cache_bytes",
+                "sled's page cache capacity now (it grows while its pages do not fit)",
+            ),
             store_failed_cycles: counter(
                 &registry,
                 "store_commit_failures_total",
@@ -305,6 +317,9 @@ impl Metrics {
         catch_up(&self.store_failed_cycles, stats.failed_cycles.load(Relaxed));
         catch_up(&self.store_flushes, stats.flushes.load(Relaxed));
         catch_up(&self.store_batches, stats.batches.load(Relaxed));
+        catch_up(&self.store_cache_misses, stats.cache_misses.load(Relaxed));
+        self.store_cache_bytes
+            .set(i64::try_from(stats.cache_bytes.load(Relaxed)).unwrap_or(i64::MAX));
         for (phase, micros) in [
             ("apply", &stats.apply_micros),
             ("flush", &stats.flush_micros),
@@ -413,6 +428,8 @@ mod tests {
         stats.failed_cycles.store(1, Relaxed);
         stats.flushes.store(3, Relaxed);
         stats.batches.store(6, Relaxed);
+        stats.cache_misses.store(42, Relaxed);
+        stats.cache_bytes.store(12 * 1024 * 1024, Relaxed);
         let metrics = Metrics::new(load, stats.clone());
         metrics.webhook_request("POST", 200);
         metrics.acked(2, Duration::from_millis(2));
@@ -441,6 +458,8 @@ mod tests {
             "colloquy_store_commit_failures_total 1",
             "colloquy_store_commit_flushes_total 3",
             "colloquy_store_commit_batches_total 6",
+            "colloquy_store_cache_misses_total 42",
+            "colloquy_store_cache_bytes 12582912",
             r#"colloquy_store_commit_seconds_total{phase="linger"} 0.25"#,
         ] {
             assert!(text.contains(line), "{line} missing from {text}");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::cache::{CacheSettings, CacheSizer};
 use super::error::BackendError;
 use super::linger::{Linger, LingerSettings};
 
@@ -184,6 +185,10 @@ pub struct CommitStats {
     /// Whether the latest cycle failed: sled stops a store after an I/O error, so from
     /// then on every cycle fails until a restart (readiness reports it).
     pub failing: AtomicBool,
+    /// sled's page cache: its capacity now (bytes), and the pages read back from the log
+    /// because it did not hold them, as of the latest cycle (`cache`).
+    pub cache_bytes: AtomicU64,
+    pub cache_misses: AtomicU64,
 }
 
 /// Handle to the committer thread; dropping it stops the thread after a last flush.
@@ -196,24 +201,40 @@ pub struct Committer {
 impl Committer {
     /// Starts the thread. Its flushes are sled's, which (as vendored, change 6) write the
     /// log buffers and `fdatasync` the log file. `linger` says when a small cycle waits
-    /// for more operations (see `linger`).
+    /// for more operations (see `linger`); `cache` the range sled's page cache moves in
+    /// (see `cache`), starting at its floor.
     pub fn start(
         db: sled::Db,
         tree: sled::Tree,
         linger: LingerSettings,
+        cache: CacheSettings,
+    ) -> std::io::Result<Committer> {
+        let sizer = CacheSizer::new(cache, Instant::now());
+        Committer::start_sized(db, tree, linger, sizer)
+    }
+
+    fn start_sized(
+        db: sled::Db,
+        tree: sled::Tree,
+        linger: LingerSettings,
+        cache: CacheSizer,
     ) -> std::io::Result<Committer> {
         let (queue, inbox) = mpsc::channel::<Operation>();
         let stats = Arc::new(CommitStats::default());
+        stats.cache_bytes.store(cache.capacity(), Relaxed);
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("colloquy-commit".into())
             .spawn(move || {
-                let mut linger = Linger::new(linger, Instant::now());
+                let mut tuning = Tuning {
+                    linger: Linger::new(linger, Instant::now()),
+                    cache,
+                };
                 let storage = Storage {
                     db: &db,
                     tree: &tree,
                 };
-                run(&storage, &inbox, &mut linger, &thread_stats)
+                run(&storage, &inbox, &mut tuning, &thread_stats)
             })?;
         Ok(Committer {
             queue: Some(queue),
@@ -292,16 +313,23 @@ struct Storage<'a> {
     tree: &'a sled::Tree,
 }
 
+/// What the thread adjusts as the load changes.
+struct Tuning {
+    linger: Linger,
+    cache: CacheSizer,
+}
+
 fn run(
     storage: &Storage<'_>,
     inbox: &mpsc::Receiver<Operation>,
-    linger: &mut Linger,
+    tuning: &mut Tuning,
     stats: &CommitStats,
 ) {
     while let Ok(first) = inbox.recv() {
         let mut operations = vec![first];
         take_queued(inbox, &mut operations);
-        linger_for_more(inbox, &mut operations, linger, stats);
+        linger_for_more(inbox, &mut operations, &mut tuning.linger, stats);
+        size_the_cache(storage.db, &mut tuning.cache, stats);
         run_cycle(storage, operations, stats);
     }
     if let Err(error) = storage.db.flush() {
@@ -320,6 +348,18 @@ fn take_queued(inbox: &mpsc::Receiver<Operation>, operations: &mut Vec<Operation
         }
     }
     true
+}
+
+/// Resizes sled's page cache when `cache` says so, and reports its figures.
+fn size_the_cache(db: &sled::Db, sizer: &mut CacheSizer, stats: &CommitStats) {
+    let misses = db.cache_misses();
+    stats.cache_misses.store(misses, Relaxed);
+    let operations = stats.operations.load(Relaxed);
+    if let Some(bytes) = sizer.check(Instant::now(), misses, operations) {
+        db.set_cache_capacity(bytes);
+        stats.cache_bytes.store(bytes, Relaxed);
+        log::info!("sled's page cache is now {} MiB", bytes / (1024 * 1024));
+    }
 }
 
 /// Lets the cycle about to start wait for more operations when `linger` says so.
@@ -454,12 +494,25 @@ fn micros(duration: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    const DEFAULT_TEST_CACHE: u64 = 6 * 1024 * 1024;
+
     fn open() -> (tempfile::TempDir, sled::Db, Committer) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("t").unwrap();
-        let committer = Committer::start(db.clone(), tree, LingerSettings::off()).unwrap();
+        let committer = started(&db, tree, LingerSettings::off());
         (dir, db, committer)
+    }
+
+    /// A committer with a fixed cache, as tests other than the cache's want.
+    fn started(db: &sled::Db, tree: sled::Tree, linger: LingerSettings) -> Committer {
+        Committer::start(
+            db.clone(),
+            tree,
+            linger,
+            CacheSettings::fixed(DEFAULT_TEST_CACHE),
+        )
+        .unwrap()
     }
 
     fn block_on<F: Future>(future: F) -> F::Output {
@@ -485,7 +538,7 @@ mod tests {
             .open()
             .unwrap();
         let tree = db.open_tree("t").unwrap();
-        let committer = Committer::start(db.clone(), tree, LingerSettings::off()).unwrap();
+        let committer = started(&db, tree, LingerSettings::off());
         for round in 0..ROUNDS {
             let mut value = vec![7u8; VALUE_BYTES];
             value[..8].copy_from_slice(&round.to_be_bytes());
@@ -500,6 +553,76 @@ mod tests {
         assert!(
             log_bytes < written / 3,
             "the log kept growing: {log_bytes} bytes after {written} written"
+        );
+    }
+
+    /// Operations that keep reading pages back because the cache cannot hold them make
+    /// it grow (`cache`); the figures reach `CommitStats`, and sled takes the new size.
+    #[test]
+    fn a_cache_that_thrashes_grows() {
+        use super::super::cache::{CachePolicy, CacheSizer};
+        const KEYS: u32 = 20_000;
+        const FLOOR: u64 = 64 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(FLOOR)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("t").unwrap();
+        let key = |i: u32| format!("key{i:08}").into_bytes();
+        for i in 0..KEYS {
+            tree.insert(key(i), vec![1u8; 200]).unwrap();
+        }
+        db.flush().unwrap();
+        // Checks often and grows on any miss rate, so the test needs no particular speed.
+        let policy = CachePolicy {
+            check_every: Duration::from_millis(20),
+            grow_misses_per_second: 1.0,
+            grow_misses_per_operation: 0.01,
+            quiet_misses_per_operation: 0.0,
+            quiet_misses_per_second: 0.0,
+            quiet_checks_to_shrink: u32::MAX,
+        };
+        let settings = CacheSettings {
+            floor: FLOOR,
+            ceiling: 16 * FLOOR,
+        };
+        let sizer = CacheSizer::with_policy(settings, policy, Instant::now());
+        let committer =
+            Committer::start_sized(db.clone(), tree, LingerSettings::off(), sizer).unwrap();
+        let stats = committer.stats();
+        assert_eq!(stats.cache_bytes.load(Relaxed), FLOOR);
+        let started = Instant::now();
+        let mut next = 0u32;
+        while stats.cache_bytes.load(Relaxed) == FLOOR {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the cache never grew ({} misses counted)",
+                stats.cache_misses.load(Relaxed)
+            );
+            // Keys far apart: each read needs a page the tiny cache has let go.
+            let reads: Vec<_> = (0..50)
+                .map(|_| {
+                    next = (next + 7_919) % KEYS;
+                    let k = key(next);
+                    committer.submit(false, move |o| {
+                        let value = o.get(&k).map_err(|e| e.to_string())?;
+                        o.insert(k, value.unwrap_or_default());
+                        Ok::<(), String>(())
+                    })
+                })
+                .collect();
+            for answer in block_on(futures_util::future::join_all(reads)) {
+                answer.unwrap();
+            }
+        }
+        assert!(stats.cache_misses.load(Relaxed) > 0);
+        let grown = stats.cache_bytes.load(Relaxed);
+        assert!(
+            grown.is_power_of_two() && grown <= 16 * FLOOR,
+            "grew to {grown}"
         );
     }
 
@@ -585,7 +708,7 @@ mod tests {
             window: Duration::from_millis(100),
             target: 4,
         };
-        let committer = Arc::new(Committer::start(db, tree, linger).unwrap());
+        let committer = Arc::new(started(&db, tree, linger));
         let stats = committer.stats();
         let first = committer.submit(true, |o| {
             o.insert(b"first".to_vec(), b"v".to_vec());
@@ -690,7 +813,7 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let tree = db.open_tree("t").unwrap();
-            let committer = Committer::start(db.clone(), tree, LingerSettings::default()).unwrap();
+            let committer = started(&db, tree, LingerSettings::default());
             block_on(committer.submit(true, |o| {
                 o.insert(b"k".to_vec(), b"v".to_vec());
                 Ok::<(), String>(())

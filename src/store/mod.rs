@@ -15,6 +15,7 @@
 //! `outbox`, `timers`, `pruning`, `deletions`. Nothing outside `store` names a sled type or a key.
 
 mod activity;
+mod cache;
 pub mod changes;
 mod checkpoint;
 mod codec;
@@ -47,6 +48,7 @@ use codec::{decode, sequenced};
 use committer::{Committer, Overlay};
 
 pub use activity::ListFilter;
+pub use cache::CacheSettings;
 pub use checkpoint::fold_log_into_snapshot;
 pub use committer::CommitStats;
 use error::BackendError;
@@ -63,17 +65,23 @@ pub use records::{
 pub use replication::{Replicator, SendPermission};
 pub use turn::{EntryChange, TurnCommit};
 
-/// sled's page cache by default; sled's own default (1 GiB) would let the cache alone
-/// outgrow a small VM. 6 MiB answered as fast as 8 and 16 MiB at 128 senders and with
-/// 200,000 distinct senders (docs/performance.md). `COLLOQUY_CACHE_MB` changes it.
+/// sled's page cache at start, and the least it shrinks to; sled's own default (1 GiB)
+/// would let the cache alone outgrow a small VM. 6 MiB answered as fast as 8 and 16 MiB
+/// at 128 senders and with 200,000 distinct senders (docs/performance.md).
+/// `COLLOQUY_CACHE_MB` changes it.
 pub const DEFAULT_CACHE_BYTES: u64 = 6 * 1024 * 1024;
 
+/// The most sled's page cache grows to when its pages do not fit (`cache`): with 2,048
+/// conversations in flight 32 MiB answered ~30 % more events than 6 (docs/performance.md).
+/// `COLLOQUY_CACHE_MAX_MB` changes it.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
 /// How a store trades memory, latency and CPU (`COLLOQUY_CACHE_MB`,
-/// `COLLOQUY_COMMIT_LINGER_US`, `COLLOQUY_COMMIT_LINGER_OPS`).
+/// `COLLOQUY_CACHE_MAX_MB`, `COLLOQUY_COMMIT_LINGER_US`, `COLLOQUY_COMMIT_LINGER_OPS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreTuning {
-    /// sled's page cache, in bytes.
-    pub cache_bytes: u64,
+    /// sled's page cache, in bytes: where it starts and the range it moves in.
+    pub cache: CacheSettings,
     /// When a small commit cycle waits for more operations.
     pub linger: LingerSettings,
 }
@@ -81,7 +89,10 @@ pub struct StoreTuning {
 impl Default for StoreTuning {
     fn default() -> StoreTuning {
         StoreTuning {
-            cache_bytes: DEFAULT_CACHE_BYTES,
+            cache: CacheSettings {
+                floor: DEFAULT_CACHE_BYTES,
+                ceiling: DEFAULT_CACHE_MAX_BYTES,
+            },
             linger: LingerSettings::default(),
         }
     }
@@ -136,14 +147,11 @@ impl Store {
 
     /// Like `open`, with its cache size and commit lingering chosen.
     pub fn open_tuned(path: &Path, tuning: StoreTuning) -> Result<Store, StoreError> {
-        let StoreTuning {
-            cache_bytes,
-            linger,
-        } = tuning;
+        let StoreTuning { cache, linger } = tuning;
         let shown = path.display().to_string();
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(cache_bytes)
+            .cache_capacity(cache.floor)
             // Durability comes from explicit group-committed flushes, not a timer.
             .flush_every_ms(None)
             .open()
@@ -151,7 +159,7 @@ impl Store {
         let tree = db.open_tree("colloquy")?;
         Store::build_activity_index_if_missing(&tree)?;
         let legacy_marks = conversations::LegacyMarks::found_in(&tree);
-        let committer = Committer::start(db.clone(), tree.clone(), linger)
+        let committer = Committer::start(db.clone(), tree.clone(), linger, cache)
             .map_err(|e| StoreError::Commit(e.to_string()))?;
         Ok(Store {
             inner: Arc::new(Inner {

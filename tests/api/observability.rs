@@ -70,6 +70,12 @@ async fn metrics_count_requests_events_replies_and_latencies() {
         sample_value(&text, "colloquy_store_disk_bytes") > 0.0,
         "{text}"
     );
+    // sled's page cache starts at its floor (6 MiB by default); one conversation fits.
+    assert_eq!(
+        sample_value(&text, "colloquy_store_cache_bytes"),
+        6.0 * 1024.0 * 1024.0,
+        "{text}"
+    );
     assert!(
         sample_value(&text, "process_resident_memory_bytes") > 0.0,
         "{text}"

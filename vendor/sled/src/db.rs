@@ -421,6 +421,24 @@ impl Db {
         Ok(hasher.finalize())
     }
 
+    /// colloquy: changes the page cache's capacity (`Config::cache_capacity`)
+    /// while the database runs. A smaller capacity takes effect as pages are
+    /// next accessed.
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        self.context.pagecache.set_cache_capacity(bytes)
+    }
+
+    /// colloquy: the page cache's capacity now, in bytes.
+    pub fn cache_capacity(&self) -> u64 {
+        self.context.pagecache.cache_capacity()
+    }
+
+    /// colloquy: how many page fragments were read back from the log since the
+    /// database opened, because the page cache did not hold them.
+    pub fn cache_misses(&self) -> u64 {
+        self.context.pagecache.pulls()
+    }
+
     /// Returns the on-disk size of the storage files
     /// for this database.
     pub fn size_on_disk(&self) -> Result<u64> {

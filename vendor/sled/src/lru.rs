@@ -208,6 +208,8 @@ impl CacheAccess {
 /// A simple LRU cache.
 pub struct Lru {
     shards: Vec<(AccessQueue, FastLock<Shard>)>,
+    /// Each shard's capacity in bytes (colloquy: settable while running).
+    shard_capacity: AtomicU64,
 }
 
 unsafe impl Sync for Lru {}
@@ -227,7 +229,19 @@ impl Lru {
             (AccessQueue::default(), FastLock::new(Shard::new(shard_capacity)))
         });
 
-        Self { shards }
+        Self { shards, shard_capacity: AtomicU64::new(shard_capacity) }
+    }
+
+    /// colloquy: changes the cache's capacity. A smaller one takes effect as
+    /// pages are next accessed (each access evicts down to the capacity).
+    pub(crate) fn set_capacity(&self, cache_capacity: u64) {
+        let shard_capacity = (cache_capacity / N_SHARDS as u64).max(1);
+        self.shard_capacity.store(shard_capacity, Ordering::Relaxed);
+    }
+
+    /// colloquy: the cache's capacity now.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.shard_capacity.load(Ordering::Relaxed) * N_SHARDS as u64
     }
 
     /// Called when an item is accessed. Returns a Vec of items to be
@@ -255,6 +269,7 @@ impl Lru {
         if filled {
             // only try to acquire this if
             if let Some(mut shard) = shard_mu.try_lock() {
+                shard.capacity = self.shard_capacity.load(Ordering::Relaxed);
                 let accesses = stack.take(guard);
                 for item in accesses {
                     let (item_pos, item_size) = item.decompose();

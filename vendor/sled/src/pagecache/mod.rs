@@ -503,6 +503,33 @@ impl Page {
     }
 }
 
+thread_local! {
+    /// colloquy: whether this thread is moving pages out of a segment being cleaned.
+    static CLEANING: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
+
+/// colloquy: marks the thread as cleaning a segment while alive, so the pages it reads
+/// back are not counted as cache misses (the log's cleaning reads cold pages whatever
+/// the cache's size).
+struct Cleaning(bool);
+
+impl Cleaning {
+    fn start() -> Cleaning {
+        Cleaning(CLEANING.with(|cleaning| cleaning.replace(true)))
+    }
+
+    fn underway() -> bool {
+        CLEANING.with(std::cell::Cell::get)
+    }
+}
+
+impl Drop for Cleaning {
+    fn drop(&mut self) {
+        let before = self.0;
+        CLEANING.with(|cleaning| cleaning.set(before));
+    }
+}
+
 /// A lock-free pagecache which supports linkmented pages
 /// for dramatically improving write throughput.
 pub struct PageCache {
@@ -513,6 +540,8 @@ pub struct PageCache {
     #[doc(hidden)]
     pub log: Log,
     lru: Lru,
+    /// colloquy: pages read back from the log because the cache did not hold them.
+    pulls: AtomicU64,
     idgen: Arc<AtomicU64>,
     idgen_persists: Arc<AtomicU64>,
     idgen_persist_mu: Arc<Mutex<()>>,
@@ -653,6 +682,7 @@ impl PageCache {
             free: Arc::new(Mutex::new(BinaryHeap::new())),
             log: Log::start(config, &snapshot)?,
             lru,
+            pulls: AtomicU64::new(0),
             idgen_persist_mu: Arc::new(Mutex::new(())),
             idgen: Arc::new(AtomicU64::new(0)),
             idgen_persists: Arc::new(AtomicU64::new(0)),
@@ -1230,6 +1260,7 @@ impl PageCache {
         guard: &Guard,
     ) -> Result<()> {
         let _measure = Measure::new(&M.rewrite_page);
+        let _cleaning = Cleaning::start();
 
         trace!("rewriting pid {}", pid);
 
@@ -1965,8 +1996,26 @@ impl PageCache {
         Ok(())
     }
 
+    /// colloquy: changes the cache's capacity while running (see `Lru::set_capacity`).
+    pub(crate) fn set_cache_capacity(&self, bytes: u64) {
+        self.lru.set_capacity(bytes);
+    }
+
+    /// colloquy: the cache's capacity now.
+    pub(crate) fn cache_capacity(&self) -> u64 {
+        self.lru.capacity()
+    }
+
+    /// colloquy: how many page fragments were read back from the log so far (cache misses).
+    pub(crate) fn pulls(&self) -> u64 {
+        self.pulls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn pull(&self, pid: PageId, lsn: Lsn, pointer: DiskPtr) -> Result<Update> {
         use MessageKind::*;
+        if !Cleaning::underway() {
+            self.pulls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
 
         trace!("pulling pid {} lsn {} pointer {} from disk", pid, lsn, pointer);
         let _measure = Measure::new(&M.pull);
