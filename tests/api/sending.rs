@@ -312,3 +312,46 @@ async fn an_unreachable_graph_api_is_retried_then_recorded_failed() {
         actix_rt::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Replies to many users at once each leave once and are recorded sent. Beyond 32 calls
+/// and outcome writes under way the sender runs each as a task of its own (actix would
+/// otherwise poll every one at each wake-up); this holds 48 calls in flight, so both
+/// ways are used, and the retries after the stalls go through them again.
+#[actix_web::test]
+async fn replies_to_many_users_at_once_are_each_sent_once_and_recorded() {
+    const USERS: usize = 48;
+    let app = spawn_app().await;
+    // Every first call hangs a while, then fails: all are in flight together.
+    app.graph
+        .stall(USERS, std::time::Duration::from_millis(1500));
+    let psids: Vec<String> = (0..USERS).map(|i| format!("{}", 20_000 + i)).collect();
+    let events: Vec<serde_json::Value> = psids
+        .iter()
+        .enumerate()
+        .map(|(i, psid)| message_event(psid, &format!("m.many.{i}"), "hello", 1_000))
+        .collect();
+    let body = envelope(vec![
+        json!({"id": PAGE_ID, "time": 1_000, "messaging": events}),
+    ]);
+    assert_eq!(app.post_signed(&body).await.status, 200);
+    let sent = app.graph.wait_for_sends(USERS).await;
+    for psid in &psids {
+        let doc = app.wait_for_first_reply(psid, "sent").await;
+        assert_eq!(outbound(&doc).len(), 1, "{psid}");
+    }
+    let mut recipients: Vec<String> = sent
+        .iter()
+        .map(|call| call.body["recipient"]["id"].as_str().unwrap().to_string())
+        .collect();
+    recipients.sort();
+    let mut expected = psids.clone();
+    expected.sort();
+    assert_eq!(recipients, expected, "one successful send per user");
+    let stalled = app
+        .graph
+        .requests()
+        .iter()
+        .filter(|r| r.status == STALLED)
+        .count();
+    assert_eq!(stalled, USERS, "every first call was in flight and failed");
+}
