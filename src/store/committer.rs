@@ -11,7 +11,8 @@
 //! operation asked for durability, then answers them all. Each operation stays atomic:
 //! its writes are part of one all-or-nothing batch. Readers read the tree directly and see an operation's writes
 //! once it has been answered. At moderate load a cycle that would start with few
-//! operations may first wait a moment for more (`linger` decides when and how long).
+//! operations may first wait a moment for more (`linger` decides when and how long). At
+//! each cycle's start the thread also resizes sled's page cache when `cache` says so.
 //! This module knows nothing of colloquy's records, and the `Overlay` it hands to
 //! operations speaks in byte vectors and `BackendError`, not sled types.
 
