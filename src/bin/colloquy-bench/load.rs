@@ -378,7 +378,7 @@ const HEADER_SHA256: &str = "X-Hub-Signature-256";
 /// `sha256=<hex>` HMAC of a body with the app secret, as Facebook signs a webhook POST.
 /// The load generator signs as Facebook does, from the outside: it does not borrow the
 /// engine's verifier, whose correctness it must not assume.
-fn sign_sha256(secret: &[u8], body: &[u8]) -> String {
+pub(crate) fn sign_sha256(secret: &[u8], body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret)
         .expect("HMAC takes keys of any length");
     mac.update(body);

@@ -185,9 +185,7 @@ mod tests {
     const SECRET: &[u8] = b"reference-secret";
 
     fn signature(body: &[u8]) -> String {
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(SECRET).unwrap();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        crate::load::sign_sha256(SECRET, body)
     }
 
     /// A Graph API stand-in that hands each request body it gets to the test.
