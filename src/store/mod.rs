@@ -287,6 +287,76 @@ mod tests {
         assert!(store.next_id().unwrap() > first_id);
     }
 
+    /// Our sled applies a batch leaf by leaf, each run of writes to one leaf as one change
+    /// of it (vendor/README.md, change 8). Batches of up to 400 writes, most landing in
+    /// leaves other writes of the batch also change (dense random keys, and appends past
+    /// the end as the outbox and dedup marks make), inserts and removes mixed, under a
+    /// cache small enough to page leaves out: the tree holds what a map given the same
+    /// writes holds, and so does sled's log replayed by a reopening.
+    #[test]
+    fn batches_of_many_writes_per_leaf_read_back_and_survive_reopening() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use std::collections::BTreeMap;
+        type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+        fn contents(tree: &sled::Tree) -> Map {
+            let pairs = tree.iter().map(|pair| pair.unwrap());
+            pairs
+                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .collect()
+        }
+        /// The first key whose value differs, if any (the maps are too large to print).
+        fn first_difference(stored: &Map, model: &Map) -> Option<Vec<u8>> {
+            let keys = stored.keys().chain(model.keys());
+            keys.filter(|key| stored.get(*key) != model.get(*key))
+                .min()
+                .cloned()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sled");
+        let config = sled::Config::new().path(&path).cache_capacity(64 * 1024);
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut model = BTreeMap::new();
+        let mut appended = 10_000u32;
+        {
+            let tree = config.open().unwrap().open_tree("t").unwrap();
+            for round in 0..200u32 {
+                let mut writes = BTreeMap::new();
+                for _ in 0..rng.gen_range(1..400) {
+                    let key = if rng.gen_bool(0.3) {
+                        appended += 1;
+                        appended
+                    } else {
+                        rng.gen_range(0..appended)
+                    };
+                    let value = rng.gen_bool(0.7).then(|| {
+                        let len = rng.gen_range(0..40);
+                        [round.to_be_bytes().to_vec(), vec![7; len]].concat()
+                    });
+                    writes.insert(key.to_be_bytes().to_vec(), value);
+                }
+                let mut batch = sled::Batch::default();
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => {
+                            batch.insert(key.clone(), value.clone());
+                            model.insert(key, value);
+                        }
+                        None => {
+                            batch.remove(key.clone());
+                            model.remove(&key);
+                        }
+                    }
+                }
+                tree.apply_batch(batch).unwrap();
+            }
+            assert!(model.len() > 5_000, "{} keys", model.len());
+            assert_eq!(first_difference(&contents(&tree), &model), None);
+            tree.flush().unwrap();
+        }
+        let reopened = config.open().unwrap().open_tree("t").unwrap();
+        assert_eq!(first_difference(&contents(&reopened), &model), None);
+    }
+
     #[test]
     fn a_second_open_of_a_held_directory_is_reported_as_locked() {
         let (dir, _store) = open();

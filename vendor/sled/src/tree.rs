@@ -386,18 +386,93 @@ impl Tree {
     ) -> Result<()> {
         let peg = self.context.pin_log(guard)?;
         trace!("applying batch {:?}", batch);
-        for (k, v_opt) in batch.writes {
-            loop {
-                if self.insert_inner(&k, v_opt.clone(), guard)?.is_ok() {
-                    break;
-                }
-            }
+        // colloquy's copy (vendor/README.md, change 8): the writes in key order, and each
+        // run of them that falls in one leaf applied to one copy of that leaf, instead of
+        // one traversal and one copy of the leaf per key.
+        let mut writes: Vec<(IVec, Option<IVec>)> =
+            batch.writes.into_iter().collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut applied = 0;
+        while applied < writes.len() {
+            applied += self.apply_leaf_run(&writes[applied..], guard)?;
         }
 
         // when the peg drops, it ensures all updates
         // written to the log since its creation are
         // recovered atomically
         peg.seal_batch()
+    }
+
+    /// colloquy's copy: applies the first of `writes` (sorted by key) and the ones after
+    /// it that fall in the same leaf, as one change to that leaf; returns how many it
+    /// applied. A run stops where the leaf's key range ends, and at
+    /// `LEAF_RUN_LIMIT` entries in the leaf, so a leaf grows at most that far before
+    /// the next traversal splits it.
+    fn apply_leaf_run(
+        &self,
+        writes: &[(IVec, Option<IVec>)],
+        guard: &mut Guard,
+    ) -> Result<usize> {
+        loop {
+            if let Ok(run) = self.link_leaf_run(writes, guard)? {
+                return Ok(run);
+            }
+        }
+    }
+
+    /// One change to the leaf of `writes[0]` carrying every write of the run that falls
+    /// in it and changes something; returns the run's length. A conflict means the leaf
+    /// changed since it was read.
+    fn link_leaf_run(
+        &self,
+        writes: &[(IVec, Option<IVec>)],
+        guard: &mut Guard,
+    ) -> Result<Conflictable<usize>> {
+        let _measure = Measure::new(&M.tree_set);
+        let View { node_view, pid, .. } =
+            self.view_for_key(writes[0].0.as_ref(), guard)?;
+        let run = &writes[..leaf_run_len(&node_view, writes)];
+        let mut links = Vec::with_capacity(run.len());
+        let mut events = Vec::new();
+        for (key, value) in run {
+            let (encoded_key, last_value) = node_view.node_kv_pair(key.as_ref());
+            if *value == last_value {
+                // a no-op set or delete
+                continue;
+            }
+            if let Some(reservation) = self.subscribers.reserve(key) {
+                let event = match value {
+                    Some(value) => subscriber::Event::Insert {
+                        key: key.clone(),
+                        value: value.clone(),
+                    },
+                    None => subscriber::Event::Remove { key: key.clone() },
+                };
+                events.push((reservation, event));
+            }
+            links.push(match value {
+                Some(value) => Link::Set(encoded_key, value.clone()),
+                None => Link::Del(encoded_key),
+            });
+        }
+        let linked = match links.len() {
+            0 => return Ok(Ok(run.len())),
+            1 => self
+                .context
+                .pagecache
+                .link(pid, node_view.0, links.pop().unwrap(), guard)?
+                .is_ok(),
+            _ => self.context.pagecache.link_many(pid, node_view.0, links, guard)?,
+        };
+        if !linked {
+            M.tree_looped();
+            return Ok(Err(Conflict));
+        }
+        for (reservation, event) in events {
+            reservation.complete(&event);
+        }
+        guard.writeset.push(pid);
+        Ok(Ok(run.len()))
     }
 
     /// Retrieve a value from the `Tree` if it exists.
@@ -2281,3 +2356,18 @@ impl fmt::Display for CompareAndSwapError {
 }
 
 impl std::error::Error for CompareAndSwapError {}
+
+/// colloquy's copy: how many entries a leaf may reach by one run of a batch's writes
+/// (`Tree::apply_leaf_run`): twice the split threshold of a leaf.
+const LEAF_RUN_LIMIT: usize = 64;
+
+/// How many of `writes` (sorted by key, the first within `leaf`'s range) fall in
+/// `leaf`'s key range, at most as many as keep it under `LEAF_RUN_LIMIT` entries.
+fn leaf_run_len(leaf: &Node, writes: &[(IVec, Option<IVec>)]) -> usize {
+    let room = LEAF_RUN_LIMIT.saturating_sub(leaf.data.len()).max(1);
+    let in_leaf = |key: &IVec| {
+        key.as_ref() >= leaf.lo.as_ref()
+            && (leaf.hi.is_empty() || key.as_ref() < leaf.hi.as_ref())
+    };
+    writes.iter().take(room).take_while(|(key, _)| in_leaf(key)).count().max(1)
+}

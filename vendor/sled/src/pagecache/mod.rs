@@ -1179,6 +1179,107 @@ impl PageCache {
         }
     }
 
+    /// colloquy's copy (vendor/README.md, change 8): several links to one page as one
+    /// change of it: the node copied and changed once, one log item per link (what
+    /// `link` would write for each, in order, so recovery replays them alike), one swap
+    /// of the page. Consolidates the page instead, as `link` does, when the links
+    /// would take it past `PAGE_CONSOLIDATION_THRESHOLD` fragments. Returns false when
+    /// the page changed since `old` was read (nothing was written).
+    pub(crate) fn link_many<'g>(
+        &'g self,
+        pid: PageId,
+        mut old: PageView<'g>,
+        links: Vec<Link>,
+        guard: &'g Guard,
+    ) -> Result<bool> {
+        let _measure = Measure::new(&M.link_page);
+
+        let mut node: Node = old.as_node().clone();
+        for link in &links {
+            node.apply(link);
+        }
+
+        if old.cache_infos.len() + links.len() > PAGE_CONSOLIDATION_THRESHOLD {
+            return Ok(self.replace(pid, old, node, guard)?.is_ok());
+        }
+
+        let mut new_page = Some(Owned::new(Page {
+            update: Some(Box::new(Update::Node(node))),
+            cache_infos: Vec::default(),
+        }));
+
+        loop {
+            // A reservation dropped on an error is aborted by its `Drop`.
+            let mut reservations = Vec::with_capacity(links.len());
+            for link in &links {
+                reservations.push(self.log.reserve(LogKind::Link, pid, link, guard)?);
+            }
+
+            // Bumped by 1 as `link` does: the page's contents change.
+            let ts = old.ts() + 1;
+            let added: Vec<CacheInfo> = reservations
+                .iter()
+                .map(|reservation| CacheInfo {
+                    lsn: reservation.lsn(),
+                    pointer: reservation.pointer(),
+                    ts,
+                    log_size: reservation.reservation_len() as u64,
+                })
+                .collect();
+
+            let mut new_cache_infos =
+                Vec::with_capacity(old.cache_infos.len() + added.len());
+            new_cache_infos.extend_from_slice(&old.cache_infos);
+            new_cache_infos.extend_from_slice(&added);
+
+            let mut page_ptr = new_page.take().unwrap();
+            page_ptr.cache_infos = new_cache_infos;
+
+            debug_delay();
+            let result =
+                old.entry.compare_and_set(old.read, page_ptr, SeqCst, guard);
+
+            match result {
+                Ok(new_shared) => {
+                    unsafe {
+                        guard.defer_destroy(old.read);
+                    }
+
+                    // As in `link`: the segment accountant first, then complete.
+                    for cache_info in &added {
+                        self.log.iobufs.sa_mark_link(pid, *cache_info, guard);
+                    }
+                    for reservation in reservations {
+                        reservation.complete()?;
+                    }
+
+                    let total_page_size =
+                        unsafe { new_shared.deref().log_size() };
+                    let to_evict =
+                        self.lru.accessed(pid, total_page_size, guard);
+                    if !to_evict.is_empty() {
+                        self.page_out(to_evict, guard)?;
+                    }
+                    return Ok(true);
+                }
+                Err(cas_error) => {
+                    for reservation in reservations {
+                        reservation.abort()?;
+                    }
+                    let actual = cas_error.current;
+                    let actual_ts = unsafe { actual.deref().ts() };
+                    if actual_ts == old.ts() {
+                        // moved by the segment cleaner, not changed: try again
+                        new_page = Some(cas_error.new);
+                        old.read = actual;
+                    } else {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
     /// Node an existing page with a different set of `PageLink`s.
     /// Returns `Ok(new_key)` if the operation was successful. Returns
     /// `Err(None)` if the page no longer exists. Returns
