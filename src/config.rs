@@ -210,7 +210,8 @@ pub struct Config {
     /// How long a webhook POST waits for its events' own turns to commit before it
     /// journals the rest and answers; zero journals every event first.
     pub ack_deadline: Duration,
-    /// actix-web worker threads; `None` = one per core.
+    /// actix-web worker threads; `None` = one per core beyond two, at least one
+    /// (`Config::http_workers`).
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.
     pub max_pending_events: usize,
@@ -459,11 +460,39 @@ impl Config {
                 .max(1),
         })
     }
+
+    /// The webhook's HTTP worker threads: as configured, else one per core beyond the
+    /// two the engine keeps busy itself (the actors' thread and the committer), at least
+    /// one. One HTTP worker keeps up with what the single actors' thread can handle at
+    /// every load measured, and on two cores a second one only adds wake-ups and thread
+    /// switches (docs/performance.md, "One HTTP worker on two cores").
+    pub fn http_workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        self.workers
+            .unwrap_or_else(|| workers_beside_the_engine(cores))
+    }
+}
+
+fn workers_beside_the_engine(cores: usize) -> usize {
+    cores.saturating_sub(2).max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_workers_default_to_the_cores_the_engine_leaves_free_and_never_none() {
+        assert_eq!(workers_beside_the_engine(1), 1);
+        assert_eq!(workers_beside_the_engine(2), 1);
+        assert_eq!(workers_beside_the_engine(4), 2);
+        assert_eq!(workers_beside_the_engine(16), 14);
+        let mut config = Config::from_raw(complete()).unwrap();
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.http_workers(), workers_beside_the_engine(cores));
+        config.workers = Some(3);
+        assert_eq!(config.http_workers(), 3);
+    }
 
     fn complete() -> RawConfig {
         RawConfig {

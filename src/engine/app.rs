@@ -467,9 +467,7 @@ fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartEr
             .app_data(web::Data::new(state.clone()))
             .configure(webhook::configure(&path))
     });
-    if let Some(workers) = config.workers {
-        server = server.workers(workers);
-    }
+    server = server.workers(config.http_workers());
     // At the bound a response ends its connection (`webhook::connections`).
     server = server
         .max_connections(per_worker)
