@@ -455,10 +455,6 @@ impl Tree {
                 None => Link::Del(encoded_key),
             });
         }
-        // Splitting is left to the next walk through the leaf; when this run may have
-        // taken it past the split threshold, that walk is made here, so the split is
-        // the writer's work and not a reader's on another thread.
-        let may_split = node_view.data.len() + links.len() > LEAF_SPLIT_AFTER;
         let linked = match links.len() {
             0 => return Ok(Ok(run.len())),
             1 => self
@@ -476,9 +472,6 @@ impl Tree {
             reservation.complete(&event);
         }
         guard.writeset.push(pid);
-        if may_split {
-            let _split = self.view_for_key(writes[0].0.as_ref(), guard)?;
-        }
         Ok(Ok(run.len()))
     }
 
@@ -2364,13 +2357,9 @@ impl fmt::Display for CompareAndSwapError {
 
 impl std::error::Error for CompareAndSwapError {}
 
-/// colloquy's copy: the entries past which a leaf splits (`Node::should_split`, outside
-/// sled's own tests).
-const LEAF_SPLIT_AFTER: usize = 32;
-
 /// colloquy's copy: how many entries a leaf may reach by one run of a batch's writes
 /// (`Tree::apply_leaf_run`): twice the split threshold of a leaf.
-const LEAF_RUN_LIMIT: usize = 2 * LEAF_SPLIT_AFTER;
+const LEAF_RUN_LIMIT: usize = 64;
 
 /// How many of `writes` (sorted by key, the first within `leaf`'s range) fall in
 /// `leaf`'s key range, at most as many as keep it under `LEAF_RUN_LIMIT` entries.
