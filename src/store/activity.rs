@@ -280,6 +280,43 @@ mod tests {
     }
 
     #[test]
+    fn a_first_turn_is_listed_without_reading_for_failures_and_a_stored_one_reads_them() {
+        let (_dir, store) = open();
+        let failed_reply = |psid: &str| {
+            let key = keys::failed_reply("page", psid, 0);
+            store.inner.tree.insert(key, &b"{}"[..]).unwrap();
+        };
+        let listed_with_failures = |store: &Store| {
+            let filter = ListFilter {
+                failed_replies: Some(true),
+                ..ListFilter::default()
+            };
+            let page = store
+                .list_conversations(&filter, None, 10)
+                .unwrap()
+                .unwrap();
+            psids(&page)
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        // A failed reply with no record cannot happen (is_first_turn says why): planted,
+        // it shows that a first turn does not look for one.
+        failed_reply("new");
+        touch(&store, "new", 1_000, Some((0, false)), false);
+        assert!(listed_with_failures(&store).is_empty());
+
+        // A stored conversation whose entry is missing (a store from before the index)
+        // is read for failures as before.
+        touch(&store, "old", 1_000, None, false);
+        failed_reply("old");
+        let entry = keys::activity(super::super::turn::activity_second(1_000), "page", "old");
+        store.inner.tree.remove(entry).unwrap();
+        touch(&store, "old", 2_000, Some((1_000, false)), false);
+        assert_eq!(listed_with_failures(&store), ["old"]);
+    }
+
+    #[test]
     fn a_cursor_not_made_here_is_refused() {
         let (_dir, store) = open();
         let filter = ListFilter::default();

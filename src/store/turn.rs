@@ -90,6 +90,11 @@ impl Store {
             self.clone()
         });
         let write = self.submit(durable, move |overlay| {
+            // Before this turn's writes, which store the record.
+            let first_turn = match &listing {
+                Some(listing) => listing.is_first_turn(overlay)?,
+                None => false,
+            };
             if let Some(key) = &forgotten {
                 forget_conversation(overlay, key)?;
             }
@@ -103,7 +108,7 @@ impl Store {
                 changes.apply(overlay)?;
             }
             if let Some(listing) = &listing {
-                listing.apply(overlay)?;
+                listing.apply(overlay, first_turn)?;
             }
             Ok(())
         });
@@ -242,9 +247,20 @@ fn listing_update(commit: &TurnCommit) -> Option<ListingUpdate> {
 }
 
 impl ListingUpdate {
+    /// Whether the conversation has no stored record yet (read before the turn's writes):
+    /// its first turn. A record is never removed (forgetting leaves a tombstone), and a
+    /// failed reply or event is only ever stored for a conversation whose record is, so
+    /// such a conversation has none of either.
+    fn is_first_turn(&self, overlay: &Overlay<'_>) -> Result<bool, StoreError> {
+        let key = keys::conversation(&self.record.page_id, &self.record.psid);
+        Ok(!overlay.contains(&key)?)
+    }
+
     /// Writes the entry where its activity second puts it, with what it says now; writes
-    /// nothing when neither moved.
-    fn apply(&self, overlay: &mut Overlay<'_>) -> Result<(), StoreError> {
+    /// nothing when neither moved. A first turn's entry is made without reading for
+    /// failed replies and events: a new user's message costs no more reads than a
+    /// returning user's (two prefix scans saved; docs/performance.md).
+    fn apply(&self, overlay: &mut Overlay<'_>, first_turn: bool) -> Result<(), StoreError> {
         let (page, psid) = (&self.record.page_id, &self.record.psid);
         let now_key = keys::activity(activity_second(self.record.last_activity), page, psid);
         let old_key = self
@@ -259,6 +275,7 @@ impl ListingUpdate {
                 let old = Listing::decode(old);
                 Listing::of(&self.record, old.failed_reply, old.failed_event)
             }
+            (None, false) if first_turn => Listing::of(&self.record, false, false),
             _ => Listing::read(overlay, &self.record)?,
         };
         let value = listing.encode();
