@@ -961,6 +961,39 @@ impl Tree {
         self.range(..key).next_back().transpose()
     }
 
+    /// colloquy's copy (change 9): the greatest key within `hi` (`Included` or
+    /// `Excluded`), with its value. Read in place from the leaf that holds `hi` when
+    /// that leaf holds such a key; otherwise as `range((Unbounded, hi)).next_back()`,
+    /// whose iterator copies the whole leaf to keep it for a next step a single lookup
+    /// never takes.
+    pub fn last_within(&self, hi: ops::Bound<IVec>) -> Result<Option<(IVec, IVec)>> {
+        let _measure = Measure::new(&M.tree_get);
+        if let Some(found) = self.last_within_its_leaf(&hi)? {
+            return Ok(Some(found));
+        }
+        self.range::<IVec, _>((ops::Bound::Unbounded, hi)).next_back().transpose()
+    }
+
+    /// The greatest key within `hi` in the leaf that holds `hi`, if that leaf has one.
+    /// Its own scope: the fallback pins and locks again, after this has let go.
+    fn last_within_its_leaf(
+        &self,
+        hi: &ops::Bound<IVec>,
+    ) -> Result<Option<(IVec, IVec)>> {
+        let key = match hi {
+            ops::Bound::Included(key) | ops::Bound::Excluded(key) => key,
+            ops::Bound::Unbounded => return Ok(None),
+        };
+        let guard = pin();
+        let _cc = concurrency_control::read();
+        let view = self.view_for_key(key, &guard)?;
+        if view.contains_upper_bound(hi) && view.contains_lower_bound(hi, false)
+        {
+            return Ok(view.predecessor(hi));
+        }
+        Ok(None)
+    }
+
     /// Retrieve the next key and value from the `Tree` after the
     /// provided key.
     ///
