@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::ops::Bound::{self, Excluded, Included};
+use std::ops::Bound::{Excluded, Included};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -136,7 +136,7 @@ impl Overlay<'_> {
                 .max();
             let stored = self
                 .tree
-                .last_within(stored_bound(&upper))?
+                .last_within(upper.as_ref().map(|key| sled::IVec::from(key.as_slice())))?
                 .filter(|(key, _)| key.as_ref() >= floor);
             if let Some((key, value)) = &stored {
                 if written.as_deref() < Some(&key[..]) {
@@ -193,15 +193,6 @@ pub struct CommitStats {
     /// because it did not hold them, as of the latest cycle (`cache`).
     pub cache_bytes: AtomicU64,
     pub cache_misses: AtomicU64,
-}
-
-/// `upper` as sled takes it (`Tree::last_within`).
-fn stored_bound(upper: &Bound<Vec<u8>>) -> Bound<sled::IVec> {
-    match upper {
-        Included(key) => Included(key.as_slice().into()),
-        Excluded(key) => Excluded(key.as_slice().into()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
 }
 
 /// Handle to the committer thread; dropping it stops the thread after a last flush.
