@@ -141,7 +141,8 @@ pub struct ServeArgs {
     /// Seconds before an idle conversation actor is stopped.
     #[arg(long, env = "COLLOQUY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
-    /// HTTP worker threads (default: one per core).
+    /// HTTP worker threads serving the webhook; 0 serves it on the engine's own thread
+    /// (default: one per core beyond two, else the engine's thread).
     #[arg(long, env = "COLLOQUY_WORKERS")]
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.

@@ -210,8 +210,8 @@ pub struct Config {
     /// How long a webhook POST waits for its events' own turns to commit before it
     /// journals the rest and answers; zero journals every event first.
     pub ack_deadline: Duration,
-    /// actix-web worker threads; `None` = one per core beyond two, at least one
-    /// (`Config::http_workers`).
+    /// HTTP worker threads serving the webhook; `Some(0)`: the engine's own thread;
+    /// `None`: chosen by the cores (`Config::webhook_threads`).
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.
     pub max_pending_events: usize,
@@ -430,7 +430,7 @@ impl Config {
                     .unwrap_or(DEFAULT_ACK_DEADLINE_MS)
                     .min(MAX_ACK_DEADLINE_MS),
             ),
-            workers: raw.workers.filter(|w| *w > 0),
+            workers: raw.workers,
             max_pending_events: raw
                 .max_pending_events
                 .unwrap_or(crate::engine::load::DEFAULT_MAX_PENDING_EVENTS)
@@ -461,20 +461,41 @@ impl Config {
         })
     }
 
-    /// The webhook's HTTP worker threads: as configured, else one per core beyond the
-    /// two the engine keeps busy itself (the actors' thread and the committer), at least
-    /// one. One HTTP worker keeps up with what the single actors' thread can handle at
-    /// every load measured, and on two cores a second one only adds wake-ups and thread
-    /// switches (docs/performance.md, "One HTTP worker on two cores").
-    pub fn http_workers(&self) -> usize {
+    /// Which threads serve the webhook: as configured (`COLLOQUY_WORKERS`, 0 for the
+    /// engine's own thread), else HTTP workers on the cores beyond the two the engine keeps
+    /// busy itself (the actors' thread and the committer), and the engine's own thread when
+    /// there is no such core. There a worker would only add a thread hop and its wake-ups
+    /// to every message (docs/performance.md, "The webhook on the engine's thread"); with
+    /// cores to spare, workers take the HTTP work off the single actors' thread.
+    pub fn webhook_threads(&self) -> WebhookThreads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        self.workers
-            .unwrap_or_else(|| workers_beside_the_engine(cores))
+        WebhookThreads::from_workers(
+            self.workers
+                .unwrap_or_else(|| workers_beside_the_engine(cores)),
+        )
+    }
+}
+
+/// Which threads serve the webhook (`Config::webhook_threads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookThreads {
+    /// The actors' own thread (`webhook::listener`).
+    Engine,
+    /// This many actix-web HTTP workers of their own.
+    Workers(usize),
+}
+
+impl WebhookThreads {
+    fn from_workers(workers: usize) -> WebhookThreads {
+        match workers {
+            0 => WebhookThreads::Engine,
+            workers => WebhookThreads::Workers(workers),
+        }
     }
 }
 
 fn workers_beside_the_engine(cores: usize) -> usize {
-    cores.saturating_sub(2).max(1)
+    cores.saturating_sub(2)
 }
 
 #[cfg(test)]
@@ -482,16 +503,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_workers_default_to_the_cores_the_engine_leaves_free_and_never_none() {
-        assert_eq!(workers_beside_the_engine(1), 1);
-        assert_eq!(workers_beside_the_engine(2), 1);
+    fn the_webhook_is_served_on_the_engines_thread_unless_cores_are_left_for_workers() {
+        assert_eq!(workers_beside_the_engine(1), 0);
+        assert_eq!(workers_beside_the_engine(2), 0);
         assert_eq!(workers_beside_the_engine(4), 2);
         assert_eq!(workers_beside_the_engine(16), 14);
         let mut config = Config::from_raw(complete()).unwrap();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(config.http_workers(), workers_beside_the_engine(cores));
+        let expected = match cores {
+            0..=2 => WebhookThreads::Engine,
+            cores => WebhookThreads::Workers(cores - 2),
+        };
+        assert_eq!(config.webhook_threads(), expected);
         config.workers = Some(3);
-        assert_eq!(config.http_workers(), 3);
+        assert_eq!(config.webhook_threads(), WebhookThreads::Workers(3));
+        config.workers = Some(0);
+        assert_eq!(config.webhook_threads(), WebhookThreads::Engine);
     }
 
     fn complete() -> RawConfig {

@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::actions::{self, ActionState};
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, WebhookThreads};
 use crate::engine::conversation::ConversationEnv;
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
@@ -29,6 +29,7 @@ use crate::store::{fold_log_into_snapshot, Store, StoreError, StoreTuning};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::webhook::listener::{ListenerHandle, ListenerSettings};
 use crate::webhook::{self, WebhookState};
 
 #[derive(Debug, Error)]
@@ -77,7 +78,7 @@ type BeforeStop = Box<dyn FnOnce() -> futures_util::future::LocalBoxFuture<'stat
 /// A running colloquy: the HTTP server plus its actors.
 pub struct RunningApp {
     addr: SocketAddr,
-    handle: ServerHandle,
+    handle: WebhookStop,
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     admin_addr: SocketAddr,
     admin_handle: ServerHandle,
@@ -144,7 +145,7 @@ impl RunningApp {
         self.load.begin_shutdown();
         // Event streams end now, or they would hold the admin listener's stop.
         self.store.changes().close();
-        self.handle.stop(true).await;
+        self.handle.stop().await;
         if let Some(work) = self.before_stop.take() {
             work().await;
         }
@@ -360,7 +361,7 @@ pub async fn start_with(
     Ok(RunningApp {
         addr,
         handle,
-        server: actix_rt::spawn(server),
+        server,
         admin_addr,
         admin_handle,
         admin_server: actix_rt::spawn(admin_server),
@@ -446,16 +447,19 @@ fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> StartError {
 }
 
 /// The public listener: the webhook only.
-fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartError> {
+fn serve_webhook(
+    config: &Config,
+    state: WebhookState,
+) -> Result<(SocketAddr, WebhookStop, ServerTask), StartError> {
     let path = config.webhook_path.clone();
-    let per_worker = config.max_connections;
-    let mut server = HttpServer::new(move || {
+    let per_thread = config.max_connections;
+    let app = move || {
         App::new()
             .wrap_fn(move |request, service| {
                 let served = actix_web::dev::Service::call(service, request);
                 async move {
                     let mut response = served.await?;
-                    if webhook::connections::should_close(per_worker) {
+                    if webhook::connections::should_close(per_thread) {
                         response
                             .response_mut()
                             .head_mut()
@@ -466,21 +470,55 @@ fn serve_webhook(config: &Config, state: WebhookState) -> Result<Served, StartEr
             })
             .app_data(web::Data::new(state.clone()))
             .configure(webhook::configure(&path))
-    });
-    server = server.workers(config.http_workers());
-    // At the bound a response ends its connection (`webhook::connections`).
-    server = server
-        .max_connections(per_worker)
-        .on_connect(webhook::connections::count_connection);
-    // Signals are ours (see `wait`): the webhook must answer 503 while draining.
-    let server = server
-        .disable_signals()
-        .shutdown_timeout(config.shutdown_timeout.as_secs())
-        .bind(config.bind)
-        .map_err(bind_error(config.bind))?;
-    let addr = server.addrs().first().copied().unwrap_or(config.bind);
-    let server = server.run();
-    Ok((addr, server.handle(), server))
+    };
+    match config.webhook_threads() {
+        WebhookThreads::Engine => {
+            let settings = ListenerSettings {
+                max_connections: per_thread,
+                shutdown_timeout: config.shutdown_timeout,
+            };
+            let (addr, handle, task) =
+                webhook::listener::serve_on_this_thread(config.bind, app(), settings)
+                    .map_err(bind_error(config.bind))?;
+            Ok((addr, WebhookStop::Engine(handle), task))
+        }
+        WebhookThreads::Workers(workers) => {
+            // At the bound a response ends its connection (`webhook::connections`).
+            let server = HttpServer::new(app)
+                .workers(workers)
+                .max_connections(per_thread)
+                .on_connect(webhook::connections::count_connection)
+                // Signals are ours (see `wait`): the webhook must answer 503 while draining.
+                .disable_signals()
+                .shutdown_timeout(config.shutdown_timeout.as_secs())
+                .bind(config.bind)
+                .map_err(bind_error(config.bind))?;
+            let addr = server.addrs().first().copied().unwrap_or(config.bind);
+            let server = server.run();
+            let handle = server.handle();
+            Ok((addr, WebhookStop::Workers(handle), actix_rt::spawn(server)))
+        }
+    }
+}
+
+/// A listener's task: ends once the listener stopped.
+type ServerTask = actix_rt::task::JoinHandle<std::io::Result<()>>;
+
+/// Stops the webhook's listener, whichever threads serve it.
+enum WebhookStop {
+    Workers(ServerHandle),
+    Engine(ListenerHandle),
+}
+
+impl WebhookStop {
+    /// Stops taking connections and waits for the ones open to finish (within the
+    /// shutdown timeout).
+    async fn stop(&self) {
+        match self {
+            WebhookStop::Workers(handle) => handle.stop(true).await,
+            WebhookStop::Engine(handle) => handle.stop().await,
+        }
+    }
 }
 
 /// The operator's listener (loopback by default): `/admin` for `colloquy inspect`.

@@ -1,14 +1,15 @@
-//! The public listener's connections: how many each HTTP worker has open, and when a
-//! response should end its connection.
+//! The public listener's connections: how many each thread serving the webhook (an HTTP
+//! worker, or the engine's thread with `listener`) has open, and when a response should
+//! end its connection.
 //!
-//! `COLLOQUY_MAX_CONNECTIONS` bounds the connections a worker serves; more wait in the
+//! `COLLOQUY_MAX_CONNECTIONS` bounds the connections a thread serves; more wait in the
 //! kernel's accept queue until one of them ends. A kept-alive connection that is idle
 //! still counts, and a client such as Facebook's delivery keeps its connections alive for
 //! as long as it uses them, so with every slot held the waiting connections were never
 //! accepted: a POST in the accept queue waited until idle connections timed out, seconds
 //! after the traffic paused (e2e p99 of 15 s at 2,000 new users/s, released 5 s after
 //! the spike). Like a web server that drains reusable connections when it runs out, a
-//! worker at its bound answers with `Connection: close`: the client opens a new
+//! thread at its bound answers with `Connection: close`: the client opens a new
 //! connection for its next request, and it queues behind the waiting ones instead of
 //! holding a slot. Below the bound nothing changes. This never ends a connection in the
 //! middle of a request, and it knows nothing of what is served.
@@ -19,15 +20,16 @@ use std::cell::Cell;
 use actix_web::dev::Extensions;
 
 thread_local! {
-    /// Connections open on this worker thread (each connection lives on one worker).
+    /// Connections open on this thread (each connection lives on one thread).
     static OPEN: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Held in a connection's data while it is open; counts it on its worker.
-struct OpenConnection;
+/// Held while a connection is open (in its data, or by `listener`'s task serving it);
+/// counts it on its thread.
+pub(super) struct OpenConnection;
 
 impl OpenConnection {
-    fn opened() -> OpenConnection {
+    pub(super) fn opened() -> OpenConnection {
         OPEN.with(|open| open.set(open.get() + 1));
         OpenConnection
     }
@@ -44,8 +46,8 @@ pub fn count_connection(_: &dyn Any, data: &mut Extensions) {
     data.insert(OpenConnection::opened());
 }
 
-/// Whether a response finished now should end its connection: its worker has
-/// `per_worker` connections or more open. Called on the worker serving the request.
+/// Whether a response finished now should end its connection: its thread has
+/// `per_worker` connections or more open. Called on the thread serving the request.
 pub fn should_close(per_worker: usize) -> bool {
     OPEN.with(Cell::get) >= per_worker
 }

@@ -11,6 +11,7 @@
 
 pub mod connections;
 pub mod deletion;
+pub mod listener;
 pub mod signature;
 
 use actix::Addr;

@@ -62,7 +62,10 @@ pub struct Options {
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
-    /// `COLLOQUY_MAX_CONNECTIONS` (per HTTP worker; tests run two workers).
+    /// `COLLOQUY_WORKERS`: 0 (the default here) serves the webhook on the engine's own
+    /// thread, as the server does on two cores; more runs that many HTTP workers.
+    pub workers: usize,
+    /// `COLLOQUY_MAX_CONNECTIONS` (per thread serving the webhook).
     pub max_connections: Option<usize>,
     /// The sender's per-call timeout (the test default is 5 s).
     pub request_timeout: Option<Duration>,
@@ -88,6 +91,7 @@ impl Default for Options {
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
+            workers: 0,
             max_connections: None,
             request_timeout: None,
             ack_deadline: None,
@@ -111,7 +115,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         admin_token: Some(ADMIN_TOKEN.into()),
         max_body_bytes: options.max_body_bytes,
         idle_timeout_secs: options.idle_timeout_secs,
-        workers: Some(2),
+        workers: Some(options.workers),
         max_pending_events: options.max_pending_events,
         // Tests share a loaded machine with a browser and each other: an engine seconds
         // behind is normal here, and only the admission tests (which set their own) are

@@ -199,16 +199,27 @@ fn status_line(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-/// At most `COLLOQUY_MAX_CONNECTIONS` webhook connections per HTTP worker are served at
-/// once (a flood of connections would otherwise each hold buffers in memory); one more
-/// waits to be accepted. A worker at its bound ends each connection after its response,
-/// so a waiting connection gets the slot even though the client keeps its connections
-/// alive (kept-alive idle connections used to hold every slot until they timed out).
+/// At most `COLLOQUY_MAX_CONNECTIONS` webhook connections per thread serving the webhook
+/// are served at once (a flood of connections would otherwise each hold buffers in
+/// memory); one more waits to be accepted. At its bound a thread ends each connection
+/// after its response, so a waiting connection gets the slot even though the client keeps
+/// its connections alive (kept-alive idle connections used to hold every slot until they
+/// timed out). Served on the engine's own thread: one slot.
 #[actix_rt::test]
 async fn connections_beyond_the_bound_wait_and_get_the_slot_of_the_next_response() {
+    connections_beyond_the_bound_wait_for_a_slot(0, 1).await;
+}
+
+/// The same with two HTTP workers of their own, one slot each.
+#[actix_rt::test]
+async fn connections_beyond_the_workers_bound_wait_and_get_the_slot_of_the_next_response() {
+    connections_beyond_the_bound_wait_for_a_slot(2, 2).await;
+}
+
+async fn connections_beyond_the_bound_wait_for_a_slot(workers: usize, slots: usize) {
     use std::time::Duration;
-    // Two workers in tests, one connection each.
     let app = spawn_app_with(Options {
+        workers,
         max_connections: Some(1),
         ..Options::default()
     })
@@ -216,7 +227,7 @@ async fn connections_beyond_the_bound_wait_and_get_the_slot_of_the_next_response
     let address = app.base_url.trim_start_matches("http://").to_string();
     // Raw sockets block: on a thread of their own, so this test's runtime (which drives
     // the server's own tasks) keeps running.
-    let probe = std::thread::spawn(move || probe_the_connection_bound(&address));
+    let probe = std::thread::spawn(move || probe_the_connection_bound(&address, slots));
     while !probe.is_finished() {
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
@@ -224,10 +235,10 @@ async fn connections_beyond_the_bound_wait_and_get_the_slot_of_the_next_response
     app.app.stop().await.unwrap();
 }
 
-/// Two connections in the middle of a request fill two workers' single slots; a third
-/// is not served. One request completes: its answer ends its connection (the client
-/// keeps it open), and the third connection is served.
-fn probe_the_connection_bound(address: &str) {
+/// `slots` connections in the middle of a request fill every slot; one more is not
+/// served. One request completes: its answer ends its connection (the client keeps it
+/// open), and the waiting connection is served.
+fn probe_the_connection_bound(address: &str, slots: usize) {
     use std::io::Write;
     use std::net::TcpStream;
     use std::time::Duration;
@@ -239,13 +250,13 @@ fn probe_the_connection_bound(address: &str) {
             .unwrap();
         stream
     };
-    // Two connections, each with a request not yet complete: both slots taken.
-    let mut served: Vec<TcpStream> = (0..2).map(|_| connect()).collect();
+    // Connections, each with a request not yet complete: every slot taken.
+    let mut served: Vec<TcpStream> = (0..slots).map(|_| connect()).collect();
     for stream in served.iter_mut() {
         stream.write_all(head).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    // A third connection is only in the kernel's accept queue: its request gets no answer.
+    // One more connection is only in the kernel's accept queue: its request gets no answer.
     let mut waiting = connect();
     waiting.write_all(head).unwrap();
     waiting.write_all(b"\r\n").unwrap();
@@ -287,4 +298,71 @@ fn response_head_then_end(stream: &mut std::net::TcpStream) -> String {
         .read_to_end(&mut answer)
         .expect("the server ends the connection after its answer");
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A stop of the webhook served on the engine's thread finishes the request in flight
+/// (answered, then its connection closed), closes an idle kept-alive connection, and
+/// takes no new connection; then the app's stop completes.
+#[actix_rt::test]
+async fn a_stop_finishes_the_request_in_flight_closes_idle_connections_and_takes_no_more() {
+    use std::time::Duration;
+    let app = spawn_app_with(Options::default()).await;
+    let address = app.base_url.trim_start_matches("http://").to_string();
+    let (stop_now, stop_asked) = std::sync::mpsc::channel();
+    let probe = std::thread::spawn(move || probe_a_stop(&address, stop_now));
+    while stop_asked.try_recv().is_err() {
+        assert!(
+            !probe.is_finished(),
+            "the probe ended before asking for the stop"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopping = actix_rt::spawn(app.app.stop());
+    while !probe.is_finished() {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    probe.join().expect("the probe's assertions hold");
+    stopping.await.unwrap().expect("the app stops cleanly");
+}
+
+/// Opens an idle kept-alive connection and one in the middle of a POST, asks for the
+/// stop, and checks what each connection and a new one get.
+fn probe_a_stop(address: &str, stop_now: std::sync::mpsc::Sender<()>) {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let head = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n";
+    let connect = || {
+        let stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    let mut idle = connect();
+    idle.write_all(head).unwrap();
+    idle.write_all(b"\r\n").unwrap();
+    assert_eq!(status_line(&mut idle).unwrap(), "HTTP/1.1 200 OK");
+    // A request being read: its head is in, half its body is not.
+    let mut busy = connect();
+    busy.write_all(b"POST /webhook HTTP/1.1\r\nHost: colloquy\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop_now.send(()).unwrap();
+    // The idle connection is closed by the server (what is left of the first answer, if
+    // any, then the end), though the client would keep it: at the stop, not when its
+    // keep-alive (5 s) runs out.
+    idle.set_read_timeout(Some(Duration::from_millis(2500)))
+        .unwrap();
+    let _ = response_head_then_end(&mut idle);
+    // No new connection is taken once the listener stopped.
+    let refused = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        TcpStream::connect(address).is_err()
+    });
+    assert!(refused, "the stopped listener still takes connections");
+    // The request in flight completes and gets its answer, then its connection ends.
+    busy.write_all(b"}").unwrap();
+    let answer = response_head_then_end(&mut busy);
+    assert!(answer.starts_with("HTTP/1.1 "), "no answer: {answer:?}");
 }
