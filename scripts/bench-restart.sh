@@ -45,7 +45,11 @@ start_server "$bin/colloquy"
 for _ in $(seq 1 100); do curl -sf "$handshake" >/dev/null && break; sleep 0.1; done
 "$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
   --flow thanks --pid "$server" --json --distinct "$distinct" --senders 128 --warmup 3 \
-  | grep '^{' | cut -c1-200
+  | grep '^{' >"$data/load.json"
+cut -c1-200 "$data/load.json"
+# The load's own figures, beyond the first 200 characters: throughput and peak RSS.
+grep -o '"events_per_s":[0-9.]*\|"rss_peak_mib":[0-9.]*' "$data/load.json" | tr '\n' ' '
+echo
 stop_server
 printf 'stopped after %.3f s (SIGTERM to exit)\n' "$stopped_after"
 echo "data directory: $(du -sk "$data/db" | cut -f1) KiB"

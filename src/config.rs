@@ -211,7 +211,7 @@ pub struct Config {
     /// journals the rest and answers; zero journals every event first.
     pub ack_deadline: Duration,
     /// HTTP worker threads serving the webhook; `Some(0)`: the engine's own thread;
-    /// `None`: chosen by the cores (`Config::webhook_threads`).
+    /// `None`: one per core beyond two, at least one (`Config::webhook_threads`).
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.
     pub max_pending_events: usize,
@@ -462,11 +462,14 @@ impl Config {
     }
 
     /// Which threads serve the webhook: as configured (`COLLOQUY_WORKERS`, 0 for the
-    /// engine's own thread), else HTTP workers on the cores beyond the two the engine keeps
-    /// busy itself (the actors' thread and the committer), and the engine's own thread when
-    /// there is no such core. There a worker would only add a thread hop and its wake-ups
-    /// to every message (docs/performance.md, "The webhook on the engine's thread"); with
-    /// cores to spare, workers take the HTTP work off the single actors' thread.
+    /// engine's own thread), else one HTTP worker per core beyond the two the engine keeps
+    /// busy itself (the actors' thread and the committer), at least one. One worker keeps
+    /// up with what the single actors' thread can handle, and on two cores a second one
+    /// only adds wake-ups and thread switches (docs/performance.md, "One HTTP worker on two
+    /// cores"). Serving on the engine's own thread costs less CPU per reply at moderate
+    /// load but lowers the ceiling: the actors' thread then also parses every request, and
+    /// a spike of 9,000 new users/s that one worker held overran it (docs/performance.md,
+    /// "The webhook on the engine's thread").
     pub fn webhook_threads(&self) -> WebhookThreads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         WebhookThreads::from_workers(
@@ -495,7 +498,7 @@ impl WebhookThreads {
 }
 
 fn workers_beside_the_engine(cores: usize) -> usize {
-    cores.saturating_sub(2)
+    cores.saturating_sub(2).max(1)
 }
 
 #[cfg(test)]
@@ -503,18 +506,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_webhook_is_served_on_the_engines_thread_unless_cores_are_left_for_workers() {
-        assert_eq!(workers_beside_the_engine(1), 0);
-        assert_eq!(workers_beside_the_engine(2), 0);
+    fn the_webhook_gets_the_cores_the_engine_leaves_free_and_its_thread_only_when_asked() {
+        assert_eq!(workers_beside_the_engine(1), 1);
+        assert_eq!(workers_beside_the_engine(2), 1);
         assert_eq!(workers_beside_the_engine(4), 2);
         assert_eq!(workers_beside_the_engine(16), 14);
         let mut config = Config::from_raw(complete()).unwrap();
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let expected = match cores {
-            0..=2 => WebhookThreads::Engine,
-            cores => WebhookThreads::Workers(cores - 2),
-        };
-        assert_eq!(config.webhook_threads(), expected);
+        assert_eq!(
+            config.webhook_threads(),
+            WebhookThreads::Workers(cores.saturating_sub(2).max(1))
+        );
         config.workers = Some(3);
         assert_eq!(config.webhook_threads(), WebhookThreads::Workers(3));
         config.workers = Some(0);

@@ -2,10 +2,11 @@
 //! serves each with actix-http's HTTP/1 service on the thread that runs the actors.
 //!
 //! With actix-web's `HttpServer` every POST is read on an HTTP worker thread, handed to
-//! the actors' thread, and its answer handed back: on a machine with no core to spare for
-//! an HTTP worker, a message woke both threads several times over (docs/performance.md,
-//! "The webhook on the engine's thread"). Served here, the request, its turn and its
-//! answer run on one thread. This module keeps what `HttpServer` gave the webhook: at
+//! the actors' thread, and its answer handed back, waking both threads for each message.
+//! Served here (`COLLOQUY_WORKERS=0`), the request, its turn and its answer run on one
+//! thread: less CPU per reply at moderate load, but a lower ceiling, since the actors'
+//! thread also parses every request (docs/performance.md, "The webhook on the engine's
+//! thread"); so HTTP workers stay the default. This module keeps what `HttpServer` gave the webhook: at
 //! most `max_connections` connections served at once (more wait in the kernel's accept
 //! queue; `connections` ends kept-alive ones at the bound), the same timeouts, and a
 //! graceful stop (no new connection, idle ones closed, requests in flight finished within

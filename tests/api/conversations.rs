@@ -9,7 +9,21 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn a_signed_message_gets_exactly_one_thank_you_reply_to_its_sender() {
-    let app = spawn_app().await;
+    a_signed_message_gets_one_reply(spawn_app().await).await;
+}
+
+/// The same through the webhook served on the engine's own thread (`COLLOQUY_WORKERS=0`).
+#[actix_web::test]
+async fn a_signed_message_served_on_the_engines_thread_gets_one_reply() {
+    let app = spawn_app_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    a_signed_message_gets_one_reply(app).await;
+}
+
+async fn a_signed_message_gets_one_reply(app: TestApp) {
     let answer = app
         .post_signed(&text_message("2001", "m.one", "hello", 1_700_000_000_000))
         .await;

@@ -62,8 +62,8 @@ pub struct Options {
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
-    /// `COLLOQUY_WORKERS`: 0 (the default here) serves the webhook on the engine's own
-    /// thread, as the server does on two cores; more runs that many HTTP workers.
+    /// `COLLOQUY_WORKERS`: HTTP workers (2 here unless set); 0 serves the webhook on the
+    /// engine's own thread.
     pub workers: usize,
     /// `COLLOQUY_MAX_CONNECTIONS` (per thread serving the webhook).
     pub max_connections: Option<usize>,
@@ -91,7 +91,7 @@ impl Default for Options {
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
-            workers: 0,
+            workers: 2,
             max_connections: None,
             request_timeout: None,
             ack_deadline: None,

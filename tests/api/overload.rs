@@ -306,7 +306,11 @@ fn response_head_then_end(stream: &mut std::net::TcpStream) -> String {
 #[actix_rt::test]
 async fn a_stop_finishes_the_request_in_flight_closes_idle_connections_and_takes_no_more() {
     use std::time::Duration;
-    let app = spawn_app_with(Options::default()).await;
+    let app = spawn_app_with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
     let address = app.base_url.trim_start_matches("http://").to_string();
     let (stop_now, stop_asked) = std::sync::mpsc::channel();
     let probe = std::thread::spawn(move || probe_a_stop(&address, stop_now));
