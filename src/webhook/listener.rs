@@ -20,10 +20,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix_http::body::MessageBody;
+use actix_http::error::DispatchError;
 use actix_http::{HttpService, Request, Response};
 use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -95,9 +96,9 @@ where
     let addr = listener.local_addr()?;
     let (stop, stop_seen) = watch::channel(false);
     let (stopped_tx, stopped) = watch::channel(false);
-    let factory = app.into_factory();
+    let http = http_service(app.into_factory(), addr, stop_seen.clone());
     let task = actix_rt::spawn(async move {
-        let served = serve(listener, addr, factory, settings, stop_seen).await;
+        let served = serve(listener, http, settings, stop_seen).await;
         stopped_tx.send_replace(true);
         served
     });
@@ -117,14 +118,14 @@ fn bind_listener(bind: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
-/// Accepts and serves connections until told to stop, then drains them.
-async fn serve<S, B>(
-    listener: TcpListener,
-    addr: SocketAddr,
+/// actix-http's HTTP/1 service for `factory` (the `App`), over a TCP connection, with
+/// `HttpServer`'s timeouts; at `stop`, idle kept-alive connections close and busy ones
+/// after their answer.
+fn http_service<S, B>(
     factory: S,
-    settings: ListenerSettings,
+    addr: SocketAddr,
     stop: watch::Receiver<bool>,
-) -> io::Result<()>
+) -> impl ServiceFactory<TcpStream, Config = (), Response = (), Error = DispatchError, InitError = ()>
 where
     S: ServiceFactory<Request, Config = AppConfig> + 'static,
     S::Error: Into<actix_web::Error> + 'static,
@@ -134,14 +135,12 @@ where
     <S::Service as Service<Request>>::Future: 'static,
     B: MessageBody + 'static,
 {
-    let graceful = stop.clone();
-    let http = HttpService::build()
+    HttpService::build()
         .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
         .local_addr(addr)
-        // At a stop, idle kept-alive connections close and busy ones after their answer.
         .graceful_shutdown_signal(move || {
-            let mut stop = graceful.clone();
+            let mut stop = stop.clone();
             async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             }
@@ -150,7 +149,20 @@ where
             factory.map_err(|error| error.into().error_response()),
             |_| AppConfig::default(),
         ))
-        .tcp();
+        .tcp()
+}
+
+/// Accepts and serves connections until told to stop, then drains them.
+async fn serve<H>(
+    listener: TcpListener,
+    http: H,
+    settings: ListenerSettings,
+    stop: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    H: ServiceFactory<TcpStream, Config = (), InitError = ()>,
+    H::Service: 'static,
+{
     let service = Rc::new(
         http.new_service(())
             .await
@@ -172,7 +184,7 @@ async fn accept_until_stopped<T>(
     settings: ListenerSettings,
     mut stop: watch::Receiver<bool>,
 ) where
-    T: Service<actix_rt::net::TcpStream> + 'static,
+    T: Service<TcpStream> + 'static,
 {
     loop {
         let has_room = connections.len() < settings.max_connections.max(1);

@@ -183,6 +183,15 @@ async fn a_backlog_older_than_the_queue_delay_bound_is_refused_with_retry_after_
     }
 }
 
+/// A raw connection to the webhook that waits up to 20 s for what it reads.
+fn connect(address: &str) -> std::net::TcpStream {
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
 /// Reads one HTTP answer's status line from a raw connection (its read timeout applies).
 fn status_line(stream: &mut std::net::TcpStream) -> std::io::Result<String> {
     use std::io::Read;
@@ -243,21 +252,14 @@ fn probe_the_connection_bound(address: &str, slots: usize) {
     use std::net::TcpStream;
     use std::time::Duration;
     let head = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n";
-    let connect = || {
-        let stream = TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-    };
     // Connections, each with a request not yet complete: every slot taken.
-    let mut served: Vec<TcpStream> = (0..slots).map(|_| connect()).collect();
+    let mut served: Vec<TcpStream> = (0..slots).map(|_| connect(address)).collect();
     for stream in served.iter_mut() {
         stream.write_all(head).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
     // One more connection is only in the kernel's accept queue: its request gets no answer.
-    let mut waiting = connect();
+    let mut waiting = connect(address);
     waiting.write_all(head).unwrap();
     waiting.write_all(b"\r\n").unwrap();
     waiting
@@ -336,19 +338,12 @@ fn probe_a_stop(address: &str, stop_now: std::sync::mpsc::Sender<()>) {
     use std::net::TcpStream;
     use std::time::Duration;
     let head = b"GET /healthz HTTP/1.1\r\nHost: colloquy\r\n";
-    let connect = || {
-        let stream = TcpStream::connect(address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-    };
-    let mut idle = connect();
+    let mut idle = connect(address);
     idle.write_all(head).unwrap();
     idle.write_all(b"\r\n").unwrap();
     assert_eq!(status_line(&mut idle).unwrap(), "HTTP/1.1 200 OK");
     // A request being read: its head is in, half its body is not.
-    let mut busy = connect();
+    let mut busy = connect(address);
     busy.write_all(b"POST /webhook HTTP/1.1\r\nHost: colloquy\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
