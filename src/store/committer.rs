@@ -756,6 +756,61 @@ mod tests {
     /// sled's `last_within` (vendored, change 9) reads the leaf that holds the bound in
     /// place and falls back to the iterator when the key is in an earlier leaf: across
     /// a few hundred leaves, with gaps and removals, it answers as a sorted map does.
+    /// Each conversation's transcript is appended to at its end, beside the next
+    /// conversation's. A leaf that splits where the appends go (vendored sled, change
+    /// 10) stays nearly full; one split in halves keeps about 17 of its 33 entries for
+    /// good. Every key still reads back in order, after reopening too.
+    #[test]
+    fn leaves_appended_at_their_end_split_where_the_appends_go_and_stay_nearly_full() {
+        const CONVERSATIONS: u64 = 8;
+        const RUNS: u64 = 400;
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
+            let tree = db.open_tree("t").unwrap();
+            (db, tree)
+        };
+        let key = |conversation: u64, run: u64| {
+            let mut key = format!("t/page/user{conversation:03}/").into_bytes();
+            key.extend_from_slice(&run.to_be_bytes());
+            key
+        };
+        let (db, tree) = open();
+        for run in 0..RUNS {
+            for conversation in 0..CONVERSATIONS {
+                tree.insert(key(conversation, run), vec![7u8; 120]).unwrap();
+            }
+        }
+        let keys = (CONVERSATIONS * RUNS) as f64;
+        let per_leaf = keys / tree.leaf_count().unwrap() as f64;
+        assert!(per_leaf >= 24.0, "{per_leaf:.1} keys per leaf");
+        db.flush().unwrap();
+        drop((db, tree));
+
+        let (_db, tree) = open();
+        let mut expected: Vec<Vec<u8>> = (0..CONVERSATIONS)
+            .flat_map(|conversation| (0..RUNS).map(move |run| key(conversation, run)))
+            .collect();
+        expected.sort();
+        let read: Vec<Vec<u8>> = tree
+            .iter()
+            .keys()
+            .map(|key| key.unwrap().to_vec())
+            .collect();
+        assert_eq!(read, expected);
+        let backwards: Vec<Vec<u8>> = tree
+            .iter()
+            .rev()
+            .map(|item| item.unwrap().0.to_vec())
+            .collect();
+        expected.reverse();
+        assert_eq!(backwards, expected);
+    }
+
     #[test]
     fn the_last_key_at_or_before_is_found_across_many_leaves_as_in_a_sorted_map() {
         use rand::{rngs::StdRng, Rng, SeedableRng};

@@ -163,18 +163,63 @@ impl Node {
         true
     }
 
-    pub(crate) fn split(mut self) -> (Node, Node) {
+    /// colloquy's copy (change 10): a leaf that is appended to at the end of a range of
+    /// keys splits there; any other node splits in the middle, as sled 0.34.7 does.
+    /// `hint` is the key whose lookup found the node too large. colloquy's ranges grow
+    /// at their end (each conversation's transcript runs, dedup marks in time order), and
+    /// a middle split leaves the left half at half its size for good, with the next
+    /// appends splitting the right half again after half a leaf. Split at the end
+    /// instead, the left leaf stays nearly full and the right one takes the appends.
+    pub(crate) fn split_for(self, hint: &[u8]) -> (Node, Node) {
+        let point = self.split_point_for(hint);
+        self.split_at(point)
+    }
+
+    /// Where `split_for` splits: keys before the point stay left, the rest go right.
+    /// - `hint` after every key: the last few keys go right, and the appends after them.
+    /// - `hint` at the end of its range, with another range's keys after it (a
+    ///   conversation's last leaf also holds the next one's first keys): the other
+    ///   range goes right, so the appends find a leaf of their range only.
+    /// Either side keeps more than `should_merge`'s threshold (4), or it would be merged
+    /// straight back and split again; a hint in the first half changes nothing.
+    fn split_point_for(&self, hint: &[u8]) -> usize {
+        let len = match &self.data {
+            Data::Index(index) => index.keys.len(),
+            Data::Leaf(leaf) => leaf.keys.len(),
+        };
+        let middle = len / 2 + 1;
+        let Data::Leaf(leaf) = &self.data else {
+            return middle;
+        };
+        let inside = *self.lo <= *hint && (self.hi.is_empty() || *hint < *self.hi);
+        if !inside {
+            return middle;
+        }
+        let encoded = &hint[self.prefix_len as usize..];
+        let position = leaf.keys.partition_point(|key| key.as_ref() < encoded);
+        let at_range_end = position == len
+            || (position > 0
+                && common_prefix(encoded, &leaf.keys[position - 1])
+                    > common_prefix(encoded, &leaf.keys[position]));
+        if position < len / 2 || !at_range_end {
+            return middle;
+        }
+        let side_at_least = 5.min(len / 2);
+        position.clamp(side_at_least, len - side_at_least)
+    }
+
+    fn split_at(mut self, split_point: usize) -> (Node, Node) {
         fn split_inner<T>(
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
             old_prefix: &[u8],
             old_hi: &[u8],
             suffix_truncation: bool,
+            split_point: usize,
         ) -> (IVec, u8, Vec<IVec>, Vec<T>)
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -252,6 +297,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         false,
+                        split_point,
                     );
 
                 (
@@ -271,6 +317,7 @@ impl Node {
                         prefixed_lo,
                         prefixed_hi,
                         true,
+                        split_point,
                     );
 
                 (
@@ -761,4 +808,9 @@ fn merge_uneven_nodes() {
     };
 
     left.receive_merge(&right);
+}
+
+/// How many leading bytes two keys share (colloquy's copy, for `Node::split_point_for`).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

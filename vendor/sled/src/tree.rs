@@ -961,6 +961,24 @@ impl Tree {
         self.range(..key).next_back().transpose()
     }
 
+    /// colloquy's copy (change 10): how many leaves hold the tree's keys, counted along
+    /// the leaf chain from the first. For tests of how leaves split; it reads every
+    /// leaf's page, so it is no call for a hot path.
+    pub fn leaf_count(&self) -> Result<usize> {
+        let guard = pin();
+        let _cc = concurrency_control::read();
+        let mut view = self.view_for_key(b"", &guard)?;
+        let mut leaves = 1;
+        while let Some(next) = view.next {
+            match self.view_for_pid(next.get(), &guard)? {
+                Some(next_view) => view = next_view,
+                None => break,
+            }
+            leaves += 1;
+        }
+        Ok(leaves)
+    }
+
     /// colloquy's copy (change 9): the greatest key within `hi` (`Included` or
     /// `Excluded`), with its value. Read in place from the leaf that holds `hi` when
     /// that leaf holds such a key; otherwise as `range((Unbounded, hi)).next_back()`,
@@ -1560,11 +1578,12 @@ impl Tree {
         view: &View<'g>,
         parent_view: &Option<View<'g>>,
         root_pid: PageId,
+        key: &[u8],
         guard: &'g Guard,
     ) -> Result<()> {
         trace!("splitting node {}", view.pid);
-        // split node
-        let (mut lhs, rhs) = view.deref().clone().split();
+        // split node (colloquy's copy: where `key` falls, see `Node::split_for`)
+        let (mut lhs, rhs) = view.deref().clone().split_for(key);
         let rhs_lo = rhs.lo.clone();
 
         // install right side
@@ -1779,7 +1798,13 @@ impl Tree {
             }
 
             if view.should_split() {
-                self.split_node(&view, &parent_view, root_pid, guard)?;
+                self.split_node(
+                    &view,
+                    &parent_view,
+                    root_pid,
+                    key.as_ref(),
+                    guard,
+                )?;
                 retry!();
             }
 
