@@ -753,9 +753,6 @@ mod tests {
         assert_eq!(seen, Ok(Some(b"1".to_vec())));
     }
 
-    /// sled's `last_within` (vendored, change 9) reads the leaf that holds the bound in
-    /// place and falls back to the iterator when the key is in an earlier leaf: across
-    /// a few hundred leaves, with gaps and removals, it answers as a sorted map does.
     /// Each conversation's transcript is appended to at its end, beside the next
     /// conversation's. A leaf that splits where the appends go (vendored sled, change
     /// 10) stays nearly full; one split in halves keeps about 17 of its 33 entries for
@@ -811,6 +808,9 @@ mod tests {
         assert_eq!(backwards, expected);
     }
 
+    /// sled's `last_within` (vendored, change 9) reads the leaf that holds the bound in
+    /// place and falls back to the iterator when the key is in an earlier leaf: across
+    /// a few hundred leaves, with gaps and removals, it answers as a sorted map does.
     #[test]
     fn the_last_key_at_or_before_is_found_across_many_leaves_as_in_a_sorted_map() {
         use rand::{rngs::StdRng, Rng, SeedableRng};
