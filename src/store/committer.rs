@@ -519,6 +519,11 @@ mod tests {
         .unwrap()
     }
 
+    /// sled configured as the store opens it: no flusher thread to flush for us.
+    fn unflushed(path: &std::path::Path) -> sled::Config {
+        sled::Config::new().path(path).flush_every_ms(None)
+    }
+
     fn block_on<F: Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .build()
@@ -535,12 +540,7 @@ mod tests {
         const ROUNDS: u64 = 6_000;
         const VALUE_BYTES: usize = 4096;
         let dir = tempfile::tempdir().unwrap();
-        // As the store opens it: no sled flusher thread to flush for us.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
+        let db = unflushed(dir.path()).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         let committer = started(&db, tree, LingerSettings::off());
         for round in 0..ROUNDS {
@@ -568,12 +568,7 @@ mod tests {
         const KEYS: u32 = 20_000;
         const FLOOR: u64 = 64 * 1024;
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .cache_capacity(FLOOR)
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
+        let db = unflushed(dir.path()).cache_capacity(FLOOR).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         let key = |i: u32| format!("key{i:08}").into_bytes();
         for i in 0..KEYS {
@@ -763,11 +758,7 @@ mod tests {
         const RUNS: u64 = 400;
         let dir = tempfile::tempdir().unwrap();
         let open = || {
-            let db = sled::Config::new()
-                .path(dir.path())
-                .flush_every_ms(None)
-                .open()
-                .unwrap();
+            let db = unflushed(dir.path()).open().unwrap();
             let tree = db.open_tree("t").unwrap();
             (db, tree)
         };

@@ -6,11 +6,11 @@
 //! Served here (`COLLOQUY_WORKERS=0`), the request, its turn and its answer run on one
 //! thread: less CPU per reply at moderate load, but a lower ceiling, since the actors'
 //! thread also parses every request (docs/performance.md, "The webhook on the engine's
-//! thread"); so HTTP workers stay the default. This module keeps what `HttpServer` gave the webhook: at
-//! most `max_connections` connections served at once (more wait in the kernel's accept
-//! queue; `connections` ends kept-alive ones at the bound), the same timeouts, and a
-//! graceful stop (no new connection, idle ones closed, requests in flight finished within
-//! the shutdown timeout, the rest dropped). It knows nothing of routes: it serves the
+//! thread"); so HTTP workers stay the default. This module keeps what `HttpServer` gave
+//! the webhook: at most `max_connections` connections served at once (more wait in the
+//! kernel's accept queue; `connections` ends kept-alive ones at the bound), the same
+//! timeouts, and a graceful stop (no new connection, idle ones closed, requests in
+//! flight finished within the shutdown timeout, the rest dropped). It knows nothing of routes: it serves the
 //! `App` it is given, and it must not block, since it shares the actors' thread.
 
 use std::fmt::Debug;
