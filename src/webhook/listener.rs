@@ -10,8 +10,9 @@
 //! the webhook: at most `max_connections` connections served at once (more wait in the
 //! kernel's accept queue; `connections` ends kept-alive ones at the bound), the same
 //! timeouts, and a graceful stop (no new connection, idle ones closed, requests in
-//! flight finished within the shutdown timeout, the rest dropped). It knows nothing of routes: it serves the
-//! `App` it is given, and it must not block, since it shares the actors' thread.
+//! flight finished within the shutdown timeout, the rest dropped). It knows nothing of
+//! routes: it serves the `App` it is given, and it must not block, since it shares the
+//! actors' thread.
 
 use std::fmt::Debug;
 use std::io;
