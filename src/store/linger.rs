@@ -46,8 +46,12 @@ pub struct LingerSettings {
 }
 
 impl LingerSettings {
-    pub const DEFAULT_WINDOW: Duration = Duration::from_micros(2000);
-    pub const DEFAULT_TARGET: usize = 8;
+    // 4 ms and 16 rather than 2 ms and 8: at 2,000 messages/s half the commit cycles and
+    // 17 % less CPU per reply, for 1.5 ms more at the median; under 5,000/s 19 % less
+    // (docs/performance.md, "A longer linger window"). Closed loops are not held: the
+    // probes turn lingering off for them.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_micros(4000);
+    pub const DEFAULT_TARGET: usize = 16;
 
     pub fn off() -> LingerSettings {
         LingerSettings {
