@@ -183,10 +183,7 @@ impl Node {
     /// Either side keeps more than `should_merge`'s threshold (4), or it would be merged
     /// straight back and split again; a hint in the first half changes nothing.
     fn split_point_for(&self, hint: &[u8]) -> usize {
-        let len = match &self.data {
-            Data::Index(index) => index.keys.len(),
-            Data::Leaf(leaf) => leaf.keys.len(),
-        };
+        let len = self.data.len();
         let middle = len / 2 + 1;
         let Data::Leaf(leaf) = &self.data else {
             return middle;
