@@ -76,7 +76,7 @@ status=0
 "$bin/colloquy-bench" --target "http://127.0.0.1:$port/webhook" --graph-bind "127.0.0.1:$graph" \
   --flow "$flow" --pid "$server" "${metrics[@]}" --json \
   "${page_args[@]}" "$@" || status=$?
-curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^colloquy_store_(commit|cache)' || true
+curl -s "http://127.0.0.1:$admin/metrics" | grep -E '^colloquy_(store_(commit|cache)|webhook_(connections|moves|on_engine))' || true
 kill "$server"
 wait "$server" || true
 exit $status

@@ -142,7 +142,8 @@ pub struct ServeArgs {
     #[arg(long, env = "COLLOQUY_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
     /// HTTP worker threads serving the webhook; 0 serves it on the engine's own thread
-    /// (default: one per core beyond two, at least one).
+    /// alone (default: the engine's own thread while it has time to spare, else one worker
+    /// per core beyond two, at least one).
     #[arg(long, env = "COLLOQUY_WORKERS")]
     pub workers: Option<usize>,
     /// Events acknowledged but not yet handled before the webhook answers 503.

@@ -211,8 +211,12 @@ pub struct Config {
     /// journals the rest and answers; zero journals every event first.
     pub ack_deadline: Duration,
     /// HTTP worker threads serving the webhook; `Some(0)`: the engine's own thread;
-    /// `None`: one per core beyond two, at least one (`Config::webhook_threads`).
+    /// `None`: steered between the engine's thread and one HTTP worker per core beyond
+    /// two, at least one (`Config::webhook_threads`).
     pub workers: Option<usize>,
+    /// When the webhook moves between the engine's thread and the HTTP workers (with
+    /// `workers` unset).
+    pub webhook_steering: SteeringSettings,
     /// Events acknowledged but not yet handled before the webhook answers 503.
     pub max_pending_events: usize,
     /// Replies committed but not yet sent before the webhook answers 503.
@@ -431,6 +435,7 @@ impl Config {
                     .min(MAX_ACK_DEADLINE_MS),
             ),
             workers: raw.workers,
+            webhook_steering: SteeringSettings::default(),
             max_pending_events: raw
                 .max_pending_events
                 .unwrap_or(crate::engine::load::DEFAULT_MAX_PENDING_EVENTS)
@@ -461,21 +466,62 @@ impl Config {
         })
     }
 
-    /// Which threads serve the webhook: as configured (`COLLOQUY_WORKERS`, 0 for the
-    /// engine's own thread), else one HTTP worker per core beyond the two the engine keeps
-    /// busy itself (the actors' thread and the committer), at least one. One worker keeps
-    /// up with what the single actors' thread can handle, and on two cores a second one
-    /// only adds wake-ups and thread switches (docs/performance.md, "One HTTP worker on two
-    /// cores"). Serving on the engine's own thread costs less CPU per reply at moderate
-    /// load but lowers the ceiling: the actors' thread then also parses every request, and
-    /// a spike of 9,000 new users/s that one worker held overran it (docs/performance.md,
-    /// "The webhook on the engine's thread").
+    /// Which threads serve the webhook: as configured (`COLLOQUY_WORKERS`: that many HTTP
+    /// workers, or 0 for the engine's own thread alone), else both, steered
+    /// (`webhook::steering`): the engine's own thread while it has time to spare, and
+    /// one HTTP worker per core beyond the two the engine keeps busy itself (the actors'
+    /// thread and the committer), at least one, once it is busy. Serving on the engine's
+    /// thread costs less CPU per reply at moderate load, but the actors' thread then also
+    /// parses every request, and a spike of 9,000 new users/s that one worker held
+    /// overran it (docs/performance.md, "The webhook on the engine's thread"). One worker
+    /// keeps up with what the single actors' thread can handle, and on two cores a second
+    /// one only adds wake-ups and thread switches (docs/performance.md, "One HTTP worker
+    /// on two cores").
     pub fn webhook_threads(&self) -> WebhookThreads {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        WebhookThreads::from_workers(
-            self.workers
-                .unwrap_or_else(|| workers_beside_the_engine(cores)),
-        )
+        match self.workers {
+            Some(0) => WebhookThreads::Engine,
+            Some(workers) => WebhookThreads::Workers(workers),
+            None => WebhookThreads::Steered(workers_beside_the_engine(cores)),
+        }
+    }
+}
+
+/// When the webhook's new connections move between the engine's thread and the HTTP
+/// workers (`webhook::steering`, `Config::webhook_steering`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SteeringSettings {
+    /// How often the engine's thread measures itself.
+    pub every: Duration,
+    /// The share of a core the engine's thread may use while it also serves the webhook:
+    /// at or above it (`busy_samples` measurements in a row) the workers take over.
+    pub busy_at: f64,
+    pub busy_samples: u32,
+    /// The workers take over at once when the oldest waiting event has waited this long.
+    pub behind_at: Duration,
+    /// With the workers serving, the engine's thread takes the webhook back once it used
+    /// less than this share of a core for `calm_for` in a row. Below `busy_at` by enough
+    /// that the HTTP work it takes back does not make it busy again.
+    pub calm_below: f64,
+    pub calm_for: Duration,
+}
+
+impl Default for SteeringSettings {
+    /// Measured on two cores (docs/performance.md, "The webhook steered"): at 2,000 new
+    /// users/s the engine's thread uses 0.17 - 0.20 of a core serving the webhook itself,
+    /// 0.13 - 0.15 with a worker serving it; at 9,000/s it used 0.52 - 0.56 while keeping
+    /// up and 0.8 once it fell behind. Measuring every 100 ms rather than 250 ms moves the
+    /// webhook before a sudden spike has piled up work (e2e p99 63 - 89 ms against 23 -
+    /// 1,046 ms at 12,000 new users/s).
+    fn default() -> Self {
+        SteeringSettings {
+            every: Duration::from_millis(100),
+            busy_at: 0.4,
+            busy_samples: 2,
+            behind_at: Duration::from_millis(250),
+            calm_below: 0.2,
+            calm_for: Duration::from_secs(5),
+        }
     }
 }
 
@@ -486,15 +532,9 @@ pub enum WebhookThreads {
     Engine,
     /// This many actix-web HTTP workers of their own.
     Workers(usize),
-}
-
-impl WebhookThreads {
-    fn from_workers(workers: usize) -> WebhookThreads {
-        match workers {
-            0 => WebhookThreads::Engine,
-            workers => WebhookThreads::Workers(workers),
-        }
-    }
+    /// Both: the engine's thread while it has time to spare, this many HTTP workers once
+    /// it is busy (`webhook::steering`).
+    Steered(usize),
 }
 
 fn workers_beside_the_engine(cores: usize) -> usize {
@@ -506,7 +546,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_webhook_gets_the_cores_the_engine_leaves_free_and_its_thread_only_when_asked() {
+    fn the_webhook_is_steered_onto_the_cores_the_engine_leaves_free_unless_told_where() {
         assert_eq!(workers_beside_the_engine(1), 1);
         assert_eq!(workers_beside_the_engine(2), 1);
         assert_eq!(workers_beside_the_engine(4), 2);
@@ -515,7 +555,7 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(
             config.webhook_threads(),
-            WebhookThreads::Workers(cores.saturating_sub(2).max(1))
+            WebhookThreads::Steered(cores.saturating_sub(2).max(1))
         );
         config.workers = Some(3);
         assert_eq!(config.webhook_threads(), WebhookThreads::Workers(3));

@@ -21,3 +21,4 @@ pub use crate::store::{
 };
 pub use crate::webhook::deletion::sign_request as sign_deletion_request;
 pub use crate::webhook::signature::{sign_sha1, sign_sha256, verify, HEADER_SHA256};
+pub use crate::webhook::steering::Side as WebhookSide;

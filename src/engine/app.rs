@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use crate::actions::{self, ActionState};
 use crate::admin::{self, AdminState};
-use crate::config::{Config, WebhookThreads};
+use crate::config::Config;
 use crate::engine::conversation::ConversationEnv;
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
@@ -29,8 +29,10 @@ use crate::store::{fold_log_into_snapshot, Store, StoreError, StoreTuning};
 
 /// How long shutdown waits for actors to let go of the store.
 const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::webhook::listener::{ListenerHandle, ListenerSettings};
-use crate::webhook::{self, WebhookState};
+use crate::webhook::WebhookState;
+use public_listener::{serve_webhook, WebhookStop};
+
+mod public_listener;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -132,6 +134,14 @@ impl RunningApp {
     #[cfg(feature = "test-support")]
     pub fn store_release(&self) -> crate::store::StoreRelease {
         self.store.release_watch()
+    }
+
+    /// Moves the webhook's new connections to `side` as its steering task would (for the
+    /// crate's own tests, whose steering never moves by itself); `false` when the webhook
+    /// is not steered.
+    #[cfg(feature = "test-support")]
+    pub async fn move_webhook(&self, side: crate::webhook::steering::Side) -> bool {
+        self.handle.move_to(side).await
     }
 
     /// How many conversation actors are alive right now.
@@ -444,81 +454,6 @@ type Served = (SocketAddr, ServerHandle, actix_web::dev::Server);
 
 fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Bind { addr, source }
-}
-
-/// The public listener: the webhook only.
-fn serve_webhook(
-    config: &Config,
-    state: WebhookState,
-) -> Result<(SocketAddr, WebhookStop, ServerTask), StartError> {
-    let path = config.webhook_path.clone();
-    let per_thread = config.max_connections;
-    let app = move || {
-        App::new()
-            .wrap_fn(move |request, service| {
-                let served = actix_web::dev::Service::call(service, request);
-                async move {
-                    let mut response = served.await?;
-                    if webhook::connections::should_close(per_thread) {
-                        response
-                            .response_mut()
-                            .head_mut()
-                            .set_connection_type(actix_web::http::ConnectionType::Close);
-                    }
-                    Ok(response)
-                }
-            })
-            .app_data(web::Data::new(state.clone()))
-            .configure(webhook::configure(&path))
-    };
-    match config.webhook_threads() {
-        WebhookThreads::Engine => {
-            let settings = ListenerSettings {
-                max_connections: per_thread,
-                shutdown_timeout: config.shutdown_timeout,
-            };
-            let (addr, handle, task) =
-                webhook::listener::serve_on_this_thread(config.bind, app(), settings)
-                    .map_err(bind_error(config.bind))?;
-            Ok((addr, WebhookStop::Engine(handle), task))
-        }
-        WebhookThreads::Workers(workers) => {
-            // At the bound a response ends its connection (`webhook::connections`).
-            let server = HttpServer::new(app)
-                .workers(workers)
-                .max_connections(per_thread)
-                .on_connect(webhook::connections::count_connection)
-                // Signals are ours (see `wait`): the webhook must answer 503 while draining.
-                .disable_signals()
-                .shutdown_timeout(config.shutdown_timeout.as_secs())
-                .bind(config.bind)
-                .map_err(bind_error(config.bind))?;
-            let addr = server.addrs().first().copied().unwrap_or(config.bind);
-            let server = server.run();
-            let handle = server.handle();
-            Ok((addr, WebhookStop::Workers(handle), actix_rt::spawn(server)))
-        }
-    }
-}
-
-/// A listener's task: ends once the listener stopped.
-type ServerTask = actix_rt::task::JoinHandle<std::io::Result<()>>;
-
-/// Stops the webhook's listener, whichever threads serve it.
-enum WebhookStop {
-    Workers(ServerHandle),
-    Engine(ListenerHandle),
-}
-
-impl WebhookStop {
-    /// Stops taking connections and waits for the ones open to finish (within the
-    /// shutdown timeout).
-    async fn stop(&self) {
-        match self {
-            WebhookStop::Workers(handle) => handle.stop(true).await,
-            WebhookStop::Engine(handle) => handle.stop().await,
-        }
-    }
 }
 
 /// The operator's listener (loopback by default): `/admin` for `colloquy inspect`.

@@ -30,6 +30,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     webhook_requests: IntCounterVec,
+    webhook_connections: IntCounterVec,
+    webhook_moves: IntCounterVec,
+    webhook_on_engine_thread: IntGauge,
     events: IntCounterVec,
     events_acked: IntCounter,
     events_journalled_late: IntCounter,
@@ -144,6 +147,24 @@ impl Metrics {
                 "Webhook requests by method and answered status",
                 &["method", "status"],
             ),
+            webhook_connections: counter_vec(
+                &registry,
+                "webhook_connections_total",
+                "Connections the webhook accepted, by the threads serving them (engine, workers)",
+                &["thread"],
+            ),
+            webhook_moves: counter_vec(
+                &registry,
+                "webhook_moves_total",
+                "Moves of the webhook's new connections between the engine's thread and the \
+                 HTTP workers, by where they went",
+                &["to"],
+            ),
+            webhook_on_engine_thread: gauge(
+                &registry,
+                "webhook_on_engine_thread",
+                "1 while the engine's own thread takes the webhook's new connections",
+            ),
             events: counter_vec(
                 &registry,
                 "events_total",
@@ -254,6 +275,21 @@ impl Metrics {
         self.webhook_requests
             .with_label_values(&[method, &status.to_string()])
             .inc();
+    }
+
+    /// A connection accepted by `thread` (`engine` or `workers`).
+    pub fn webhook_connection(&self, thread: &str) {
+        self.webhook_connections.with_label_values(&[thread]).inc();
+    }
+
+    /// Which threads take the webhook's new connections now (`webhook::steering`);
+    /// `moved` counts it as a move.
+    pub fn set_webhook_threads(&self, thread: &str, moved: bool) {
+        self.webhook_on_engine_thread
+            .set(i64::from(thread == "engine"));
+        if moved {
+            self.webhook_moves.with_label_values(&[thread]).inc();
+        }
     }
 
     pub fn acked(&self, events: usize, latency: Duration) {

@@ -6,7 +6,8 @@
 //! Served here (`COLLOQUY_WORKERS=0`), the request, its turn and its answer run on one
 //! thread: less CPU per reply at moderate load, but a lower ceiling, since the actors'
 //! thread also parses every request (docs/performance.md, "The webhook on the engine's
-//! thread"); so HTTP workers stay the default. This module keeps what `HttpServer` gave
+//! thread"); so by default it serves only while `steering` says the engine's thread has
+//! time to spare, sharing its socket with HTTP workers. This module keeps what `HttpServer` gave
 //! the webhook: at most `max_connections` connections served at once (more wait in the
 //! kernel's accept queue; `connections` ends kept-alive ones at the bound), the same
 //! timeouts, and a graceful stop (no new connection, idle ones closed, requests in
@@ -18,6 +19,7 @@ use std::fmt::Debug;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::MessageBody;
@@ -30,6 +32,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connections::OpenConnection;
+use super::steering::{Placement, Side};
+use crate::engine::metrics::Metrics;
 
 /// Connections that may wait in the kernel's accept queue (`HttpServer`'s default).
 const ACCEPT_BACKLOG: u32 = 1024;
@@ -42,12 +46,17 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// How the listener serves its connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ListenerSettings {
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
     /// How long a graceful stop waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// With HTTP workers sharing the socket (`steering`): new connections are accepted
+    /// here only while this says `Side::Engine`.
+    pub placement: Option<Placement>,
+    /// Counts each accepted connection (`colloquy_webhook_connections_total`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// Stops a listener started by `serve_on_this_thread`; it can be sent to any thread.
@@ -76,10 +85,10 @@ pub type Listening = (
     actix_rt::task::JoinHandle<io::Result<()>>,
 );
 
-/// Binds `bind` and serves `app` on this thread's runtime (it must run inside an actix
-/// system). Returns once bound, so a bind error is the caller's to report.
+/// Serves `app` on this thread's runtime (it must run inside an actix system), accepting
+/// from `listener` (from `bind`; HTTP workers may accept from a clone of it too).
 pub fn serve_on_this_thread<I, S, B>(
-    bind: SocketAddr,
+    listener: std::net::TcpListener,
     app: I,
     settings: ListenerSettings,
 ) -> io::Result<Listening>
@@ -93,7 +102,7 @@ where
     <S::Service as Service<Request>>::Future: 'static,
     B: MessageBody + 'static,
 {
-    let listener = bind_listener(bind)?;
+    let listener = TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
     let (stop, stop_seen) = watch::channel(false);
     let (stopped_tx, stopped) = watch::channel(false);
@@ -107,8 +116,9 @@ where
 }
 
 /// A listening socket on `bind` with `HttpServer`'s backlog and address reuse (a restart
-/// binds again at once while the last run's connections linger in TIME_WAIT).
-fn bind_listener(bind: SocketAddr) -> io::Result<TcpListener> {
+/// binds again at once while the last run's connections linger in TIME_WAIT). It must be
+/// called inside the runtime; the socket is non-blocking.
+pub fn bind(bind: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = if bind.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -116,7 +126,7 @@ fn bind_listener(bind: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(bind)?;
-    socket.listen(ACCEPT_BACKLOG)
+    socket.listen(ACCEPT_BACKLOG)?.into_std()
 }
 
 /// actix-http's HTTP/1 service for `factory` (the `App`), over a TCP connection, with
@@ -170,31 +180,40 @@ where
             .map_err(|()| io::Error::other("the webhook's HTTP service could not be built"))?,
     );
     let mut connections = JoinSet::new();
-    accept_until_stopped(&listener, &service, &mut connections, settings, stop).await;
+    accept_until_stopped(&listener, &service, &mut connections, &settings, stop).await;
     drop(listener);
     drain(connections, settings.shutdown_timeout).await;
     Ok(())
 }
 
 /// The accept loop: a connection is accepted only while fewer than `max_connections`
-/// are served, and each is served as a task of its own on this thread.
+/// are served (and, steered, while new connections are this thread's), and each is
+/// served as a task of its own on this thread.
 async fn accept_until_stopped<T>(
     listener: &TcpListener,
     service: &Rc<T>,
     connections: &mut JoinSet<()>,
-    settings: ListenerSettings,
+    settings: &ListenerSettings,
     mut stop: watch::Receiver<bool>,
 ) where
     T: Service<TcpStream> + 'static,
 {
+    let mut side = settings.placement.as_ref().map(Placement::watch);
     loop {
         let has_room = connections.len() < settings.max_connections.max(1);
+        let ours = side
+            .as_mut()
+            .is_none_or(|side| *side.borrow_and_update() == Side::Engine);
         tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => return,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if has_room => match accepted {
+            _ = moved(&mut side), if side.is_some() => {}
+            accepted = listener.accept(), if has_room && ours => match accepted {
                 Ok((stream, _)) => {
+                    if let Some(metrics) = &settings.metrics {
+                        metrics.webhook_connection(Side::Engine.name());
+                    }
                     // Counted before its task first runs, so a response on another
                     // connection already sees it (`connections::should_close`).
                     let open = OpenConnection::opened();
@@ -212,6 +231,18 @@ async fn accept_until_stopped<T>(
                 }
             },
         }
+    }
+}
+
+/// Resolves when the side taking new connections moves (never without a side).
+async fn moved(side: &mut Option<watch::Receiver<Side>>) {
+    match side {
+        Some(side) => {
+            if side.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod deletion;
 pub mod listener;
 pub mod signature;
+pub mod steering;
 
 use actix::Addr;
 use actix_web::http::header::ContentType;

@@ -65,6 +65,9 @@ pub struct Options {
     /// `COLLOQUY_WORKERS`: HTTP workers (2 here unless set); 0 serves the webhook on the
     /// engine's own thread.
     pub workers: usize,
+    /// Steers the webhook between the engine's thread and the HTTP workers with these
+    /// settings (`COLLOQUY_WORKERS` unset; `workers` is then ignored).
+    pub steering: Option<colloquy::config::SteeringSettings>,
     /// `COLLOQUY_MAX_CONNECTIONS` (per thread serving the webhook).
     pub max_connections: Option<usize>,
     /// The sender's per-call timeout (the test default is 5 s).
@@ -92,6 +95,7 @@ impl Default for Options {
             page_send_rate: None,
             max_live_conversations: None,
             workers: 2,
+            steering: None,
             max_connections: None,
             request_timeout: None,
             ack_deadline: None,
@@ -130,6 +134,10 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         ..RawConfig::default()
     })
     .expect("test config is valid");
+    if let Some(steering) = options.steering {
+        config.workers = None;
+        config.webhook_steering = steering;
+    }
     config.sender.initial_backoff = Duration::from_millis(20);
     config.sender.max_backoff = Duration::from_millis(200);
     config.sender.max_attempts = 4;

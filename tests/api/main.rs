@@ -21,5 +21,6 @@ mod pages;
 mod profile;
 mod restarts;
 mod sending;
+mod steering;
 mod supervision;
 mod webhook;
