@@ -16,7 +16,7 @@ async fn a_signed_message_gets_exactly_one_thank_you_reply_to_its_sender() {
 #[actix_web::test]
 async fn a_signed_message_served_on_the_engines_thread_gets_one_reply() {
     let app = spawn_app_with(Options {
-        workers: 0,
+        workers: Some(0),
         ..Options::default()
     })
     .await;

@@ -62,11 +62,10 @@ pub struct Options {
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
     pub max_live_conversations: Option<usize>,
-    /// `COLLOQUY_WORKERS`: HTTP workers (2 here unless set); 0 serves the webhook on the
-    /// engine's own thread.
-    pub workers: usize,
-    /// Steers the webhook between the engine's thread and the HTTP workers with these
-    /// settings (`COLLOQUY_WORKERS` unset; `workers` is then ignored).
+    /// `COLLOQUY_WORKERS`: that many HTTP workers, 0 for the engine's own thread alone;
+    /// unset (the default, as in production), the webhook is steered between both.
+    pub workers: Option<usize>,
+    /// With `workers` unset: steers with these settings instead of the default ones.
     pub steering: Option<colloquy::config::SteeringSettings>,
     /// `COLLOQUY_MAX_CONNECTIONS` (per thread serving the webhook).
     pub max_connections: Option<usize>,
@@ -94,7 +93,7 @@ impl Default for Options {
             flow_timeout: None,
             page_send_rate: None,
             max_live_conversations: None,
-            workers: 2,
+            workers: None,
             steering: None,
             max_connections: None,
             request_timeout: None,
@@ -119,7 +118,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         admin_token: Some(ADMIN_TOKEN.into()),
         max_body_bytes: options.max_body_bytes,
         idle_timeout_secs: options.idle_timeout_secs,
-        workers: Some(options.workers),
+        workers: options.workers,
         max_pending_events: options.max_pending_events,
         // Tests share a loaded machine with a browser and each other: an engine seconds
         // behind is normal here, and only the admission tests (which set their own) are
@@ -135,7 +134,6 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
     })
     .expect("test config is valid");
     if let Some(steering) = options.steering {
-        config.workers = None;
         config.webhook_steering = steering;
     }
     config.sender.initial_backoff = Duration::from_millis(20);

@@ -228,7 +228,7 @@ async fn connections_beyond_the_workers_bound_wait_and_get_the_slot_of_the_next_
 async fn connections_beyond_the_bound_wait_for_a_slot(workers: usize, slots: usize) {
     use std::time::Duration;
     let app = spawn_app_with(Options {
-        workers,
+        workers: Some(workers),
         max_connections: Some(1),
         ..Options::default()
     })
@@ -309,7 +309,7 @@ fn response_head_then_end(stream: &mut std::net::TcpStream) -> String {
 async fn a_stop_finishes_the_request_in_flight_closes_idle_connections_and_takes_no_more() {
     use std::time::Duration;
     let app = spawn_app_with(Options {
-        workers: 0,
+        workers: Some(0),
         ..Options::default()
     })
     .await;
