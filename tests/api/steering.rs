@@ -232,3 +232,25 @@ async fn the_engines_thread_moves_the_webhook_by_its_own_measure_and_no_message_
     assert!(moves(&text, "engine") >= 1.0, "moved back to the engine");
     app.app.stop().await.unwrap();
 }
+
+/// A stop while the workers take the connections (and the engine's thread keeps one it
+/// accepted before the move): both sides stop, each kept-alive connection is closed, and
+/// the app's stop completes.
+#[actix_rt::test]
+async fn a_stop_with_connections_on_both_sides_closes_them_all_and_completes() {
+    let app = spawn_app_with(Options {
+        steering: Some(held_still()),
+        ..Options::default()
+    })
+    .await;
+    let mut on_engine = connection_kept_by_the_side_in_charge(&app).await;
+    assert!(app.app.move_webhook(WebhookSide::Workers).await);
+    let mut on_workers = connection_kept_by_the_side_in_charge(&app).await;
+    assert!(connections_of(&app, "workers").await >= 1.0);
+    actix_rt::time::timeout(Duration::from_secs(60), app.app.stop())
+        .await
+        .expect("the stop completes")
+        .unwrap();
+    ends(&mut on_engine).await;
+    ends(&mut on_workers).await;
+}
