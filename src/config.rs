@@ -496,6 +496,8 @@ pub struct SteeringSettings {
     /// The share of a core the engine's thread may use while it also serves the webhook:
     /// at or above it (`busy_samples` measurements in a row) the workers take over.
     pub busy_at: f64,
+    /// How many measurements in a row at or above `busy_at` make the engine busy (one
+    /// alone is a blip: a large batch, a slow flow).
     pub busy_samples: u32,
     /// The workers take over at once when the oldest waiting event has waited this long.
     pub behind_at: Duration,
@@ -503,6 +505,8 @@ pub struct SteeringSettings {
     /// less than this share of a core for `calm_for` in a row. Below `busy_at` by enough
     /// that the HTTP work it takes back does not make it busy again.
     pub calm_below: f64,
+    /// How long the engine's thread must stay below `calm_below`, without a break and
+    /// with no event waiting `behind_at`, before it takes the webhook back.
     pub calm_for: Duration,
 }
 
