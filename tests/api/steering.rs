@@ -22,6 +22,15 @@ fn held_still() -> SteeringSettings {
     }
 }
 
+/// A server whose webhook is steered, by the test alone.
+async fn spawn_held_still() -> TestApp {
+    spawn_app_with(Options {
+        steering: Some(held_still()),
+        ..Options::default()
+    })
+    .await
+}
+
 /// A response read off a raw kept-alive connection.
 #[derive(Debug)]
 struct Answer {
@@ -113,6 +122,14 @@ async fn more_connections_all_kept_by(app: &TestApp, thread: &str, other: &str) 
     assert_eq!(connections_of(app, other).await, other_before);
 }
 
+/// `colloquy_webhook_moves_total{to}` in `/metrics` text.
+fn moves(text: &str, to: &str) -> f64 {
+    metric_value(
+        text,
+        &format!("colloquy_webhook_moves_total{{to=\"{to}\"}}"),
+    )
+}
+
 async fn connections_of(app: &TestApp, thread: &str) -> f64 {
     let name = format!("colloquy_webhook_connections_total{{thread=\"{thread}\"}}");
     metric_value(&metrics_text(app).await, &name)
@@ -124,11 +141,7 @@ async fn connections_of(app: &TestApp, thread: &str) -> f64 {
 /// connections go and who accepted each.
 #[actix_rt::test]
 async fn connections_follow_the_side_and_the_side_left_ends_its_own_after_a_response() {
-    let app = spawn_app_with(Options {
-        steering: Some(held_still()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_held_still().await;
     let on_engine = |text: &str| metric_value(text, "colloquy_webhook_on_engine_thread");
 
     let mut first = connection_kept_by_the_side_in_charge(&app).await;
@@ -139,10 +152,7 @@ async fn connections_follow_the_side_and_the_side_left_ends_its_own_after_a_resp
     assert!(app.app.move_webhook(WebhookSide::Workers).await);
     let text = metrics_text(&app).await;
     assert_eq!(on_engine(&text), 0.0);
-    assert_eq!(
-        metric_value(&text, "colloquy_webhook_moves_total{to=\"workers\"}"),
-        1.0
-    );
+    assert_eq!(moves(&text, "workers"), 1.0);
     let answer = get_healthz(&mut first).await;
     assert_eq!(answer.status, 200, "answered though the side moved");
     assert!(answer.closes, "the engine's connection ends: {answer:?}");
@@ -171,10 +181,7 @@ async fn connections_follow_the_side_and_the_side_left_ends_its_own_after_a_resp
     assert!(connections_of(&app, "workers").await >= workers_before);
     let text = metrics_text(&app).await;
     assert_eq!(on_engine(&text), 1.0);
-    assert_eq!(
-        metric_value(&text, "colloquy_webhook_moves_total{to=\"engine\"}"),
-        1.0
-    );
+    assert_eq!(moves(&text, "engine"), 1.0);
     app.app.stop().await.unwrap();
 }
 
@@ -196,12 +203,6 @@ async fn the_engines_thread_moves_the_webhook_by_its_own_measure_and_no_message_
         ..Options::default()
     })
     .await;
-    let moves = |text: &str, to: &str| {
-        metric_value(
-            text,
-            &format!("colloquy_webhook_moves_total{{to=\"{to}\"}}"),
-        )
-    };
     let messages = 30;
     for n in 0..messages {
         let psid = format!("{}", 7000 + n);
@@ -238,11 +239,7 @@ async fn the_engines_thread_moves_the_webhook_by_its_own_measure_and_no_message_
 /// the app's stop completes.
 #[actix_rt::test]
 async fn a_stop_with_connections_on_both_sides_closes_them_all_and_completes() {
-    let app = spawn_app_with(Options {
-        steering: Some(held_still()),
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_held_still().await;
     let mut on_engine = connection_kept_by_the_side_in_charge(&app).await;
     assert!(app.app.move_webhook(WebhookSide::Workers).await);
     let mut on_workers = connection_kept_by_the_side_in_charge(&app).await;
