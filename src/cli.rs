@@ -185,10 +185,10 @@ pub struct ServeArgs {
     #[arg(long, env = "COLLOQUY_CACHE_MAX_MB")]
     pub cache_max_mb: Option<u64>,
     /// Microseconds a small commit cycle may wait for more writes at moderate load
-    /// (default 2000, at most 100000); 0 never waits.
+    /// (default 8000, at most 100000); 0 never waits.
     #[arg(long, env = "COLLOQUY_COMMIT_LINGER_US")]
     pub commit_linger_us: Option<u64>,
-    /// Writes at hand that end a commit cycle's wait (default 8).
+    /// Writes at hand that end a commit cycle's wait (default 32).
     #[arg(long, env = "COLLOQUY_COMMIT_LINGER_OPS")]
     pub commit_linger_ops: Option<usize>,
     /// Hours a handled event is remembered, so that its redelivery is skipped (default 168).

@@ -17,15 +17,17 @@
 //!   they write) arrives at its own rate whatever the committer does; a closed loop
 //!   (callers that wait for each answer before they send more) arrives slower when
 //!   answers come later, and lingering would only cost it time. So after every
-//!   lingering phase the controller probes for `PROBING_PHASE` without lingering; if
-//!   operations then arrive clearly faster than while lingering, in `SLOW_PROBES` probes
+//!   lingering phase the controller probes for `PROBING_PHASE` with a quarter of the
+//!   window; if operations then arrive clearly faster than while lingering, in
+//!   `SLOW_PROBES` probes
 //!   in a row (one fast probe is as likely noise: two cores shared with other work, an
 //!   uneven second), it stops lingering for `OFF_PHASE` and then tries again. A phase
 //!   that outlived twice its length (the traffic paused) is measured again rather than
 //!   compared: an idle spell is not a slowdown.
 //! - probing costs little. Without lingering every few operations pay for a cycle of
 //!   their own, so a probe of 100 ms in every 600 ms made half of all cycles at 2,000
-//!   messages/s. The lingering phase starts at `LINGERING_PHASE` and doubles after each
+//!   messages/s; a probe lingers a quarter of the window (a closed loop still runs
+//!   clearly faster with answers that much sooner), for a quarter of those cycles. The lingering phase starts at `LINGERING_PHASE` and doubles after each
 //!   probe that shows no slowdown, up to `LONGEST_LINGERING_PHASE`: traffic that has
 //!   shown itself open loop again and again is probed about one time in eighty. A slow
 //!   probe, a pause or a spell off starts it short again. The price: a closed loop that
@@ -47,12 +49,13 @@ pub struct LingerSettings {
 }
 
 impl LingerSettings {
-    // 4 ms and 16 rather than 2 ms and 8: at 2,000 messages/s half the commit cycles and
-    // 17 % less CPU per reply, for 1.5 ms more at the median; under 5,000/s 19 % less
-    // (docs/performance.md, "a longer linger window"). Closed loops are not held: the
-    // probes turn lingering off for them.
-    pub const DEFAULT_WINDOW: Duration = Duration::from_micros(4000);
-    pub const DEFAULT_TARGET: usize = 16;
+    // 8 ms and 32: at 2,000 messages/s a quarter of the commit cycles of 2 ms and 8 and
+    // about a quarter less CPU per reply (a tenth less than 4 ms and 16), for 4 ms more
+    // at the median (docs/performance.md, "a longer linger window" and "8 ms and 32"). A Messenger reply
+    // crosses Facebook's servers in hundreds of milliseconds. Closed loops are not held:
+    // the probes turn lingering off for them.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_micros(8000);
+    pub const DEFAULT_TARGET: usize = 32;
 
     pub fn off() -> LingerSettings {
         LingerSettings {
@@ -80,8 +83,10 @@ const LINGERING_PHASE: Duration = Duration::from_millis(500);
 /// The longest lingering phase, reached by doubling after each probe that showed no
 /// slowdown: an open loop then spends about 1 % of its time probing (100 ms in 8.1 s).
 const LONGEST_LINGERING_PHASE: Duration = Duration::from_secs(8);
-/// How long a probe without lingering lasts.
+/// How long a probe with a shorter linger lasts.
 const PROBING_PHASE: Duration = Duration::from_millis(100);
+/// A probe lingers this many times shorter than the window.
+const PROBE_WINDOW_DIVISOR: u32 = 4;
 /// How long lingering stays off once a probe showed it slows the traffic down: a closed
 /// loop spends one lingering phase in this long.
 const OFF_PHASE: Duration = Duration::from_secs(30);
@@ -141,12 +146,24 @@ impl Linger {
         self.natural_batch += WEIGHT * (at_hand as f64 - self.natural_batch);
         self.next_phase_if_due(now);
         self.phase_operations += at_hand as u64;
-        let wanted = self.phase == Phase::Lingering
-            && self.settings.window > Duration::ZERO
+        let window = self.window();
+        let wanted = window > Duration::ZERO
             && at_hand < self.settings.target
             && self.natural_batch < self.settings.target as f64 / 2.0;
-        let deadline = oldest_queued + self.settings.window;
+        let deadline = oldest_queued + window;
         (wanted && deadline > now).then_some(deadline)
+    }
+
+    /// How long a small cycle may wait in the current phase.
+    fn window(&self) -> Duration {
+        match self.phase {
+            Phase::Lingering => self.settings.window,
+            // A shorter wait still tells a closed loop (its rate rises when answers come
+            // sooner) and costs open-loop traffic a quarter of the cycles a probe without
+            // any wait would: those were a third of all cycles in a 20 s run.
+            Phase::Probing => self.settings.window / PROBE_WINDOW_DIVISOR,
+            Phase::Off => Duration::ZERO,
+        }
     }
 
     /// How many more operations a linger gathered.
@@ -247,52 +264,70 @@ mod tests {
 
     /// One lingering phase of open-loop traffic at 2,000 operations per second (a linger
     /// gathers six more every 4 ms; it must linger), then a probe phase with a cycle of
-    /// two every `probe_every`. Returns the time reached and how many probe cycles
-    /// lingered.
+    /// two every `probe_every`. Returns the time reached and how long each probe cycle
+    /// was told to wait (`None`: not at all).
     fn lingering_then_probing(
         linger: &mut Linger,
         from: Instant,
         round: usize,
         probe_every: Duration,
-    ) -> (Instant, usize) {
+    ) -> (Instant, Vec<Option<Duration>>) {
         // The first cycle ends the probe before it; the phase it starts may be longer.
         let (next, first) = traffic(linger, from, MS * 4, MS * 4, (2, 6));
         let rest = linger.lingering_phase - MS * 4;
         let (after, lingered) = traffic(linger, next, rest, MS * 4, (2, 6));
         let lingered = first + lingered;
         assert!(lingered > 100, "round {round}: {lingered} lingers");
-        traffic(linger, after, PROBING_PHASE, probe_every, (2, 0))
+        let (mut now, mut waits) = (after, Vec::new());
+        while now < after + PROBING_PHASE {
+            waits.push(linger.deadline(2, now, now).map(|until| until - now));
+            now += probe_every;
+        }
+        (now, waits)
     }
 
     /// The committer under open-loop traffic at 2,000 operations per second for `span`:
-    /// a linger gathers six more every 4 ms, a cycle without one takes two every
-    /// millisecond. Returns the time reached and how long it went without lingering.
+    /// a linger of the whole window gathers six more every 4 ms, a shorter one (a probe's)
+    /// one more every 1.5 ms, a cycle without one takes two every millisecond.
+    /// Returns the time reached and how long it went without the whole window.
     fn open_loop(linger: &mut Linger, from: Instant, span: Duration) -> (Instant, Duration) {
-        let (mut now, mut not_lingering) = (from, Duration::ZERO);
+        let (mut now, mut probing) = (from, Duration::ZERO);
+        let window = linger.settings.window;
         while now < from + span {
-            if linger.deadline(2, now, now).is_some() {
-                linger.gathered(6);
-                now += MS * 4;
-            } else {
-                now += MS;
-                not_lingering += MS;
+            match linger.deadline(2, now, now) {
+                Some(until) if until - now == window => {
+                    linger.gathered(6);
+                    now += MS * 4;
+                }
+                Some(_) => {
+                    linger.gathered(1);
+                    now += MS * 3 / 2;
+                    probing += MS * 3 / 2;
+                }
+                None => {
+                    now += MS;
+                    probing += MS;
+                }
             }
         }
-        (now, not_lingering)
+        (now, probing)
     }
 
-    /// A closed loop of three callers for `span`: a cycle of three every 3 ms while the
-    /// committer lingers, every 1.5 ms (twice the rate) when it does not. Returns the time
-    /// reached and the times of the cycles that lingered.
+    /// A closed loop of three callers for `span`: each cycle of three takes 1.5 ms, and a
+    /// linger of `w` delays the next by three quarters of `w` (3 ms a cycle for the whole
+    /// 2 ms window, 1.875 ms for a probe's quarter). Returns the time reached and the
+    /// times of the cycles that lingered the whole window.
     fn closed_loop(linger: &mut Linger, from: Instant, span: Duration) -> (Instant, Vec<Instant>) {
         let (mut now, mut lingered) = (from, Vec::new());
+        let window = linger.settings.window;
         while now < from + span {
-            now += if linger.deadline(3, now, now).is_some() {
+            let wait = linger
+                .deadline(3, now, now)
+                .map_or(Duration::ZERO, |until| until - now);
+            if wait == window {
                 lingered.push(now);
-                MS * 3
-            } else {
-                MS * 3 / 2
-            };
+            }
+            now += MS * 3 / 2 + wait * 3 / 4;
         }
         (now, lingered)
     }
@@ -321,9 +356,13 @@ mod tests {
         // two every millisecond, or a linger that gathers six more every 4 ms.
         let mut now = start;
         for round in 0..5 {
-            // The probe: no linger, the same rate.
-            let (after, lingered) = lingering_then_probing(&mut linger, now, round, MS);
-            assert_eq!(lingered, 0, "round {round}: a probe does not linger");
+            // The probe: a quarter of the window at most, the same rate.
+            let (after, waits) = lingering_then_probing(&mut linger, now, round, MS);
+            let quarter = settings().window / 4;
+            assert!(
+                waits.iter().all(|wait| *wait == Some(quarter)),
+                "round {round}: a probe waits a quarter of the window: {waits:?}"
+            );
             now = after;
         }
     }
