@@ -19,20 +19,20 @@
 //!   answers come later, and lingering would only cost it time. So after every
 //!   lingering phase the controller probes for `PROBING_PHASE` with a quarter of the
 //!   window; if operations then arrive clearly faster than while lingering, in
-//!   `SLOW_PROBES` probes
-//!   in a row (one fast probe is as likely noise: two cores shared with other work, an
-//!   uneven second), it stops lingering for `OFF_PHASE` and then tries again. A phase
-//!   that outlived twice its length (the traffic paused) is measured again rather than
-//!   compared: an idle spell is not a slowdown.
+//!   `SLOW_PROBES` probes in a row (one fast probe is as likely noise: two cores shared
+//!   with other work, an uneven second), it stops lingering for `OFF_PHASE` and then
+//!   tries again. A phase that outlived twice its length (the traffic paused) is
+//!   measured again rather than compared: an idle spell is not a slowdown.
 //! - probing costs little. Without lingering every few operations pay for a cycle of
 //!   their own, so a probe of 100 ms in every 600 ms made half of all cycles at 2,000
 //!   messages/s; a probe lingers a quarter of the window (a closed loop still runs
-//!   clearly faster with answers that much sooner), for a quarter of those cycles. The lingering phase starts at `LINGERING_PHASE` and doubles after each
-//!   probe that shows no slowdown, up to `LONGEST_LINGERING_PHASE`: traffic that has
-//!   shown itself open loop again and again is probed about one time in eighty. A slow
-//!   probe, a pause or a spell off starts it short again. The price: a closed loop that
-//!   begins during a long phase is slowed until that phase ends (or the next one, when
-//!   its probe still counted mostly the open loop), at most 16.8 s, not 1.2 s.
+//!   clearly faster with answers that much sooner), for a quarter of those cycles. The
+//!   lingering phase starts at `LINGERING_PHASE` and doubles after each probe that
+//!   shows no slowdown, up to `LONGEST_LINGERING_PHASE`: traffic that has shown itself
+//!   open loop again and again is probed about one time in eighty. A slow probe, a
+//!   pause or a spell off starts it short again. The price: a closed loop that begins
+//!   during a long phase is slowed until that phase ends (or the next one, when its
+//!   probe still counted mostly the open loop), at most 16.8 s, not 1.2 s.
 //!
 //! It owns no thread and no queue, and it never decides what a cycle writes.
 
@@ -51,9 +51,9 @@ pub struct LingerSettings {
 impl LingerSettings {
     // 8 ms and 32: at 2,000 messages/s a quarter of the commit cycles of 2 ms and 8 and
     // about a quarter less CPU per reply (a tenth less than 4 ms and 16), for 4 ms more
-    // at the median (docs/performance.md, "a longer linger window" and "8 ms and 32"). A Messenger reply
-    // crosses Facebook's servers in hundreds of milliseconds. Closed loops are not held:
-    // the probes turn lingering off for them.
+    // at the median (docs/performance.md, "a longer linger window" and "8 ms and 32").
+    // A Messenger reply crosses Facebook's servers in hundreds of milliseconds. Closed
+    // loops are not held: the probes turn lingering off for them.
     pub const DEFAULT_WINDOW: Duration = Duration::from_micros(8000);
     pub const DEFAULT_TARGET: usize = 32;
 
@@ -356,7 +356,7 @@ mod tests {
         // two every millisecond, or a linger that gathers six more every 4 ms.
         let mut now = start;
         for round in 0..5 {
-            // The probe: a quarter of the window at most, the same rate.
+            // The probe: a quarter of the window, the same rate.
             let (after, waits) = lingering_then_probing(&mut linger, now, round, MS);
             let quarter = settings().window / 4;
             assert!(
@@ -396,7 +396,7 @@ mod tests {
         let span = Duration::from_secs(60);
         let (_, probing) = open_loop(&mut linger, now, span);
         // A probe in every 600 ms would be 10 s of these 60; one in every 8.1 s is 0.7 s.
-        assert!(probing <= span / 50, "{probing:?} without lingering");
+        assert!(probing <= span / 50, "{probing:?} without the whole window");
         assert!(probing >= PROBING_PHASE * 5, "only {probing:?} of probes");
     }
 
