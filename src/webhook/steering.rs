@@ -37,6 +37,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The side that is not this one.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Engine => Side::Workers,
+            Side::Workers => Side::Engine,
+        }
+    }
+
     /// The name used in metrics and logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -78,10 +86,6 @@ impl Steering {
 
     /// The side after this sample, if it moved.
     pub fn observe(&mut self, sample: Sample) -> Option<Side> {
-        let to = match self.side {
-            Side::Engine => Side::Workers,
-            Side::Workers => Side::Engine,
-        };
         let moves = match self.side {
             Side::Engine => self.overrun(sample),
             Side::Workers => self.calm_long_enough(sample),
@@ -89,10 +93,10 @@ impl Steering {
         if !moves {
             return None;
         }
-        self.side = to;
+        self.side = self.side.other();
         self.busy_in_a_row = 0;
         self.calm_for = Duration::ZERO;
-        Some(to)
+        Some(self.side)
     }
 
     fn overrun(&mut self, sample: Sample) -> bool {
@@ -101,22 +105,23 @@ impl Steering {
         } else {
             self.busy_in_a_row = 0;
         }
-        let behind = sample
-            .oldest_pending
-            .is_some_and(|waited| waited >= self.settings.behind_at);
-        behind || self.busy_in_a_row >= self.settings.busy_samples.max(1)
+        self.behind(sample) || self.busy_in_a_row >= self.settings.busy_samples.max(1)
     }
 
     fn calm_long_enough(&mut self, sample: Sample) -> bool {
-        let behind = sample
-            .oldest_pending
-            .is_some_and(|waited| waited >= self.settings.behind_at);
-        if sample.cpu_share < self.settings.calm_below && !behind {
+        if sample.cpu_share < self.settings.calm_below && !self.behind(sample) {
             self.calm_for += sample.interval;
         } else {
             self.calm_for = Duration::ZERO;
         }
         self.calm_for >= self.settings.calm_for
+    }
+
+    /// Whether the oldest waiting event has waited `behind_at` or longer.
+    fn behind(&self, sample: Sample) -> bool {
+        sample
+            .oldest_pending
+            .is_some_and(|waited| waited >= self.settings.behind_at)
     }
 }
 

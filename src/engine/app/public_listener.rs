@@ -216,9 +216,7 @@ impl WebhookStop {
             }
         }
     }
-}
 
-impl WebhookStop {
     /// Moves a steered webhook's new connections to `side`; `false` when not steered.
     #[cfg(feature = "test-support")]
     pub(super) async fn move_to(&self, side: Side) -> bool {
