@@ -86,9 +86,10 @@ def figures(d):
         return None
     server = d.get("server", {})
     spike = d.get("spike") or {}
+    # A spike's own figure covers the spike and its drain; otherwise the measured window.
     cpu = spike.get("cpu_us_per_reply")
-    if cpu is None and d.get("replies"):
-        cpu = server.get("cpu_cores", 0) * d["measured_s"] * 1e6 / d["replies"]
+    if cpu is None:
+        cpu = server.get("cpu_us_per_reply")
     return {
         "ok": d.get("ok"),
         "events/s": d.get("events_per_s"),

@@ -101,7 +101,15 @@ impl Report {
         self.correct() && self.events > 0
     }
 
+    /// The server's CPU time (user + system, all threads) per reply over the measured
+    /// window, in µs.
+    pub fn cpu_us_per_reply(&self) -> Option<f64> {
+        let cores = self.server.as_ref()?.cpu_cores?;
+        (self.replies_per_s > 0.0).then(|| cores * 1e6 / self.replies_per_s)
+    }
+
     pub fn to_json(&self) -> Value {
+        let cpu_us_per_reply = self.cpu_us_per_reply().map(round1);
         let server = self.server.as_ref().map(|s| {
             let threads: serde_json::Map<String, Value> = s
                 .threads
@@ -110,7 +118,7 @@ impl Report {
                 .collect();
             json!({"pid": s.pid, "rss_peak_mib": round3(s.rss_peak_mib),
                    "vm_hwm_mib": round3(s.hwm_mib), "cpu_cores": s.cpu_cores.map(round3),
-                   "threads": threads})
+                   "cpu_us_per_reply": cpu_us_per_reply, "threads": threads})
         });
         json!({
             "target": self.target, "flow": self.flow, "mode": self.mode,
@@ -202,9 +210,13 @@ impl Report {
             self.graph_calls, self.graph_faults, self.graph_fail_kind, self.graph_fail
         );
         if let Some(s) = &self.server {
+            let per_reply = self
+                .cpu_us_per_reply()
+                .map(|us| format!(" ({us:.0} µs per reply)"))
+                .unwrap_or_default();
             let cpu = s
                 .cpu_cores
-                .map(|c| format!(", {c:.2} cores"))
+                .map(|c| format!(", {c:.2} cores{per_reply}"))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
