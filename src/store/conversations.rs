@@ -5,6 +5,7 @@
 //! Nothing here writes: a turn's writes are in `turn`, a send's outcome in `outbox`.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use super::codec::{decode, decode_conversation};
 use super::{keys, ConversationKey, ConversationRecord, FailedEvent, Store, StoreError};
@@ -117,7 +118,12 @@ impl Store {
         event_id: &str,
     ) -> Result<bool, StoreError> {
         let tree = &self.inner.tree;
-        if tree.contains_key(keys::handled_at(page_id, event_time, event_id))? {
+        // Most events are stamped after every mark: they are known new without a read.
+        let may_be_marked = !self
+            .inner
+            .newest_marks
+            .surely_unmarked(event_time, event_id);
+        if may_be_marked && tree.contains_key(keys::handled_at(page_id, event_time, event_id))? {
             return Ok(true);
         }
         // Marks written before they were ordered by time, until retention removed them.
@@ -152,6 +158,110 @@ impl LegacyMarks {
     pub(super) fn recount(&self, tree: &sled::Tree) {
         self.0.store(LegacyMarks::any_in(tree), Relaxed);
     }
+}
+
+/// What is known of the newest dedup marks (`keys::HANDLED_AT`), so that an event stamped
+/// after every mark, the usual case, is known unmarked without a read of the tree: the
+/// newest mark's time, and the ids marked at that time since the store opened. A mark is
+/// noted before its write is submitted, so no mark the tree has can be missed; a noted
+/// id at the newest time, or any older time, is still looked up (a redelivery, or a mark
+/// whose turn failed). One lock for all pages: a time is compared, never a page.
+pub(super) struct NewestMarks(Mutex<Newest>);
+
+struct Newest {
+    /// The newest mark's time, as `keys::handled_at` orders it; `None` when there is none.
+    time: Option<u64>,
+    /// Ids marked at `time`, meaningful only while `complete`.
+    ids: Vec<String>,
+    /// Whether `ids` holds every id marked at `time`: not for marks found at open (only
+    /// their time is read), nor once more than `NEWEST_IDS_KEPT` share the time.
+    complete: bool,
+}
+
+/// Past this many marks in the same millisecond, events of that millisecond are looked
+/// up in the tree (a bounded list, compared by a scan).
+const NEWEST_IDS_KEPT: usize = 64;
+
+impl NewestMarks {
+    pub(super) fn found_in(tree: &sled::Tree) -> Result<NewestMarks, StoreError> {
+        let time = newest_mark_time(tree)?;
+        Ok(NewestMarks(Mutex::new(Newest {
+            time,
+            ids: Vec::new(),
+            complete: time.is_none(),
+        })))
+    }
+
+    fn newest(&self) -> std::sync::MutexGuard<'_, Newest> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A mark of `event_id` stamped `event_time` is about to be written.
+    pub(super) fn noting(&self, event_time: i64, event_id: &str) {
+        let time = keys::handled_time(event_time);
+        let mut newest = self.newest();
+        match newest.time {
+            Some(newest_time) if time < newest_time => {}
+            Some(newest_time) if time == newest_time => {
+                if newest.ids.len() >= NEWEST_IDS_KEPT {
+                    newest.complete = false;
+                    newest.ids.clear();
+                } else if newest.complete {
+                    newest.ids.push(event_id.to_owned());
+                }
+            }
+            _ => {
+                newest.time = Some(time);
+                newest.ids.clear();
+                newest.ids.push(event_id.to_owned());
+                newest.complete = true;
+            }
+        }
+    }
+
+    /// True when no mark of `event_id` stamped `event_time` can exist: the time is later
+    /// than every mark's, or it is the newest time and the id is not among those marked then.
+    pub(super) fn surely_unmarked(&self, event_time: i64, event_id: &str) -> bool {
+        let time = keys::handled_time(event_time);
+        let newest = self.newest();
+        match newest.time {
+            None => true,
+            Some(newest_time) if time > newest_time => true,
+            Some(newest_time) if time == newest_time => {
+                newest.complete && !newest.ids.iter().any(|id| id == event_id)
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+/// The time of the newest dedup mark of any page: the last mark of each page's range.
+/// A mark key that does not parse makes it "any time" (`u64::MAX`): every lookup then
+/// reads the tree, as it did before anything was known.
+fn newest_mark_time(tree: &sled::Tree) -> Result<Option<u64>, StoreError> {
+    const UNKNOWN: Option<u64> = Some(u64::MAX);
+    let mut newest = None;
+    let mut from = vec![keys::HANDLED_AT];
+    while let Some((first, _)) = tree.range(from.as_slice()..).next().transpose()? {
+        if first.first() != Some(&keys::HANDLED_AT) {
+            break;
+        }
+        let Some(page_marks) = keys::handled_at_page_prefix(&first) else {
+            return Ok(UNKNOWN);
+        };
+        let Some((last, _)) = tree.scan_prefix(page_marks).next_back().transpose()? else {
+            return Ok(UNKNOWN);
+        };
+        let Some(time) = keys::handled_at_time(&last) else {
+            return Ok(UNKNOWN);
+        };
+        newest = newest.max(Some(time));
+        from = last.to_vec();
+        from.push(0); // just past it: the next page's marks, if any
+    }
+    Ok(newest)
 }
 
 #[cfg(test)]
@@ -196,5 +306,92 @@ mod tests {
         assert_eq!(walk(None), ["p1/a", "p1/b", "p1/c", "p2/a", "p2/c"]);
         assert_eq!(walk(Some("p2")), ["p2/a", "p2/c"]);
         assert!(walk(Some("p3")).is_empty());
+    }
+
+    fn mark(store: &Store, page: &str, time: i64, event_id: &str) {
+        let commit = TurnCommit {
+            handled: Some((page.into(), event_id.into())),
+            handled_at: Some(time),
+            ..TurnCommit::default()
+        };
+        store.commit_turn(commit, false).into_blocking().unwrap();
+    }
+
+    #[test]
+    fn marks_are_found_after_reopening_whatever_their_page_and_time() {
+        let (dir, store) = open();
+        for (page, time, id) in [
+            ("p1", 5, "a"),
+            ("p1", 9, "b"),
+            ("p2", 7, "c"),
+            ("p2", 9, "d"),
+            ("p3", 12, "e"),
+            ("p4", 3, "f"),
+        ] {
+            mark(&store, page, time, id);
+        }
+        drop(store);
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for (page, time, id) in [
+            ("p1", 5, "a"),
+            ("p1", 9, "b"),
+            ("p2", 7, "c"),
+            ("p2", 9, "d"),
+            ("p3", 12, "e"),
+            ("p4", 3, "f"),
+        ] {
+            assert!(
+                store.is_handled(page, time, id).unwrap(),
+                "{page} {time} {id}"
+            );
+        }
+        assert!(!store.is_handled("p3", 12, "new").unwrap());
+        assert!(!store.is_handled("p3", 13, "e").unwrap());
+        // The newest time (of whichever page) is known, not the ids of that time: they
+        // are looked up in the tree.
+        assert!(!store.inner.newest_marks.surely_unmarked(12, "new"));
+        assert!(store.inner.newest_marks.surely_unmarked(13, "e"));
+    }
+
+    #[test]
+    fn only_an_event_after_every_mark_or_of_an_unmarked_id_at_the_newest_time_skips_the_tree() {
+        let (_dir, store) = open();
+        let newest = &store.inner.newest_marks;
+        assert!(newest.surely_unmarked(1, "a"), "no mark at all");
+        mark(&store, "p1", 10, "a");
+        mark(&store, "p2", 10, "b");
+        mark(&store, "p1", 4, "old");
+        assert!(!newest.surely_unmarked(10, "a"));
+        assert!(!newest.surely_unmarked(10, "b"));
+        assert!(!newest.surely_unmarked(4, "old"));
+        assert!(
+            !newest.surely_unmarked(9, "never"),
+            "older than the newest: looked up"
+        );
+        assert!(newest.surely_unmarked(10, "c"));
+        assert!(newest.surely_unmarked(11, "a"));
+        mark(&store, "p1", 11, "c");
+        assert!(
+            !newest.surely_unmarked(10, "c"),
+            "no longer the newest time"
+        );
+        assert!(!newest.surely_unmarked(11, "c"));
+        assert!(store.is_handled("p1", 10, "a").unwrap());
+        assert!(store.is_handled("p1", 11, "c").unwrap());
+        assert!(!store.is_handled("p1", 11, "d").unwrap());
+    }
+
+    #[test]
+    fn many_marks_in_one_millisecond_are_all_looked_up() {
+        let (_dir, store) = open();
+        let ids: Vec<String> = (0..NEWEST_IDS_KEPT + 10).map(|n| format!("m{n}")).collect();
+        for id in &ids {
+            mark(&store, "p", 3, id);
+        }
+        for id in &ids {
+            assert!(store.is_handled("p", 3, id).unwrap(), "{id}");
+            assert!(!store.inner.newest_marks.surely_unmarked(3, id), "{id}");
+        }
+        assert!(store.inner.newest_marks.surely_unmarked(4, "m0"));
     }
 }

@@ -159,9 +159,28 @@ pub fn meta(name: &str) -> Vec<u8> {
 /// a negative time counts as 0).
 pub fn handled_at(page_id: &str, event_time: i64, event_id: &str) -> Vec<u8> {
     let mut key = with_namespace(HANDLED_AT, &[page_id]);
-    key.extend_from_slice(&u64::try_from(event_time).unwrap_or(0).to_be_bytes());
+    key.extend_from_slice(&handled_time(event_time).to_be_bytes());
     push_component(&mut key, event_id);
     key
+}
+
+/// An event's time as its dedup mark's key orders it.
+pub fn handled_time(event_time: i64) -> u64 {
+    u64::try_from(event_time).unwrap_or(0)
+}
+
+/// The prefix every dedup mark of the same page as `key` shares (`None`: not a mark).
+pub fn handled_at_page_prefix(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(&[HANDLED_AT])?;
+    let page_len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+    key.get(..1 + 2 + page_len)
+}
+
+/// The time of a dedup mark's key (`None`: not a mark).
+pub fn handled_at_time(key: &[u8]) -> Option<u64> {
+    let prefix_len = handled_at_page_prefix(key)?.len();
+    let time = key.get(prefix_len..prefix_len + 8)?;
+    Some(u64::from_be_bytes(time.try_into().ok()?))
 }
 
 /// The legacy dedup mark of an event (`HANDLED`).

@@ -131,6 +131,7 @@ struct Inner {
     tree: sled::Tree,
     changes: changes::ChangeFeed,
     legacy_marks: conversations::LegacyMarks,
+    newest_marks: conversations::NewestMarks,
     // Dropped after the fields above: its drop joins the thread after a final flush.
     committer: Committer,
     // Declared last so it drops last, once the committer's thread (holding sled's last
@@ -159,6 +160,7 @@ impl Store {
         let tree = db.open_tree("colloquy")?;
         Store::build_activity_index_if_missing(&tree)?;
         let legacy_marks = conversations::LegacyMarks::found_in(&tree);
+        let newest_marks = conversations::NewestMarks::found_in(&tree)?;
         let committer = Committer::start(db.clone(), tree.clone(), linger, cache)
             .map_err(|e| StoreError::Commit(e.to_string()))?;
         Ok(Store {
@@ -167,6 +169,7 @@ impl Store {
                 tree,
                 changes: changes::ChangeFeed::default(),
                 legacy_marks,
+                newest_marks,
                 committer,
                 closed: Arc::new(()),
             }),

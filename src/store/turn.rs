@@ -81,7 +81,6 @@ impl Store {
             .then(|| commit.conversation.as_ref().map(ConversationRecord::key))
             .flatten();
         let announcement = announcement(&commit);
-        let listing = listing_update(&commit);
         // A turn replicated by an earlier build writes a legacy mark: noted before it is
         // applied and again after, since a retention pass may recount in between.
         let legacy_mark = commit.handled.is_some() && commit.handled_at.is_none();
@@ -89,6 +88,13 @@ impl Store {
             self.inner.legacy_marks.written();
             self.clone()
         });
+        if let (Some((_, event_id)), Some(event_time)) = (&commit.handled, commit.handled_at) {
+            // Before the write is submitted: a lookup may skip the tree only for marks
+            // that cannot be there yet.
+            self.inner.newest_marks.noting(event_time, event_id);
+        }
+        // Last: it takes the record out of the commit rather than copy it.
+        let listing = listing_update(commit);
         let write = self.submit(durable, move |overlay| {
             // Before this turn's writes, which store the record.
             let first_turn = match &listing {
@@ -235,8 +241,8 @@ struct ListingUpdate {
     failures_changed: bool,
 }
 
-fn listing_update(commit: &TurnCommit) -> Option<ListingUpdate> {
-    let record = commit.conversation.clone().filter(|_| !commit.forget)?;
+fn listing_update(commit: TurnCommit) -> Option<ListingUpdate> {
+    let record = commit.conversation.filter(|_| !commit.forget)?;
     Some(ListingUpdate {
         record,
         before: commit.listed_before.map(|(at, _)| at),
