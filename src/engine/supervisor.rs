@@ -121,6 +121,9 @@ pub struct Supervisor {
     handled: u64,
     pace_mark: (Instant, u64, bool),
     pace: f64,
+    /// The recipients every child answers to, shared while any child lives. Weak, so
+    /// the supervisor holds no address of its own (it stops once nothing addresses it).
+    parent: std::sync::Weak<Parent>,
 }
 
 /// How often the pace is measured.
@@ -167,6 +170,7 @@ impl Supervisor {
             handled: 0,
             pace_mark: (Instant::now(), 0, false),
             pace: 0.0,
+            parent: std::sync::Weak::new(),
         }
     }
 
@@ -320,16 +324,22 @@ impl Supervisor {
     }
 
     /// Starts an actor for `key` and hands it `events`, in order.
+    /// The children's shared recipients: made once, not four boxed addresses per spawn.
+    fn parent(&mut self, ctx: &mut Context<Self>) -> Arc<Parent> {
+        if let Some(parent) = self.parent.upgrade() {
+            return parent;
+        }
+        let parent = Arc::new(Parent::of(&ctx.address()));
+        self.parent = Arc::downgrade(&parent);
+        parent
+    }
+
     fn spawn_with(&mut self, key: ConversationKey, events: Vec<Taken>, ctx: &mut Context<Self>) {
         self.next_incarnation += 1;
         self.clock += 1;
         let incarnation = self.next_incarnation;
-        let conversation = Conversation::new(
-            key.clone(),
-            incarnation,
-            self.env.clone(),
-            Parent::of(&ctx.address()),
-        );
+        let conversation =
+            Conversation::new(key.clone(), incarnation, self.env.clone(), self.parent(ctx));
         let mut child = Child {
             addr: conversation.start(),
             incarnation,

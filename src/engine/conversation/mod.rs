@@ -134,7 +134,7 @@ pub struct Conversation {
     key: ConversationKey,
     incarnation: u64,
     env: Arc<ConversationEnv>,
-    parent: Parent,
+    parent: Arc<Parent>,
     record: Option<ConversationRecord>,
     /// Deliveries handled, compared by the supervisor with deliveries routed before it
     /// lets this actor stop (nothing may be waiting in the mailbox).
@@ -149,7 +149,7 @@ impl Conversation {
         key: ConversationKey,
         incarnation: u64,
         env: Arc<ConversationEnv>,
-        parent: Parent,
+        parent: Arc<Parent>,
     ) -> Self {
         Conversation {
             key,
