@@ -222,7 +222,7 @@ async fn apply(
             };
             item.attempts = attempts;
             store
-                .complete_send(id, &item, outcome)
+                .complete_send(id, item, outcome)
                 .await
                 .map_err(failed)?;
             Ok(true)

@@ -67,7 +67,7 @@ impl Store {
     pub fn complete_send(
         &self,
         seq: u64,
-        record: &OutboxRecord,
+        record: OutboxRecord,
         outcome: SendOutcome,
     ) -> impl Future<Output = Result<(), StoreError>> + 'static {
         let announcement = Announcement {
@@ -77,7 +77,6 @@ impl Store {
             record: false,
             forgotten: false,
         };
-        let record = record.clone();
         let write = self.submit(true, move |overlay| {
             overlay.remove(keys::outbox(seq));
             let (page, psid) = (&record.page_id, &record.psid);
@@ -149,7 +148,7 @@ mod tests {
             message_id: Some("m_sent".into()),
             at: 99,
         };
-        block_on(store.complete_send(outbox_seq, &record, outcome)).unwrap();
+        block_on(store.complete_send(outbox_seq, record, outcome)).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
         assert_eq!(entry.status, Status::Sent);
@@ -181,7 +180,7 @@ mod tests {
             message_id: Some("m".into()),
             at: 1,
         };
-        block_on(store.complete_send(outbox_seq, &outbox, sent)).unwrap();
+        block_on(store.complete_send(outbox_seq, outbox, sent)).unwrap();
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
         assert_eq!(entry.status, Status::Read);
     }
@@ -198,7 +197,7 @@ mod tests {
             fbtrace_id: Some("AbC123".into()),
         };
         store
-            .complete_send(outbox_seq, &record, SendOutcome::Failed(failure.clone()))
+            .complete_send(outbox_seq, record, SendOutcome::Failed(failure.clone()))
             .into_blocking()
             .unwrap();
         let entry = store.transcript_entry(&key(), 0).unwrap().unwrap();
@@ -218,7 +217,7 @@ mod tests {
             message_id: None,
             at: 1,
         };
-        block_on(store.complete_send(outbox_seq, &record, sent)).unwrap();
+        block_on(store.complete_send(outbox_seq, record.clone(), sent)).unwrap();
         block_on(store.record_attempts(outbox_seq, &record)).unwrap();
         assert!(store.pending_outbox().unwrap().is_empty());
     }

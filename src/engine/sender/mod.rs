@@ -186,7 +186,7 @@ impl OutboundSender {
                     .await
                     .map_err(crate::store::StoreError::Replication)?;
             }
-            store.complete_send(seq, &record, outcome).await
+            store.complete_send(seq, record, outcome).await
         }
     }
 
