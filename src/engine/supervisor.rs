@@ -32,7 +32,7 @@ use crate::engine::conversation::{
 };
 use crate::engine::event::EngineEvent;
 use crate::store::journal::{BatchProgress, JournalRef};
-use crate::store::ConversationKey;
+use crate::store::{ConversationKey, ConversationMap, ConversationSet};
 
 /// Acknowledged events, with where each waits in the journal, in arrival order.
 #[derive(Message)]
@@ -89,16 +89,16 @@ impl Child {
 
 pub struct Supervisor {
     env: Arc<ConversationEnv>,
-    children: HashMap<ConversationKey, Child>,
+    children: ConversationMap<Child>,
     next_incarnation: u64,
     /// Restarts per conversation, to slow down a conversation that keeps failing.
-    restarts: HashMap<ConversationKey, u32>,
+    restarts: ConversationMap<u32>,
     /// Conversations waiting to be restarted: their new events stay in the journal until
     /// the restart replays everything pending for them, in order.
-    paused: std::collections::HashSet<ConversationKey>,
+    paused: ConversationSet,
     /// Events not in the journal that came for a conversation while its restart was
     /// pending, in arrival order.
-    held_for_restart: HashMap<ConversationKey, Vec<(JournalRef, EngineEvent)>>,
+    held_for_restart: ConversationMap<Vec<(JournalRef, EngineEvent)>>,
     /// Never more live actors than this.
     max_live: usize,
     /// Logical clock, one tick per delivered event and per spawn.
@@ -110,7 +110,7 @@ pub struct Supervisor {
     idle: BTreeMap<u64, ConversationKey>,
     /// Events of conversations that have no actor and no free slot, in order per
     /// conversation; `waiting_order` is the order the conversations get slots in.
-    waiting: HashMap<ConversationKey, Vec<Taken>>,
+    waiting: ConversationMap<Vec<Taken>>,
     waiting_order: VecDeque<ConversationKey>,
     /// Idle actors asked to retire that have not stopped yet (each will free a slot).
     retiring: usize,
@@ -156,14 +156,14 @@ impl Supervisor {
             max_live: max_live.max(1),
             clock: 0,
             env,
-            children: HashMap::new(),
+            children: ConversationMap::default(),
             next_incarnation: 0,
-            restarts: HashMap::new(),
+            restarts: ConversationMap::default(),
             paused: Default::default(),
-            held_for_restart: HashMap::new(),
+            held_for_restart: ConversationMap::default(),
             shared_items: HashMap::new(),
             idle: BTreeMap::new(),
-            waiting: HashMap::new(),
+            waiting: ConversationMap::default(),
             waiting_order: VecDeque::new(),
             retiring: 0,
             backlog: Backlog::default(),

@@ -58,9 +58,9 @@ pub use listing::TreeStatus;
 pub use outbox::SendOutcome;
 pub use pruning::{PruneCursor, Pruned};
 pub use records::{
-    ConversationKey, ConversationRecord, DeletionRequest, DeletionStatus, Direction, FailedEvent,
-    Failure, JournalItem, JournalRecord, OutboxRecord, Outgoing, PendingItem, SentRef, Status,
-    TimerEntry, TimerRecord, TranscriptEntry,
+    ConversationKey, ConversationMap, ConversationRecord, ConversationSet, DeletionRequest,
+    DeletionStatus, Direction, FailedEvent, Failure, JournalItem, JournalRecord, OutboxRecord,
+    Outgoing, PendingItem, SentRef, Status, TimerEntry, TimerRecord, TranscriptEntry,
 };
 pub use replication::{Replicator, SendPermission};
 pub use turn::{EntryChange, TurnCommit};

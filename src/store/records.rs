@@ -27,6 +27,14 @@ impl ConversationKey {
     }
 }
 
+/// A map keyed by conversation, as the engine keeps one entry per live conversation and
+/// looks it up for every event and reply: foldhash (seeded per process) instead of
+/// SipHash, which was most of a lookup's cost.
+pub type ConversationMap<V> = std::collections::HashMap<ConversationKey, V, ConversationHasher>;
+/// A set of conversations, hashed as [`ConversationMap`].
+pub type ConversationSet = std::collections::HashSet<ConversationKey, ConversationHasher>;
+pub type ConversationHasher = foldhash::fast::RandomState;
+
 impl std::fmt::Display for ConversationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "page {} psid {}", self.page_id, self.psid)

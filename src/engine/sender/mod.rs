@@ -26,7 +26,8 @@ use crate::graph::{ApiError, CallError, GraphClient, PageAuth};
 use crate::messenger::outbound::SendResponse;
 use crate::pages::Pages;
 use crate::store::{
-    ConversationKey, Failure, OutboxRecord, Outgoing, SendOutcome, SendPermission, Store,
+    ConversationKey, ConversationMap, ConversationSet, Failure, OutboxRecord, Outgoing,
+    SendOutcome, SendPermission, Store,
 };
 
 /// Throttled pages are given at least this long before the next attempt.
@@ -107,8 +108,8 @@ pub struct OutboundSender {
     settings: SenderSettings,
     /// For durable callbacks (not Graph calls); made on first use.
     callback_client: Option<awc::Client>,
-    queues: HashMap<ConversationKey, VecDeque<(u64, OutboxRecord)>>,
-    in_flight: HashSet<ConversationKey>,
+    queues: ConversationMap<VecDeque<(u64, OutboxRecord)>>,
+    in_flight: ConversationSet,
     /// Outbox items queued or in flight, so an item is never queued twice.
     known: HashSet<u64>,
     /// Pages throttled by the Graph API, with when sending may resume: every
@@ -118,7 +119,7 @@ pub struct OutboundSender {
     /// is sent for them until their token changes; their replies stay in the outbox.
     blocked_pages: HashMap<String, Secret>,
     /// Conversations whose next send waits for a blocked page's new token.
-    stalled: HashSet<ConversationKey>,
+    stalled: ConversationSet,
     /// Each page's Send API rate (`COLLOQUY_PAGE_SEND_RATE`).
     rates: rate::PageRates,
     /// Calls and outcome writes under way; shutdown waits for them.
@@ -148,12 +149,12 @@ impl OutboundSender {
             callback_client: None,
             calls_in_progress: 0,
             draining: None,
-            queues: HashMap::new(),
-            in_flight: HashSet::new(),
+            queues: ConversationMap::default(),
+            in_flight: ConversationSet::default(),
             known: HashSet::new(),
             paused_pages: HashMap::new(),
             blocked_pages: HashMap::new(),
-            stalled: HashSet::new(),
+            stalled: ConversationSet::default(),
             rates,
         }
     }
