@@ -195,6 +195,37 @@ async fn with_the_app_secret_every_call_carries_its_appsecret_proof() {
 }
 
 #[actix_web::test]
+async fn each_call_carries_the_proof_of_the_token_it_is_made_with_after_a_rotation_too() {
+    let (stand_in, url) = stand_in(Script::json(200, json!({"success": true})));
+    let client = GraphClient::new(&url, Duration::from_secs(5));
+    let calls = [
+        ("1234", TOKEN, "app-secret"),
+        ("1234", TOKEN, "app-secret"),
+        ("1234", "rotated-token", "app-secret"),
+        ("1234", "rotated-token", "new-app-secret"),
+        ("5678", TOKEN, "app-secret"),
+        ("1234", TOKEN, "app-secret"),
+    ];
+    for (node, token, secret) in calls {
+        let auth = PageAuth::of(node, Secret::new(token), Some(Secret::new(secret)));
+        client.subscribed_apps(&auth).await.unwrap();
+    }
+
+    let seen = stand_in.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), calls.len());
+    for ((node, token, secret), seen) in calls.iter().zip(&seen) {
+        let expected = crate::webhook::signature::sign_sha256(secret.as_bytes(), token.as_bytes());
+        let proof = expected.trim_start_matches("sha256=").to_string();
+        assert_eq!(
+            seen.query,
+            vec![("appsecret_proof".to_string(), proof)],
+            "{node} {token} {secret}"
+        );
+        assert_eq!(seen.authorization, Some(format!("Bearer {token}")));
+    }
+}
+
+#[actix_web::test]
 async fn a_throttled_answer_carries_the_wait_from_the_business_use_case_header() {
     let mut script = Script::json(
         400,
