@@ -68,13 +68,16 @@ pub struct TurnCommit {
 
 impl Store {
     /// Applies one conversation turn atomically; resolves once applied, and once on disk
-    /// when `durable`.
+    /// when `durable`, to the turn's outbox items (handed back, not copied, for the
+    /// sender).
     pub fn commit_turn(
         &self,
-        commit: TurnCommit,
+        mut commit: TurnCommit,
         durable: bool,
-    ) -> impl Future<Output = Result<(), StoreError>> + 'static {
+    ) -> impl Future<Output = Result<Vec<(u64, OutboxRecord)>, StoreError>> + 'static {
         let writes = turn_writes(&commit);
+        // Encoded into `writes`: the records themselves go back to the caller.
+        let outbox = std::mem::take(&mut commit.outbox);
         let changes = entry_changes(&commit);
         let forgotten = commit
             .forget
@@ -124,7 +127,7 @@ impl Store {
             if let Some(store) = noted_again {
                 store.inner.legacy_marks.written();
             }
-            Ok(())
+            Ok(outbox)
         }
     }
 }

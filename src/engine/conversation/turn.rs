@@ -109,12 +109,11 @@ pub(super) async fn handle_event(
         }
     }
     commit.conversation = Some(record.clone());
-    let outbox = commit.outbox.clone();
     // Replies leave only once the turn that decided them is on disk; otherwise a crash
     // could replay the event and send them twice. An event not journalled is acknowledged
     // on the strength of this commit, so it waits for the disk too. Any other turn need
     // not: losing it in a crash only means replaying it from the journal.
-    let durable = !outbox.is_empty() || journal.needs_durable_turn();
+    let durable = !commit.outbox.is_empty() || journal.needs_durable_turn();
     let waiting = std::time::Instant::now();
     let counted = count_turn_later(env, &event, &commit, watermarks, &record);
     if let Some(replicator) = &env.replicator {
@@ -129,7 +128,7 @@ pub(super) async fn handle_event(
             record.stream_seq = seq;
         }
     }
-    store.commit_turn(commit, durable).await?;
+    let outbox = store.commit_turn(commit, durable).await?;
     if durable {
         env.metrics.flush_waited("conversation", waiting.elapsed());
     }
