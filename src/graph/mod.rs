@@ -6,8 +6,9 @@
 //! timeout, how the access token travels (an `Authorization: Bearer` header, given per
 //! call, never in a URL; with the app secret known, every call also carries
 //! `appsecret_proof`, the HMAC-SHA256 of the token keyed by the secret, so a leaked token
-//! is useless without the secret; computed once per node and token), and turning every answer into a typed result ([`CallError`] sorts failures
-//! into what the caller should do). A new Graph call is one small method here.
+//! is useless without the secret; computed once per node and token), and turning every
+//! answer into a typed result ([`CallError`] sorts failures into what the caller should
+//! do). A new Graph call is one small method here.
 //!
 //! Must not: retry, wait or pause (callers decide from [`CallError`]), know about the
 //! store or the actors, log, or let the token reach any error text (a request URL is
