@@ -162,34 +162,37 @@ impl LegacyMarks {
 
 /// What is known of the newest dedup marks (`keys::HANDLED_AT`), so that an event stamped
 /// after every mark, the usual case, is known unmarked without a read of the tree: the
-/// newest mark's time, and the ids marked at that time since the store opened. A mark is
-/// noted before its write is submitted, so no mark the tree has can be missed; a noted
-/// id at the newest time, or any older time, is still looked up (a redelivery, or a mark
-/// whose turn failed). One lock for all pages: a time is compared, never a page.
+/// newest mark's time, and a hash of each id marked at that time since the store opened.
+/// A mark is noted before its write is submitted, so no mark the tree has can be missed;
+/// an id whose hash was noted at the newest time (a redelivery, a mark whose turn failed,
+/// or a hash collision), or any older time, is still looked up. One lock for all pages:
+/// a time is compared, never a page.
 pub(super) struct NewestMarks(Mutex<Newest>);
 
 struct Newest {
     /// The newest mark's time, as `keys::handled_at` orders it; `None` when there is none.
     time: Option<u64>,
-    /// Ids marked at `time`, meaningful only while `complete`.
-    ids: Vec<String>,
-    /// Whether `ids` holds every id marked at `time`: not for marks found at open (only
-    /// their time is read), nor once more than `NEWEST_IDS_KEPT` share the time.
-    complete: bool,
+    /// Hashes of every id marked at `time`; `None` when some may be missing: marks found
+    /// at open (only their time is read), or more than `NEWEST_IDS_KEPT` in the time.
+    ids: Option<Vec<u64>>,
 }
 
 /// Past this many marks in the same millisecond, events of that millisecond are looked
 /// up in the tree (a bounded list, compared by a scan).
 const NEWEST_IDS_KEPT: usize = 64;
 
+/// An id's hash, as `Newest::ids` keeps it: fixed, since two ids that collide only cost a
+/// lookup in the tree.
+fn id_hash(event_id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one(event_id)
+}
+
 impl NewestMarks {
     pub(super) fn found_in(tree: &sled::Tree) -> Result<NewestMarks, StoreError> {
         let time = newest_mark_time(tree)?;
-        Ok(NewestMarks(Mutex::new(Newest {
-            time,
-            ids: Vec::new(),
-            complete: time.is_none(),
-        })))
+        let ids = time.is_none().then(Vec::new);
+        Ok(NewestMarks(Mutex::new(Newest { time, ids })))
     }
 
     fn newest(&self) -> std::sync::MutexGuard<'_, Newest> {
@@ -200,23 +203,25 @@ impl NewestMarks {
 
     /// A mark of `event_id` stamped `event_time` is about to be written.
     pub(super) fn noting(&self, event_time: i64, event_id: &str) {
-        let time = keys::handled_time(event_time);
+        let (time, id) = (keys::handled_time(event_time), id_hash(event_id));
         let mut newest = self.newest();
+        let newest = &mut *newest;
         match newest.time {
             Some(newest_time) if time < newest_time => {}
             Some(newest_time) if time == newest_time => {
-                if newest.ids.len() >= NEWEST_IDS_KEPT {
-                    newest.complete = false;
-                    newest.ids.clear();
-                } else if newest.complete {
-                    newest.ids.push(event_id.to_owned());
+                if let Some(ids) = &mut newest.ids {
+                    if ids.len() < NEWEST_IDS_KEPT {
+                        ids.push(id);
+                    } else {
+                        newest.ids = None;
+                    }
                 }
             }
             _ => {
                 newest.time = Some(time);
-                newest.ids.clear();
-                newest.ids.push(event_id.to_owned());
-                newest.complete = true;
+                let ids = newest.ids.get_or_insert_with(Vec::new);
+                ids.clear();
+                ids.push(id);
             }
         }
     }
@@ -229,9 +234,10 @@ impl NewestMarks {
         match newest.time {
             None => true,
             Some(newest_time) if time > newest_time => true,
-            Some(newest_time) if time == newest_time => {
-                newest.complete && !newest.ids.iter().any(|id| id == event_id)
-            }
+            Some(newest_time) if time == newest_time => newest
+                .ids
+                .as_ref()
+                .is_some_and(|ids| !ids.contains(&id_hash(event_id))),
             Some(_) => false,
         }
     }
@@ -317,29 +323,25 @@ mod tests {
         store.commit_turn(commit, false).into_blocking().unwrap();
     }
 
+    /// Marks of four pages, the newest (12) on the third.
+    const MARKS: [(&str, i64, &str); 6] = [
+        ("p1", 5, "a"),
+        ("p1", 9, "b"),
+        ("p2", 7, "c"),
+        ("p2", 9, "d"),
+        ("p3", 12, "e"),
+        ("p4", 3, "f"),
+    ];
+
     #[test]
     fn marks_are_found_after_reopening_whatever_their_page_and_time() {
         let (dir, store) = open();
-        for (page, time, id) in [
-            ("p1", 5, "a"),
-            ("p1", 9, "b"),
-            ("p2", 7, "c"),
-            ("p2", 9, "d"),
-            ("p3", 12, "e"),
-            ("p4", 3, "f"),
-        ] {
+        for (page, time, id) in MARKS {
             mark(&store, page, time, id);
         }
         drop(store);
         let store = Store::open(&dir.path().join("db")).unwrap();
-        for (page, time, id) in [
-            ("p1", 5, "a"),
-            ("p1", 9, "b"),
-            ("p2", 7, "c"),
-            ("p2", 9, "d"),
-            ("p3", 12, "e"),
-            ("p4", 3, "f"),
-        ] {
+        for (page, time, id) in MARKS {
             assert!(
                 store.is_handled(page, time, id).unwrap(),
                 "{page} {time} {id}"
