@@ -194,6 +194,11 @@ pub struct ServeArgs {
     /// Hours a handled event is remembered, so that its redelivery is skipped (default 168).
     #[arg(long, env = "COLLOQUY_DEDUP_RETENTION_HOURS")]
     pub dedup_retention_hours: Option<u64>,
+    /// The CPU the engine's thread keeps to: `auto` (the default: the CPU it starts on,
+    /// let go of for a while when something else keeps that CPU busy), `off`, or a CPU
+    /// number (always that CPU).
+    #[arg(long, env = "COLLOQUY_ENGINE_CPU")]
+    pub engine_cpu: Option<String>,
     /// Run as a node of a cluster on NATS JetStream: the NATS servers, comma-separated
     /// (`nats://host:4222,...`). Without it colloquy runs alone on its sled store.
     #[arg(long = "cluster", env = "COLLOQUY_NATS_URL")]
@@ -316,6 +321,7 @@ impl ServeArgs {
             commit_linger_us: self.commit_linger_us,
             commit_linger_ops: self.commit_linger_ops,
             dedup_retention_hours: self.dedup_retention_hours,
+            engine_cpu: self.engine_cpu.clone(),
             pages_file: self.pages.clone(),
         })
     }

@@ -114,6 +114,8 @@ pub struct RawConfig {
     pub commit_linger_us: Option<u64>,
     pub commit_linger_ops: Option<usize>,
     pub dedup_retention_hours: Option<u64>,
+    /// `COLLOQUY_ENGINE_CPU`: `auto`, `off` or a CPU number.
+    pub engine_cpu: Option<String>,
     /// `COLLOQUY_PAGES`: the pages file; with it the `MESSENGER_*` secrets are not needed.
     pub pages_file: Option<PathBuf>,
 }
@@ -164,6 +166,7 @@ impl RawConfig {
             commit_linger_us: number("COLLOQUY_COMMIT_LINGER_US")?,
             commit_linger_ops: number("COLLOQUY_COMMIT_LINGER_OPS")?,
             dedup_retention_hours: number("COLLOQUY_DEDUP_RETENTION_HOURS")?,
+            engine_cpu: var("COLLOQUY_ENGINE_CPU"),
             pages_file: var("COLLOQUY_PAGES").map(PathBuf::from),
         })
     }
@@ -241,6 +244,39 @@ pub struct Config {
     pub commit_linger: LingerSettings,
     /// How long a handled event's dedup mark is kept (redeliveries within it are skipped).
     pub dedup_retention: Duration,
+    /// Which CPU the engine's thread keeps to (`COLLOQUY_ENGINE_CPU`, `engine::affinity`).
+    pub engine_cpu: EngineCpu,
+}
+
+/// Which CPU the engine's thread keeps to (`COLLOQUY_ENGINE_CPU`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineCpu {
+    /// `auto` (the default): the CPU it runs on at start, let go of for a while whenever
+    /// it waits longer to run there than it runs.
+    #[default]
+    Auto,
+    /// `off`: wherever the scheduler puts it.
+    Off,
+    /// A CPU number: that CPU, always (start fails if the process may not use it).
+    Fixed(usize),
+}
+
+impl std::str::FromStr for EngineCpu {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<EngineCpu, ConfigError> {
+        match value.trim() {
+            "auto" => Ok(EngineCpu::Auto),
+            "off" => Ok(EngineCpu::Off),
+            number => number
+                .parse()
+                .map(EngineCpu::Fixed)
+                .map_err(|_| ConfigError::Invalid {
+                    variable: "COLLOQUY_ENGINE_CPU",
+                    reason: format!("`{value}` is not `auto`, `off` or a CPU number"),
+                }),
+        }
+    }
 }
 
 /// How the outbound sender talks to the Graph API.
@@ -455,6 +491,10 @@ impl Config {
             dedup_retention: Duration::from_secs(
                 raw.dedup_retention_hours.unwrap_or(168).max(1) * 3600,
             ),
+            engine_cpu: raw
+                .engine_cpu
+                .as_deref()
+                .map_or(Ok(EngineCpu::Auto), str::parse)?,
             max_live_conversations: raw
                 .max_live_conversations
                 .unwrap_or(DEFAULT_MAX_LIVE_CONVERSATIONS)
@@ -585,6 +625,26 @@ mod tests {
         assert_eq!(config.webhook_path, "/webhook");
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(config.admin_token.is_none());
+    }
+
+    #[test]
+    fn the_engine_cpu_is_auto_off_or_a_cpu_number_and_anything_else_is_named() {
+        let engine_cpu = |value: Option<&str>| {
+            Config::from_raw(RawConfig {
+                engine_cpu: value.map(String::from),
+                ..complete()
+            })
+            .map(|config| config.engine_cpu)
+        };
+        assert_eq!(engine_cpu(None).unwrap(), EngineCpu::Auto);
+        assert_eq!(engine_cpu(Some("auto")).unwrap(), EngineCpu::Auto);
+        assert_eq!(engine_cpu(Some("off")).unwrap(), EngineCpu::Off);
+        assert_eq!(engine_cpu(Some("3")).unwrap(), EngineCpu::Fixed(3));
+        for wrong in ["-1", "on", "1,2"] {
+            let error = engine_cpu(Some(wrong)).unwrap_err().to_string();
+            assert!(error.contains("COLLOQUY_ENGINE_CPU"), "{error}");
+            assert!(error.contains(wrong), "{error}");
+        }
     }
 
     #[test]

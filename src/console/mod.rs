@@ -233,6 +233,8 @@ fn console_config(
         workers: Some(1),
         // One person typing never nears Meta's rate; no need to pace the stand-in.
         page_send_rate: Some(0),
+        // One person typing: no CPU of the developer's machine is worth keeping.
+        engine_cpu: Some("off".into()),
         ..RawConfig::default()
     })
 }

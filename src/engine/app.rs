@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::actions::{self, ActionState};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::engine::affinity::{self, pin_engine_thread, AffinityError, EnginePin};
 use crate::engine::conversation::ConversationEnv;
 use crate::engine::load::Load;
 use crate::engine::metrics::Metrics;
@@ -40,6 +41,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Pages(#[from] PagesError),
+    #[error(transparent)]
+    Affinity(#[from] AffinityError),
     #[error("no pages to serve: set COLLOQUY_PAGES, or MESSENGER_APP_SECRET, MESSENGER_VERIFY_TOKEN and MESSENGER_ACCESS_TOKEN")]
     NoPages,
     #[error("cannot listen on {addr}: {source}")]
@@ -95,6 +98,7 @@ pub struct RunningApp {
     metrics: Arc<Metrics>,
     pages: Pages,
     before_stop: Option<BeforeStop>,
+    engine_pin: EnginePin,
 }
 
 impl RunningApp {
@@ -171,6 +175,9 @@ impl RunningApp {
     }
 
     async fn finish(self) -> std::io::Result<()> {
+        // First: the threads started from here while stopping (the log's fold) are not
+        // to inherit the engine's CPU.
+        self.engine_pin.restore();
         let served = self
             .server
             .await
@@ -288,8 +295,10 @@ pub async fn start_with(
         home,
     } = hooks;
     let config = Arc::new(config);
-    // A broken pages file stops the start before anything is opened.
+    // A broken pages file, or a CPU the process may not use, stops the start before
+    // anything is opened.
     let pages = pages_of(&config, &flow)?;
+    affinity::check(config.engine_cpu)?;
     let store = Store::open_tuned(
         &config.data_dir,
         StoreTuning {
@@ -368,13 +377,17 @@ pub async fn start_with(
         config.webhook_path,
         config.graph_url
     );
+    let admin_server = actix_rt::spawn(admin_server);
+    // Last: threads inherit the affinity of the thread that starts them, so the engine's
+    // thread is pinned after the servers' tasks, spawned before, have started theirs.
+    let engine_pin = pin_engine_thread(config.engine_cpu, webhook_metrics.clone());
     Ok(RunningApp {
         addr,
         handle,
         server,
         admin_addr,
         admin_handle,
-        admin_server: actix_rt::spawn(admin_server),
+        admin_server,
         store,
         data_dir: config.data_dir.clone(),
         supervisor,
@@ -385,6 +398,7 @@ pub async fn start_with(
         metrics: webhook_metrics,
         pages: app_pages,
         before_stop: None,
+        engine_pin,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Metrics {
     webhook_connections: IntCounterVec,
     webhook_moves: IntCounterVec,
     webhook_on_engine_thread: IntGauge,
+    engine_cpu: IntGauge,
+    engine_cpu_releases: IntCounter,
     events: IntCounterVec,
     events_acked: IntCounter,
     events_journalled_late: IntCounter,
@@ -165,6 +167,17 @@ impl Metrics {
                 "webhook_on_engine_thread",
                 "1 while the engine's own thread takes the webhook's new connections",
             ),
+            engine_cpu: gauge(
+                &registry,
+                "engine_cpu",
+                "The CPU the engine's thread is pinned to; -1 while it is not pinned",
+            ),
+            engine_cpu_releases: counter(
+                &registry,
+                "engine_cpu_releases_total",
+                "Times the engine's thread let go of its CPU because it waited there longer \
+                 than it ran",
+            ),
             events: counter_vec(
                 &registry,
                 "events_total",
@@ -290,6 +303,16 @@ impl Metrics {
         if moved {
             self.webhook_moves.with_label_values(&[thread]).inc();
         }
+    }
+
+    /// The CPU the engine's thread is pinned to now, if any (`engine::affinity`).
+    pub fn set_engine_cpu(&self, cpu: Option<usize>) {
+        self.engine_cpu
+            .set(cpu.and_then(|cpu| i64::try_from(cpu).ok()).unwrap_or(-1));
+    }
+
+    pub fn engine_cpu_released(&self) {
+        self.engine_cpu_releases.inc();
     }
 
     pub fn acked(&self, events: usize, latency: Duration) {

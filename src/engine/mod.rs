@@ -4,9 +4,10 @@
 //! (page, user); conversations hand replies to the `sender`; `timers` fires flow timers;
 //! `retention` prunes old dedup marks; `load` holds the backpressure counters (and
 //! `backlog` the supervisor's account of how old the waiting events are) and
-//! `metrics` the Prometheus registry. Nothing here is public: bot authors see `flow`,
+//! `metrics` the Prometheus registry; `affinity` keeps the engine's thread on one CPU. Nothing here is public: bot authors see `flow`,
 //! `launch` and `config` only.
 
+pub(crate) mod affinity;
 pub(crate) mod app;
 pub(crate) mod backlog;
 pub(crate) mod conversation;

@@ -79,6 +79,9 @@ pub struct Options {
     pub handover_app_id: Option<String>,
     /// `COLLOQUY_PAGES`.
     pub pages_file: Option<PathBuf>,
+    /// `COLLOQUY_ENGINE_CPU`; tests run many engines at once on a test's own thread, so
+    /// unless a test sets it, `off`.
+    pub engine_cpu: Option<colloquy::config::EngineCpu>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             public_url: None,
             handover_app_id: None,
             pages_file: None,
+            engine_cpu: None,
         }
     }
 }
@@ -136,6 +140,9 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
     if let Some(steering) = options.steering {
         config.webhook_steering = steering;
     }
+    config.engine_cpu = options
+        .engine_cpu
+        .unwrap_or(colloquy::config::EngineCpu::Off);
     config.sender.initial_backoff = Duration::from_millis(20);
     config.sender.max_backoff = Duration::from_millis(200);
     config.sender.max_attempts = 4;

@@ -3,6 +3,7 @@
 
 mod acks;
 mod actions;
+mod affinity;
 mod browser;
 mod cli;
 mod conversations;
