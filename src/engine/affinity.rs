@@ -12,8 +12,9 @@
 //! moved it to. The spell is 10 s and doubles after each release, up to 160 s. Five calm
 //! minutes pinned make it short again.
 //!
-//! Threads inherit the affinity of the thread that starts them, so the engine's thread is
-//! pinned last, once `app` has started the HTTP workers, the committer and sled's threads.
+//! Threads inherit the affinity of the thread that starts them. So the engine's thread is
+//! pinned by a task that `app` spawns last, after the committer and sled's threads have
+//! started and after the HTTP servers' tasks, which start their workers when first polled.
 //!
 //! This module owns that decision and the affinity of the engine's thread. It never sets
 //! another thread's affinity, and it runs nothing but its own timer.
@@ -46,6 +47,8 @@ pub enum AffinityError {
     NotAllowed { cpu: usize, allowed: String },
     #[error("cannot pin the engine's thread to CPU {cpu}: {reason}")]
     Pin { cpu: usize, reason: String },
+    #[error("cannot tell {what}: {reason}")]
+    Unreadable { what: &'static str, reason: String },
     #[error("invalid COLLOQUY_ENGINE_CPU: pinning the engine's thread needs Linux")]
     Unsupported,
 }
@@ -353,16 +356,16 @@ mod linux {
     }
 
     fn this_thread_affinity() -> Result<CpuSet, AffinityError> {
-        sched_getaffinity(Pid::from_raw(0)).map_err(|error| AffinityError::Pin {
-            cpu: 0,
-            reason: format!("cannot read the thread's affinity: {error}"),
+        sched_getaffinity(Pid::from_raw(0)).map_err(|error| AffinityError::Unreadable {
+            what: "which CPUs the engine's thread may use",
+            reason: error.to_string(),
         })
     }
 
     fn current_cpu() -> Result<usize, AffinityError> {
-        sched_getcpu().map_err(|error| AffinityError::Pin {
-            cpu: 0,
-            reason: format!("cannot tell which CPU the thread runs on: {error}"),
+        sched_getcpu().map_err(|error| AffinityError::Unreadable {
+            what: "which CPU the engine's thread runs on",
+            reason: error.to_string(),
         })
     }
 
