@@ -1,9 +1,9 @@
 //! Keeps the engine's thread on one CPU while that CPU is its own (`COLLOQUY_ENGINE_CPU`).
 //!
 //! At moderate load the engine's thread sleeps and wakes many times a second. Woken on
-//! whichever CPU is free, it finds its caches cold there: at 2,000 messages/s the same
-//! build used 8 - 13 % less CPU per reply with its engine's thread pinned, and closed
-//! loops did not change (docs/performance.md, "The engine's thread kept on one CPU").
+//! whichever CPU is free, it finds its caches cold there: at 2,000 new users/s the same
+//! build used 8 - 13 % less CPU per reply with its engine's thread pinned (returning
+//! users 0 - 8 %), and closed loops did not change (docs/performance.md, "The engine's thread kept on one CPU").
 //! A CPU that something else keeps busy would starve a pinned thread, though: a busy loop
 //! on its CPU cut 128 closed-loop senders from 11,400 to 6,700 replies/s. So, in `auto`,
 //! the thread reads its own scheduler statistics every second. When it waits to run
