@@ -482,9 +482,14 @@ async fn cluster_status_shows_the_nodes_and_who_holds_each_partition() {
         "lagging",
         8,
     );
-    colloquy::test_support::publish_events(&jetstream, &waiting, 8)
-        .await
-        .unwrap();
+    // A new stream may not be known yet to the server this connection asks (CI saw "no
+    // stream found for given subject"); each event carries its id, so a retry adds
+    // nothing twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = colloquy::test_support::publish_events(&jetstream, &waiting, 8).await {
+        assert!(Instant::now() < deadline, "{error}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     colloquy::test_support::PartitionEvents::open(&events_stream, lagging, Duration::from_secs(5))
         .await
         .unwrap();
