@@ -127,17 +127,11 @@ async fn a_fixed_cpu_is_kept_and_off_leaves_the_thread_where_it_was() {
 #[actix_web::test]
 async fn a_cpu_the_process_may_not_use_stops_the_start_with_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let graph = MockGraph::start();
     let options = Options {
         engine_cpu: Some(EngineCpu::Fixed(4096)),
         ..Options::default()
     };
-    let config = test_config(&graph, &dir.path().join("db"), &options);
-    let error = colloquy::start(config, options.flow)
-        .await
-        .err()
-        .expect("the start fails")
-        .to_string();
+    let error = start_error(&dir.path().join("db"), options, "the start fails").await;
     assert!(error.contains("COLLOQUY_ENGINE_CPU"), "{error}");
     assert!(error.contains("4096"), "{error}");
     // Nothing was opened: the data directory was never made.

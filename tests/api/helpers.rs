@@ -109,6 +109,17 @@ impl Default for Options {
     }
 }
 
+/// The error a start with `options` on `data_dir` fails with (against a mock Graph API of
+/// its own); panics with `why` if it starts.
+pub async fn start_error(data_dir: &Path, options: Options, why: &str) -> String {
+    let config = test_config(&MockGraph::start(), data_dir, &options);
+    colloquy::start(config, options.flow)
+        .await
+        .err()
+        .expect(why)
+        .to_string()
+}
+
 pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Config {
     let mut config = Config::from_raw(RawConfig {
         verify_token: Some(VERIFY_TOKEN.into()),

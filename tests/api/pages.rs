@@ -281,17 +281,16 @@ flow = "nope"
 "#,
     )
     .unwrap();
-    let graph = MockGraph::start();
     let options = Options {
         pages_file: Some(pages.clone()),
         ..Options::default()
     };
-    let config = test_config(&graph, &dir.path().join("db"), &options);
-    let error = colloquy::start(config, options.flow)
-        .await
-        .err()
-        .expect("a broken pages file stops the start")
-        .to_string();
+    let error = start_error(
+        &dir.path().join("db"),
+        options,
+        "a broken pages file stops the start",
+    )
+    .await;
     for expected in [
         "apps.main.secret: environment variable COLLOQUY_TEST_NO_SUCH_SECRET_VARIABLE is not set",
         "pages[0] (id 1).channel: `fax` is not a channel",
