@@ -928,6 +928,59 @@ mod tests {
         assert_eq!(tree.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
     }
 
+    /// sled writes zeros past its log's tip ahead of use (vendor/README.md, change 11),
+    /// so a cycle's writes land on blocks the filesystem has allocated already. The zeros
+    /// read as nothing written: the store reopens with every value, and takes more.
+    #[test]
+    fn the_log_is_written_with_zeros_ahead_of_its_tip_and_reopens_whole() {
+        const SEGMENT: usize = 512 * 1024;
+        const ROUND: u64 = 1_000;
+        let dir = tempfile::tempdir().unwrap();
+        let value = |i: u64| {
+            let mut value = vec![u8::try_from(i % 251).unwrap(); 4096];
+            value[..8].copy_from_slice(&i.to_be_bytes());
+            value
+        };
+        let write = |db: &sled::Db, keys: std::ops::Range<u64>| {
+            let committer = started(db, db.open_tree("t").unwrap(), LingerSettings::off());
+            for i in keys {
+                block_on(committer.submit(true, move |o| {
+                    o.insert(i.to_be_bytes().to_vec(), value(i));
+                    Ok::<(), String>(())
+                }))
+                .unwrap();
+            }
+        };
+        let holds_every_value = |db: &sled::Db, count: u64| {
+            let tree = db.open_tree("t").unwrap();
+            for i in 0..count {
+                let stored = tree.get(i.to_be_bytes()).unwrap();
+                assert_eq!(
+                    stored.as_deref(),
+                    Some(&value(i)[..]),
+                    "key {i} after reopening"
+                );
+            }
+        };
+
+        write(&unflushed(dir.path()).open().unwrap(), 0..ROUND);
+        let log = std::fs::read(dir.path().join("db")).unwrap();
+        assert_eq!(log.len() % SEGMENT, 0, "the file ends where a segment does");
+        let last_segment = &log[log.len() - SEGMENT..];
+        assert!(
+            last_segment.iter().all(|byte| *byte == 0),
+            "a whole segment of zeros past the data ({} bytes in the file)",
+            log.len()
+        );
+
+        let db = reopen_within(dir.path(), Duration::from_secs(10));
+        holds_every_value(&db, ROUND);
+        write(&db, ROUND..2 * ROUND);
+        drop(db);
+        let db = reopen_within(dir.path(), Duration::from_secs(10));
+        holds_every_value(&db, 2 * ROUND);
+    }
+
     fn reopen_within(path: &std::path::Path, limit: Duration) -> sled::Db {
         let started = Instant::now();
         loop {

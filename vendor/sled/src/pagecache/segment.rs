@@ -96,7 +96,20 @@ pub(crate) struct SegmentAccountant {
     segment_cleaner: SegmentCleaner,
     ordering: BTreeMap<Lsn, LogOffset>,
     async_truncations: BTreeMap<LogOffset, OneShot<Result<()>>>,
+    // colloquy (vendor/README.md, change 11): the file is written with zeros up to
+    // here, past the tip, so a new segment's writes overwrite blocks the filesystem
+    // has already allocated, and each `fdatasync` writes data alone, not the inode
+    // and block map too.
+    zeroed_to: LogOffset,
+    zero_fills: BTreeMap<LogOffset, OneShot<std::io::Result<()>>>,
 }
+
+/// Segments kept written with zeros past the tip (change 11).
+const ZEROED_AHEAD_SEGMENTS: u64 = 2;
+
+/// What a fill writes from: never written, so its pages stay the kernel's shared zero
+/// page and cost no memory.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SegmentCleaner {
@@ -133,6 +146,8 @@ impl SegmentCleaner {
 
 impl Drop for SegmentAccountant {
     fn drop(&mut self) {
+        // A fill still running would write into the file of whatever opens it next.
+        self.wait_for_zero_fills_below(LogOffset::max_value());
         for segment in &self.segments {
             let segment_utilization = match segment {
                 Segment::Free(_) | Segment::Draining(_) => 0,
@@ -485,6 +500,8 @@ impl SegmentAccountant {
             segment_cleaner,
             ordering: BTreeMap::default(),
             async_truncations: BTreeMap::default(),
+            zeroed_to: 0,
+            zero_fills: BTreeMap::default(),
         };
 
         ret.initialize_from_snapshot(snapshot)?;
@@ -997,7 +1014,58 @@ impl SegmentAccountant {
 
         trace!("advancing file tip from {} to {}", lid, self.tip);
 
+        // The new segment may be one a fill is still writing zeros into.
+        self.wait_for_zero_fills_below(self.tip);
+        self.zero_fill_ahead();
+
         Ok(lid)
+    }
+
+    /// colloquy (change 11): starts writing zeros, and syncing them, from the tip (or
+    /// where the zeros end) to `ZEROED_AHEAD_SEGMENTS` past it, on the IO thread pool.
+    /// Only offsets at or past the tip are written, which hold no segment in use, and
+    /// `bump_tip` waits for a fill before it hands out a segment the fill covers.
+    fn zero_fill_ahead(&mut self) {
+        let segment_size = self.config.segment_size as LogOffset;
+        let target = self.tip + ZEROED_AHEAD_SEGMENTS * segment_size;
+        let from = self.zeroed_to.max(self.tip);
+        if from >= target {
+            return;
+        }
+        let config = self.config.clone();
+        let fill = threadpool::spawn(move || {
+            let mut at = from;
+            while at < target {
+                let len = (target - at).min(ZEROS.len() as LogOffset);
+                pwrite_all(&config.file, &ZEROS[..assert_usize(len)], at)?;
+                at += len;
+            }
+            config.file.sync_data()
+        });
+        match fill {
+            Ok(promise) => {
+                self.zero_fills.insert(from, promise);
+                self.zeroed_to = target;
+            }
+            // Only the head start is lost: the segment's writes allocate as they go.
+            Err(error) => warn!("could not start writing zeros ahead: {:?}", error),
+        }
+    }
+
+    /// colloquy (change 11): waits for every zero fill that starts below `end`. A
+    /// failed fill costs only its head start, so its error is logged, not returned.
+    fn wait_for_zero_fills_below(&mut self, end: LogOffset) {
+        let later = self.zero_fills.split_off(&end);
+        let due = std::mem::replace(&mut self.zero_fills, later);
+        for (from, promise) in due {
+            match promise.wait() {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    warn!("writing zeros ahead from {} failed: {:?}", from, error)
+                }
+                None => warn!("the zero fill from {} did not finish", from),
+            }
+        }
     }
 
     /// Returns the next offset to write a new segment in.
@@ -1087,6 +1155,8 @@ impl SegmentAccountant {
         );
 
         self.tip = at;
+        // colloquy (change 11): the zeros past `at` go with the rest.
+        self.zeroed_to = self.zeroed_to.min(at);
 
         assert!(!self.free.contains(&at), "double-free of a segment occurred");
 
