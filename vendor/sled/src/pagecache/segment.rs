@@ -101,7 +101,8 @@ pub(crate) struct SegmentAccountant {
     // has already allocated, and each `fdatasync` writes data alone, not the inode
     // and block map too.
     zeroed_to: LogOffset,
-    zero_fills: BTreeMap<LogOffset, OneShot<std::io::Result<()>>>,
+    // Fills not yet waited for: start -> (end, outcome). They never overlap.
+    zero_fills: BTreeMap<LogOffset, (LogOffset, OneShot<std::io::Result<()>>)>,
 }
 
 /// Segments kept written with zeros past the tip (change 11).
@@ -1032,6 +1033,10 @@ impl SegmentAccountant {
         if from >= target {
             return;
         }
+        // After a truncation the zeros start again at the tip, where a fill from
+        // before may still be running: it finishes first, so that every fill that
+        // could write into a segment is one `bump_tip` waits for.
+        self.wait_for_zero_fills_overlapping(from, target);
         let config = self.config.clone();
         let fill = threadpool::spawn(move || {
             let mut at = from;
@@ -1044,7 +1049,7 @@ impl SegmentAccountant {
         });
         match fill {
             Ok(promise) => {
-                self.zero_fills.insert(from, promise);
+                self.zero_fills.insert(from, (target, promise));
                 self.zeroed_to = target;
             }
             // Only the head start is lost: the segment's writes allocate as they go.
@@ -1052,19 +1057,38 @@ impl SegmentAccountant {
         }
     }
 
-    /// colloquy (change 11): waits for every zero fill that starts below `end`. A
-    /// failed fill costs only its head start, so its error is logged, not returned.
+    /// colloquy (change 11): waits for every zero fill that starts below `end`.
     fn wait_for_zero_fills_below(&mut self, end: LogOffset) {
         let later = self.zero_fills.split_off(&end);
         let due = std::mem::replace(&mut self.zero_fills, later);
-        for (from, promise) in due {
-            match promise.wait() {
-                Some(Ok(())) => {}
-                Some(Err(error)) => {
-                    warn!("writing zeros ahead from {} failed: {:?}", from, error)
-                }
-                None => warn!("the zero fill from {} did not finish", from),
+        for (from, (_, promise)) in due {
+            Self::wait_for_zero_fill(from, promise);
+        }
+    }
+
+    /// colloquy (change 11): waits for every zero fill that writes into `from..to`.
+    fn wait_for_zero_fills_overlapping(&mut self, from: LogOffset, to: LogOffset) {
+        let overlapping: Vec<LogOffset> = self
+            .zero_fills
+            .range(..to)
+            .filter(|(_, (end, _))| *end > from)
+            .map(|(start, _)| *start)
+            .collect();
+        for start in overlapping {
+            if let Some((_, promise)) = self.zero_fills.remove(&start) {
+                Self::wait_for_zero_fill(start, promise);
             }
+        }
+    }
+
+    /// A failed fill costs only its head start, so its error is logged, not returned.
+    fn wait_for_zero_fill(from: LogOffset, promise: OneShot<std::io::Result<()>>) {
+        match promise.wait() {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                warn!("writing zeros ahead from {} failed: {:?}", from, error)
+            }
+            None => warn!("the zero fill from {} did not finish", from),
         }
     }
 
