@@ -299,6 +299,8 @@ pub async fn start_with(
     // anything is opened.
     let pages = pages_of(&config, &flow)?;
     affinity::check(config.engine_cpu)?;
+    // Before any actor starts: a port in use ends the start with its error alone.
+    let (webhook_listener, admin_listener) = bind_listeners(&config)?;
     let store = Store::open_tuned(
         &config.data_dir,
         StoreTuning {
@@ -370,8 +372,9 @@ pub async fn start_with(
     if config.pages_file.is_some() {
         actix_rt::spawn(reload_on_sighup(pages));
     }
-    let (addr, handle, server) = serve_webhook(&config, webhook_state)?;
-    let (admin_addr, admin_handle, admin_server) = serve_admin(&config, admin_state, action_state)?;
+    let (addr, handle, server) = serve_webhook(&config, webhook_state, webhook_listener)?;
+    let (admin_addr, admin_handle, admin_server) =
+        serve_admin(&config, admin_state, action_state, admin_listener)?;
     log::info!(
         "colloquy listening on http://{addr}{} (admin on http://{admin_addr}, graph API {})",
         config.webhook_path,
@@ -470,11 +473,22 @@ fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Bind { addr, source }
 }
 
+/// The webhook's and the admin listener's sockets, bound.
+fn bind_listeners(
+    config: &Config,
+) -> Result<(std::net::TcpListener, std::net::TcpListener), StartError> {
+    let webhook = crate::webhook::listener::bind(config.bind).map_err(bind_error(config.bind))?;
+    let admin =
+        std::net::TcpListener::bind(config.admin_bind).map_err(bind_error(config.admin_bind))?;
+    Ok((webhook, admin))
+}
+
 /// The operator's listener (loopback by default): `/admin` for `colloquy inspect`.
 fn serve_admin(
     config: &Config,
     state: AdminState,
     actions: ActionState,
+    listener: std::net::TcpListener,
 ) -> Result<Served, StartError> {
     let server = HttpServer::new(move || {
         App::new()
@@ -490,7 +504,7 @@ fn serve_admin(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs())
-    .bind(config.admin_bind)
+    .listen(listener)
     .map_err(bind_error(config.admin_bind))?;
     let addr = server.addrs().first().copied().unwrap_or(config.admin_bind);
     let server = server.run();

@@ -143,6 +143,44 @@ fn serve_without_a_required_setting_names_the_variable_in_one_line() {
     );
 }
 
+/// A port in use ends `serve` with an error naming the address, before anything starts:
+/// no data directory is made and nothing panics on the way out (actors started before
+/// the bind used to panic as the runtime went down).
+#[test]
+fn serve_on_a_port_in_use_names_the_address_and_starts_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_addr = free.local_addr().unwrap().to_string();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db");
+    let data = data.to_str().unwrap();
+    let secrets = [
+        ("MESSENGER_VERIFY_TOKEN", "v"),
+        ("MESSENGER_APP_SECRET", "s"),
+        ("MESSENGER_ACCESS_TOKEN", "t"),
+        ("COLLOQUY_DATA", data),
+        ("RUST_LOG", "warn"),
+    ];
+    for (webhook, admin) in [(&taken_addr, &free_addr), (&free_addr, &taken_addr)] {
+        let mut envs = secrets.to_vec();
+        envs.extend([
+            ("COLLOQUY_BIND", webhook.as_str()),
+            ("COLLOQUY_ADMIN_BIND", admin.as_str()),
+        ]);
+        let output = colloquy(&["serve", "--flow", "echo"], &envs);
+        assert_eq!(output.status.code(), Some(1));
+        let err = stderr(&output);
+        assert!(
+            err.starts_with(&format!("error: cannot listen on {taken_addr}: ")),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!dir.path().join("db").exists(), "no data directory is made");
+    }
+}
+
 #[actix_web::test]
 async fn inspect_works_through_the_admin_endpoint_while_the_server_runs_and_directly_after() {
     let app = spawn_app().await;

@@ -21,6 +21,7 @@ use crate::webhook::{self, WebhookState};
 pub(super) fn serve_webhook(
     config: &Config,
     state: WebhookState,
+    listener: std::net::TcpListener,
 ) -> Result<(SocketAddr, WebhookStop, ServerTask), StartError> {
     let threads = config.webhook_threads();
     let steered = matches!(threads, WebhookThreads::Steered(_));
@@ -32,7 +33,6 @@ pub(super) fn serve_webhook(
         state,
         placement: steered.then(|| placement.clone()),
     };
-    let listener = webhook::listener::bind(config.bind).map_err(bind_error(config.bind))?;
     let addr = listener.local_addr().map_err(bind_error(config.bind))?;
     let on_the_engine = |listener| {
         let settings = ListenerSettings {
