@@ -3,7 +3,7 @@
 //! the mock Graph API and the store itself.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,52 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start_server(port: u16, admin_port: u16, data: &Path, graph: &MockGraph) -> Child {
+/// A server process of the test, and where its log goes.
+struct Server {
+    child: Child,
+    port: u16,
+    admin_port: u16,
+    log: PathBuf,
+}
+
+/// Starts the server on ports picked free and waits until it answers the handshake. A
+/// port can be taken between the pick and the server's bind (another test's connection
+/// gets it as its local port), and then the server exits at once, saying so: it is
+/// started again on other ports, up to three times. A server that exits before it is
+/// ready for any other reason fails the test. Its warnings go to a file beside the
+/// data, quoted when it fails.
+async fn start_ready(data: &Path, graph: &MockGraph) -> Server {
+    let log = data.with_extension("log");
+    for _ in 0..3 {
+        let (port, admin_port) = (free_port(), free_port());
+        let mut child = start_server(port, admin_port, data, graph, &log);
+        if wait_ready(port, &mut child, &log).await {
+            return Server {
+                child,
+                port,
+                admin_port,
+                log,
+            };
+        }
+        let said = log_of(&log);
+        assert!(
+            said.contains("Address already in use"),
+            "the server exited before it was ready:\n{said}"
+        );
+    }
+    panic!("no free ports in three tries:\n{}", log_of(&log));
+}
+
+fn log_of(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_else(|e| format!("(no log: {e})"))
+}
+
+fn start_server(port: u16, admin_port: u16, data: &Path, graph: &MockGraph, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("the server's log file");
     Command::new(env!("CARGO_BIN_EXE_colloquy"))
         .args(["serve", "--flow", "echo"])
         .env("MESSENGER_VERIFY_TOKEN", VERIFY_TOKEN)
@@ -40,7 +85,7 @@ fn start_server(port: u16, admin_port: u16, data: &Path, graph: &MockGraph) -> C
         .env("COLLOQUY_WORKERS", "2")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("the server starts")
 }
@@ -72,7 +117,8 @@ async fn wait_until_nothing_is_owed(admin_port: u16) {
     }
 }
 
-async fn wait_ready(port: u16) {
+/// Whether the server answered the handshake; `false` when it exited first.
+async fn wait_ready(port: u16, server: &mut Child, log: &Path) -> bool {
     let url = format!(
         "http://127.0.0.1:{port}/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
     );
@@ -80,12 +126,16 @@ async fn wait_ready(port: u16) {
     loop {
         if let Ok(response) = awc::Client::new().get(&url).send().await {
             if response.status() == 200 {
-                return;
+                return true;
             }
+        }
+        if server.try_wait().expect("the server's status").is_some() {
+            return false;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "server never became ready"
+            "server never became ready:\n{}",
+            log_of(log)
         );
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
@@ -160,25 +210,22 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
 
     actix_rt::System::new().block_on(async {
         for round in 0..KILLS {
-            let port = free_port();
-            let mut server = start_server(port, free_port(), &data, &graph);
-            wait_ready(port).await;
+            let mut server = start_ready(&data, &graph).await;
+            let port = server.port;
             let drivers: Vec<_> = (0..SENDERS)
                 .map(|sender| actix_rt::spawn(drive(port, sender, round, acked.clone())))
                 .collect();
             actix_rt::time::sleep(Duration::from_millis(rng.gen_range(150..700))).await;
-            server.kill().expect("SIGKILL");
-            server.wait().unwrap();
+            server.child.kill().expect("SIGKILL");
+            server.child.wait().unwrap();
             for driver in drivers {
                 driver.await.unwrap();
             }
         }
 
         // A last start recovers everything; then a graceful stop.
-        let port = free_port();
-        let admin_port = free_port();
-        let mut server = start_server(port, admin_port, &data, &graph);
-        wait_ready(port).await;
+        let mut server = start_ready(&data, &graph).await;
+        let admin_port = server.admin_port;
         let acked: Vec<(String, String)> = acked.lock().unwrap().clone();
         assert!(acked.len() > SENDERS * KILLS, "the load was too light to mean anything: {}", acked.len());
         wait_until("a reply to every acknowledged message", || {
@@ -190,12 +237,16 @@ fn acknowledged_messages_survive_repeated_sigkill_and_get_exactly_their_replies(
         // recorded), to be sent again: wait until the server owes nothing.
         wait_until_nothing_is_owed(admin_port).await;
         let status = Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
+            .args(["-TERM", &server.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = server.wait().unwrap();
-        assert!(exit.success(), "graceful shutdown must exit 0, got {exit:?}");
+        let exit = server.child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "graceful shutdown must exit 0, got {exit:?}:\n{}",
+            log_of(&server.log)
+        );
 
         let sends = sends_by_message(&graph);
         let duplicates: usize = sends.values().map(|n| n - 1).sum();
