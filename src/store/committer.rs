@@ -942,11 +942,13 @@ mod tests {
             value[..8].copy_from_slice(&i.to_be_bytes());
             value
         };
-        let write = |db: &sled::Db, keys: std::ops::Range<u64>| {
+        let plain_key = |i: u64| i.to_be_bytes().to_vec();
+        // Writes value(i) under key(i) for each i, one durable operation each.
+        let write = |db: &sled::Db, writes: std::ops::Range<u64>, key: fn(u64) -> Vec<u8>| {
             let committer = started(db, db.open_tree("t").unwrap(), LingerSettings::off());
-            for i in keys {
+            for i in writes {
                 block_on(committer.submit(true, move |o| {
-                    o.insert(i.to_be_bytes().to_vec(), value(i));
+                    o.insert(key(i), value(i));
                     Ok::<(), String>(())
                 }))
                 .unwrap();
@@ -955,7 +957,7 @@ mod tests {
         let holds_every_value = |db: &sled::Db, count: u64| {
             let tree = db.open_tree("t").unwrap();
             for i in 0..count {
-                let stored = tree.get(i.to_be_bytes()).unwrap();
+                let stored = tree.get(plain_key(i)).unwrap();
                 assert_eq!(
                     stored.as_deref(),
                     Some(&value(i)[..]),
@@ -964,7 +966,7 @@ mod tests {
             }
         };
 
-        write(&unflushed(dir.path()).open().unwrap(), 0..ROUND);
+        write(&unflushed(dir.path()).open().unwrap(), 0..ROUND, plain_key);
         let log = std::fs::read(dir.path().join("db")).unwrap();
         assert_eq!(log.len() % SEGMENT, 0, "the file ends where a segment does");
         let last_segment = &log[log.len() - SEGMENT..];
@@ -976,7 +978,7 @@ mod tests {
 
         let db = reopen_within(dir.path(), Duration::from_secs(10));
         holds_every_value(&db, ROUND);
-        write(&db, ROUND..2 * ROUND);
+        write(&db, ROUND..2 * ROUND, plain_key);
         drop(db);
         let db = reopen_within(dir.path(), Duration::from_secs(10));
         holds_every_value(&db, 2 * ROUND);
@@ -986,16 +988,7 @@ mod tests {
         const HOT_KEYS: u64 = 16;
         const OVERWRITES: u64 = 6_000;
         let hot_key = |i: u64| [0xff, u8::try_from(i % HOT_KEYS).unwrap()].to_vec();
-        {
-            let committer = started(&db, db.open_tree("t").unwrap(), LingerSettings::off());
-            for i in 0..OVERWRITES {
-                block_on(committer.submit(true, move |o| {
-                    o.insert(hot_key(i), value(i));
-                    Ok::<(), String>(())
-                }))
-                .unwrap();
-            }
-        }
+        write(&db, 0..OVERWRITES, hot_key);
         drop(db);
         let db = reopen_within(dir.path(), Duration::from_secs(10));
         holds_every_value(&db, 2 * ROUND);
