@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// Send API calls per second per page (Meta allows 300); 0 = no limit.
     #[arg(long, env = "COLLOQUY_PAGE_SEND_RATE")]
     pub page_send_rate: Option<u32>,
+    /// Most Messenger replies sent as one Graph batch call (1 to 50; 1 = one call each).
+    /// Only replies ready at the same moment go together: none waits for a batch.
+    #[arg(long, env = "COLLOQUY_SEND_BATCH")]
+    pub send_batch: Option<usize>,
     /// Conversation actors kept alive at most; the least recently used beyond it stop.
     #[arg(long, env = "COLLOQUY_MAX_LIVE_CONVERSATIONS")]
     pub max_live_conversations: Option<usize>,
@@ -314,6 +318,7 @@ impl ServeArgs {
             flow_timeout_secs: self.flow_timeout_secs,
             ack_deadline_ms: self.ack_deadline_ms,
             page_send_rate: self.page_send_rate,
+            send_batch: self.send_batch,
             max_live_conversations: self.max_live_conversations,
             max_connections: self.max_connections,
             cache_mb: self.cache_mb,

@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_LIVE_CONVERSATIONS: usize = 10_000;
 /// 256 held 128 MiB and full goodput at twice capacity: docs/performance.md, "Overload,
 /// continued"). Facebook delivers over far fewer.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Meta takes at most 50 requests in one Graph batch call (`COLLOQUY_SEND_BATCH`).
+pub const MAX_SEND_BATCH: usize = 50;
 /// Meta's Send API limit for text messages: 300 calls per second per page.
 pub const DEFAULT_PAGE_SEND_RATE: u32 = 300;
 /// A turn normally commits within milliseconds; a POST whose events are not all committed
@@ -107,6 +109,8 @@ pub struct RawConfig {
     pub flow_timeout_secs: Option<u64>,
     pub ack_deadline_ms: Option<u64>,
     pub page_send_rate: Option<u32>,
+    /// `COLLOQUY_SEND_BATCH`: most replies per Graph batch call (1 = one call each).
+    pub send_batch: Option<usize>,
     pub max_live_conversations: Option<usize>,
     pub max_connections: Option<usize>,
     pub cache_mb: Option<u64>,
@@ -159,6 +163,7 @@ impl RawConfig {
             flow_timeout_secs: number("COLLOQUY_FLOW_TIMEOUT_SECS")?,
             ack_deadline_ms: number("COLLOQUY_ACK_DEADLINE_MS")?,
             page_send_rate: number("COLLOQUY_PAGE_SEND_RATE")?,
+            send_batch: number("COLLOQUY_SEND_BATCH")?,
             max_live_conversations: number("COLLOQUY_MAX_LIVE_CONVERSATIONS")?,
             max_connections: number("COLLOQUY_MAX_CONNECTIONS")?,
             cache_mb: number("COLLOQUY_CACHE_MB")?,
@@ -291,6 +296,9 @@ pub struct SenderSettings {
     pub max_age: Duration,
     /// Send API calls per second per page; 0 = no limit.
     pub page_send_rate: u32,
+    /// Most Messenger replies sent as one Graph batch call (1 to 50; 1 = one call each).
+    /// Only replies ready at the same moment go together: none waits for a batch.
+    pub send_batch: usize,
 }
 
 impl Default for SenderSettings {
@@ -303,6 +311,7 @@ impl Default for SenderSettings {
             // The 24-hour messaging window makes older replies pointless anyway.
             max_age: Duration::from_secs(3600),
             page_send_rate: DEFAULT_PAGE_SEND_RATE,
+            send_batch: MAX_SEND_BATCH,
         }
     }
 }
@@ -320,6 +329,21 @@ pub enum ConfigError {
         variable: &'static str,
         reason: String,
     },
+}
+
+/// Replies per Graph batch call: 1 to Meta's limit of 50.
+fn parse_send_batch(value: Option<usize>) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(MAX_SEND_BATCH),
+        Some(size) if (1..=MAX_SEND_BATCH).contains(&size) => Ok(size),
+        Some(size) => Err(ConfigError::Invalid {
+            variable: "COLLOQUY_SEND_BATCH",
+            reason: format!(
+                "{size} replies per batch: must be 1 (one call each) to {}",
+                MAX_SEND_BATCH
+            ),
+        }),
+    }
 }
 
 /// The commit linger from its two settings: the window is capped, and a target of one
@@ -462,6 +486,7 @@ impl Config {
             idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(300).max(1)),
             sender: SenderSettings {
                 page_send_rate: raw.page_send_rate.unwrap_or(DEFAULT_PAGE_SEND_RATE),
+                send_batch: parse_send_batch(raw.send_batch)?,
                 ..SenderSettings::default()
             },
             flow_timeout: Duration::from_secs(raw.flow_timeout_secs.unwrap_or(30).max(1)),
@@ -644,6 +669,25 @@ mod tests {
             let error = engine_cpu(Some(wrong)).unwrap_err().to_string();
             assert!(error.contains("COLLOQUY_ENGINE_CPU"), "{error}");
             assert!(error.contains(wrong), "{error}");
+        }
+    }
+
+    #[test]
+    fn replies_go_in_batches_of_up_to_50_and_a_size_beyond_is_named() {
+        let send_batch = |value: Option<usize>| {
+            Config::from_raw(RawConfig {
+                send_batch: value,
+                ..complete()
+            })
+            .map(|config| config.sender.send_batch)
+        };
+        assert_eq!(send_batch(None).unwrap(), 50);
+        assert_eq!(send_batch(Some(1)).unwrap(), 1);
+        assert_eq!(send_batch(Some(50)).unwrap(), 50);
+        for wrong in [0, 51, 1000] {
+            let error = send_batch(Some(wrong)).unwrap_err().to_string();
+            assert!(error.contains("COLLOQUY_SEND_BATCH"), "{error}");
+            assert!(error.contains(&wrong.to_string()), "{error}");
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Metrics {
     webhook_on_engine_thread: IntGauge,
     engine_cpu: IntGauge,
     engine_cpu_releases: IntCounter,
+    graph_batch_calls: IntCounter,
+    graph_batched_requests: IntCounter,
     events: IntCounterVec,
     events_acked: IntCounter,
     events_journalled_late: IntCounter,
@@ -171,6 +173,16 @@ impl Metrics {
                 &registry,
                 "engine_cpu",
                 "The CPU the engine's thread is pinned to; -1 while it is not pinned",
+            ),
+            graph_batch_calls: counter(
+                &registry,
+                "graph_batch_calls_total",
+                "Graph batch calls made for replies ready at the same moment",
+            ),
+            graph_batched_requests: counter(
+                &registry,
+                "graph_batched_requests_total",
+                "Send API requests made inside Graph batch calls",
             ),
             engine_cpu_releases: counter(
                 &registry,
@@ -351,6 +363,12 @@ impl Metrics {
 
     pub fn watermark_moved(&self, kind: &str) {
         self.watermark_updates.with_label_values(&[kind]).inc();
+    }
+
+    /// One Graph batch call made, carrying `requests` Send API requests.
+    pub fn graph_batch(&self, requests: usize) {
+        self.graph_batch_calls.inc();
+        self.graph_batched_requests.inc_by(requests as u64);
     }
 
     pub fn flush_waited(&self, writer: &str, waited: Duration) {

@@ -88,6 +88,11 @@ pub enum CallError {
     /// carried out all the same.
     #[error("network: no answer within {0:?}")]
     Timeout(Duration),
+    /// A batch call was answered, but with no result for this request (`null`: Meta did
+    /// not complete it, or the answer listed fewer results than requests). Worth
+    /// retrying; the request may have been carried out all the same, as after a timeout.
+    #[error("the Graph batch answer had no result for this request")]
+    NotAnswered,
     /// The answer's status came, but its body could not be read (cut off, too large).
     /// Worth retrying.
     #[error("reading the answer: {0}")]
@@ -113,6 +118,7 @@ impl CallError {
             | CallError::Throttled { .. }
             | CallError::Network(_)
             | CallError::Timeout(_)
+            | CallError::NotAnswered
             | CallError::Unreadable(_) => true,
             CallError::Status { status } => (500..=599).contains(status),
             CallError::TokenRevoked(_) | CallError::Permanent(_) | CallError::InvalidRequest(_) => {
@@ -131,6 +137,7 @@ impl CallError {
             CallError::Status { .. }
             | CallError::Network(_)
             | CallError::Timeout(_)
+            | CallError::NotAnswered
             | CallError::Unreadable(_)
             | CallError::InvalidRequest(_) => None,
         }

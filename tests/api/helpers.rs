@@ -61,6 +61,8 @@ pub struct Options {
     pub max_queue_delay_ms: Option<u64>,
     pub flow_timeout: Option<Duration>,
     pub page_send_rate: Option<u32>,
+    /// `COLLOQUY_SEND_BATCH` (the server's default, 50, when `None`).
+    pub send_batch: Option<usize>,
     pub max_live_conversations: Option<usize>,
     /// `COLLOQUY_WORKERS`: that many HTTP workers, 0 for the engine's own thread alone;
     /// unset (the default, as in production), the webhook is steered between both.
@@ -95,6 +97,7 @@ impl Default for Options {
             max_queue_delay_ms: None,
             flow_timeout: None,
             page_send_rate: None,
+            send_batch: None,
             max_live_conversations: None,
             workers: None,
             steering: None,
@@ -140,6 +143,7 @@ pub fn test_config(graph: &MockGraph, data_dir: &Path, options: &Options) -> Con
         // about refusing for it.
         max_queue_delay_ms: options.max_queue_delay_ms.or(Some(30_000)),
         page_send_rate: options.page_send_rate,
+        send_batch: options.send_batch,
         max_live_conversations: options.max_live_conversations,
         max_connections: options.max_connections,
         public_url: options.public_url.clone(),

@@ -1,6 +1,7 @@
 //! The mock Graph API: a real HTTP server on port 0, on its own thread and actix system
 //! (so it outlives engine restarts), that records every request and answers each with a
-//! scripted answer, a stall, or what the Send API would say.
+//! scripted answer, a stall, or what the Send API would say. A Graph batch call is taken
+//! apart: each of its requests is answered and recorded as if it had come alone.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,10 @@ pub struct Recorded {
     pub status: u16,
     /// When the mock received it.
     pub at: Instant,
+    /// The Graph batch call it came in (numbered from 1 in arrival order), if any: each
+    /// request of a batch is recorded on its own, with the batch call's query and
+    /// `Authorization`, and its form body decoded back into JSON.
+    pub batch: Option<u64>,
 }
 
 impl Recorded {
@@ -68,6 +73,8 @@ struct MockState {
     revoked: std::collections::HashSet<String>,
     /// Each page's Messenger Profile, by the page id in the path.
     profiles: std::collections::HashMap<String, serde_json::Map<String, Value>>,
+    /// Graph batch calls received.
+    batches: u64,
 }
 
 /// A mock Graph API on its own thread and actix system, so it outlives app restarts.
@@ -135,6 +142,11 @@ impl MockGraph {
         self.state.lock().unwrap().revoked.insert(token.to_string());
     }
 
+    /// Calls made with `token` are answered as usual again (see [`MockGraph::revoke`]).
+    pub fn restore(&self, token: &str) {
+        self.state.lock().unwrap().revoked.remove(token);
+    }
+
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.state.lock().unwrap().script.extend(answers);
     }
@@ -176,63 +188,144 @@ impl MockGraph {
     }
 }
 
+/// The call as it came: method, path, query, `Authorization` and JSON body.
+struct Call {
+    method: String,
+    path: String,
+    query: Vec<(String, String)>,
+    authorization: Option<String>,
+    body: Value,
+}
+
 async fn answer(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<Arc<Mutex<MockState>>>,
 ) -> HttpResponse {
-    let query: Vec<(String, String)> =
-        serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
-    let authorization = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let call = Call {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        query: serde_urlencoded::from_str(req.query_string()).unwrap_or_default(),
+        authorization: req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    };
+    let batch = is_batch(&call).then(|| batch_requests(&call));
     let stall = state.lock().unwrap().stalls.pop_front();
     if let Some(stall) = stall {
         actix_rt::time::sleep(stall).await;
-        state.lock().unwrap().requests.push(Recorded {
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            query,
-            authorization: authorization.clone(),
-            body: json,
-            status: STALLED,
-            at: Instant::now(),
-        });
+        let mut state = state.lock().unwrap();
+        match batch {
+            Some(requests) => {
+                state.batches += 1;
+                let number = state.batches;
+                for request in requests {
+                    record(&mut state, request, STALLED, Some(number));
+                }
+            }
+            None => record(&mut state, call, STALLED, None),
+        }
         return HttpResponse::InternalServerError().finish();
     }
     let mut state = state.lock().unwrap();
-    let revoked = authorization
+    let Some(requests) = batch else {
+        let (status, reply) = answer_one(&mut state, &call);
+        record(&mut state, call, status, None);
+        return HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+            .json(reply);
+    };
+    state.batches += 1;
+    let number = state.batches;
+    let answers: Vec<Value> = requests
+        .into_iter()
+        .map(|request| {
+            let (status, reply) = answer_one(&mut state, &request);
+            record(&mut state, request, status, Some(number));
+            json!({"code": status, "body": reply.to_string()})
+        })
+        .collect();
+    HttpResponse::Ok().json(answers)
+}
+
+/// A Graph batch call: `POST /v21.0/` with a `batch` list.
+fn is_batch(call: &Call) -> bool {
+    call.method == "POST"
+        && call.path.trim_end_matches('/').ends_with("/v21.0")
+        && call.body["batch"].is_array()
+}
+
+/// Each request of a batch call, as if it had come alone: its path under the batch's
+/// version, the batch's query and `Authorization`, its form body decoded into JSON (a
+/// field whose value is a JSON object or list is that JSON, any other is text).
+fn batch_requests(call: &Call) -> Vec<Call> {
+    let items = call.body["batch"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .map(|item| {
+            let form = item["body"].as_str().unwrap_or_default();
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(form).unwrap_or_default();
+            let fields = pairs.into_iter().map(|(name, value)| {
+                let json = match value.trim_start().chars().next() {
+                    Some('{' | '[') => serde_json::from_str(&value).ok(),
+                    _ => None,
+                };
+                (name, json.unwrap_or(Value::String(value)))
+            });
+            Call {
+                method: item["method"].as_str().unwrap_or_default().to_string(),
+                path: format!(
+                    "{}/{}",
+                    call.path.trim_end_matches('/'),
+                    item["relative_url"].as_str().unwrap_or_default()
+                ),
+                query: call.query.clone(),
+                authorization: call.authorization.clone(),
+                body: Value::Object(fields.collect()),
+            }
+        })
+        .collect()
+}
+
+/// The answer to one request: a revoked token's error, the next scripted answer, or what
+/// the Graph API would say.
+fn answer_one(state: &mut MockState, call: &Call) -> (u16, Value) {
+    let revoked = call
+        .authorization
         .as_deref()
         .and_then(|header| header.strip_prefix("Bearer "))
         .is_some_and(|token| state.revoked.contains(token));
-    let (status, reply) = match state.script.pop_front() {
+    match state.script.pop_front() {
         _ if revoked => {
             let answer = graph_error(401, 190, Some(460), "Error validating access token");
             (answer.status, answer.body)
         }
         Some(scripted) => (scripted.status, scripted.body),
-        None if req.path().ends_with("/messenger_profile") => {
-            let fields = query
+        None if call.path.ends_with("/messenger_profile") => {
+            let fields = call
+                .query
                 .iter()
                 .find(|(name, _)| name == "fields")
                 .map(|(_, value)| value.clone());
-            profile_answer(&mut state, req.method().as_str(), req.path(), fields, &json)
+            profile_answer(state, &call.method, &call.path, fields, &call.body)
         }
-        None => default_answer(&mut state, req.method().as_str(), req.path(), &json),
-    };
+        None => default_answer(state, &call.method, &call.path, &call.body),
+    }
+}
+
+fn record(state: &mut MockState, call: Call, status: u16, batch: Option<u64>) {
     state.requests.push(Recorded {
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query,
-        authorization,
-        body: json,
+        method: call.method,
+        path: call.path,
+        query: call.query,
+        authorization: call.authorization,
+        body: call.body,
         status,
         at: Instant::now(),
+        batch,
     });
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(reply)
 }
 
 fn default_answer(state: &mut MockState, method: &str, path: &str, body: &Value) -> (u16, Value) {

@@ -316,11 +316,16 @@ async fn an_unreachable_graph_api_is_retried_then_recorded_failed() {
 /// Replies to many users at once each leave once and are recorded sent. Beyond 32 calls
 /// and outcome writes under way the sender runs each as a task of its own (actix would
 /// otherwise poll every one at each wake-up); this holds 48 calls in flight, so both
-/// ways are used, and the retries after the stalls go through them again.
+/// ways are used, and the retries after the stalls go through them again. One call per
+/// reply (`COLLOQUY_SEND_BATCH=1`): batched, the 48 would be one call.
 #[actix_web::test]
 async fn replies_to_many_users_at_once_are_each_sent_once_and_recorded() {
     const USERS: usize = 48;
-    let app = spawn_app().await;
+    let app = spawn_app_with(Options {
+        send_batch: Some(1),
+        ..Options::default()
+    })
+    .await;
     // Every first call hangs a while, then fails: all are in flight together.
     app.graph
         .stall(USERS, std::time::Duration::from_millis(1500));
@@ -354,4 +359,163 @@ async fn replies_to_many_users_at_once_are_each_sent_once_and_recorded() {
         .filter(|r| r.status == STALLED)
         .count();
     assert_eq!(stalled, USERS, "every first call was in flight and failed");
+}
+
+/// Replies owed at a start (here: held back by a rejected token in the life before)
+/// become ready together, and go out as one Graph batch call: each request authorized
+/// like a single call (bearer token, `appsecret_proof`, no token in the URL), each with
+/// its own outcome. A request the batch answers with a permanent error fails alone; one
+/// answered with a transient error is retried alone; the others are sent, each with its
+/// own message id. In the life before, the rejected token failed one reply only: the
+/// replies answered 190 alongside it, or after it, wait in the outbox for a new token.
+#[test]
+fn replies_ready_together_go_out_as_one_batch_call_with_an_outcome_each() {
+    let calls = owed_replies_sent_after_a_restart(None);
+    let batch = calls[0]
+        .batch
+        .expect("the owed replies went out in a batch call");
+    let in_batch: Vec<_> = calls.iter().filter(|c| c.batch == Some(batch)).collect();
+    assert_eq!(
+        in_batch.len(),
+        5,
+        "every owed reply in one batch call: {calls:#?}"
+    );
+    for call in &in_batch {
+        assert!(call.is_message_send(), "{call:?}");
+        assert!(call.is_authorized_by(ACCESS_TOKEN, APP_SECRET), "{call:?}");
+        assert_eq!(call.body["message"]["text"], "Thank you for your time..!!");
+        assert_eq!(call.body["messaging_type"], "RESPONSE");
+    }
+    let statuses: Vec<u16> = in_batch.iter().map(|c| c.status).collect();
+    assert_eq!(statuses, vec![400, 500, 200, 200, 200]);
+    // The retry of the transient failure is a call of its own.
+    let retried = &in_batch[1].body["recipient"]["id"];
+    let after: Vec<_> = calls.iter().filter(|c| c.batch != Some(batch)).collect();
+    assert_eq!(after.len(), 1, "{after:#?}");
+    assert_eq!(&after[0].body["recipient"]["id"], retried);
+    assert_eq!(after[0].status, 200);
+}
+
+/// The same, with `COLLOQUY_SEND_BATCH=1`: every owed reply is a call of its own.
+#[test]
+fn with_batches_of_one_every_reply_is_a_call_of_its_own() {
+    let calls = owed_replies_sent_after_a_restart(Some(1));
+    assert_eq!(calls.len(), 6, "{calls:#?}");
+    assert!(calls.iter().all(|c| c.batch.is_none()), "{calls:#?}");
+}
+
+/// Six users write in one request while the page's token is rejected: one reply fails
+/// (190), five wait in the outbox. The next life has the token accepted again and
+/// answers the first two requests it gets with a permanent and a transient error; it
+/// checks every reply's outcome and hands back the Send API requests of that life.
+fn owed_replies_sent_after_a_restart(send_batch: Option<usize>) -> Vec<Recorded> {
+    let graph = MockGraph::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("db");
+    let options = || Options {
+        send_batch,
+        ..Options::default()
+    };
+    let psids: Vec<String> = (0..6).map(|i| format!("{}", 30_000 + i)).collect();
+    graph.revoke(ACCESS_TOKEN);
+    let rejected = one_life(&graph, &data_dir, options(), async |app| {
+        let events: Vec<serde_json::Value> = psids
+            .iter()
+            .enumerate()
+            .map(|(i, psid)| message_event(psid, &format!("m.owed.{i}"), "hello", 1_000))
+            .collect();
+        let body = envelope(vec![
+            json!({"id": PAGE_ID, "time": 1_000, "messaging": events}),
+        ]);
+        assert_eq!(app.post_signed(&body).await.status, 200);
+        let docs = docs_when(app, &psids, |statuses| {
+            let count = |wanted: &str| statuses.iter().filter(|s| *s == wanted).count();
+            count("failed") == 1 && count("queued") == 5
+        })
+        .await;
+        let failed = docs
+            .iter()
+            .find(|d| outbound(d)[0]["status"] == "failed")
+            .unwrap();
+        assert_eq!(outbound(failed)[0]["error"]["code"], 190);
+        failed["psid"].as_str().unwrap().to_string()
+    });
+    let calls_before = graph.requests().len();
+    graph.restore(ACCESS_TOKEN);
+    graph.script([
+        graph_error(400, 100, None, "(#100) The parameter recipient is invalid"),
+        graph_error(500, 2, None, "An unexpected error has occurred."),
+    ]);
+    let owed: Vec<String> = psids.into_iter().filter(|psid| *psid != rejected).collect();
+    let (docs, metrics) = one_life(&graph, &data_dir, options(), async |app| {
+        let docs = docs_when(app, &owed, |statuses| {
+            statuses.iter().all(|s| s == "sent" || s == "failed")
+        })
+        .await;
+        (docs, metrics_text(app).await)
+    });
+    let calls: Vec<Recorded> = graph.requests().split_off(calls_before);
+    let failed: Vec<_> = docs
+        .iter()
+        .filter(|d| outbound(d)[0]["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{docs:#?}");
+    assert_eq!(outbound(failed[0])[0]["error"]["code"], 100);
+    assert_eq!(failed[0]["psid"], calls[0].body["recipient"]["id"]);
+    let mut mids: Vec<String> = docs
+        .iter()
+        .filter(|d| outbound(d)[0]["status"] == "sent")
+        .map(|d| {
+            outbound(d)[0]["mid"]
+                .as_str()
+                .expect("a sent reply has its mid")
+                .to_string()
+        })
+        .collect();
+    mids.sort_unstable();
+    mids.dedup();
+    assert_eq!(
+        mids.len(),
+        4,
+        "each sent reply has a message id of its own: {docs:#?}"
+    );
+    let batches = if send_batch == Some(1) { 0.0 } else { 1.0 };
+    assert_eq!(
+        metric_value(&metrics, "colloquy_graph_batch_calls_total"),
+        batches
+    );
+    calls
+}
+
+/// The conversations of `psids`, once the statuses of their first page messages satisfy
+/// `done`.
+async fn docs_when(
+    app: &TestApp,
+    psids: &[String],
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<serde_json::Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut docs = Vec::new();
+        for psid in psids {
+            docs.push(app.conversation(psid).await);
+        }
+        let statuses: Vec<String> = docs
+            .iter()
+            .map(|d| {
+                outbound(d)
+                    .first()
+                    .map_or("none", |e| e["status"].as_str().unwrap_or("?"))
+                    .to_string()
+            })
+            .collect();
+        if done(&statuses) {
+            return docs;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "timed out; statuses {statuses:?}"
+        );
+        actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

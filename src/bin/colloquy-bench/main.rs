@@ -311,6 +311,7 @@ async fn run(args: Args) -> anyhow::Result<Report> {
         e2e: Percentiles::of(verdict.e2e_us),
         errors: acks.errors.clone(),
         graph_calls: mock.stats.calls.load(Ordering::Relaxed),
+        graph_batches: mock.stats.batches.load(Ordering::Relaxed),
         graph_faults: mock.stats.faults.load(Ordering::Relaxed),
         graph_fail: args.graph_fail,
         graph_fail_kind: args.graph_fail_kind.name(),

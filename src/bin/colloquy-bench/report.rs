@@ -82,6 +82,7 @@ pub struct Report {
     pub e2e: Percentiles,
     pub errors: BTreeMap<String, u64>,
     pub graph_calls: u64,
+    pub graph_batches: u64,
     pub graph_faults: u64,
     pub graph_fail: f64,
     pub graph_fail_kind: &'static str,
@@ -134,7 +135,8 @@ impl Report {
             "replies_per_s": round1(self.replies_per_s),
             "ack_ms": self.ack.json(), "e2e_ms": self.e2e.json(),
             "errors": self.errors,
-            "graph": {"calls": self.graph_calls, "faults": self.graph_faults,
+            "graph": {"calls": self.graph_calls, "batches": self.graph_batches,
+                      "faults": self.graph_faults,
                       "fail": self.graph_fail, "fail_kind": self.graph_fail_kind},
             "server": server,
             "bench_cpu_cores": self.bench_cpu_cores.map(round3),
@@ -206,8 +208,12 @@ impl Report {
         let _ = writeln!(out, "  errors     {errors}");
         let _ = writeln!(
             out,
-            "  graph mock {} Send API calls, {} faults injected ({} at {})",
-            self.graph_calls, self.graph_faults, self.graph_fail_kind, self.graph_fail
+            "  graph mock {} Send API requests ({} batch calls), {} faults injected ({} at {})",
+            self.graph_calls,
+            self.graph_batches,
+            self.graph_faults,
+            self.graph_fail_kind,
+            self.graph_fail
         );
         if let Some(s) = &self.server {
             let per_reply = self

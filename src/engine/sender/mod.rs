@@ -10,6 +10,7 @@
 //! the transcript entry and removes the item from the outbox. The page access token is
 //! handed to the Graph client per call and never reaches a log line.
 
+mod batching;
 mod rate;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -126,6 +127,8 @@ pub struct OutboundSender {
     calls_in_progress: usize,
     /// Shut down: no new call starts; told once nothing is under way.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Send API requests ready at this wake-up, sent together once it ends (`batching`).
+    ready: batching::Ready,
 }
 
 impl OutboundSender {
@@ -156,6 +159,7 @@ impl OutboundSender {
             blocked_pages: HashMap::new(),
             stalled: ConversationSet::default(),
             rates,
+            ready: batching::Ready::default(),
         }
     }
 
@@ -264,6 +268,7 @@ impl OutboundSender {
             }
         }
         self.in_flight.insert(key.clone());
+        let channel = record.channel;
         let request = match &record.outgoing {
             Outgoing::Send(request) => GraphRequest::Send(request.clone()),
             Outgoing::ThreadControl {
@@ -318,15 +323,46 @@ impl OutboundSender {
             ctx.run_later(wait, move |act, ctx| act.send_next(key, ctx));
             return;
         }
-        let graph = self.graph.clone();
         let auth = PageAuth::of(&target.node, target.token, Some(target.app_secret));
+        match request {
+            GraphRequest::Send(request) if self.batches(channel) => {
+                self.hold_for_batch(key, auth, request, ctx);
+            }
+            request => self.call_one(key, auth, request, ctx),
+        }
+    }
+
+    /// Makes one Graph call for the head of `key`'s queue and records how it ended.
+    fn call_one(
+        &mut self,
+        key: ConversationKey,
+        auth: PageAuth,
+        request: GraphRequest,
+        ctx: &mut Context<Self>,
+    ) {
+        let graph = self.graph.clone();
         let call = async move { attempt_of(request.call(&graph, &auth).await) };
         self.calls_in_progress += 1;
         self.run_apart(ctx, call, move |act, attempt, ctx| {
             // Its outcome write is counted first, so a drain waits for it too.
-            act.finish(key, attempt, ctx);
+            act.answered(key, attempt, ctx);
             act.call_ended();
         });
+    }
+
+    /// A call for the head of `key`'s queue was answered: its outcome is recorded, unless
+    /// the page's token was rejected and another call (made at the same time, or earlier
+    /// in the same batch) already stopped the page for it. The reply then waits in the
+    /// outbox for a new token, as every later reply of the page does: a rejected token
+    /// fails one reply, not every reply that was on its way.
+    fn answered(&mut self, key: ConversationKey, attempt: Attempt, ctx: &mut Context<Self>) {
+        if matches!(attempt, Attempt::TokenRevoked(_))
+            && self.blocked_pages.contains_key(&key.page_id)
+        {
+            self.stalled.insert(key);
+            return;
+        }
+        self.finish(key, attempt, ctx);
     }
 
     /// One call or outcome write ended; a drain waiting for the last one is told.
