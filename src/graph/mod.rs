@@ -296,11 +296,11 @@ impl GraphClient {
     }
 
     /// Several Send API requests as one Graph batch call (`POST /` with `batch`; Meta
-    /// takes at most `config::MAX_SEND_BATCH` requests): one answer per request, in order. Each request is made
-    /// on `auth`'s node with the batch's token and proof. A failure of the batch call
-    /// itself (network, timeout, an error status) is every request's failure; a request
-    /// the batch answered with `null` (Meta did not complete it) fails with
-    /// [`CallError::NotAnswered`], which is retried.
+    /// takes at most `config::MAX_SEND_BATCH` requests): one answer per request, in
+    /// order. Each request is made on `auth`'s node with the batch's token and proof. A
+    /// failure of the batch call itself (network, timeout, an error status) is every
+    /// request's failure; a request the batch answered with `null` (Meta did not
+    /// complete it) fails with [`CallError::NotAnswered`], which is retried.
     ///
     /// Meta counts each request of a batch as a call of its own (rate limits, usage); a
     /// batch saves the round trips and the HTTP work per call.
@@ -322,28 +322,18 @@ impl GraphClient {
             json: Some(encoded(&body)?),
         };
         let answer = self.exchange(call, auth).await?;
-        if !(200..300).contains(&answer.status) {
-            let error = error::classify_failure(answer.status, &answer.body, answer.usage());
-            return Err(error);
-        }
-        Ok(batch::answers(&answer.body, requests.len(), answer.usage()))
+        let usage = answer.usage.as_deref();
+        Ok(batch::answers(&answer.body, requests.len(), usage))
     }
 
     /// Makes one call and returns the body of a 2xx answer; anything else is sorted into
     /// a [`CallError`].
     async fn call(&self, call: Call<'_>, auth: &PageAuth) -> Result<Vec<u8>, CallError> {
-        let answer = self.exchange(call, auth).await?;
-        if (200..300).contains(&answer.status) {
-            return Ok(answer.body);
-        }
-        Err(error::classify_failure(
-            answer.status,
-            &answer.body,
-            answer.usage(),
-        ))
+        Ok(self.exchange(call, auth).await?.body)
     }
 
-    /// Makes one call and reads its answer, whatever its status.
+    /// Makes one call and returns its 2xx answer with the usage header (a batch's
+    /// requests may each be throttled); anything else is sorted into a [`CallError`].
     async fn exchange(&self, call: Call<'_>, auth: &PageAuth) -> Result<Answer, CallError> {
         let token = &auth.token;
         let mut query = call.query.to_vec();
@@ -378,11 +368,13 @@ impl GraphClient {
             .limit(MAX_ANSWER_BYTES)
             .await
             .map_err(|error| CallError::Unreadable(redacted(error.to_string(), token)))?;
-        Ok(Answer {
-            status,
-            usage,
-            body: body.to_vec(),
-        })
+        if (200..300).contains(&status) {
+            return Ok(Answer {
+                usage,
+                body: body.to_vec(),
+            });
+        }
+        Err(error::classify_failure(status, &body, usage.as_deref()))
     }
 
     /// A call that got no answer: timed out, or never reached the Graph API.
@@ -394,17 +386,10 @@ impl GraphClient {
     }
 }
 
-/// A Graph answer as it came: status, the `X-Business-Use-Case-Usage` header, body.
+/// A 2xx Graph answer: the `X-Business-Use-Case-Usage` header and the body.
 struct Answer {
-    status: u16,
     usage: Option<String>,
     body: Vec<u8>,
-}
-
-impl Answer {
-    fn usage(&self) -> Option<&str> {
-        self.usage.as_deref()
-    }
 }
 
 /// Meta's `appsecret_proof`: hex HMAC-SHA256 of the access token, keyed by the app secret.

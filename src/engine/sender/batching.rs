@@ -1,13 +1,14 @@
-//! Send API requests sent together: the Messenger replies that become ready at one
-//! wake-up of the sender (every turn of a commit cycle is durable at the same moment) go
-//! out as Graph batch calls, one per page token and at most `COLLOQUY_SEND_BATCH` each,
-//! instead of one HTTP call apiece. Each reply still gets its own outcome, retry and
-//! rate-limit token; none waits for a batch to fill (a lone reply is one plain call).
+//! Send API requests sent together: the Messenger replies that become ready together
+//! (every turn of a commit cycle is durable at the same moment) go out as Graph batch
+//! calls, one per page token and at most `COLLOQUY_SEND_BATCH` each, instead of one HTTP
+//! call apiece. Each reply still gets its own outcome, retry and rate-limit token; none
+//! waits for a batch to fill (a lone reply is one plain call).
 //!
-//! Must not: hold a reply past the wake-up it became ready in, put two replies of one
-//! conversation in a batch (the sender keeps one in flight per conversation, and Meta
-//! runs a batch's requests in no set order), or batch Instagram replies (only Messenger
-//! sends have been batched against Meta's answers as documented).
+//! Must not: hold a reply for a timer or past the last look (`MAX_LOOKS` turns of the
+//! thread's runtime), put two replies of one conversation in a batch (the sender keeps
+//! one in flight per conversation, and Meta runs a batch's requests in no set order), or
+//! batch Instagram replies (only Messenger sends have been batched against Meta's
+//! answers as documented).
 
 use actix::prelude::*;
 
@@ -74,16 +75,14 @@ impl OutboundSender {
             }
         }
     }
-}
 
-impl OutboundSender {
     /// Whether a reply on `channel` may go in a batch.
     pub(super) fn batches(&self, channel: Channel) -> bool {
         self.settings.send_batch > 1 && channel == Channel::Messenger
     }
 
     /// Holds a ready Send API request (its conversation in flight, its rate token taken)
-    /// until this wake-up's messages are handled.
+    /// until the thread has run the tasks that were ready with it (`look_again`).
     pub(super) fn hold_for_batch(
         &mut self,
         key: ConversationKey,
