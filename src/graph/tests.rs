@@ -337,3 +337,93 @@ fn the_token_is_masked_in_any_text_that_carries_it() {
         "no token here"
     );
 }
+
+#[actix_web::test]
+async fn a_batch_is_one_post_to_the_root_with_the_token_in_a_header_and_an_answer_per_request() {
+    let answers = json!([
+        {"code": 200, "body": "{\"recipient_id\":\"41\",\"message_id\":\"m_41\"}"},
+        {"code": 400, "body": "{\"error\":{\"message\":\"No matching user found\",\"code\":100,\"error_subcode\":2018001}}"},
+        null,
+    ]);
+    let (stand_in, url) = stand_in(Script::json(200, answers));
+    let client = GraphClient::new(&url, Duration::from_secs(5));
+    let auth = PageAuth::of("1234", Secret::new(TOKEN), Some(Secret::new("app-secret")));
+
+    let results = client
+        .send_batch(&auth, &[hello("41"), hello("42"), hello("43")])
+        .await
+        .unwrap();
+
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[0].as_ref().unwrap().message_id.as_deref(),
+        Some("m_41")
+    );
+    assert!(matches!(&results[1], Err(CallError::Permanent(e)) if e.code == 100));
+    assert_eq!(results[2], Err(CallError::NotAnswered));
+    let seen = stand_in.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one HTTP call for the three requests");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/v21.0/")
+    );
+    assert_eq!(seen[0].authorization, Some(format!("Bearer {TOKEN}")));
+    assert_eq!(seen[0].content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        seen[0].query.len(),
+        1,
+        "only the proof: {:?}",
+        seen[0].query
+    );
+    assert_eq!(seen[0].query[0].0, "appsecret_proof");
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["include_headers"], false);
+    let items = body["batch"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    for (item, psid) in items.iter().zip(["41", "42", "43"]) {
+        assert_eq!(item["method"], "POST");
+        assert_eq!(item["relative_url"], "1234/messages");
+        let form = item["body"].as_str().unwrap();
+        assert!(
+            !form.contains(TOKEN),
+            "no token in a request's body: {form}"
+        );
+        let fields: Vec<(String, String)> = serde_urlencoded::from_str(form).unwrap();
+        let recipient = &fields
+            .iter()
+            .find(|(name, _)| name == "recipient")
+            .unwrap()
+            .1;
+        assert_eq!(
+            serde_json::from_str::<Value>(recipient).unwrap(),
+            json!({"id": psid})
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_failed_batch_call_is_sorted_like_a_single_call() {
+    let mut throttled = Script::json(
+        400,
+        json!({"error": {"message": "(#613) Calls to this api have exceeded the rate limit.", "code": 613}}),
+    );
+    throttled.headers.push((
+        "x-business-use-case-usage",
+        r#"{"1234":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":2}]}"#
+            .into(),
+    ));
+    let (_, url) = stand_in(throttled);
+    let client = GraphClient::new(&url, Duration::from_secs(5));
+
+    let error = client
+        .send_batch(&auth(), &[hello("41"), hello("42")])
+        .await
+        .unwrap_err();
+
+    match error {
+        CallError::Throttled { retry_after, .. } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(120)));
+        }
+        other => panic!("expected a throttled batch, got {other:?}"),
+    }
+}

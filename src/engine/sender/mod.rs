@@ -121,6 +121,9 @@ pub struct OutboundSender {
     blocked_pages: HashMap<String, Secret>,
     /// Conversations whose next send waits for a blocked page's new token.
     stalled: ConversationSet,
+    /// Conversations whose last send's outcome is being written: in flight, with that
+    /// reply already off their queue.
+    recording: ConversationSet,
     /// Each page's Send API rate (`COLLOQUY_PAGE_SEND_RATE`).
     rates: rate::PageRates,
     /// Calls and outcome writes under way; shutdown waits for them.
@@ -158,6 +161,7 @@ impl OutboundSender {
             paused_pages: HashMap::new(),
             blocked_pages: HashMap::new(),
             stalled: ConversationSet::default(),
+            recording: ConversationSet::default(),
             rates,
             ready: batching::Ready::default(),
         }
@@ -473,12 +477,15 @@ impl OutboundSender {
         let recorded = self.record_outcome(seq, record.clone(), outcome.clone());
         let waiting = Instant::now();
         self.calls_in_progress += 1;
+        // Until written (a failed write is tried again): see `Forget`.
+        self.recording.insert(key.clone());
         self.run_apart(ctx, recorded, move |act, recorded, ctx| {
                 act.call_ended();
                 act.metrics.flush_waited("sender", waiting.elapsed());
                 match recorded {
                     Ok(()) => {
                         act.known.remove(&seq);
+                        act.recording.remove(&key);
                         act.send_next(key, ctx);
                     }
                     Err(error)
@@ -497,6 +504,7 @@ impl OutboundSender {
                         // node's next start) sends it again.
                         log::error!("{key}: cannot record the outcome of reply {seq}: {error}");
                         act.known.remove(&seq);
+                        act.recording.remove(&key);
                         act.let_go(&key);
                     }
                 }
@@ -714,7 +722,12 @@ impl Handler<Forget> for OutboundSender {
         let Some(queue) = self.queues.get_mut(&msg.key) else {
             return;
         };
-        let keep = usize::from(self.in_flight.contains(&msg.key));
+        // The head stays while its call is in flight (it cannot be called back). While
+        // the last call's outcome is written, that reply is already off the queue: its
+        // head is the next reply, never sent, and goes too.
+        let head_in_flight =
+            self.in_flight.contains(&msg.key) && !self.recording.contains(&msg.key);
+        let keep = usize::from(head_in_flight).min(queue.len());
         for (seq, _) in queue.drain(keep..) {
             self.known.remove(&seq);
             self.load.replies_out(1);
