@@ -395,6 +395,50 @@ async fn a_revoked_token_stops_only_its_page_until_a_reload_gives_it_a_new_one()
         .await;
 }
 
+/// A user forgotten while their reply waits for the page's new token gets nothing once
+/// the token comes: the forget drops the reply the sender was holding back.
+#[actix_web::test]
+async fn a_user_forgotten_while_their_page_is_stopped_gets_nothing_after_the_new_token() {
+    let setup = setup("token-a");
+    let app = spawn(&setup).await;
+    app.graph.revoke("token-a");
+    let first = message_to("page", PAGE_A, "u-f1", "m.f1", "first", 1_000);
+    assert_eq!(post_signed_by(&app, MAIN_SECRET, &first).await.status, 200);
+    app.wait_for_first_reply("u-f1", "failed").await;
+    let held = message_to("page", PAGE_A, "u-f2", "m.f2", "held", 1_001);
+    assert_eq!(post_signed_by(&app, MAIN_SECRET, &held).await.status, 200);
+    app.wait_for_first_reply("u-f2", "queued").await;
+    // The sender has it in hand, held back while the page is stopped.
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let forgotten = app.admin("DELETE", "/admin/conversations/u-f2", "").await;
+    assert_eq!(forgotten.status, 200, "{}", forgotten.body);
+
+    rewrite(&setup.pages, &pages_toml("token-a-new"));
+    assert_eq!(
+        app.admin("POST", "/admin/pages/reload", "").await.status,
+        200
+    );
+    // A later user of the page is answered with the new token: the page resumed.
+    let later = message_to("page", PAGE_A, "u-f3", "m.f3", "later", 1_002);
+    assert_eq!(post_signed_by(&app, MAIN_SECRET, &later).await.status, 200);
+    app.wait_for_first_reply("u-f3", "sent").await;
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let recipients: Vec<String> = sends_to(&app, PAGE_A)
+        .iter()
+        .map(|call| {
+            call.body["recipient"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        recipients,
+        vec!["u-f1", "u-f3"],
+        "the rejected call, the later user's reply, and nothing for the forgotten user"
+    );
+}
+
 #[actix_web::test]
 async fn a_rotation_under_load_loses_no_reply_and_later_sends_use_the_new_token() {
     let setup = setup("token-a");

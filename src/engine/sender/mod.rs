@@ -724,9 +724,14 @@ impl Handler<Forget> for OutboundSender {
         };
         // The head stays while its call is in flight (it cannot be called back). While
         // the last call's outcome is written, that reply is already off the queue: its
-        // head is the next reply, never sent, and goes too.
+        // head is the next reply, never sent, and goes too. So does a head held back for
+        // a stopped page's new token, and the conversation waits for nothing more.
+        let stalled = self.stalled.remove(&msg.key);
+        if stalled {
+            self.in_flight.remove(&msg.key);
+        }
         let head_in_flight =
-            self.in_flight.contains(&msg.key) && !self.recording.contains(&msg.key);
+            self.in_flight.contains(&msg.key) && !self.recording.contains(&msg.key) && !stalled;
         let keep = usize::from(head_in_flight).min(queue.len());
         for (seq, _) in queue.drain(keep..) {
             self.known.remove(&seq);
