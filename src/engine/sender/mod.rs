@@ -2,7 +2,8 @@
 //! client), and durable callbacks with its own HTTP client.
 //!
 //! Replies to one recipient leave strictly in order (one in flight per conversation);
-//! different recipients proceed concurrently. What a failed call means comes from
+//! different recipients proceed concurrently, and those ready together go out in Graph
+//! batch calls (`batching.rs`). What a failed call means comes from
 //! `graph::CallError`: network errors, timeouts, 5xx and transient Graph errors are
 //! retried with capped exponential backoff and jitter; throttling pauses the page;
 //! permanent Graph errors end the reply `failed` with code, subcode, message and
@@ -130,7 +131,8 @@ pub struct OutboundSender {
     calls_in_progress: usize,
     /// Shut down: no new call starts; told once nothing is under way.
     draining: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
-    /// Send API requests ready at this wake-up, sent together once it ends (`batching`).
+    /// Send API requests held until the thread's ready tasks have run, then sent
+    /// together (`batching`).
     ready: batching::Ready,
 }
 
@@ -731,7 +733,7 @@ impl Handler<Forget> for OutboundSender {
             self.in_flight.remove(&msg.key);
         }
         let head_in_flight =
-            self.in_flight.contains(&msg.key) && !self.recording.contains(&msg.key) && !stalled;
+            self.in_flight.contains(&msg.key) && !self.recording.contains(&msg.key);
         let keep = usize::from(head_in_flight).min(queue.len());
         for (seq, _) in queue.drain(keep..) {
             self.known.remove(&seq);
