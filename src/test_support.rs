@@ -14,6 +14,7 @@ pub use crate::cluster::{
 };
 pub use crate::console::{chat, ChatArgs, ChatError, Terminal};
 pub use crate::engine::app::start_replicated;
+pub use crate::graph::batch::request_fields as batch_request_fields;
 pub use crate::store::{
     keys, ConversationKey, ConversationRecord, Direction, Failure, JournalRecord, ListFilter,
     OutboxRecord, Outgoing, Replicator, SendOutcome, SendPermission, Status, Store, StoreRelease,

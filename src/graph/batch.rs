@@ -38,6 +38,23 @@ pub(super) fn item(relative_url: &str, request: &SendRequest) -> Result<Value, C
     }))
 }
 
+/// A batch item's form body back as the request's JSON fields, as Meta reads it: a
+/// value that is a JSON object or list is that JSON, any other is text. The inverse of
+/// [`item`]'s body, for stand-ins of the Graph API; `None` if the form does not decode.
+#[cfg(any(test, feature = "test-support"))]
+pub fn request_fields(form: &str) -> Option<Value> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(form).ok()?;
+    let fields = pairs.into_iter().map(|(name, value)| {
+        let json = if value.starts_with(['{', '[']) {
+            serde_json::from_str(&value).ok()
+        } else {
+            None
+        };
+        (name, json.unwrap_or(Value::String(value)))
+    });
+    Some(Value::Object(fields.collect()))
+}
+
 /// Each request's result from a batch call's 2xx answer `body`, for `count` requests.
 /// `usage` is the batch call's `X-Business-Use-Case-Usage` header (a throttled request's
 /// wait).
@@ -91,21 +108,6 @@ mod tests {
         .expect("a send request")
     }
 
-    /// The form body decoded back: a value that is a JSON object or list is that JSON,
-    /// any other is text.
-    fn decoded(body: &str) -> Value {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(body).expect("form");
-        let fields = pairs.into_iter().map(|(name, value)| {
-            let value = if value.starts_with(['{', '[']) {
-                serde_json::from_str(&value).expect("a JSON field")
-            } else {
-                Value::String(value)
-            };
-            (name, value)
-        });
-        Value::Object(fields.collect())
-    }
-
     #[test]
     fn an_item_carries_the_request_form_encoded_with_json_fields() {
         let request = text_to("u-1", "a & b = c? 100% «ok»");
@@ -114,7 +116,10 @@ mod tests {
         assert_eq!(item["relative_url"], "me/messages");
         let body = item["body"].as_str().unwrap();
         assert!(!body.contains(' ') && !body.contains('«'), "{body}");
-        assert_eq!(decoded(body), serde_json::to_value(&request).unwrap());
+        assert_eq!(
+            request_fields(body),
+            Some(serde_json::to_value(&request).unwrap())
+        );
         assert!(
             body.contains("messaging_type=RESPONSE&") || body.ends_with("messaging_type=RESPONSE")
         );

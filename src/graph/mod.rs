@@ -14,7 +14,7 @@
 //! store or the actors, log, or let the token reach any error text (a request URL is
 //! never shown: it carries the token).
 
-mod batch;
+pub(crate) mod batch;
 mod error;
 
 use std::rc::Rc;

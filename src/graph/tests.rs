@@ -22,6 +22,20 @@ struct Script {
 }
 
 impl Script {
+    /// A throttling answer (`code`) whose usage header says to wait `minutes`.
+    fn throttled(code: i64, minutes: u64) -> Script {
+        let mut script = Script::json(
+            400,
+            json!({"error": {"message": format!("(#{code}) limit"), "code": code, "fbtrace_id": "T1"}}),
+        );
+        let usage = json!({"128": [{"type": "messenger", "call_count": 100,
+                                    "estimated_time_to_regain_access": minutes}]});
+        script
+            .headers
+            .push(("x-business-use-case-usage", usage.to_string()));
+        script
+    }
+
     fn json(status: u16, body: Value) -> Script {
         Script {
             status,
@@ -227,16 +241,7 @@ async fn each_call_carries_the_proof_of_the_token_it_is_made_with_after_a_rotati
 
 #[actix_web::test]
 async fn a_throttled_answer_carries_the_wait_from_the_business_use_case_header() {
-    let mut script = Script::json(
-        400,
-        json!({"error": {"message": "(#80006) limit", "code": 80006, "fbtrace_id": "T1"}}),
-    );
-    script.headers.push((
-        "x-business-use-case-usage",
-        r#"{"128":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":4}]}"#
-            .into(),
-    ));
-    let (_stand_in, url) = stand_in(script);
+    let (_stand_in, url) = stand_in(Script::throttled(80006, 4));
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
     let error = client
@@ -403,16 +408,7 @@ async fn a_batch_is_one_post_to_the_root_with_the_token_in_a_header_and_an_answe
 
 #[actix_web::test]
 async fn a_failed_batch_call_is_sorted_like_a_single_call() {
-    let mut throttled = Script::json(
-        400,
-        json!({"error": {"message": "(#613) Calls to this api have exceeded the rate limit.", "code": 613}}),
-    );
-    throttled.headers.push((
-        "x-business-use-case-usage",
-        r#"{"1234":[{"type":"messenger","call_count":100,"estimated_time_to_regain_access":2}]}"#
-            .into(),
-    ));
-    let (_, url) = stand_in(throttled);
+    let (_, url) = stand_in(Script::throttled(613, 2));
     let client = GraphClient::new(&url, Duration::from_secs(5));
 
     let error = client

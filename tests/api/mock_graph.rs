@@ -266,14 +266,7 @@ fn batch_requests(call: &Call) -> Vec<Call> {
         .iter()
         .map(|item| {
             let form = item["body"].as_str().unwrap_or_default();
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_str(form).unwrap_or_default();
-            let fields = pairs.into_iter().map(|(name, value)| {
-                let json = match value.trim_start().chars().next() {
-                    Some('{' | '[') => serde_json::from_str(&value).ok(),
-                    _ => None,
-                };
-                (name, json.unwrap_or(Value::String(value)))
-            });
+            let fields = colloquy::test_support::batch_request_fields(form);
             Call {
                 method: item["method"].as_str().unwrap_or_default().to_string(),
                 path: format!(
@@ -283,7 +276,7 @@ fn batch_requests(call: &Call) -> Vec<Call> {
                 ),
                 query: call.query.clone(),
                 authorization: call.authorization.clone(),
-                body: Value::Object(fields.collect()),
+                body: fields.unwrap_or(Value::Null),
             }
         })
         .collect()

@@ -24,11 +24,16 @@ pub(super) struct Ready {
     groups: Vec<(PageAuth, Vec<(ConversationKey, SendRequest)>)>,
     /// A `send_ready` is due once the thread's ready tasks have run.
     scheduled: bool,
-    /// Requests held now, and when the last look found more had come.
-    held: usize,
+    /// How many requests were held at the last look.
     held_at_last_look: usize,
     /// Looks taken since the first request was held.
     looks: u32,
+}
+
+impl Ready {
+    fn held(&self) -> usize {
+        self.groups.iter().map(|(_, requests)| requests.len()).sum()
+    }
 }
 
 /// Most times the sender looks again for more requests before it sends what it holds:
@@ -51,15 +56,15 @@ impl OutboundSender {
     /// others in batches of at most `COLLOQUY_SEND_BATCH` per page token.
     fn send_ready(&mut self, ctx: &mut Context<Self>) {
         let ready = &mut self.ready;
-        if ready.held > ready.held_at_last_look && ready.looks < MAX_LOOKS {
+        let held = ready.held();
+        if held > ready.held_at_last_look && ready.looks < MAX_LOOKS {
             // More came since the last look: the cycle's turns are still coming back.
-            ready.held_at_last_look = ready.held;
+            ready.held_at_last_look = held;
             ready.looks += 1;
             look_again(ctx);
             return;
         }
         ready.scheduled = false;
-        ready.held = 0;
         ready.held_at_last_look = 0;
         ready.looks = 0;
         let groups = std::mem::take(&mut ready.groups);
@@ -100,7 +105,6 @@ impl OutboundSender {
             Some((_, requests)) => requests.push((key, request)),
             None => self.ready.groups.push((auth, vec![(key, request)])),
         }
-        self.ready.held += 1;
         if !self.ready.scheduled {
             self.ready.scheduled = true;
             self.ready.held_at_last_look = 1;
